@@ -1,0 +1,29 @@
+/* Small helpers shared by the cld-* command-line tools. */
+#ifndef CLD_CLI_H
+#define CLD_CLI_H
+
+#include <stdio.h>
+
+#include "cldiffusion/cldiffusion.h"
+
+/* Exit codes of all tools. */
+enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_NO_DEVICE = 2 };
+
+/* Match option `name` ("--device") at argv[*i], as "--device VALUE" or
+ * "--device=VALUE". On a match sets *value, advances *i past a separate
+ * value, and returns 1; returns -1 (after printing a message) when the value
+ * is missing; 0 when argv[*i] is another option. */
+int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value);
+
+/* Print "prog: what: STATUS: message" to stderr, plus the package hint when
+ * no OpenCL platform is installed. Returns the exit code to use. */
+int cli_fail(const char *prog, const char *what, cld_status s);
+
+/* Create a context for `spec` (NULL: $CLD_DEVICE or the default), and print
+ * "device: <platform> / <name>" to `log` (NULL: silent). */
+cld_status cli_ctx_create(const char *spec, FILE *log, cld_ctx **out);
+
+/* "device: <platform> / <name>" line for an info record. */
+void cli_print_device(FILE *f, const cld_device_info *info);
+
+#endif

@@ -1,0 +1,43 @@
+# Find every dependency; a missing one stops configure naming the Debian package.
+find_package(PkgConfig QUIET)
+if(NOT PkgConfig_FOUND)
+  message(FATAL_ERROR "pkg-config not found: install the Debian package 'pkg-config'")
+endif()
+
+find_package(OpenCL QUIET)
+if(NOT OpenCL_FOUND)
+  message(FATAL_ERROR "OpenCL ICD loader/headers not found: install 'ocl-icd-opencl-dev' and 'opencl-headers'")
+endif()
+
+find_package(CLBlast QUIET)
+if(NOT CLBlast_FOUND)
+  message(FATAL_ERROR "CLBlast not found: install 'libclblast-dev'")
+endif()
+
+find_package(ZLIB QUIET)
+if(NOT ZLIB_FOUND)
+  message(FATAL_ERROR "zlib not found: install 'zlib1g-dev'")
+endif()
+
+pkg_check_modules(CJSON QUIET libcjson)
+if(NOT CJSON_FOUND)
+  message(FATAL_ERROR "cJSON not found: install 'libcjson-dev'")
+endif()
+
+find_path(STB_INCLUDE_DIR stb_image.h PATHS /usr/include/stb NO_DEFAULT_PATH)
+if(NOT STB_INCLUDE_DIR)
+  find_path(STB_INCLUDE_DIR stb/stb_image.h)
+  if(STB_INCLUDE_DIR)
+    set(STB_INCLUDE_DIR ${STB_INCLUDE_DIR}/stb)
+  endif()
+endif()
+if(NOT STB_INCLUDE_DIR)
+  message(FATAL_ERROR "stb_image.h not found: install 'libstb-dev'")
+endif()
+
+if(CLD_BUILD_TESTS)
+  pkg_check_modules(CHECK QUIET check)
+  if(NOT CHECK_FOUND)
+    message(FATAL_ERROR "Check not found: install 'check' (and 'libsubunit-dev')")
+  endif()
+endif()

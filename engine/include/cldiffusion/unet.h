@@ -1,0 +1,58 @@
+/* The DDPM UNet (Ho et al. 2020) built on the graph executor. */
+#ifndef CLDIFFUSION_UNET_H
+#define CLDIFFUSION_UNET_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CLD_UNET_MAX_LEVELS 8
+
+typedef struct cld_unet_config {
+    int in_channels;                 /* e.g. 3 */
+    int out_channels;                /* e.g. 3 */
+    int image_size;                  /* square input, e.g. 32 */
+    int base_channels;               /* e.g. 128 */
+    int n_levels;                    /* number of channel multipliers */
+    int mult[CLD_UNET_MAX_LEVELS];   /* e.g. 1,2,2,2 */
+    int num_res_blocks;              /* per level, e.g. 2 */
+    int n_attn;
+    int attn_res[CLD_UNET_MAX_LEVELS]; /* resolutions with self-attention, e.g. 16 */
+    int heads;                       /* attention heads (DDPM: 1) */
+    int norm_groups;                 /* e.g. 32 */
+    float dropout;                   /* e.g. 0.1 */
+    int num_classes;                 /* 0 = unconditional; else +1 'null' class */
+} cld_unet_config;
+
+/* Presets: "cifar10" (35,746,307 params), "fashion-mnist" (6,469,889). */
+cld_status cld_unet_config_preset(const char *name, cld_unet_config *cfg);
+/* Check a config for consistency (CLD_ERR_INVALID_ARG naming the field). */
+cld_status cld_unet_config_check(const cld_unet_config *cfg);
+/* JSON text of the config (malloc'd, caller frees) and back. */
+cld_status cld_unet_config_to_json(const cld_unet_config *cfg, char **json);
+cld_status cld_unet_config_from_json(const char *json, cld_unet_config *cfg);
+
+/* Build the UNet on g: x (N, in, S, S), t (N) timesteps, labels (N) or NULL;
+ * out (N, out, S, S). Parameters are declared in g's store by name. */
+cld_status cld_unet_build(cld_graph *g, const cld_unet_config *cfg, cld_tensor *x, cld_tensor *t,
+                          cld_tensor *labels, cld_tensor **out);
+/* Number of parameters of a config (without a device). */
+cld_status cld_unet_param_count(const cld_unet_config *cfg, size_t *count);
+
+/* Timing of one forward pass and one training step (forward, backward,
+ * AdamW) at a batch size, for cld-bench: median over `iters` after one
+ * warm-up run. */
+typedef struct cld_unet_timing {
+    double forward_s;        /* one forward pass */
+    double train_step_s;     /* forward + backward + AdamW */
+    size_t fwd_peak_bytes, fwd_sum_bytes;     /* planner, inference graph */
+    size_t train_peak_bytes, train_sum_bytes; /* planner, training graph  */
+    size_t n_params;
+} cld_unet_timing;
+cld_status cld_unet_time(cld_ctx *ctx, const cld_unet_config *cfg, int batch, int iters,
+                         cld_unet_timing *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

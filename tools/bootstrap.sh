@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Set up, build and run cldiffusion on a Debian/Ubuntu machine.
+#
+#   tools/bootstrap.sh devices   install packages if missing, build, list OpenCL devices
+#   tools/bootstrap.sh test      install packages if missing, build, run the test suite
+#   tools/bootstrap.sh build     install packages if missing, build
+#
+# Packages are installed only when some are missing, and only as root or
+# through sudo. With CI=true the build treats warnings as errors.
+# Environment: BUILD_DIR (default: build), JOBS (default: all cores).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+
+PACKAGES=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
+          libclblast-dev check libsubunit-dev libstb-dev zlib1g-dev libcjson-dev clinfo)
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+install_packages() {
+    if ! command -v dpkg-query >/dev/null 2>&1; then
+        say "not a Debian-based system: install the equivalents of: ${PACKAGES[*]}"
+        return 0
+    fi
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$p")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        say "all packages present"
+        return 0
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo)
+        else
+            say "missing packages: ${missing[*]}"
+            say "not root and no sudo: install them, then run this again"
+            return 1
+        fi
+    fi
+    say "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+build() {
+    local args=(-S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release)
+    if [ "${CI:-}" = "true" ]; then args+=(-DCLD_WERROR=ON); fi
+    say "configuring: cmake ${args[*]}"
+    cmake "${args[@]}"
+    say "building with $JOBS jobs"
+    cmake --build "$BUILD_DIR" -j "$JOBS"
+}
+
+run_tests() {
+    say "running tests"
+    local rc=0
+    ctest --test-dir "$BUILD_DIR" --output-on-failure || rc=$?
+    # Each Check test prints "NN%: Checks: X, Failures: Y, Errors: Z"; ctest keeps
+    # every test's output in LastTest.log.
+    local log="$BUILD_DIR/Testing/Temporary/LastTest.log"
+    if [ -f "$log" ]; then
+        echo
+        echo "Check summary:"
+        awk '/^[0-9]+\/[0-9]+ Test: / { name = $3 }
+             /^[0-9]+%: Checks: / { printf "  %-28s %s\n", name, $0 }' "$log"
+    fi
+    return $rc
+}
+
+cmd=${1:-devices}
+case "$cmd" in
+devices)
+    install_packages
+    build
+    "$BUILD_DIR/cld-devices"
+    ;;
+test)
+    install_packages
+    build
+    run_tests
+    ;;
+build)
+    install_packages
+    build
+    ;;
+-h | --help | help)
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    ;;
+*)
+    echo "usage: $0 [devices|test|build]" >&2
+    exit 2
+    ;;
+esac
