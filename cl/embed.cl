@@ -1,0 +1,88 @@
+/* Embeddings and dropout. Every buffer argument is followed by its offset in
+ * floats. Launched 1-D with local size 64; bounds are checked. */
+
+#if defined(cl_khr_fp64)
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+#define TS_REAL double
+#else
+#define TS_REAL float
+#endif
+
+/* Sinusoidal timestep embedding, t (N) -> y (N, dim), DDPM style:
+ * y[n, j] = sin(t_n f_j) for j < nh, cos(t_n f_{j-nh}) for nh <= j < 2 nh (nh = dim / 2),
+ * 0 for the pad column of an odd dim; f_i = exp(-ln(10000) i / (nh - 1)).
+ * The argument t f reaches ~1000 rad, where float rounding of f and of the
+ * product costs ~1e-4 absolute; devices with fp64 compute it in double. */
+__kernel void timestep_embedding(__global const float *t, int to, __global float *y, int yo,
+                                 int N, int dim)
+{
+    int i = get_global_id(0);
+    if (i >= N * dim) return;
+    int n = i / dim, j = i % dim;
+    int nh = dim / 2;
+    if (j >= 2 * nh) {
+        y[yo + i] = 0.0f;
+        return;
+    }
+    int k = j < nh ? j : j - nh;
+    int den = nh > 1 ? nh - 1 : 1;
+    TS_REAL f = exp(-(TS_REAL)9.210340371976184 * (TS_REAL)k / (TS_REAL)den); /* ln(10000) */
+    TS_REAL a = (TS_REAL)t[to + n] * f;
+    y[yo + i] = (float)(j < nh ? sin(a) : cos(a));
+}
+
+/* Row index of a label stored as float: nearest integer, or -1 if it is
+ * outside [0, R) or NaN (such rows read nothing and give zeros). */
+inline int label_row(float v, int R)
+{
+    float r = rint(v);
+    return (r >= 0.0f && r < (float)R) ? (int)r : -1;
+}
+
+/* y (N, D) = table[labels[n], :] with table (R, D). */
+__kernel void embedding_fwd(__global const float *table, int tbo, __global const float *labels, int lo,
+                            __global float *y, int yo, int N, int R, int D)
+{
+    int i = get_global_id(0);
+    if (i >= N * D) return;
+    int n = i / D, d = i % D;
+    int r = label_row(labels[lo + n], R);
+    y[yo + i] = r >= 0 ? table[tbo + r * D + d] : 0.0f;
+}
+
+/* dtable (R, D): one work-item per (r, d) sums dy[n, d] over the labels
+ * equal to r, in order of n (no atomics, deterministic). */
+__kernel void embedding_bwd(__global const float *labels, int lo, __global const float *dy, int dyo,
+                            __global float *dt, int dto, int N, int R, int D)
+{
+    int i = get_global_id(0);
+    if (i >= R * D) return;
+    int r = i / D, d = i % D;
+    float acc = 0.0f;
+    for (int n = 0; n < N; n++)
+        if (label_row(labels[lo + n], R) == r) acc += dy[dyo + n * D + d];
+    dt[dto + i] = acc;
+}
+
+/* Counter-based hash of (seed, node, element) -> uniform [0, 1) with 24 bits
+ * (splitmix64 finaliser). Mirrored bit for bit by the C reference in
+ * test/test_ops_embed.c: change both together. */
+inline float dropout_uniform(ulong seed, uint node, uint i)
+{
+    ulong z = seed ^ (0xD1B54A32D192ED03UL * ((ulong)node + 1UL));
+    z += 0x9E3779B97F4A7C15UL * ((ulong)i + 1UL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+    z ^= z >> 31;
+    return (float)(uint)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/* Inverted dropout: y = x * scale where u(seed, node, i) >= p, else 0.
+ * The backward pass runs the same kernel on dy with the forward node id. */
+__kernel void dropout(__global const float *x, int xo, __global float *y, int yo, int n, float p,
+                      float scale, ulong seed, uint node)
+{
+    int i = get_global_id(0);
+    if (i >= n) return;
+    y[yo + i] = dropout_uniform(seed, node, (uint)i) >= p ? x[xo + i] * scale : 0.0f;
+}
