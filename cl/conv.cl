@@ -1,0 +1,338 @@
+/* Convolution kernels (driven by engine/src/ops_conv.c), and a bias helper
+ * for the linear layer. Every buffer argument is followed by its offset in
+ * floats. All GEMMs use the same register tile: 6 rows x 16 columns per
+ * work-item, 12 float8 accumulators (AVX2: 16 registers), local size 1.
+ *
+ * Implicit path (stride 1): pad_planes, then conv_s1 (forward and dx) and
+ * conv_dw_s1 (weight gradient) read the padded planes directly.
+ * im2col path (any stride): pack builds the GEMM operands (doing the
+ * im2col), gemm_packed multiplies them, col2im folds dx back.
+ *
+ * pack's sources: a chunk of B samples is seen as matrices over columns
+ * j = b*P + p (P = Ho*Wo):
+ *   kind 0  dense row-major:   S(a, b) = src[a*ld + b]
+ *   kind 1  (B, C, P) tensor:  S(c, j) = src[(b*C + c)*P + p]
+ *   kind 2  im2col of x:       S(r, j) = x[b, ci, oy*s - pad + ky, ox*s - pad + kx]
+ *                              with r = (ci*K + ky)*K + kx (0 outside the image)
+ *   kind 3  (B, C, Ho, Wo) tensor over rows padded to ld: S(c, (b*Ho + oy)*ld + ox)
+ *                              = src[b, c, oy, ox], 0 for ox >= Wo
+ *   kind 4  weight (Co, C, K, K) flipped and transposed:
+ *                              S(c, (co*K + ky)*K + kx) = w[co, c, K-1-ky, K-1-kx]
+ * GEMM operands are packed in panels: A (M, K) as [M/6][K][6], B (K, N) as
+ * [N/16][K][16], zero-padded, so the GEMM reads both sequentially. */
+
+/* dst[((u/R)*L + v)*R + u%R] = trans ? S(v, u) : S(u, v) for u < U (else 0),
+ * v < L. One work-item per (u/R, v) writes R consecutive floats; the
+ * coordinates of S are stepped along the R lanes, not divided out per
+ * element. 1-D launch over ceil(U/R)*L. */
+__kernel void pack(__global float *dst, int dsto, __global const float *src, int so, int kind,
+                   int trans, int R, int U, int L, int ld, int C, int P, int H, int W, int K,
+                   int stride, int pad, int Wo)
+{
+    int i = get_global_id(0);
+    int nup = (U + R - 1) / R;
+    if (i >= nup * L) return;
+    int up = i / L, v = i - up * L;
+    int u0 = up * R, n = min(R, U - u0);
+    __global float *d = dst + dsto + i * R;
+    for (int l = n; l < R; l++) d[l] = 0.0f;
+    if (kind == 0) {
+        int base = so + (trans ? v * ld + u0 : u0 * ld + v), step = trans ? 1 : ld;
+        for (int l = 0; l < n; l++) d[l] = src[base + l * step];
+        return;
+    }
+    if (kind == 3) { /* (B, C, Ho, Wo) with rows padded to ld: S(c, j), j = (b*Ho + oy)*ld + ox */
+        int row = v / ld, ox = v - (v / ld) * ld;
+        int Ho = P / Wo, b = row / Ho, oy = row - (row / Ho) * Ho;
+        int base = so + (b * C + u0) * P + oy * Wo + ox;
+        for (int l = 0; l < n; l++) d[l] = ox < Wo ? src[base + l * P] : 0.0f;
+        return;
+    }
+    if (kind == 4) { /* weight (Co, C, K, K) flipped and transposed: S(c, (co*K + ky)*K + kx) */
+        int kx = v % K, ky = (v / K) % K, co = v / (K * K);
+        int base = so + ((co * C + u0) * K + (K - 1 - ky)) * K + (K - 1 - kx);
+        for (int l = 0; l < n; l++) d[l] = src[base + l * K * K];
+        return;
+    }
+    /* column j of the chunk: sample b, position p = (oy, ox) */
+    int j = trans ? u0 : v;
+    int b = j / P, p = j - b * P;
+    if (kind == 1) {
+        if (!trans) { /* rows c = u0 .. u0+n-1 of column j */
+            int base = so + (b * C + u0) * P + p;
+            for (int l = 0; l < n; l++) d[l] = src[base + l * P];
+        } else { /* row c = v, columns j .. j+n-1 */
+            for (int l = 0; l < n; l++) {
+                d[l] = src[so + (b * C + v) * P + p];
+                if (++p == P) {
+                    p = 0;
+                    b++;
+                }
+            }
+        }
+        return;
+    }
+    /* im2col: row r = (ci*K + ky)*K + kx */
+    int r = trans ? v : u0;
+    int oy = p / Wo, ox = p - (p / Wo) * Wo;
+    int kx = r % K, ky = (r / K) % K, ci = r / (K * K);
+    int Ho = P / Wo;
+    for (int l = 0; l < n; l++) {
+        int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+        float val = 0.0f;
+        if (iy >= 0 && iy < H && ix >= 0 && ix < W) val = src[so + ((b * C + ci) * H + iy) * W + ix];
+        d[l] = val;
+        if (trans) { /* next column j */
+            if (++ox == Wo) {
+                ox = 0;
+                if (++oy == Ho) {
+                    oy = 0;
+                    b++;
+                }
+            }
+        } else if (++kx == K) { /* next row r */
+            kx = 0;
+            if (++ky == K) {
+                ky = 0;
+                ci++;
+            }
+        }
+    }
+}
+
+/* C = A B (+ bias[m]) (+ C if beta) with A packed [M/6][K][6], B packed
+ * [N/16][K][16]. Element (m, j) of C lives at co + (j/P)*sB + m*sM + j%P:
+ * P = N, sB = 0, sM = ldc for a row-major matrix; P = Ho*Wo, sB = M*P,
+ * sM = P for a (B, M, P) conv output. Each work-item computes 6 x 16
+ * outputs in registers; 2-D launch (ceil(M/6), ceil(N/16)), local 1x1. */
+#define GEMM_FMA(i)                                    \
+    {                                                  \
+        float a_ = pa[i];                              \
+        c##i##0 = fma((float8)a_, b0, c##i##0);        \
+        c##i##1 = fma((float8)a_, b1, c##i##1);        \
+    }
+#define GEMM_STORE(i)                                                               \
+    if (m0 + i < M) {                                                               \
+        int m = m0 + i;                                                             \
+        float bv = has_bias ? bias[biaso + m] : 0.0f;                               \
+        float8 v0 = c##i##0 + bv, v1 = c##i##1 + bv;                                \
+        if (fast) {                                                                 \
+            __global float *pc = C + base + m * sM;                                 \
+            if (beta) {                                                             \
+                v0 += vload8(0, pc);                                                \
+                v1 += vload8(1, pc);                                                \
+            }                                                                       \
+            vstore8(v0, 0, pc);                                                     \
+            vstore8(v1, 1, pc);                                                     \
+        } else {                                                                    \
+            float t_[16];                                                           \
+            vstore8(v0, 0, t_);                                                     \
+            vstore8(v1, 1, t_);                                                     \
+            for (int j = 0; j < 16 && n0 + j < N; j++) {                            \
+                int jj = n0 + j;                                                    \
+                __global float *pc = C + co + (jj / P) * sB + m * sM + jj % P;      \
+                *pc = beta ? *pc + t_[j] : t_[j];                                   \
+            }                                                                       \
+        }                                                                           \
+    }
+__kernel void gemm_packed(int M, int N, int K, __global const float *A, int ao,
+                          __global const float *B, int bo, __global float *C, int co, int P,
+                          int sB, int sM, int beta, __global const float *bias, int biaso,
+                          int has_bias)
+{
+    int mb = get_global_id(0), nb = get_global_id(1);
+    int m0 = mb * 6, n0 = nb * 16;
+    if (m0 >= M || n0 >= N) return;
+    const __global float *pa = A + ao + mb * K * 6;
+    const __global float *pb = B + bo + nb * K * 16;
+    float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
+    float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
+    for (int k = 0; k < K; k++) {
+        float8 b0 = vload8(0, pb), b1 = vload8(1, pb);
+        GEMM_FMA(0) GEMM_FMA(1) GEMM_FMA(2) GEMM_FMA(3) GEMM_FMA(4) GEMM_FMA(5)
+        pa += 6;
+        pb += 16;
+    }
+    int seg = n0 / P, p0 = n0 - seg * P;
+    int fast = n0 + 16 <= N && p0 + 16 <= P;
+    int base = co + seg * sB + p0;
+    GEMM_STORE(0) GEMM_STORE(1) GEMM_STORE(2) GEMM_STORE(3) GEMM_STORE(4) GEMM_STORE(5)
+}
+
+#define CONV_STORE(i)                                                               \
+    if (m0 + i < M) {                                                               \
+        int m = m0 + i;                                                             \
+        float bv = has_bias ? bias[biaso + m] : 0.0f;                               \
+        float8 v0 = c##i##0 + bv, v1 = c##i##1 + bv;                                \
+        __global float *ym = yb + m * P;                                            \
+        if (fast) {                                                                 \
+            vstore8(v0, 0, ym + oy0 * Wo + ox0);                                    \
+            vstore8(v1, 1, ym + oy0 * Wo + ox0);                                    \
+        } else {                                                                    \
+            float t_[16];                                                           \
+            vstore8(v0, 0, t_);                                                     \
+            vstore8(v1, 1, t_);                                                     \
+            int oy = oy0, ox = ox0;                                                 \
+            for (int j = 0; j < 16; j++) {                                          \
+                if (oy < Ho && ox < Wo) ym[oy * Wo + ox] = t_[j];                   \
+                if (++ox == Wp) {                                                   \
+                    ox = 0;                                                         \
+                    oy++;                                                           \
+                }                                                                   \
+            }                                                                       \
+        }                                                                           \
+    }
+/* xp (BC, Hp, Wp) = x (BC, H, W) shifted by (pad, pad) into zero planes
+ * (Hp >= H + 2*pad, Wp >= W + 2*pad), followed by `slack` zeros. One
+ * work-item per row of xp, plus one for the slack: 1-D launch over BC*Hp + 1. */
+__kernel void pad_planes(__global const float *x, int xo, __global float *xp, int xpo, int BC,
+                         int H, int W, int pad, int Hp, int Wp, int slack)
+{
+    int t = get_global_id(0);
+    if (t > BC * Hp) return;
+    __global float *d = xp + xpo + t * Wp;
+    if (t == BC * Hp) {
+        for (int i = 0; i < slack; i++) d[i] = 0.0f;
+        return;
+    }
+    int yy = t % Hp, bc = t / Hp;
+    int iy = yy - pad;
+    if (iy < 0 || iy >= H) {
+        for (int i = 0; i < Wp; i++) d[i] = 0.0f;
+        return;
+    }
+    const __global float *s = x + xo + (bc * H + iy) * W;
+    for (int i = 0; i < pad; i++) d[i] = 0.0f;
+    for (int i = 0; i < W; i++) d[pad + i] = s[i];
+    for (int i = pad + W; i < Wp; i++) d[i] = 0.0f;
+}
+
+/* Stride-1 convolution as an implicit GEMM over padded planes: for sample
+ * b = get_global_id(2), y[b, m, oy, ox] = sum_{c,ky,kx} A(m, (c*K + ky)*K + kx)
+ * * xp[b, c, oy + ky, ox + kx] (+ bias[m]). A is packed like gemm_packed's A.
+ * Output positions are enumerated over the padded width, j = oy*Wp + ox, so
+ * for each tap the 16 inputs of a tile are contiguous in xp; columns
+ * ox >= Wo are computed and dropped. 3-D launch (ceil(M/6), ceil(Ho*Wp/16), B). */
+__kernel void conv_s1(int M, int C, int K, __global const float *A, int ao,
+                      __global const float *xp, int xpo, int Hp, int Wp, __global float *y, int yo,
+                      int Ho, int Wo, __global const float *bias, int biaso, int has_bias)
+{
+    int mb = get_global_id(1), nb = get_global_id(0), b = get_global_id(2);
+    int m0 = mb * 6, n0 = nb * 16;
+    int HpWp = Hp * Wp;
+    if (m0 >= M || n0 >= Ho * Wp) return;
+    const __global float *pa = A + ao + mb * (C * K * K) * 6;
+    const __global float *xb = xp + xpo + b * C * HpWp + n0;
+    float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
+    float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
+#define CONV_TAPS(KS)                                                                  \
+    for (int c = 0; c < C; c++) {                                                      \
+        for (int ky = 0; ky < KS; ky++) {                                              \
+            const __global float *pb = xb + c * HpWp + ky * Wp;                        \
+            for (int kx = 0; kx < KS; kx++) {                                          \
+                float8 b0 = vload8(0, pb + kx), b1 = vload8(0, pb + kx + 8);           \
+                GEMM_FMA(0) GEMM_FMA(1) GEMM_FMA(2) GEMM_FMA(3) GEMM_FMA(4) GEMM_FMA(5) \
+                pa += 6;                                                               \
+            }                                                                          \
+        }                                                                              \
+    }
+    /* constant trip counts for the common kernel sizes let the compiler unroll */
+    if (K == 3)
+        CONV_TAPS(3)
+    else if (K == 1)
+        CONV_TAPS(1)
+    else
+        CONV_TAPS(K)
+    int P = Ho * Wo;
+    int oy0 = n0 / Wp, ox0 = n0 - oy0 * Wp;
+    int fast = ox0 + 16 <= Wo;
+    __global float *yb = y + yo + b * M * P;
+    CONV_STORE(0) CONV_STORE(1) CONV_STORE(2) CONV_STORE(3) CONV_STORE(4) CONV_STORE(5)
+}
+
+/* Weight gradient of a stride-1 convolution over padded planes, as the
+ * transposed GEMM dW^T (CKK, Co) = X (CKK, J) D (J, Co): rows r = (c*K + ky)*K
+ * + kx of X are the shifted planes xp[b, c, ky + ., kx + .] read over the
+ * padded output positions j = oy*Wp + ox of each sample (6 streams per
+ * work-item); D is the output gradient packed [Co/16][nb*Ho*Wp][16] with
+ * zeros at ox >= Wo. dw (Co, CKK) = result (+ dw if beta).
+ * 2-D launch (ceil(CKK/6), ceil(Co/16)), local 1x1. */
+#define DW_FMA(i)                                      \
+    {                                                  \
+        float a_ = p##i[j];                            \
+        c##i##0 = fma((float8)a_, b0, c##i##0);        \
+        c##i##1 = fma((float8)a_, b1, c##i##1);        \
+    }
+#define DW_OFF(i)                                                                   \
+    int rr##i = min(r0 + i, CKK - 1);                                               \
+    int o##i = (rr##i / KK) * HpWp + ((rr##i / K) % K) * Wp + rr##i % K;
+#define DW_STORE(i)                                                                 \
+    if (r0 + i < CKK) {                                                             \
+        float t_[16];                                                               \
+        vstore8(c##i##0, 0, t_);                                                    \
+        vstore8(c##i##1, 1, t_);                                                    \
+        for (int l = 0; l < 16 && n0 + l < Co; l++) {                               \
+            __global float *pd = dw + dwo + (n0 + l) * CKK + r0 + i;                \
+            *pd = beta ? *pd + t_[l] : t_[l];                                       \
+        }                                                                           \
+    }
+__kernel void conv_dw_s1(int Co, int C, int K, __global const float *xp, int xpo, int Hp, int Wp,
+                         int Ho, int nb, __global const float *D, int dpo, __global float *dw,
+                         int dwo, int beta)
+{
+    int rb = get_global_id(0), cb = get_global_id(1);
+    int KK = K * K, CKK = C * KK, HpWp = Hp * Wp, J = Ho * Wp;
+    int r0 = rb * 6, n0 = cb * 16;
+    if (r0 >= CKK || n0 >= Co) return;
+    DW_OFF(0) DW_OFF(1) DW_OFF(2) DW_OFF(3) DW_OFF(4) DW_OFF(5)
+    const __global float *pb = D + dpo + cb * (nb * J) * 16;
+    float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
+    float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        const __global float *xb = xp + xpo + b * C * HpWp;
+        const __global float *p0 = xb + o0, *p1 = xb + o1, *p2 = xb + o2;
+        const __global float *p3 = xb + o3, *p4 = xb + o4, *p5 = xb + o5;
+        for (int j = 0; j < J; j++) {
+            float8 b0 = vload8(0, pb), b1 = vload8(1, pb);
+            DW_FMA(0) DW_FMA(1) DW_FMA(2) DW_FMA(3) DW_FMA(4) DW_FMA(5)
+            pb += 16;
+        }
+    }
+    DW_STORE(0) DW_STORE(1) DW_STORE(2) DW_STORE(3) DW_STORE(4) DW_STORE(5)
+}
+
+/* Adjoint of im2col: x[b, c, iy, ix] = sum of the entries of col (C*K*K, B*P)
+ * (row-major) that im2col read from it. One work-item per row (b, c, iy) of
+ * x: it zeroes the row and adds, tap by tap, the col rows that land on it
+ * (no atomics: each row has one writer). 1-D launch over B*C*H. */
+__kernel void col2im(__global const float *col, int colo, __global float *x, int xo, int C,
+                     int H, int W, int K, int stride, int pad, int Ho, int Wo, int B)
+{
+    int t = get_global_id(0);
+    if (t >= B * C * H) return;
+    int iy = t % H, bc = t / H;
+    int c = bc % C, b = bc / C;
+    int P = Ho * Wo, BP = B * P;
+    __global float *d = x + xo + t * W;
+    for (int ix = 0; ix < W; ix++) d[ix] = 0.0f;
+    for (int ky = 0; ky < K; ky++) {
+        int ty = iy + pad - ky;
+        if (ty < 0) break; /* decreases with ky */
+        int oy = ty / stride;
+        if (oy * stride != ty || oy >= Ho) continue;
+        for (int kx = 0; kx < K; kx++) {
+            const __global float *s = col + colo + ((c * K + ky) * K + kx) * BP + b * P + oy * Wo;
+            /* ix = ox*stride - pad + kx for ox in [0, Wo) with 0 <= ix < W */
+            int ox = kx < pad ? (pad - kx + stride - 1) / stride : 0;
+            for (int ix = ox * stride - pad + kx; ox < Wo && ix < W; ox++, ix += stride) d[ix] += s[ox];
+        }
+    }
+}
+
+/* y[i] = bias[(i / inner) % C]: a bias broadcast, before a GEMM with beta = 1. */
+__kernel void bias_fill(__global float *y, int yo, __global const float *bias, int bo, int n,
+                        int inner, int C)
+{
+    int i = get_global_id(0);
+    if (i < n) y[yo + i] = bias[bo + (i / inner) % C];
+}

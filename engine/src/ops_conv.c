@@ -1,0 +1,437 @@
+/* 2-D convolution and the fully connected layer, forward and backward side
+ * by side.
+ *
+ * conv2d runs on our own register-tiled GEMM kernels (conv.cl): on PoCL/CPU
+ * they are 2-3x faster than CLBlast's SGEMM on these shapes. The batch is
+ * processed in chunks of B samples so the workspace stays bounded. Two paths:
+ *
+ * Implicit (stride 1, pad <= K-1; the UNet's 3x3 and 1x1 convs): the input
+ * is copied into zero-padded planes xp (B, Ci, Hp, Wp) and the GEMM reads
+ * each tap's 16-wide tile straight from xp, enumerating output positions
+ * over the padded width (j = oy*Wp + ox; columns ox >= Wo are dropped):
+ *   forward: y = conv_s1(xp, W) + b
+ *   dx:      dx = conv_s1(pad(dy, K-1-pad), W flipped and transposed)
+ *   dW:      dW (+)= conv_dw_s1(xp, dy packed): summed over samples and chunks
+ * General (any stride/pad): im2col + GEMM, the GEMM operands packed into
+ * register-tile panels by the `pack` kernel (which does the im2col):
+ *   forward: y (Co, B*P) = W (Co, CKK) im2col(x) (CKK, B*P) + b, stored
+ *            straight into y's (B, Co, P) layout with the bias
+ *   dx:      col (CKK, B*P) = W^T dy; dx = col2im(col) (one writer per row)
+ *   dW:      dW (Co, CKK) (+)= dy (Co, B*P) im2col(x)^T
+ * db is the sum of dy over N, H, W (cld__reduce_to) on both paths.
+ * linear uses CLBlast (cld__gemm): its matrices are small. */
+#include "internal.h"
+
+#include <string.h>
+
+/* Workspace limit of one conv node in floats (64 MB); at least one sample. */
+#define CONV_WS_LIMIT ((size_t)16 << 20)
+
+/* Test hooks (declared by test/test_ops_conv.c), for nodes built afterwards:
+ * at most max_chunk samples per chunk (0: no cap), and the im2col path even
+ * where the implicit one applies. */
+static int conv_max_chunk, conv_force_im2col;
+void cld__conv_test_config(int max_chunk, int force_im2col);
+void cld__conv_test_config(int max_chunk, int force_im2col)
+{
+    conv_max_chunk = max_chunk;
+    conv_force_im2col = force_im2col;
+}
+
+static cld_status launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n)
+{
+    size_t gs = n, ls = 64;
+    return cld__launch(cld__graph_ctx(g), k, t->name, 1, &gs, &ls);
+}
+
+/* db = sum of t's gradient over all dims but the channel one (b may be NULL) */
+static cld_status bias_grad(cld_graph *g, cld_tensor *t, cld_tensor *b)
+{
+    if (!b || !(b->flags & CLD_TF_NEEDS_GRAD)) return CLD_OK;
+    cld_tensor *db;
+    CLD_TRY(cld__reduce_to(g, t->grad, b, &db));
+    return cld__grad_add(g, b, db);
+}
+
+/* ------------------------------------------------------------- conv2d */
+
+/* ip[0] stride, ip[1] pad, ip[2] chunk B (samples per GEMM), ip[3] implicit */
+typedef struct conv_geom {
+    int N, Ci, H, W, Co, K, Ho, Wo, stride, pad, B, implicit;
+    int P, CKK;
+    int Hp, Wp; /* padded input planes (implicit forward and dW) */
+    int Hq, Wq; /* padded output-gradient planes (implicit dx) */
+} conv_geom;
+
+enum { MR = 6, NR = 16 };              /* GEMM register tile (conv.cl) */
+enum { SRC_DENSE = 0, SRC_BCP = 1, SRC_IM2COL = 2, SRC_BCP_ROWS = 3, SRC_WFLIP = 4 };
+enum { WS_FWD, WS_DX, WS_DW };
+#define CONV_SLACK(K) ((size_t)(K) + 16) /* zeros after padded planes: tile overrun */
+
+static size_t round_up(size_t n, size_t r) { return (n + r - 1) / r * r; }
+
+/* xs (N,Ci,H,W), ws (Co,Ci,K,K), ys (N,Co,Ho,Wo) */
+static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int *ip)
+{
+    conv_geom d;
+    d.N = xs[0];
+    d.Ci = xs[1];
+    d.H = xs[2];
+    d.W = xs[3];
+    d.Co = wsh[0];
+    d.K = wsh[2];
+    d.Ho = ys[2];
+    d.Wo = ys[3];
+    d.stride = ip[0];
+    d.pad = ip[1];
+    d.B = ip[2];
+    d.implicit = ip[3];
+    d.P = d.Ho * d.Wo;
+    d.CKK = d.Ci * d.K * d.K;
+    d.Hp = d.H + 2 * d.pad;
+    d.Wp = d.W + 2 * d.pad;
+    d.Hq = d.Ho + 2 * (d.K - 1 - d.pad);
+    d.Wq = d.Wo + 2 * (d.K - 1 - d.pad);
+    return d;
+}
+
+/* Workspace of each node kind, in floats, as two or three blocks.
+ * implicit fwd: A = W packed (Co x CKK), xp (B, Ci, Hp, Wp) + slack
+ *          dx:  A = W flipped^T packed (Ci x Co*K*K), dy padded (B, Co, Hq, Wq) + slack
+ *          dw:  xp (B, Ci, Hp, Wp) + slack, dy packed (Co x B*Ho*Wp)
+ * im2col   fwd: A = W packed (Co x CKK), B = im2col(x) packed (CKK x BP)
+ *          dx:  A = W^T packed (CKK x Co), B = dy packed (Co x BP), col (CKK x BP)
+ *          dw:  A = dy packed (Co x BP), B = im2col(x)^T packed (BP x CKK) */
+static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t *b_len,
+                           size_t *c_len)
+{
+    size_t B = (size_t)d->B, bp = B * (size_t)d->P, co = (size_t)d->Co, ckk = (size_t)d->CKK;
+    size_t ci = (size_t)d->Ci, kk = (size_t)d->K * (size_t)d->K;
+    size_t xp = B * ci * (size_t)d->Hp * (size_t)d->Wp + CONV_SLACK(d->K);
+    *c_len = 0;
+    if (d->implicit && which == WS_FWD) {
+        *a_len = round_up(co, MR) * ckk;
+        *b_len = xp;
+    } else if (d->implicit && which == WS_DX) {
+        *a_len = round_up(ci, MR) * co * kk;
+        *b_len = B * co * (size_t)d->Hq * (size_t)d->Wq + CONV_SLACK(d->K);
+    } else if (d->implicit) {
+        *a_len = xp;
+        *b_len = round_up(co, NR) * B * (size_t)d->Ho * (size_t)d->Wp;
+    } else if (which == WS_FWD) {
+        *a_len = round_up(co, MR) * ckk;
+        *b_len = round_up(bp, NR) * ckk;
+    } else if (which == WS_DX) {
+        *a_len = round_up(ckk, MR) * co;
+        *b_len = round_up(bp, NR) * co;
+        *c_len = ckk * bp;
+    } else {
+        *a_len = round_up(co, MR) * bp;
+        *b_len = round_up(ckk, NR) * bp;
+    }
+}
+
+/* Copy the op parameters to a node and size its workspace. */
+static void conv_setup(cld_tensor *t, int which, const int *ip, const conv_geom *d)
+{
+    size_t a, b, c;
+    memcpy(t->ip, ip, 4 * sizeof(int));
+    conv_ws_layout(which, d, &a, &b, &c);
+    t->ws = a + b + c;
+}
+
+/* Pack matrix S of `kind` (see conv.cl: SRC_DENSE the weight (Co, CKK);
+ * SRC_BCP a chunk (nb, Co, P); SRC_IM2COL im2col of a chunk of x;
+ * SRC_BCP_ROWS a chunk (nb, Co, P) over rows padded to Wp; SRC_WFLIP the
+ * weight flipped and transposed) into panels of R at arena offset dst. */
+static cld_status conv_pack(cld_graph *g, const cld_tensor *t, const conv_geom *d, size_t dst,
+                            const cld_tensor *src, size_t so, int kind, int trans, int R, int U,
+                            int L)
+{
+    cl_kernel k;
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "pack", &k));
+    int C = (kind == SRC_BCP || kind == SRC_BCP_ROWS) ? d->Co : d->Ci;
+    int ld = kind == SRC_BCP_ROWS ? d->Wp : d->CKK;
+    CLD_TRY(cld__kargs(k, "pack", "bibiiiiiiiiiiiiiii", cld__graph_arena(g), (int)dst, src->buf,
+                       (int)so, kind, trans, R, U, L, ld, C, d->P, d->H, d->W, d->K, d->stride,
+                       d->pad, d->Wo));
+    return launch1d(g, k, t, round_up((size_t)U, (size_t)R) / (size_t)R * (size_t)L);
+}
+
+/* xp (bc, hp, wp) in the arena at dst = src (bc, h, w) shifted by pad, + slack */
+static cld_status conv_pad(cld_graph *g, const cld_tensor *t, size_t dst, const cld_tensor *src,
+                           size_t so, int bc, int h, int w, int pad, int hp, int wp, int K)
+{
+    cl_kernel k;
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "pad_planes", &k));
+    CLD_TRY(cld__kargs(k, "pad_planes", "bibiiiiiiii", src->buf, (int)so, cld__graph_arena(g),
+                       (int)dst, bc, h, w, pad, hp, wp, (int)CONV_SLACK(K)));
+    return launch1d(g, k, t, (size_t)bc * (size_t)hp + 1);
+}
+
+/* C (M, N) = A B (+ bias) (+ C if beta), A and B packed in the arena at
+ * a_off, b_off; C element (m, j) at c_off + (j/P)*sB + m*sM + j%P. */
+static cld_status conv_gemm(cld_graph *g, const cld_tensor *t, int M, int N, int K, size_t a_off,
+                            size_t b_off, cl_mem c, size_t c_off, int P, int sB, int sM, int beta,
+                            const cld_tensor *bias)
+{
+    cl_kernel k;
+    cl_mem arena = cld__graph_arena(g);
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "gemm_packed", &k));
+    CLD_TRY(cld__kargs(k, "gemm_packed", "iiibibibiiiiibii", M, N, K, arena, (int)a_off, arena,
+                       (int)b_off, c, (int)c_off, P, sB, sM, beta, bias ? bias->buf : arena,
+                       bias ? (int)bias->off : 0, bias != NULL));
+    size_t gs[2] = {round_up((size_t)M, MR) / MR, round_up((size_t)N, NR) / NR}, ls[2] = {1, 1};
+    return cld__launch(cld__graph_ctx(g), k, t->name, 2, gs, ls);
+}
+
+/* y (nb, M, Ho, Wo) = stride-1 conv of padded planes (nb, C, Hp, Wp) at
+ * arena offset xp_off with the packed weight at a_off (+ bias). */
+static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K, size_t a_off,
+                          size_t xp_off, int Hp, int Wp, cl_mem y, size_t yo, int Ho, int Wo,
+                          int nb, const cld_tensor *bias)
+{
+    cl_kernel k;
+    cl_mem arena = cld__graph_arena(g);
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "conv_s1", &k));
+    CLD_TRY(cld__kargs(k, "conv_s1", "iiibibiiibiiibii", M, C, K, arena, (int)a_off, arena,
+                       (int)xp_off, Hp, Wp, y, (int)yo, Ho, Wo, bias ? bias->buf : arena,
+                       bias ? (int)bias->off : 0, bias != NULL));
+    size_t gs[3] = {round_up((size_t)Ho * Wp, NR) / NR, round_up((size_t)M, MR) / MR, (size_t)nb};
+    size_t ls[3] = {1, 1, 1};
+    return cld__launch(cld__graph_ctx(g), k, t->name, 3, gs, ls);
+}
+
+static cld_status conv_forward(cld_graph *g, cld_tensor *t)
+{
+    const cld_tensor *x = t->src[0], *w = t->src[1], *b = t->nsrc > 2 ? t->src[2] : NULL;
+    conv_geom d = geom_of(x->shape, w->shape, t->shape, t->ip);
+    size_t a_len, b_len, c_len;
+    conv_ws_layout(WS_FWD, &d, &a_len, &b_len, &c_len);
+    size_t a_off = t->ws_off, b_off = a_off + a_len;
+    // A (Co, CKK) = W
+    CLD_TRY(conv_pack(g, t, &d, a_off, w, w->off, SRC_DENSE, 0, MR, d.Co, d.CKK));
+    for (int n0 = 0; n0 < d.N; n0 += d.B) {
+        int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
+        size_t xo = x->off + (size_t)n0 * d.Ci * d.H * d.W;
+        size_t yo = t->off + (size_t)n0 * d.Co * d.P;
+        if (d.implicit) {
+            // xp (nb, Ci, Hp, Wp) = x chunk padded; y chunk = conv(xp, W) + b
+            CLD_TRY(conv_pad(g, t, b_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
+            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, b_off, d.Hp, d.Wp, t->buf, yo, d.Ho,
+                            d.Wo, nb, b));
+            continue;
+        }
+        // B (CKK, nb*P) = im2col(x chunk); y chunk (nb, Co, P) = A B + b
+        CLD_TRY(conv_pack(g, t, &d, b_off, x, xo, SRC_IM2COL, 1, NR, nb * d.P, d.CKK));
+        CLD_TRY(conv_gemm(g, t, d.Co, nb * d.P, d.CKK, a_off, b_off, t->buf, yo, d.P, d.Co * d.P,
+                          d.P, 0, b));
+    }
+    return CLD_OK;
+}
+
+/* dx (N,Ci,H,W) from src dy (N,Co,Ho,Wo), w (Co,Ci,K,K) */
+static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
+{
+    const cld_tensor *dy = t->src[0], *w = t->src[1];
+    conv_geom d = geom_of(t->shape, w->shape, dy->shape, t->ip);
+    size_t a_len, b_len, c_len;
+    conv_ws_layout(WS_DX, &d, &a_len, &b_len, &c_len);
+    size_t a_off = t->ws_off, b_off = a_off + a_len, col_off = b_off + b_len;
+    cl_kernel c2i;
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "col2im", &c2i));
+    if (d.implicit) // A (Ci, Co*K*K) = W flipped and transposed
+        CLD_TRY(conv_pack(g, t, &d, a_off, w, w->off, SRC_WFLIP, 0, MR, d.Ci, d.Co * d.K * d.K));
+    else // A (CKK, Co) = W^T
+        CLD_TRY(conv_pack(g, t, &d, a_off, w, w->off, SRC_DENSE, 1, MR, d.CKK, d.Co));
+    for (int n0 = 0; n0 < d.N; n0 += d.B) {
+        int nb = d.N - n0 < d.B ? d.N - n0 : d.B, np = nb * d.P;
+        size_t yo = dy->off + (size_t)n0 * d.Co * d.P;
+        size_t xo = t->off + (size_t)n0 * d.Ci * d.H * d.W;
+        if (d.implicit) {
+            // dx chunk = conv(dy chunk padded by K-1-pad, W flipped^T)
+            int q = d.K - 1 - d.pad;
+            CLD_TRY(conv_pad(g, t, b_off, dy, yo, nb * d.Co, d.Ho, d.Wo, q, d.Hq, d.Wq, d.K));
+            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, b_off, d.Hq, d.Wq, t->buf, xo, d.H, d.W,
+                            nb, NULL));
+            continue;
+        }
+        // B (Co, nb*P) = dy chunk; col (CKK, nb*P) = A B; dx chunk = col2im(col)
+        CLD_TRY(conv_pack(g, t, &d, b_off, dy, yo, SRC_BCP, 1, NR, np, d.Co));
+        CLD_TRY(conv_gemm(g, t, d.CKK, np, d.Co, a_off, b_off, cld__graph_arena(g), col_off, np,
+                          0, np, 0, NULL));
+        CLD_TRY(cld__kargs(c2i, "col2im", "bibiiiiiiiiii", cld__graph_arena(g), (int)col_off,
+                           t->buf, (int)xo, d.Ci, d.H, d.W, d.K, d.stride, d.pad, d.Ho, d.Wo, nb));
+        CLD_TRY(launch1d(g, c2i, t, (size_t)nb * d.Ci * d.H));
+    }
+    return CLD_OK;
+}
+static const cld_op_def op_conv_dx = {"conv2d_dx", conv_dx_forward, NULL, 0, 0};
+
+/* dW (Co,Ci,K,K) from src dy (N,Co,Ho,Wo), x (N,Ci,H,W); summed over the batch */
+static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
+{
+    const cld_tensor *dy = t->src[0], *x = t->src[1];
+    conv_geom d = geom_of(x->shape, t->shape, dy->shape, t->ip);
+    size_t a_len, b_len, c_len;
+    conv_ws_layout(WS_DW, &d, &a_len, &b_len, &c_len);
+    size_t a_off = t->ws_off, b_off = a_off + a_len;
+    cld_ctx *ctx = cld__graph_ctx(g);
+    cl_kernel kdw;
+    CLD_TRY(cld__kernel(ctx, "conv", "conv_dw_s1", &kdw));
+    for (int n0 = 0; n0 < d.N; n0 += d.B) {
+        int nb = d.N - n0 < d.B ? d.N - n0 : d.B, np = nb * d.P;
+        size_t yo = dy->off + (size_t)n0 * d.Co * d.P;
+        size_t xo = x->off + (size_t)n0 * d.Ci * d.H * d.W;
+        if (d.implicit) {
+            // xp = x chunk padded; D (nb*Ho*Wp, Co) = dy chunk over padded rows
+            int J = nb * d.Ho * d.Wp;
+            CLD_TRY(conv_pad(g, t, a_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
+            CLD_TRY(conv_pack(g, t, &d, b_off, dy, yo, SRC_BCP_ROWS, 0, NR, d.Co, J));
+            // dW (Co, CKK) (+)= (X D)^T
+            cl_mem arena = cld__graph_arena(g);
+            CLD_TRY(cld__kargs(kdw, "conv_dw_s1", "iiibiiiiibibii", d.Co, d.Ci, d.K, arena,
+                               (int)a_off, d.Hp, d.Wp, d.Ho, nb, arena, (int)b_off, t->buf,
+                               (int)t->off, n0 > 0));
+            size_t gs[2] = {round_up((size_t)d.CKK, MR) / MR, round_up((size_t)d.Co, NR) / NR};
+            size_t ls[2] = {1, 1};
+            CLD_TRY(cld__launch(ctx, kdw, t->name, 2, gs, ls));
+            continue;
+        }
+        // A (Co, nb*P) = dy chunk; B (nb*P, CKK) = im2col(x chunk)^T; dW (+)= A B
+        CLD_TRY(conv_pack(g, t, &d, a_off, dy, yo, SRC_BCP, 0, MR, d.Co, np));
+        CLD_TRY(conv_pack(g, t, &d, b_off, x, xo, SRC_IM2COL, 0, NR, d.CKK, np));
+        CLD_TRY(conv_gemm(g, t, d.Co, d.CKK, np, a_off, b_off, t->buf, t->off, d.CKK, 0, d.CKK,
+                          n0 > 0, NULL));
+    }
+    return CLD_OK;
+}
+static const cld_op_def op_conv_dw = {"conv2d_dw", conv_dw_forward, NULL, 0, 0};
+
+static cld_status conv_backward(cld_graph *g, cld_tensor *t)
+{
+    cld_tensor *x = t->src[0], *w = t->src[1], *b = t->nsrc > 2 ? t->src[2] : NULL;
+    conv_geom d = geom_of(x->shape, w->shape, t->shape, t->ip);
+    if (x->flags & CLD_TF_NEEDS_GRAD) {
+        cld_tensor *src[2] = {t->grad, w}, *dx;
+        CLD_TRY(cld__node(g, &op_conv_dx, x->ndim, x->shape, 2, src, &dx));
+        conv_setup(dx, WS_DX, t->ip, &d);
+        CLD_TRY(cld__grad_add(g, x, dx));
+    }
+    if (w->flags & CLD_TF_NEEDS_GRAD) {
+        cld_tensor *src[2] = {t->grad, x}, *dw;
+        CLD_TRY(cld__node(g, &op_conv_dw, w->ndim, w->shape, 2, src, &dw));
+        conv_setup(dw, WS_DW, t->ip, &d);
+        CLD_TRY(cld__grad_add(g, w, dw));
+    }
+    return bias_grad(g, t, b);
+}
+static const cld_op_def op_conv = {"conv2d", conv_forward, conv_backward, 0, 0};
+
+cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b, int stride,
+                         int pad, cld_tensor **y)
+{
+    if (!g || !x || !w || !y) return cld__fail(CLD_ERR_INVALID_ARG, "conv2d: NULL argument");
+    if (x->ndim != 4) return cld__shape_fail("conv2d", "input must be (N, Ci, H, W)", x, w);
+    if (w->ndim != 4 || w->shape[2] != w->shape[3])
+        return cld__shape_fail("conv2d", "weight must be (Co, Ci, K, K)", x, w);
+    if (w->shape[1] != x->shape[1])
+        return cld__shape_fail("conv2d", "weight input channels differ from input channels", x, w);
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return cld__shape_fail("conv2d", "bias must be (Co)", w, b);
+    if (stride < 1 || pad < 0)
+        return cld__fail(CLD_ERR_INVALID_ARG, "conv2d: stride %d must be >= 1 and pad %d >= 0",
+                         stride, pad);
+    int K = w->shape[2];
+    if (x->shape[2] + 2 * pad < K || x->shape[3] + 2 * pad < K)
+        return cld__shape_fail("conv2d", "kernel larger than the padded input", x, w);
+    int Ho = (x->shape[2] + 2 * pad - K) / stride + 1;
+    int Wo = (x->shape[3] + 2 * pad - K) / stride + 1;
+    int shape[4] = {x->shape[0], w->shape[0], Ho, Wo};
+    cld_tensor *src[3] = {x, w, b};
+    CLD_TRY(cld__node(g, &op_conv, 4, shape, b ? 3 : 2, src, y));
+    /* samples per chunk: as many as fit the workspace limit, at least one */
+    int ip[4] = {stride, pad, 1, stride == 1 && pad <= K - 1 && !conv_force_im2col};
+    conv_geom d = geom_of(x->shape, w->shape, shape, ip);
+    size_t per_sample = 0;
+    for (int which = WS_FWD; which <= WS_DW; which++) {
+        size_t a, bl, c;
+        conv_ws_layout(which, &d, &a, &bl, &c);
+        if (a + bl + c > per_sample) per_sample = a + bl + c;
+    }
+    size_t B = CONV_WS_LIMIT / per_sample;
+    if (B < 1) B = 1;
+    if (B > (size_t)d.N) B = (size_t)d.N;
+    if (conv_max_chunk > 0 && B > (size_t)conv_max_chunk) B = (size_t)conv_max_chunk;
+    ip[2] = (int)B;
+    d = geom_of(x->shape, w->shape, shape, ip);
+    conv_setup(*y, WS_FWD, ip, &d);
+    return CLD_OK;
+}
+
+/* ------------------------------------------------------------- linear
+ * x (N,K) (flattened), w (M,K), b (M): y (N,M) = x w^T + b */
+
+static cld_status linear_forward(cld_graph *g, cld_tensor *t)
+{
+    cld_ctx *ctx = cld__graph_ctx(g);
+    const cld_tensor *x = t->src[0], *w = t->src[1], *b = t->nsrc > 2 ? t->src[2] : NULL;
+    size_t N = (size_t)t->shape[0], M = (size_t)t->shape[1], K = x->n / N;
+    if (b) {
+        cl_kernel k;
+        CLD_TRY(cld__kernel(ctx, "conv", "bias_fill", &k));
+        CLD_TRY(cld__kargs(k, "bias_fill", "bibiiii", t->buf, (int)t->off, b->buf, (int)b->off,
+                           (int)t->n, 1, (int)M));
+        CLD_TRY(launch1d(g, k, t, t->n));
+    }
+    return cld__gemm(ctx, 0, 1, N, M, K, 1.0f, x->buf, x->off, K, w->buf, w->off, K,
+                     b ? 1.0f : 0.0f, t->buf, t->off, M);
+}
+
+/* The gradients, one GEMM each (ip[0] says which):
+ *   linear_dx: dx (N,K) = dy (N,M) w (M,K)      src dy, w
+ *   linear_dw: dw (M,K) = dy^T (M,N) x (N,K)    src dy, x */
+static cld_status linear_grad_forward(cld_graph *g, cld_tensor *t)
+{
+    const cld_tensor *dy = t->src[0], *o = t->src[1];
+    int is_dw = t->ip[0];
+    size_t N = (size_t)dy->shape[0], M = (size_t)dy->shape[1];
+    size_t K = (is_dw ? o->n : t->n) / N;
+    return cld__gemm(cld__graph_ctx(g), is_dw, 0, is_dw ? M : N, K, is_dw ? N : M, 1.0f, dy->buf,
+                     dy->off, M, o->buf, o->off, K, 0.0f, t->buf, t->off, K);
+}
+static const cld_op_def op_linear_dx = {"linear_dx", linear_grad_forward, NULL, 0, 0};
+static const cld_op_def op_linear_dw = {"linear_dw", linear_grad_forward, NULL, 0, 0};
+
+static cld_status linear_backward(cld_graph *g, cld_tensor *t)
+{
+    cld_tensor *x = t->src[0], *w = t->src[1], *b = t->nsrc > 2 ? t->src[2] : NULL;
+    if (x->flags & CLD_TF_NEEDS_GRAD) {
+        cld_tensor *src[2] = {t->grad, w}, *dx;
+        int shape[2] = {x->shape[0], (int)(x->n / (size_t)x->shape[0])};
+        CLD_TRY(cld__node(g, &op_linear_dx, 2, shape, 2, src, &dx));
+        CLD_TRY(cld__grad_add(g, x, dx)); /* reshapes to x's shape */
+    }
+    if (w->flags & CLD_TF_NEEDS_GRAD) {
+        cld_tensor *src[2] = {t->grad, x}, *dw;
+        CLD_TRY(cld__node(g, &op_linear_dw, 2, w->shape, 2, src, &dw));
+        dw->ip[0] = 1;
+        CLD_TRY(cld__grad_add(g, w, dw));
+    }
+    return bias_grad(g, t, b);
+}
+static const cld_op_def op_linear = {"linear", linear_forward, linear_backward, 0, 0};
+
+cld_status cld_op_linear(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b,
+                         cld_tensor **y)
+{
+    if (!g || !x || !w || !y) return cld__fail(CLD_ERR_INVALID_ARG, "linear: NULL argument");
+    size_t K = x->n / (size_t)x->shape[0];
+    if (w->ndim != 2 || (size_t)w->shape[1] != K)
+        return cld__shape_fail("linear", "weight must be (M, K) with K = input features", x, w);
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return cld__shape_fail("linear", "bias must be (M)", w, b);
+    int shape[2] = {x->shape[0], w->shape[0]};
+    cld_tensor *src[3] = {x, w, b};
+    return cld__node(g, &op_linear, 2, shape, b ? 3 : 2, src, y);
+}

@@ -1,0 +1,126 @@
+/* Layout ops: channel concat (backward: channel slices) and nearest 2x
+ * upsampling (backward: 2x2 block sums). Forward and backward side by side. */
+#include "internal.h"
+
+/* Launch over (d0, d1, d2) with local 64x1x1: dim 0 runs along memory. */
+static cld_status launch(cld_graph *g, cl_kernel k, const cld_tensor *t, int dims, size_t d0,
+                         size_t d1, size_t d2)
+{
+    size_t gs[3] = {d0, d1, d2}, ls[3] = {64, 1, 1};
+    return cld__launch(cld__graph_ctx(g), k, t->name, (cl_uint)dims, gs, ls);
+}
+
+/* Product of the dims after the channel dim. */
+static int inner_of(const cld_tensor *t)
+{
+    int inner = 1;
+    for (int i = 2; i < t->ndim; i++) inner *= t->shape[i];
+    return inner;
+}
+
+/* ------------------------------------------------------- channel slice
+ * y (N, Cs, ...) = x[:, c0:c0+Cs, ...]; ip[0] = c0 */
+static cld_status slice_forward(cld_graph *g, cld_tensor *t)
+{
+    cl_kernel k;
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "channel_slice", &k));
+    const cld_tensor *x = t->src[0];
+    CLD_TRY(cld__kargs(k, "channel_slice", "bibiiiii", x->buf, (int)x->off, t->buf, (int)t->off,
+                       x->shape[1], t->ip[0], t->shape[1], inner_of(t)));
+    return launch(g, k, t, 3, (size_t)inner_of(t), (size_t)t->shape[1], (size_t)t->shape[0]);
+}
+static const cld_op_def op_channel_slice = {"channel_slice", slice_forward, NULL, 0, 0};
+
+static cld_status channel_slice(cld_graph *g, cld_tensor *x, int c0, int cs, cld_tensor **y)
+{
+    int shape[CLD_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    shape[1] = cs;
+    CLD_TRY(cld__node(g, &op_channel_slice, x->ndim, shape, 1, &x, y));
+    (*y)->ip[0] = c0;
+    return CLD_OK;
+}
+
+/* -------------------------------------------------------------- concat
+ * y (N, Ca+Cb, ...) from a (N, Ca, ...), b (N, Cb, ...) */
+static cld_status concat_forward(cld_graph *g, cld_tensor *t)
+{
+    cl_kernel k;
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "concat", &k));
+    const cld_tensor *a = t->src[0], *b = t->src[1];
+    CLD_TRY(cld__kargs(k, "concat", "bibibiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf,
+                       (int)t->off, a->shape[1], b->shape[1], inner_of(t)));
+    return launch(g, k, t, 3, (size_t)inner_of(t), (size_t)t->shape[1], (size_t)t->shape[0]);
+}
+
+static cld_status concat_backward(cld_graph *g, cld_tensor *t)
+{
+    cld_tensor *a = t->src[0], *b = t->src[1], *da, *db;
+    if (a->flags & CLD_TF_NEEDS_GRAD) {
+        CLD_TRY(channel_slice(g, t->grad, 0, a->shape[1], &da));
+        CLD_TRY(cld__grad_add(g, a, da));
+    }
+    if (b->flags & CLD_TF_NEEDS_GRAD) {
+        CLD_TRY(channel_slice(g, t->grad, a->shape[1], b->shape[1], &db));
+        CLD_TRY(cld__grad_add(g, b, db));
+    }
+    return CLD_OK;
+}
+static const cld_op_def op_concat = {"concat", concat_forward, concat_backward, 0, 0};
+
+cld_status cld_op_concat(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor **y)
+{
+    if (!g || !a || !b || !y) return cld__fail(CLD_ERR_INVALID_ARG, "concat: NULL argument");
+    int ok = a->ndim >= 2 && a->ndim == b->ndim && a->shape[0] == b->shape[0];
+    for (int i = 2; ok && i < a->ndim; i++) ok = a->shape[i] == b->shape[i];
+    if (!ok) return cld__shape_fail("concat", "shapes must agree except in dim 1", a, b);
+    int shape[CLD_MAX_DIMS];
+    for (int i = 0; i < a->ndim; i++) shape[i] = a->shape[i];
+    shape[1] = a->shape[1] + b->shape[1];
+    cld_tensor *src[2] = {a, b};
+    return cld__node(g, &op_concat, a->ndim, shape, 2, src, y);
+}
+
+/* ---------------------------------------------------------- upsample2x
+ * y (N, C, 2H, 2W) = x (N, C, H, W) repeated 2x2 */
+/* Kernel `name` from t->src[0] to t over (W, rows): one work-item per
+ * element of the small (N, C, H, W) side, rows = N*C*H. */
+static cld_status up_kernel(cld_graph *g, cld_tensor *t, const char *name, int rows, int W)
+{
+    cl_kernel k;
+    const cld_tensor *src = t->src[0];
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", name, &k));
+    CLD_TRY(cld__kargs(k, name, "bibiii", src->buf, (int)src->off, t->buf, (int)t->off, rows, W));
+    return launch(g, k, t, 2, (size_t)W, (size_t)rows, 1);
+}
+
+static cld_status upsample_forward(cld_graph *g, cld_tensor *t)
+{
+    // rows of x (N*C*H), width W
+    const cld_tensor *x = t->src[0];
+    return up_kernel(g, t, "upsample2x", x->shape[0] * x->shape[1] * x->shape[2], x->shape[3]);
+}
+
+/* dx (N, C, H, W) from src dy (N, C, 2H, 2W) */
+static cld_status upsample_grad_forward(cld_graph *g, cld_tensor *t)
+{
+    // rows of dx (N*C*H), width W
+    return up_kernel(g, t, "upsample2x_grad", t->shape[0] * t->shape[1] * t->shape[2], t->shape[3]);
+}
+static const cld_op_def op_upsample_grad = {"upsample2x_grad", upsample_grad_forward, NULL, 0, 0};
+
+static cld_status upsample_backward(cld_graph *g, cld_tensor *t)
+{
+    cld_tensor *x = t->src[0], *dx;
+    CLD_TRY(cld__node(g, &op_upsample_grad, x->ndim, x->shape, 1, &t->grad, &dx));
+    return cld__grad_add(g, x, dx);
+}
+static const cld_op_def op_upsample = {"upsample2x", upsample_forward, upsample_backward, 0, 0};
+
+cld_status cld_op_upsample2x(cld_graph *g, cld_tensor *x, cld_tensor **y)
+{
+    if (!g || !x || !y) return cld__fail(CLD_ERR_INVALID_ARG, "upsample2x: NULL argument");
+    if (x->ndim != 4) return cld__shape_fail("upsample2x", "input must be (N, C, H, W)", x, NULL);
+    int shape[4] = {x->shape[0], x->shape[1], 2 * x->shape[2], 2 * x->shape[3]};
+    return cld__node(g, &op_upsample, 4, shape, 1, &x, y);
+}
