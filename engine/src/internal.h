@@ -51,6 +51,8 @@ cld_status cld__kargs(cl_kernel k, const char *what, const char *fmt, ...);
 /* Enqueue an NDRange; global sizes are rounded up to multiples of local. */
 cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims,
                        const size_t *global, const size_t *local);
+/* 1-D launch of n work-items, local size 64, for node t (named in errors). */
+cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n);
 /* Shorthand: get kernel `name` of `program` with default options. */
 cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out);
 
@@ -131,6 +133,9 @@ cld_tensor *cld__graph_node(const cld_graph *g, int i);
 extern const cld_op_def cld__op_add, cld__op_mul, cld__op_scale, cld__op_fill;
 /* y = sum over batch and spatial of x: (N,C,H,W) -> shape of `like` ((C) or (1,C,1,1)...). */
 cld_status cld__reduce_to(cld_graph *g, cld_tensor *x, const cld_tensor *like, cld_tensor **y);
+/* y = silu(group_norm(x)) in one pass, as cld_op_group_norm then cld_op_silu (ops_norm.c). */
+cld_status cld__op_group_norm_silu(cld_graph *g, cld_tensor *x, cld_tensor *gamma,
+                                   cld_tensor *beta, int groups, float eps, cld_tensor **y);
 
 /* ---------------------------------------------------------------- params */
 typedef struct cld__param {

@@ -1,0 +1,226 @@
+/* Normalisation ops: group norm (optionally fused with SiLU) and softmax.
+ * Forward and backward side by side; kernels in cl/norm.cl, cl/softmax.cl.
+ *
+ * Group norm is two nodes: "group_norm_stats" (N, C, 4) holds per (n, c)
+ * (rstd gamma[c], beta[c], mean, rstd) of its group and stays alive for the
+ * backward pass; "group_norm" applies it element-wise (in place when x is
+ * dead afterwards). The coefficients carry gamma and beta so that every
+ * backward node fits in CLD_MAX_SRC sources. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Work-group size of the row-reduction kernels (norm.cl, softmax.cl): 1 on
+ * CPUs, where PoCL runs a one-item work-group as plain vector code (10x
+ * faster than 64 items with barriers), 64 elsewhere. CLD_REDUCE_LS (a power
+ * of two up to 256) overrides it, so the tests can run the GPU shape. */
+static size_t reduce_ls(cld_ctx *ctx)
+{
+    const char *e = getenv("CLD_REDUCE_LS");
+    if (e && *e) {
+        long v = strtol(e, NULL, 10);
+        if (v >= 1 && v <= 256 && !(v & (v - 1))) return (size_t)v;
+    }
+    return ctx->info.is_cpu ? 1 : 64;
+}
+
+/* Launch kernel k with one work-group per row; `part_bytes` of local memory
+ * per work-item go in argument `part_arg` (skipped if part_bytes is 0). */
+static cld_status launch_rows(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t rows,
+                              cl_uint part_arg, size_t part_bytes)
+{
+    cld_ctx *ctx = cld__graph_ctx(g);
+    size_t ls = reduce_ls(ctx), gs = rows * ls;
+    if (part_bytes)
+        CLD_CL_TRY(clSetKernelArg(k, part_arg, ls * part_bytes, NULL), "clSetKernelArg(local)");
+    return cld__launch(ctx, k, t->name, 1, &gs, &ls);
+}
+
+/* ------------------------------------------------------------ group norm
+ * Every group-norm node: ip[0] N, [1] C, [2] HW, [3] groups. Also: stats
+ * fp[0] eps; group_norm ip[4] act (1: SiLU); affine gradients ip[4] with_xhat. */
+static cld_status gn_stats_forward(cld_graph *g, cld_tensor *t)
+{
+    cl_kernel k;
+    const cld_tensor *x = t->src[0], *gam = t->src[1], *bet = t->src[2]; // (N, C, H, W), (C), (C)
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_stats", &k));
+    CLD_TRY(cld__kargs(k, t->name, "bibibibiiiif", x->buf, (int)x->off, gam->buf, (int)gam->off,
+                       bet->buf, (int)bet->off, t->buf, (int)t->off, t->ip[1], t->ip[2],
+                       t->ip[1] / t->ip[3], (double)t->fp[0]));
+    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 12, 2 * sizeof(float));
+}
+/* No backward: group_norm's backward accounts for the statistics. */
+static const cld_op_def op_gn_stats = {"group_norm_stats", gn_stats_forward, NULL, 0, 0};
+
+static cld_status gn_forward(cld_graph *g, cld_tensor *t)
+{
+    cl_kernel k;
+    const cld_tensor *x = t->src[0], *coef = t->src[1];
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_apply", &k));
+    CLD_TRY(cld__kargs(k, t->name, "bibibiii", x->buf, (int)x->off, coef->buf, (int)coef->off,
+                       t->buf, (int)t->off, t->ip[2], t->ip[4]));
+    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
+}
+
+/* dv (N, C, H, W) through the SiLU of the fused op: src (x, coef, dy) */
+static cld_status gn_silu_grad_forward(cld_graph *g, cld_tensor *t)
+{
+    cl_kernel k;
+    const cld_tensor *x = t->src[0], *coef = t->src[1], *dy = t->src[2];
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_silu_grad", &k));
+    CLD_TRY(cld__kargs(k, t->name, "bibibibii", x->buf, (int)x->off, coef->buf, (int)coef->off,
+                       dy->buf, (int)dy->off, t->buf, (int)t->off, t->ip[2]));
+    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
+}
+static const cld_op_def op_gn_silu_grad = {"group_norm_silu_grad", gn_silu_grad_forward, NULL, 0, 0};
+
+/* dx (N, C, H, W): src (x, gamma, coef, dv) */
+static cld_status gn_grad_x_forward(cld_graph *g, cld_tensor *t)
+{
+    cl_kernel k;
+    const cld_tensor *x = t->src[0], *gam = t->src[1], *coef = t->src[2], *dv = t->src[3];
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_grad_x", &k));
+    CLD_TRY(cld__kargs(k, t->name, "bibibibibiiii", x->buf, (int)x->off, gam->buf, (int)gam->off,
+                       coef->buf, (int)coef->off, dv->buf, (int)dv->off, t->buf, (int)t->off,
+                       t->ip[1], t->ip[2], t->ip[1] / t->ip[3]));
+    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 13, 2 * sizeof(float));
+}
+static const cld_op_def op_gn_grad_x = {"group_norm_grad_x", gn_grad_x_forward, NULL, 0, 0};
+
+/* dgamma (C): src (dv, x, coef); dbeta (C): src (dv) */
+static cld_status gn_grad_affine_forward(cld_graph *g, cld_tensor *t)
+{
+    cl_kernel k;
+    const cld_tensor *dv = t->src[0];
+    const cld_tensor *x = t->ip[4] ? t->src[1] : dv, *coef = t->ip[4] ? t->src[2] : dv;
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_grad_affine", &k));
+    CLD_TRY(cld__kargs(k, t->name, "bibibibiiiii", x->buf, (int)x->off, coef->buf, (int)coef->off,
+                       dv->buf, (int)dv->off, t->buf, (int)t->off, t->ip[0], t->ip[1], t->ip[2],
+                       t->ip[4]));
+    return launch_rows(g, k, t, (size_t)t->ip[1], 12, 2 * sizeof(float));
+}
+static const cld_op_def op_gn_grad_affine = {"group_norm_grad_affine", gn_grad_affine_forward,
+                                             NULL, 0, 0};
+
+/* A node of op `op` with the dimensions (ip[0..3]) of group-norm node `like`,
+ * ip[4] = extra and the shape of `shape_of`. */
+static cld_status gn_node(cld_graph *g, const cld_op_def *op, const cld_tensor *like, int extra,
+                          const cld_tensor *shape_of, int nsrc, cld_tensor *const *src,
+                          cld_tensor **out)
+{
+    CLD_TRY(cld__node(g, op, shape_of->ndim, shape_of->shape, nsrc, src, out));
+    for (int i = 0; i < 4; i++) (*out)->ip[i] = like->ip[i];
+    (*out)->ip[4] = extra;
+    return CLD_OK;
+}
+
+/* With v = gamma xhat + beta (before the SiLU, if fused) and dv = dL/dv:
+ * dx from gn_grad_x, dgamma = sum dv xhat, dbeta = sum dv. */
+static cld_status gn_backward(cld_graph *g, cld_tensor *t)
+{
+    cld_tensor *x = t->src[0], *coef = t->src[1], *gam = coef->src[1], *bet = coef->src[2];
+    cld_tensor *dv = t->grad, *d;
+    if (t->ip[4]) {
+        cld_tensor *src[3] = {x, coef, t->grad};
+        CLD_TRY(gn_node(g, &op_gn_silu_grad, t, 0, x, 3, src, &dv));
+    }
+    if (x->flags & CLD_TF_NEEDS_GRAD) {
+        cld_tensor *src[4] = {x, gam, coef, dv};
+        CLD_TRY(gn_node(g, &op_gn_grad_x, t, 0, x, 4, src, &d));
+        CLD_TRY(cld__grad_add(g, x, d));
+    }
+    if (gam->flags & CLD_TF_NEEDS_GRAD) {
+        cld_tensor *src[3] = {dv, x, coef};
+        CLD_TRY(gn_node(g, &op_gn_grad_affine, t, 1, gam, 3, src, &d));
+        CLD_TRY(cld__grad_add(g, gam, d));
+    }
+    if (bet->flags & CLD_TF_NEEDS_GRAD) {
+        CLD_TRY(gn_node(g, &op_gn_grad_affine, t, 0, bet, 1, &dv, &d));
+        CLD_TRY(cld__grad_add(g, bet, d));
+    }
+    return CLD_OK;
+}
+static const cld_op_def op_group_norm = {"group_norm", gn_forward, gn_backward, 1, 0};
+static const cld_op_def op_group_norm_silu = {"group_norm_silu", gn_forward, gn_backward, 1, 0};
+
+static cld_status group_norm(cld_graph *g, const cld_op_def *op, cld_tensor *x, cld_tensor *gamma,
+                             cld_tensor *beta, int groups, float eps, cld_tensor **y)
+{
+    if (!g || !x || !gamma || !beta || !y)
+        return cld__fail(CLD_ERR_INVALID_ARG, "%s: NULL argument", op->name);
+    if (!(eps >= 0.0f)) return cld__fail(CLD_ERR_INVALID_ARG, "%s: eps %g < 0", op->name, (double)eps);
+    if (x->ndim < 2)
+        return cld__shape_fail(op->name, "input must be (N, C), (N, C, L) or (N, C, H, W)", x, NULL);
+    int N = x->shape[0], C = x->shape[1];
+    int HW = (int)(x->n / ((size_t)N * (size_t)C));
+    char msg[96];
+    if (groups <= 0 || C % groups) {
+        snprintf(msg, sizeof msg, "%d channels do not split into %d groups", C, groups);
+        return cld__shape_fail(op->name, msg, x, NULL);
+    }
+    if (gamma->n != (size_t)C || beta->n != (size_t)C) {
+        snprintf(msg, sizeof msg, "gamma and beta must have C = %d elements", C);
+        return cld__shape_fail(op->name, msg, gamma, beta);
+    }
+    int coef_shape[3] = {N, C, 4};
+    cld_tensor *src[3] = {x, gamma, beta}, *coef;
+    CLD_TRY(cld__node(g, &op_gn_stats, 3, coef_shape, 3, src, &coef)); // (N, C, 4)
+    int ip[4] = {N, C, HW, groups};
+    for (int i = 0; i < 4; i++) coef->ip[i] = ip[i];
+    coef->fp[0] = eps;
+    src[1] = coef;
+    return gn_node(g, op, coef, op == &op_group_norm_silu, x, 2, src, y);
+}
+
+cld_status cld_op_group_norm(cld_graph *g, cld_tensor *x, cld_tensor *gamma, cld_tensor *beta,
+                             int groups, float eps, cld_tensor **y)
+{
+    return group_norm(g, &op_group_norm, x, gamma, beta, groups, eps, y);
+}
+
+cld_status cld__op_group_norm_silu(cld_graph *g, cld_tensor *x, cld_tensor *gamma,
+                                   cld_tensor *beta, int groups, float eps, cld_tensor **y)
+{
+    return group_norm(g, &op_group_norm_silu, x, gamma, beta, groups, eps, y);
+}
+
+/* --------------------------------------------------------------- softmax
+ * x viewed as (R, D) with D the last dimension. */
+static int sm_rows(const cld_tensor *t) { return (int)(t->n / (size_t)t->shape[t->ndim - 1]); }
+
+/* dx = y (dy - sum(dy y)): src (y, dy); may take over y's buffer */
+static cld_status softmax_grad_forward(cld_graph *g, cld_tensor *t)
+{
+    cl_kernel k;
+    const cld_tensor *yy = t->src[0], *dy = t->src[1];
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "softmax", "softmax_bwd", &k));
+    CLD_TRY(cld__kargs(k, t->name, "bibibii", yy->buf, (int)yy->off, dy->buf, (int)dy->off, t->buf,
+                       (int)t->off, t->shape[t->ndim - 1]));
+    return launch_rows(g, k, t, (size_t)sm_rows(t), 7, sizeof(float));
+}
+static const cld_op_def op_softmax_grad = {"softmax_grad", softmax_grad_forward, NULL, 1, 0};
+
+static cld_status softmax_forward(cld_graph *g, cld_tensor *t)
+{
+    cl_kernel k;
+    const cld_tensor *x = t->src[0];
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "softmax", "softmax_fwd", &k));
+    CLD_TRY(cld__kargs(k, t->name, "bibii", x->buf, (int)x->off, t->buf, (int)t->off,
+                       t->shape[t->ndim - 1]));
+    return launch_rows(g, k, t, (size_t)sm_rows(t), 5, sizeof(float));
+}
+
+static cld_status softmax_backward(cld_graph *g, cld_tensor *t)
+{
+    cld_tensor *src[2] = {t, t->grad}, *dx;
+    CLD_TRY(cld__node(g, &op_softmax_grad, t->ndim, t->shape, 2, src, &dx));
+    return cld__grad_add(g, t->src[0], dx);
+}
+static const cld_op_def op_softmax = {"softmax", softmax_forward, softmax_backward, 1, 0};
+
+cld_status cld_op_softmax(cld_graph *g, cld_tensor *x, cld_tensor **y)
+{
+    if (!g || !x || !y) return cld__fail(CLD_ERR_INVALID_ARG, "softmax: NULL argument");
+    return cld__node(g, &op_softmax, x->ndim, x->shape, 1, &x, y);
+}
