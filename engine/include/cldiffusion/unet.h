@@ -33,15 +33,27 @@ cld_status cld_unet_config_to_json(const cld_unet_config *cfg, char **json);
 cld_status cld_unet_config_from_json(const char *json, cld_unet_config *cfg);
 
 /* Build the UNet on g: x (N, in, S, S), t (N) timesteps, labels (N) or NULL;
- * out (N, out, S, S). Parameters are declared in g's store by name. */
+ * out (N, out, S, S). Parameters are declared in g's store by name, with
+ * diffusers' UNet2DModel state_dict names and shapes
+ * ("down_blocks.0.resnets.0.conv1.weight", attention projections "to_q"...
+ * as (C, C) linear weights, "class_embedding.weight" (num_classes + 1, 4 base)).
+ * labels: required iff num_classes > 0; ids 0..num_classes-1, num_classes =
+ * the null class (classifier-free guidance). Dropout nodes are built when
+ * cfg->dropout > 0: for sampling graphs pass a copy with dropout = 0 (same
+ * parameters). A shape error names the op and the module, e.g.
+ * "conv2d: ... (in unet module conv_in)". */
 cld_status cld_unet_build(cld_graph *g, const cld_unet_config *cfg, cld_tensor *x, cld_tensor *t,
                           cld_tensor *labels, cld_tensor **out);
-/* Number of parameters of a config (without a device). */
+/* Number of parameters of a config (without a device): exactly what
+ * cld_unet_build declares. */
 cld_status cld_unet_param_count(const cld_unet_config *cfg, size_t *count);
 
 /* Timing of one forward pass and one training step (forward, backward,
  * AdamW) at a batch size, for cld-bench: median over `iters` after one
- * warm-up run. */
+ * warm-up run. Builds, on ctx, an inference graph (dropout 0) and a training
+ * graph (MSE loss against a random target, backward) sharing one parameter
+ * store with the default init; inputs are random. A forward pass is
+ * run + cld_ctx_finish; a training step is zero_grad + run + AdamW + finish. */
 typedef struct cld_unet_timing {
     double forward_s;        /* one forward pass */
     double train_step_s;     /* forward + backward + AdamW */
