@@ -34,6 +34,12 @@ struct cld_graph {
 cld_ctx *cld__graph_ctx(const cld_graph *g) { return g->ctx; }
 uint64_t cld__graph_seed(const cld_graph *g) { return g->seed; }
 cl_mem cld__graph_arena(const cld_graph *g) { return g->arena; }
+
+cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n)
+{
+    size_t gs = n, ls = 64;
+    return cld__launch(g->ctx, k, t->name, 1, &gs, &ls);
+}
 cld_tensor *cld__graph_node(const cld_graph *g, int i) { return g && i >= 0 && i < g->n ? g->nodes[i] : NULL; }
 
 const char *cld__shape_str(const cld_tensor *t, char *buf, size_t len)

@@ -4,19 +4,13 @@
 
 #include <string.h>
 
-static cld_status launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n)
-{
-    size_t gs = n, ls = 64;
-    return cld__launch(cld__graph_ctx(g), k, t->name, 1, &gs, &ls);
-}
-
 /* ------------------------------------------------------------------ fill */
 static cld_status fill_forward(cld_graph *g, cld_tensor *t)
 {
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", "fill", &k));
     CLD_TRY(cld__kargs(k, "fill", "biif", t->buf, (int)t->off, (int)t->n, (double)t->fp[0]));
-    return launch1d(g, k, t, t->n);
+    return cld__launch1d(g, k, t, t->n);
 }
 const cld_op_def cld__op_fill = {"fill", fill_forward, NULL, 0, 0};
 
@@ -59,7 +53,7 @@ static cld_status binary_forward(cld_graph *g, cld_tensor *t, const char *kname)
     const cld_tensor *a = t->src[0], *b = t->src[1];
     CLD_TRY(cld__kargs(k, kname, "bibibiiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf,
                        (int)t->off, (int)t->n, t->ip[0], t->ip[1], t->ip[2]));
-    return launch1d(g, k, t, t->n);
+    return cld__launch1d(g, k, t, t->n);
 }
 
 static cld_status add_forward(cld_graph *g, cld_tensor *t) { return binary_forward(g, t, "add"); }
@@ -154,7 +148,7 @@ static cld_status scale_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kargs(k, "scale", "bibiif", x->buf, (int)x->off, t->buf, (int)t->off, (int)t->n,
                        (double)t->fp[0]));
-    return launch1d(g, k, t, t->n);
+    return cld__launch1d(g, k, t, t->n);
 }
 
 static cld_status scale_backward(cld_graph *g, cld_tensor *t)
@@ -180,7 +174,7 @@ static cld_status silu_forward(cld_graph *g, cld_tensor *t)
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", "silu_fwd", &k));
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kargs(k, "silu", "bibii", x->buf, (int)x->off, t->buf, (int)t->off, (int)t->n));
-    return launch1d(g, k, t, t->n);
+    return cld__launch1d(g, k, t, t->n);
 }
 
 static cld_status silu_grad_forward(cld_graph *g, cld_tensor *t)
@@ -190,7 +184,7 @@ static cld_status silu_grad_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *x = t->src[0], *dy = t->src[1];
     CLD_TRY(cld__kargs(k, "silu_bwd", "bibibii", x->buf, (int)x->off, dy->buf, (int)dy->off, t->buf,
                        (int)t->off, (int)t->n));
-    return launch1d(g, k, t, t->n);
+    return cld__launch1d(g, k, t, t->n);
 }
 static const cld_op_def op_silu_grad = {"silu_grad", silu_grad_forward, NULL, 0, 0};
 

@@ -38,12 +38,6 @@ void cld__conv_test_config(int max_chunk, int force_im2col)
     conv_force_im2col = force_im2col;
 }
 
-static cld_status launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n)
-{
-    size_t gs = n, ls = 64;
-    return cld__launch(cld__graph_ctx(g), k, t->name, 1, &gs, &ls);
-}
-
 /* db = sum of t's gradient over all dims but the channel one (b may be NULL) */
 static cld_status bias_grad(cld_graph *g, cld_tensor *t, cld_tensor *b)
 {
@@ -155,7 +149,7 @@ static cld_status conv_pack(cld_graph *g, const cld_tensor *t, const conv_geom *
     CLD_TRY(cld__kargs(k, "pack", "bibiiiiiiiiiiiiiii", cld__graph_arena(g), (int)dst, src->buf,
                        (int)so, kind, trans, R, U, L, ld, C, d->P, d->H, d->W, d->K, d->stride,
                        d->pad, d->Wo));
-    return launch1d(g, k, t, round_up((size_t)U, (size_t)R) / (size_t)R * (size_t)L);
+    return cld__launch1d(g, k, t, round_up((size_t)U, (size_t)R) / (size_t)R * (size_t)L);
 }
 
 /* xp (bc, hp, wp) in the arena at dst = src (bc, h, w) shifted by pad, + slack */
@@ -166,7 +160,7 @@ static cld_status conv_pad(cld_graph *g, const cld_tensor *t, size_t dst, const 
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "pad_planes", &k));
     CLD_TRY(cld__kargs(k, "pad_planes", "bibiiiiiiii", src->buf, (int)so, cld__graph_arena(g),
                        (int)dst, bc, h, w, pad, hp, wp, (int)CONV_SLACK(K)));
-    return launch1d(g, k, t, (size_t)bc * (size_t)hp + 1);
+    return cld__launch1d(g, k, t, (size_t)bc * (size_t)hp + 1);
 }
 
 /* C (M, N) = A B (+ bias) (+ C if beta), A and B packed in the arena at
@@ -262,7 +256,7 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
                           0, np, 0, NULL));
         CLD_TRY(cld__kargs(c2i, "col2im", "bibiiiiiiiiii", cld__graph_arena(g), (int)col_off,
                            t->buf, (int)xo, d.Ci, d.H, d.W, d.K, d.stride, d.pad, d.Ho, d.Wo, nb));
-        CLD_TRY(launch1d(g, c2i, t, (size_t)nb * d.Ci * d.H));
+        CLD_TRY(cld__launch1d(g, c2i, t, (size_t)nb * d.Ci * d.H));
     }
     return CLD_OK;
 }
@@ -382,7 +376,7 @@ static cld_status linear_forward(cld_graph *g, cld_tensor *t)
         CLD_TRY(cld__kernel(ctx, "conv", "bias_fill", &k));
         CLD_TRY(cld__kargs(k, "bias_fill", "bibiiii", t->buf, (int)t->off, b->buf, (int)b->off,
                            (int)t->n, 1, (int)M));
-        CLD_TRY(launch1d(g, k, t, t->n));
+        CLD_TRY(cld__launch1d(g, k, t, t->n));
     }
     return cld__gemm(ctx, 0, 1, N, M, K, 1.0f, x->buf, x->off, K, w->buf, w->off, K,
                      b ? 1.0f : 0.0f, t->buf, t->off, M);

@@ -2,12 +2,6 @@
  * Forward and backward side by side. */
 #include "internal.h"
 
-static cld_status launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n)
-{
-    size_t gs = n, ls = 64;
-    return cld__launch(cld__graph_ctx(g), k, t->name, 1, &gs, &ls);
-}
-
 /* ---------------------------------------------------- timestep embedding
  * t (N) -> y (N, dim). ip[0] = dim.
  * Timesteps are data: no gradient flows to t. If t needs a gradient anyway
@@ -20,7 +14,7 @@ static cld_status tsemb_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *ts = t->src[0];
     CLD_TRY(cld__kargs(k, t->name, "bibiii", ts->buf, (int)ts->off, t->buf, (int)t->off,
                        t->shape[0], t->ip[0]));
-    return launch1d(g, k, t, t->n);
+    return cld__launch1d(g, k, t, t->n);
 }
 
 static cld_status tsemb_backward(cld_graph *g, cld_tensor *t)
@@ -56,7 +50,7 @@ static cld_status emb_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *tb = t->src[0], *lb = t->src[1];
     CLD_TRY(cld__kargs(k, t->name, "bibibiiii", tb->buf, (int)tb->off, lb->buf, (int)lb->off, t->buf,
                        (int)t->off, t->shape[0], tb->shape[0], tb->shape[1]));
-    return launch1d(g, k, t, t->n);
+    return cld__launch1d(g, k, t, t->n);
 }
 
 /* dtable (R, D) from src = {labels (N), dy (N, D)}. */
@@ -67,7 +61,7 @@ static cld_status emb_grad_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *lb = t->src[0], *dy = t->src[1];
     CLD_TRY(cld__kargs(k, t->name, "bibibiiii", lb->buf, (int)lb->off, dy->buf, (int)dy->off, t->buf,
                        (int)t->off, lb->shape[0], t->shape[0], t->shape[1]));
-    return launch1d(g, k, t, t->n);
+    return cld__launch1d(g, k, t, t->n);
 }
 static const cld_op_def op_emb_grad = {"embedding_grad", emb_grad_forward, NULL, 0, 0};
 
@@ -104,7 +98,7 @@ static cld_status dropout_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kargs(k, t->name, "bibiiffLu", x->buf, (int)x->off, t->buf, (int)t->off, (int)t->n,
                        (double)t->fp[0], (double)t->fp[1], cld__graph_seed(g), (unsigned)t->ip[0]));
-    return launch1d(g, k, t, t->n);
+    return cld__launch1d(g, k, t, t->n);
 }
 
 static cld_status dropout_backward(cld_graph *g, cld_tensor *t);
