@@ -124,6 +124,7 @@ cld_status cld_buffer_release(cl_mem buf);
 #endif
 
 #include "cldiffusion/graph.h"
+#include "cldiffusion/diffusion.h"
 #include "cldiffusion/unet.h"
 #include "cldiffusion/bench.h"
 
