@@ -6,16 +6,16 @@ int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **
     const char *arg = argv[*i];
     size_t n = strlen(name);
     if (strncmp(arg, name, n) != 0) return 0;
-    if (arg[n] == '=') {
-        *value = arg + n + 1;
-        return 1;
-    }
-    if (arg[n] != 0) return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "%s: option %s needs a value\n", argv[0], name);
+    if (arg[n] != '=' && arg[n] != 0) return 0;
+    const char *v = arg[n] == '=' ? arg + n + 1 : *i + 1 < argc ? argv[*i + 1] : NULL;
+    /* An empty value ("--device=") would silently mean "the default". */
+    if (!v || !*v) {
+        const char *prog = strrchr(argv[0], '/');
+        fprintf(stderr, "%s: option %s needs a value\n", prog ? prog + 1 : argv[0], name);
         return -1;
     }
-    *value = argv[++*i];
+    if (arg[n] == 0) ++*i;
+    *value = v;
     return 1;
 }
 

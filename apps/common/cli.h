@@ -12,7 +12,7 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_NO_DEVIC
 /* Match option `name` ("--device") at argv[*i], as "--device VALUE" or
  * "--device=VALUE". On a match sets *value, advances *i past a separate
  * value, and returns 1; returns -1 (after printing a message) when the value
- * is missing; 0 when argv[*i] is another option. */
+ * is missing or empty; 0 when argv[*i] is another option. */
 int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value);
 
 /* Print "prog: what: STATUS: message" to stderr, plus the package hint when
