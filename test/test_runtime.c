@@ -171,6 +171,25 @@ START_TEST(test_select_by_name) {
 }
 END_TEST
 
+START_TEST(test_select_by_type) {
+    int n = 0, idx = -1;
+    TU_OK(cld_device_count(&n));
+    int first_cpu = -1, first_gpu = -1;
+    for (int i = 0; i < n; i++) {
+        cld_device_info info;
+        TU_OK(cld_device_info_get(i, &info));
+        if (info.is_cpu && first_cpu < 0) first_cpu = i;
+        if (info.is_gpu && first_gpu < 0) first_gpu = i;
+    }
+    /* "cpu" and "gpu" (any case) pick the first device of that type, or fail. */
+    ck_assert_int_eq(cld_device_select("CPU", &idx), first_cpu >= 0 ? CLD_OK : CLD_ERR_NO_DEVICE);
+    if (first_cpu >= 0) ck_assert_int_eq(idx, first_cpu);
+    ck_assert_int_eq(cld_device_select("gpu", &idx), first_gpu >= 0 ? CLD_OK : CLD_ERR_NO_DEVICE);
+    if (first_gpu >= 0) ck_assert_int_eq(idx, first_gpu);
+    else ck_assert_ptr_nonnull(strstr(cld_last_error(), "available devices"));
+}
+END_TEST
+
 START_TEST(test_select_by_env) {
     int n = 0, idx = -1;
     TU_OK(cld_device_count(&n));
@@ -629,6 +648,7 @@ static Suite *runtime_suite(void) {
     tcase_add_test(tc, test_device_info);
     tcase_add_test(tc, test_select_by_index);
     tcase_add_test(tc, test_select_by_name);
+    tcase_add_test(tc, test_select_by_type);
     tcase_add_test(tc, test_select_by_env);
     tcase_add_test(tc, test_unknown_device_lists_devices);
     tcase_add_test(tc, test_no_platform);

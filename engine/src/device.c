@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #ifndef CL_PLATFORM_NOT_FOUND_KHR /* cl_khr_icd, returned by ICD loaders */
 #define CL_PLATFORM_NOT_FOUND_KHR -1001
@@ -224,6 +225,17 @@ cld_status cld_device_select(const char *spec, int *index) {
             *index = (int)i;
             return CLD_OK;
         }
+    } else if (!strcasecmp(spec, "gpu") || !strcasecmp(spec, "cpu")) {
+        /* a device type: the first device of that type */
+        int want_gpu = !strcasecmp(spec, "gpu");
+        for (int i = 0; i < list.n; i++) {
+            cld_device_info info;
+            fill_info(&list, i, &info);
+            if (want_gpu ? info.is_gpu : info.is_cpu) {
+                *index = i;
+                return CLD_OK;
+            }
+        }
     } else {
         for (int i = 0; i < list.n; i++) {
             cld_device_info info;
@@ -250,8 +262,8 @@ cld_status cld_device_select(const char *spec, int *index) {
         used += (size_t)w;
     }
     return cld__fail(CLD_ERR_NO_DEVICE,
-                     "%s '%s' matches no OpenCL device (give an index or a case-insensitive "
-                     "part of \"platform / device\"); available devices:%s",
+                     "%s '%s' matches no OpenCL device (give an index, \"gpu\", \"cpu\" or a "
+                     "case-insensitive part of \"platform / device\"); available devices:%s",
                      source, spec, list.n ? msg : " none");
 }
 

@@ -75,7 +75,8 @@ cld_status cld_device_count(int *count);
 cld_status cld_device_info_get(int index, cld_device_info *out);
 /* Resolve a device spec: NULL or "" means $CLD_DEVICE, and if that is unset
  * the default (first GPU, else first CPU, else device 0). A spec is a decimal
- * index or a case-insensitive substring of "platform name / device name".
+ * index, "gpu" or "cpu" (the first device of that type), or a
+ * case-insensitive substring of "platform name / device name".
  * An unknown spec gives CLD_ERR_NO_DEVICE and a message listing devices. */
 cld_status cld_device_select(const char *spec, int *index);
 /* Index of the default device (ignoring $CLD_DEVICE). */
