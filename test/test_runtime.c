@@ -631,10 +631,15 @@ START_TEST(test_gemm_large_tuned) {
     /* Large enough for CLBlast's indirect Xgemm kernel (the tuned one). */
     check_gemm(ctx, 0, 0, 520, 384, 300, 1);
     check_gemm(ctx, 1, 1, 256, 320, 512, 2);
-    /* Wrapper errors carry CLBlast's status. */
+    /* A buffer too small for the product is rejected before any kernel runs. */
     cl_mem tiny = NULL;
     TU_OK(cld_buffer_alloc(ctx, 16, &tiny));
     TU_STATUS(cld__gemm(ctx, 0, 0, 64, 64, 64, 1.0f, tiny, 0, 64, tiny, 0, 64, 0.0f, tiny, 0, 64),
+              CLD_ERR_BLAS);
+    ck_assert_ptr_nonnull(strstr(cld_last_error(), "buffer holds 4"));
+    /* CLBlast wrapper errors carry CLBlast's status. */
+    TU_STATUS(cld__gemm_clblast(ctx, 0, 0, 64, 64, 64, 1.0f, tiny, 0, 64, 0, tiny, 0, 64, 0, 0.0f,
+                                tiny, 0, 64, 0, 1),
               CLD_ERR_BLAS);
     ck_assert_ptr_nonnull(strstr(cld_last_error(), "status"));
     cld_buffer_release(tiny);

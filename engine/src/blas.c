@@ -1,7 +1,13 @@
-/* GEMM through CLBlast's C API (row-major), and per-device CLBlast tuning. */
+/* Matrix products behind cld__gemm / cld__gemm_batched (internal.h), all
+ * row-major: our kernels (cl/gemm.cl) on CPU devices, CLBlast elsewhere
+ * (CLD_GEMM=own|clblast overrides), and CLBlast's tuning for PoCL.
+ * Measurements and the choices they led to: bench/NOTES.md, section GEMM. */
 #include "blas.h"
 
 #include <clblast_c.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *blas_status_name(CLBlastStatusCode s) {
@@ -24,38 +30,251 @@ static const char *blas_status_name(CLBlastStatusCode s) {
 
 static CLBlastTranspose tr(int t) { return t ? CLBlastTransposeYes : CLBlastTransposeNo; }
 
-cld_status cld__gemm(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n, size_t k,
-                     float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem b, size_t b_off,
-                     size_t ldb, float beta, cl_mem c, size_t c_off, size_t ldc) {
+cld_status cld__gemm_clblast(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n,
+                             size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
+                             size_t a_stride, cl_mem b, size_t b_off, size_t ldb,
+                             size_t b_stride, float beta, cl_mem c, size_t c_off, size_t ldc,
+                             size_t c_stride, size_t batch) {
     if (!ctx) return cld__fail(CLD_ERR_INVALID_ARG, "gemm: ctx is NULL");
-    if (m == 0 || n == 0) return CLD_OK;
-    CLBlastStatusCode s = CLBlastSgemm(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k,
-                                       alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc,
-                                       &ctx->queue, NULL);
+    if (m == 0 || n == 0 || batch == 0) return CLD_OK;
+    CLBlastStatusCode s;
+    if (batch == 1)
+        s = CLBlastSgemm(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, alpha, a,
+                         a_off, lda, b, b_off, ldb, beta, c, c_off, ldc, &ctx->queue, NULL);
+    else
+        s = CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k,
+                                       alpha, a, a_off, lda, a_stride, b, b_off, ldb, b_stride,
+                                       beta, c, c_off, ldc, c_stride, batch, &ctx->queue, NULL);
     if (s == CLBlastSuccess) return CLD_OK;
     return cld__fail(CLD_ERR_BLAS,
-                     "CLBlastSgemm(%s%s m=%zu n=%zu k=%zu lda=%zu ldb=%zu ldc=%zu, offsets "
-                     "%zu/%zu/%zu) on '%s': status %d (%s)",
-                     trans_a ? "At" : "A", trans_b ? "Bt" : "B", m, n, k, lda, ldb, ldc, a_off,
-                     b_off, c_off, ctx->info.name, (int)s, blas_status_name(s));
+                     "CLBlastSgemm%s(%s%s m=%zu n=%zu k=%zu batch=%zu lda=%zu ldb=%zu ldc=%zu, "
+                     "offsets %zu/%zu/%zu, strides %zu/%zu/%zu) on '%s': status %d (%s)",
+                     batch == 1 ? "" : "StridedBatched", trans_a ? "At" : "A", trans_b ? "Bt" : "B",
+                     m, n, k, batch, lda, ldb, ldc, a_off, b_off, c_off, a_stride, b_stride,
+                     c_stride, ctx->info.name, (int)s, blas_status_name(s));
 }
+
+/* ------------------------------------------------------------------ own */
+
+/* Chosen on PoCL 3.1 / Zen 5 (kernels compiled for AVX2: 16 vector
+ * registers of 8 floats): 6 x 16 tiles keep 12 accumulators + 2 B vectors
+ * + 1 broadcast in registers. GPUs are routed to CLBlast (cld__gemm_backend);
+ * forced onto our kernels there (CLD_GEMM=own) the same configuration runs,
+ * correct but untuned (one work-item per work-group). */
+cld__gemm_cfg cld__gemm_default_cfg(const cld_ctx *ctx) {
+    (void)ctx;
+    cld__gemm_cfg c = {.tm = 6, .tn = 16, .vw = 8, .ku = 4, .dm = 3, .dn = 4, .dvw = 8,
+                       .pack = 2, .pack_a = 0, .tb_dot = 1};
+    return c;
+}
+
+int cld__gemm_backend(const cld_ctx *ctx) {
+    const char *v = getenv("CLD_GEMM");
+    if (v && strcmp(v, "clblast") == 0) return CLD__GEMM_CLBLAST;
+    if (v && strcmp(v, "own") == 0) return CLD__GEMM_OWN;
+    return ctx->info.is_cpu ? CLD__GEMM_OWN : CLD__GEMM_CLBLAST;
+}
+
+/* Is the last float index into a matrix (rows x cols, leading dim ld, batch
+ * stride st) safely inside the kernels' int arithmetic? */
+static int fits_int(size_t off, size_t st, size_t batch, size_t rows, size_t cols, size_t ld) {
+    double last = (double)off + (double)st * (double)(batch - 1) +
+                  (double)ld * (double)(rows ? rows - 1 : 0) + (double)cols;
+    return last < (double)INT_MAX / 2;
+}
+
+static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+/* Scratch for packed panels, kept in the context between calls: a fresh
+ * buffer per call costs page faults on PoCL (~2 ms for 2 MB, more than the
+ * packing). Reusing it is safe because ops are enqueued on the context's
+ * in-order queue: one call's packing runs after the previous call's product.
+ * A replaced buffer is freed by OpenCL once its enqueued kernels are done. */
+static cld_status scratch_get(cld_ctx *ctx, size_t floats, cl_mem *out) {
+    size_t bytes = floats * sizeof(float);
+    if (ctx->gemm_scratch && ctx->gemm_scratch_bytes < bytes) {
+        clReleaseMemObject(ctx->gemm_scratch);
+        ctx->gemm_scratch = NULL;
+    }
+    if (!ctx->gemm_scratch) {
+        cl_int err;
+        ctx->gemm_scratch = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+        if (err != CL_SUCCESS) {
+            ctx->gemm_scratch = NULL;
+            return cld__fail(err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE ||
+                                     err == CL_INVALID_BUFFER_SIZE
+                                 ? CLD_ERR_NOMEM
+                                 : CLD_ERR_OPENCL,
+                             "gemm: packing buffer of %zu floats: %s (%d)", floats,
+                             cld_cl_error_name(err), (int)err);
+        }
+        ctx->gemm_scratch_bytes = bytes;
+    }
+    *out = ctx->gemm_scratch;
+    return CLD_OK;
+}
+
+/* Reject a matrix whose last element lies beyond its buffer (the kernels
+ * would read or write out of bounds). */
+static cld_status check_extent(const char *which, cl_mem buf, size_t off, size_t st, size_t batch,
+                               size_t rows, size_t cols, size_t ld) {
+    size_t size = 0;
+    cl_int err = clGetMemObjectInfo(buf, CL_MEM_SIZE, sizeof size, &size, NULL);
+    if (err != CL_SUCCESS) return cld__cl_check(err, "gemm: clGetMemObjectInfo(CL_MEM_SIZE)");
+    size_t need = off + st * (batch - 1) + ld * (rows ? rows - 1 : 0) + cols;
+    if (need * sizeof(float) > size)
+        return cld__fail(CLD_ERR_BLAS, "gemm: matrix %s needs %zu floats but its buffer holds %zu",
+                         which, need, size / sizeof(float));
+    return CLD_OK;
+}
+
+/* Pack `batch` matrices S (U x L), S(u, l) = src[so + z*ss + u*su + l*sl],
+ * into panels of R = TM (which = 'a') or TN ('b') rows at dst + dso: see
+ * pack_panel in cl/gemm.cl. */
+static cld_status pack(cld_ctx *ctx, const char *opts, char which, cl_mem dst, size_t dso,
+                       cl_mem src, size_t so, size_t su, size_t sl, size_t ss, size_t U,
+                       size_t L, size_t R, size_t batch) {
+    cl_kernel k;
+    size_t p0 = 0, ls[3] = {64, 1, 1};
+    if (which == 'b' && su == 1 && U >= R) { /* rows of B: full panels as vectors */
+        p0 = U / R;
+        CLD_TRY(cld_ctx_kernel(ctx, "gemm", opts, "gemm_pack_b_rows", &k));
+        CLD_TRY(cld__kargs(k, "gemm_pack_b_rows", "bibiiiii", dst, (int)dso, src, (int)so,
+                           (int)sl, (int)ss, (int)U, (int)L));
+        size_t gs[3] = {ceil_div(L, 8), ceil_div(p0, 8), batch}, lr[3] = {1, 8, 1};
+        CLD_TRY(cld__launch(ctx, k, "gemm_pack_b_rows", 3, gs, lr));
+        if (p0 * R == U) return CLD_OK;
+    }
+    const char *name = which == 'a' ? "gemm_pack_a" : "gemm_pack_b";
+    CLD_TRY(cld_ctx_kernel(ctx, "gemm", opts, name, &k));
+    CLD_TRY(cld__kargs(k, name, "bibiiiiiiii", dst, (int)dso, src, (int)so, (int)su, (int)sl,
+                       (int)ss, (int)U, (int)L, 0, (int)p0));
+    size_t gs[3] = {L, ceil_div(U, R) - p0, batch};
+    return cld__launch(ctx, k, name, 3, gs, ls);
+}
+
+/* Do k rows of stride ld floats, a few floats read from each in turn by
+ * a work-item and again by the next, collide in the L1 cache's sets? In
+ * an L1 of 64 sets of 64-byte lines, 8-way (32 KiB), rows 2^j floats
+ * apart (2^j the largest power of two dividing ld) fall into 1024 / 2^j
+ * sets for 2^j >= 16, so only 8192 / 2^j of them stay. For 2^j <= 32 the
+ * limit is the cache's size, which packing does not change. */
+static int aliases(size_t ld, size_t k) {
+    size_t pow2 = ld & (~ld + 1);
+    return pow2 >= 64 && k * pow2 > 8192;
+}
+
+/* Pack (cfg pack = 2)? Measured on PoCL/CPU (bench/NOTES.md, GEMM): A B
+ * read in place is as fast as packed unless B's rows alias; A^T read in
+ * place runs at half speed; A B^T: gemm_dot wins for long K. Packing does
+ * not pay for small products. */
+static int worth_packing(const cld__gemm_cfg *p, int trans_a, int trans_b, size_t m, size_t n,
+                         size_t k, size_t ldb) {
+    if (m < 32 || n < 32) return 0;
+    if (!trans_a && !trans_b) return aliases(ldb, k);
+    return !(trans_b && !trans_a && p->tb_dot && k >= 512);
+}
+
+cld_status cld__gemm_own(cld_ctx *ctx, const cld__gemm_cfg *cfg, int trans_a, int trans_b,
+                         size_t m, size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
+                         size_t lda, size_t a_stride, cl_mem b, size_t b_off, size_t ldb,
+                         size_t b_stride, float beta, cl_mem c, size_t c_off, size_t ldc,
+                         size_t c_stride, size_t batch) {
+    if (!ctx) return cld__fail(CLD_ERR_INVALID_ARG, "gemm: ctx is NULL");
+    if (m == 0 || n == 0 || batch == 0) return CLD_OK;
+    cld__gemm_cfg dc = cld__gemm_default_cfg(ctx);
+    const cld__gemm_cfg *p = cfg ? cfg : &dc;
+    size_t tm = (size_t)p->tm, tn = (size_t)p->tn;
+    int packed = k > 0 && (p->pack == 1 ||
+                           (p->pack == 2 && worth_packing(p, trans_a, trans_b, m, n, k, ldb)));
+    int pack_a = packed && (trans_a || p->pack_a);
+    int dot = !packed && trans_b && !trans_a && p->tb_dot;
+    /* packed panels: A then B, one copy per batch entry (one if shared) */
+    size_t na = a_stride ? batch : 1, nb = b_stride ? batch : 1;
+    size_t a_len = pack_a ? na * ceil_div(m, tm) * tm * k : 0;
+    size_t b_len = packed ? nb * ceil_div(n, tn) * tn * k : 0;
+    if (!fits_int(a_off, a_stride, batch, trans_a ? k : m, trans_a ? m : k, lda) ||
+        !fits_int(b_off, b_stride, batch, trans_b ? n : k, trans_b ? k : n, ldb) ||
+        !fits_int(c_off, c_stride, batch, m, n, ldc) || !fits_int(0, 0, 1, 1, a_len + b_len, 0) ||
+        batch >= 65536)
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "gemm (own kernels): %zux%zux%zu batch %zu exceeds int indexing", m, n,
+                         k, batch);
+    char opts[160];
+    snprintf(opts, sizeof opts, "-DTM=%d -DTN=%d -DVW=%d -DKU=%d -DDM=%d -DDN=%d -DDVW=%d", p->tm,
+             p->tn, p->vw, p->ku, p->dm, p->dn, p->dvw);
+    cl_kernel kg;
+    if (!packed) {
+        static const char *const names[4] = {"gemm_nn", "gemm_tn", "gemm_nt", "gemm_tt"};
+        const char *name = dot ? "gemm_dot" : names[(trans_a ? 1 : 0) + (trans_b ? 2 : 0)];
+        CLD_TRY(cld_ctx_kernel(ctx, "gemm", opts, name, &kg));
+        CLD_TRY(cld__kargs(kg, name, "iiifbiiibiiifbiii", (int)m, (int)n, (int)k,
+                           (double)alpha, a, (int)a_off, (int)lda, (int)a_stride, b, (int)b_off,
+                           (int)ldb, (int)b_stride, (double)beta, c, (int)c_off, (int)ldc,
+                           (int)c_stride));
+        size_t gs[3] = {ceil_div(m, dot ? (size_t)p->dm : tm),
+                        ceil_div(n, dot ? (size_t)p->dn : tn), batch};
+        size_t ls[3] = {1, 1, 1};
+        return cld__launch(ctx, kg, name, 3, gs, ls);
+    }
+    cl_mem tmp = NULL;
+    CLD_TRY(scratch_get(ctx, a_len + b_len, &tmp));
+    clRetainMemObject(tmp);
+    /* S(m, k) = op(A); S(n, k) = op(B)^T */
+    cld_status s = CLD_OK;
+    if (pack_a)
+        s = pack(ctx, opts, 'a', tmp, 0, a, a_off, trans_a ? 1 : lda, trans_a ? lda : 1, a_stride,
+                 m, k, tm, na);
+    if (s == CLD_OK)
+        s = pack(ctx, opts, 'b', tmp, a_len, b, b_off, trans_b ? ldb : 1, trans_b ? 1 : ldb,
+                 b_stride, n, k, tn, nb);
+    const char *name = pack_a ? "gemm_packed_ab" : "gemm_packed_b";
+    if (s == CLD_OK) s = cld_ctx_kernel(ctx, "gemm", opts, name, &kg);
+    int spb = b_stride ? (int)(b_len / batch) : 0;
+    if (s == CLD_OK && pack_a)
+        s = cld__kargs(kg, name, "iiifbiibiifbiii", (int)m, (int)n, (int)k, (double)alpha, tmp,
+                       0, a_stride ? (int)(a_len / batch) : 0, tmp, (int)a_len, spb,
+                       (double)beta, c, (int)c_off, (int)ldc, (int)c_stride);
+    else if (s == CLD_OK)
+        s = cld__kargs(kg, name, "iiifbiiibiifbiii", (int)m, (int)n, (int)k, (double)alpha, a,
+                       (int)a_off, (int)lda, (int)a_stride, tmp, (int)a_len, spb, (double)beta,
+                       c, (int)c_off, (int)ldc, (int)c_stride);
+    size_t gs[3] = {ceil_div(m, tm), ceil_div(n, tn), batch}, ls[3] = {1, 1, 1};
+    if (s == CLD_OK) s = cld__launch(ctx, kg, name, 3, gs, ls);
+    clReleaseMemObject(tmp);
+    return s;
+}
+
+/* ------------------------------------------------------------------ routing */
 
 cld_status cld__gemm_batched(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n,
                              size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                              size_t a_stride, cl_mem b, size_t b_off, size_t ldb,
                              size_t b_stride, float beta, cl_mem c, size_t c_off, size_t ldc,
                              size_t c_stride, size_t batch) {
-    if (!ctx) return cld__fail(CLD_ERR_INVALID_ARG, "gemm_batched: ctx is NULL");
+    if (!ctx) return cld__fail(CLD_ERR_INVALID_ARG, "gemm: ctx is NULL");
     if (m == 0 || n == 0 || batch == 0) return CLD_OK;
-    CLBlastStatusCode s = CLBlastSgemmStridedBatched(
-        CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, alpha, a, a_off, lda, a_stride,
-        b, b_off, ldb, b_stride, beta, c, c_off, ldc, c_stride, batch, &ctx->queue, NULL);
-    if (s == CLBlastSuccess) return CLD_OK;
-    return cld__fail(CLD_ERR_BLAS,
-                     "CLBlastSgemmStridedBatched(%s%s m=%zu n=%zu k=%zu batch=%zu lda=%zu "
-                     "ldb=%zu ldc=%zu, strides %zu/%zu/%zu) on '%s': status %d (%s)",
-                     trans_a ? "At" : "A", trans_b ? "Bt" : "B", m, n, k, batch, lda, ldb, ldc,
-                     a_stride, b_stride, c_stride, ctx->info.name, (int)s, blas_status_name(s));
+    if (k) {
+        CLD_TRY(check_extent("A", a, a_off, a_stride, batch, trans_a ? k : m, trans_a ? m : k, lda));
+        CLD_TRY(check_extent("B", b, b_off, b_stride, batch, trans_b ? n : k, trans_b ? k : n, ldb));
+    }
+    CLD_TRY(check_extent("C", c, c_off, c_stride, batch, m, n, ldc));
+    /* k == 0 (C = beta C) too: CLBlast rejects it */
+    if (cld__gemm_backend(ctx) == CLD__GEMM_OWN || k == 0) {
+        cld_status s = cld__gemm_own(ctx, NULL, trans_a, trans_b, m, n, k, alpha, a, a_off, lda,
+                                     a_stride, b, b_off, ldb, b_stride, beta, c, c_off, ldc,
+                                     c_stride, batch);
+        if (s != CLD_ERR_INVALID_ARG) return s; /* else beyond int indexing: CLBlast */
+    }
+    return cld__gemm_clblast(ctx, trans_a, trans_b, m, n, k, alpha, a, a_off, lda, a_stride, b,
+                             b_off, ldb, b_stride, beta, c, c_off, ldc, c_stride, batch);
+}
+
+cld_status cld__gemm(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                     float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem b, size_t b_off,
+                     size_t ldb, float beta, cl_mem c, size_t c_off, size_t ldc) {
+    return cld__gemm_batched(ctx, trans_a, trans_b, m, n, k, alpha, a, a_off, lda, 0, b, b_off,
+                             ldb, 0, beta, c, c_off, ldc, 0, 1);
 }
 
 static int is_pocl(const cld_device_info *info) {
@@ -75,7 +294,17 @@ cld_status cld__blas_tune(cld_ctx *ctx) {
     CLBlastStatusCode s =
         CLBlastOverrideParameters(ctx->info.device, "Xgemm", CLBlastPrecisionSingle,
                                   sizeof values / sizeof values[0], names, values);
+    if (s != CLBlastSuccess)
+        return cld__fail(CLD_ERR_BLAS, "CLBlastOverrideParameters(Xgemm) on '%s': status %d (%s)",
+                         ctx->info.name, (int)s, blas_status_name(s));
+    /* Below m*n*k = size^3 CLBlast runs XgemmDirect, untuned here: 2-3 GFLOPS
+     * against 8-25 for the tuned Xgemm at 256^3-sized products (bench/NOTES.md,
+     * GEMM; CLBlast's default size is larger). */
+    const char *rname[] = {"XGEMM_MIN_INDIRECT_SIZE"};
+    const size_t rvalue[] = {128};
+    s = CLBlastOverrideParameters(ctx->info.device, "GemmRoutine", CLBlastPrecisionSingle, 1,
+                                  rname, rvalue);
     if (s == CLBlastSuccess) return CLD_OK;
-    return cld__fail(CLD_ERR_BLAS, "CLBlastOverrideParameters(Xgemm) on '%s': status %d (%s)",
+    return cld__fail(CLD_ERR_BLAS, "CLBlastOverrideParameters(GemmRoutine) on '%s': status %d (%s)",
                      ctx->info.name, (int)s, blas_status_name(s));
 }

@@ -327,6 +327,7 @@ cld_status cld_ctx_free(cld_ctx *ctx) {
     }
     free(ctx->kernels);
     free(ctx->programs);
+    if (ctx->gemm_scratch) clReleaseMemObject(ctx->gemm_scratch);
     if (ctx->queue) clReleaseCommandQueue(ctx->queue);
     if (ctx->context) clReleaseContext(ctx->context);
     free(ctx);

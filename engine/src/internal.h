@@ -42,6 +42,8 @@ struct cld_ctx {
     cld__kernel_entry *kernels;
     int n_kernels, cap_kernels;
     cld_compile_stats stats;
+    cl_mem gemm_scratch;          /* packed GEMM panels, reused (blas.c) */
+    size_t gemm_scratch_bytes;
 };
 
 /* Set kernel arguments from a format string: 'b' cl_mem, 'i' int,

@@ -38,7 +38,7 @@ typedef enum cld_status {
     CLD_ERR_SHAPE = -1009,        /* tensor shapes do not fit the op         */
     CLD_ERR_NOMEM = -1010,        /* host or device allocation failed        */
     CLD_ERR_STATE = -1011,        /* call not valid in the object's state    */
-    CLD_ERR_BLAS = -1012,         /* CLBlast returned an error               */
+    CLD_ERR_BLAS = -1012,         /* a matrix product failed or was given too small a buffer */
 } cld_status;
 
 /* Message of the last failure on this thread ("" if none). */
