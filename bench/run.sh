@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# cld-bench against PyTorch, in one go, with the same thread count.
+#
+#   bench/run.sh [--quick] [--only GROUPS] [--threads N] [--device SPEC] [--rounds R]
+#
+# Creates bench/.venv with PyTorch from PyPI on first use (a few GB: PyPI's
+# Linux wheels carry the CUDA libraries; there is no CPU-only wheel there),
+# builds cld-bench in build-bench/, runs cld-bench (PoCL threads:
+# POCL_CPU_MAX_CU_COUNT) and bench/torch_reference.py (torch.set_num_threads)
+# one after the other, and prints the table of ours, PyTorch and ours/PyTorch.
+# With --rounds R both run R times, alternating, and each engine's row shows
+# its best round (other processes on the machine only ever slow a run down).
+# The load average before and after each run is printed with the table.
+# When CUDA is available to PyTorch, a PyTorch CUDA column is added.
+# The JSON files are kept in $BENCH_OUT (default: a new /tmp directory).
+# A benchmark, not a test: CI does not run it.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+threads=$(nproc)
+args=()
+device=""
+rounds=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) args+=(--quick) ;;
+        --only) args+=(--only "$2"); shift ;;
+        --only=*) args+=("$1") ;;
+        --threads) threads=$2; shift ;;
+        --device) device=$2; shift ;;
+        --rounds) rounds=$2; shift ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+venv=$root/bench/.venv
+if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+    echo "== creating $venv and installing torch from PyPI" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --upgrade pip
+    "$venv/bin/pip" install --quiet torch numpy
+fi
+
+echo "== building cld-bench" >&2
+cmake -S "$root" -B "$root/build-bench" -DCMAKE_BUILD_TYPE=Release -DCLD_BUILD_TESTS=OFF >/dev/null
+cmake --build "$root/build-bench" --target cld-bench -j "$(nproc)" >/dev/null
+
+out=${BENCH_OUT:-$(mktemp -d /tmp/cld-bench-run-XXXXXX)}
+mkdir -p "$out"
+export POCL_CPU_MAX_CU_COUNT=$threads
+export OMP_NUM_THREADS=$threads
+
+dev_args=()
+[ -n "$device" ] && dev_args=(--device "$device")
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+: >"$out/load.txt"
+for ((r = 1; r <= rounds; r++)); do
+    echo "== round $r/$rounds: cld-bench (${threads} PoCL threads) -> $out/ours.$r.json" >&2
+    echo "round $r cld-bench: load before $(load)" >>"$out/load.txt"
+    "$root/build-bench/cld-bench" --json "${dev_args[@]}" "${args[@]}" >"$out/ours.$r.json" \
+        || echo "cld-bench: some rows failed (n/a)" >&2
+    echo "round $r torch CPU: load before $(load)" >>"$out/load.txt"
+    echo "== round $r/$rounds: torch_reference.py (CPU, ${threads} threads) -> $out/torch.$r.json" >&2
+    "$venv/bin/python" "$root/bench/torch_reference.py" --json --device cpu --threads "$threads" \
+        "${args[@]}" >"$out/torch.$r.json"
+    echo "round $r end: load $(load)" >>"$out/load.txt"
+done
+if "$venv/bin/python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    echo "== torch_reference.py (CUDA) -> $out/torch_cuda.1.json" >&2
+    "$venv/bin/python" "$root/bench/torch_reference.py" --json --device cuda "${args[@]}" \
+        >"$out/torch_cuda.1.json"
+fi
+
+"$venv/bin/python" - "$out" <<'EOF'
+import glob, json, os, sys
+out = sys.argv[1]
+
+def best_of(prefix):
+    """Rows of all rounds merged: the best value of each row."""
+    runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, prefix + ".*.json")))]
+    if not runs:
+        return None
+    merged = dict(meta=runs[0]["meta"], rows=[], rounds=len(runs))
+    for row in runs[0]["rows"]:
+        vals = [r["value"] for run in runs for r in run["rows"]
+                if r["key"] == row["key"] and r["value"] is not None]
+        best = (max if row["higher_is_better"] else min)(vals) if vals else None
+        merged["rows"].append(dict(row, value=best))
+    return merged
+
+ours, ref, cuda = best_of("ours"), best_of("torch"), best_of("torch_cuda")
+by_key = lambda d: {r["key"]: r for r in d["rows"]} if d else {}
+rk, ck = by_key(ref), by_key(cuda)
+fmt = lambda v: "n/a" if v is None else (f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}")
+print(f"ours:    {ours['meta']['device']}")
+print(f"pytorch: {ref['meta']['version']} on {ref['meta']['device']}")
+if cuda:
+    print(f"pytorch: {cuda['meta']['version']} on {cuda['meta']['device']}")
+if ours["rounds"] > 1:
+    print(f"best of {ours['rounds']} rounds per engine")
+print("load average (1, 5, 15 min):")
+print("".join("  " + l for l in open(os.path.join(out, "load.txt"))))
+head = "| row | unit | ours | PyTorch CPU | ours/PyTorch |" + (" PyTorch CUDA |" if cuda else "")
+print(head)
+print("|" + "---|" * (head.count("|") - 1))
+keys = [r["key"] for r in ours["rows"]] + [k for k in rk if k not in {r["key"] for r in ours["rows"]}]
+ok = by_key(ours)
+for k in keys:
+    o, t = ok.get(k), rk.get(k)
+    r0 = o or t
+    ov = o["value"] if o else None
+    tv = t["value"] if t else None
+    ratio = "n/a" if ov is None or not tv else f"{ov / tv:.2f}"
+    unit = r0["unit"] + ("" if r0["higher_is_better"] else ", lower is better")
+    line = f"| {r0['label']} | {unit} | {fmt(ov)} | {fmt(tv)} | {ratio} |"
+    if cuda:
+        c = ck.get(k)
+        line += f" {fmt(c['value'] if c else None)} |"
+    print(line)
+notes = [(r["key"], r["note"]) for r in ours["rows"] if r["note"]]
+if notes:
+    print("\nnotes (ours):")
+    for k, n in notes:
+        print(f"- {k}: {n}")
+EOF
+echo "(JSON in $out)" >&2
