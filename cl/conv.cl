@@ -21,17 +21,24 @@
  * GEMM operands are packed in panels: A (M, K) as [M/6][K][6], B (K, N) as
  * [N/16][K][16], zero-padded, so the GEMM reads both sequentially. */
 
+/* The 1-D kernels (pack, pad_planes, col2im, bias_fill) are launched by
+ * cld__launch1d over n items, any geometry: FOR_ITEMS gives work-group j of
+ * G the contiguous items [j*per, (j+1)*per), per = ceil(n / G), interleaved
+ * over its work-items (as in cl/basic.cl). */
+#define FOR_ITEMS(i, n)                                                              \
+    for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
+             end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
+             i = per_ * (int)get_group_id(0) + (int)get_local_id(0);                  \
+         i < end_; i += (int)get_local_size(0))
+
 /* dst[((u/R)*L + v)*R + u%R] = trans ? S(v, u) : S(u, v) for u < U (else 0),
  * v < L. One work-item per (u/R, v) writes R consecutive floats; the
  * coordinates of S are stepped along the R lanes, not divided out per
  * element. 1-D launch over ceil(U/R)*L. */
-__kernel void pack(__global float *dst, int dsto, __global const float *src, int so, int kind,
-                   int trans, int R, int U, int L, int ld, int C, int P, int H, int W, int K,
-                   int stride, int pad, int Wo)
+inline void pack_item(int i, __global float *dst, int dsto, __global const float *src, int so,
+                      int kind, int trans, int R, int U, int L, int ld, int C, int P, int H, int W,
+                      int K, int stride, int pad, int Wo)
 {
-    int i = get_global_id(0);
-    int nup = (U + R - 1) / R;
-    if (i >= nup * L) return;
     int up = i / L, v = i - up * L;
     int u0 = up * R, n = min(R, U - u0);
     __global float *d = dst + dsto + i * R;
@@ -98,6 +105,61 @@ __kernel void pack(__global float *dst, int dsto, __global const float *src, int
             }
         }
     }
+}
+
+/* pack_item's kind 3 over this work-item's items (as FOR_ITEMS), the
+ * coordinates (up, v) and (b, oy, ox) of v stepped rather than divided out
+ * per item: the same values, written by the same work-item. */
+inline void pack_rows(__global float *dst, int dsto, __global const float *src, int so, int R,
+                      int U, int L, int ld, int C, int P, int Wo)
+{
+    int n_items = (U + R - 1) / R * L, G = get_num_groups(0), gid = get_group_id(0);
+    int per = (n_items + G - 1) / G, ls = get_local_size(0);
+    int i = per * gid + (int)get_local_id(0), end = min(n_items, per * (gid + 1));
+    if (i >= end) return;
+    int Ho = P / Wo, up = i / L, v = i - up * L;
+    int row = v / ld, ox = v - row * ld, b = row / Ho, oy = row - b * Ho;
+    for (; i < end; i += ls) {
+        int u0 = up * R, n = ox < Wo ? min(R, U - u0) : 0;
+        __global float *d = dst + dsto + i * R;
+        __global const float *s = src + so + (b * C + u0) * P + oy * Wo + ox;
+        if (n == 16 && R == 16) {
+            for (int l = 0; l < 16; l++) d[l] = s[l * P];
+        } else {
+            for (int l = 0; l < n; l++) d[l] = s[l * P];
+            for (int l = n; l < R; l++) d[l] = 0.0f;
+        }
+        v += ls; /* next item */
+        ox += ls;
+        if (v >= L) {
+            up += v / L;
+            v -= (v / L) * L;
+            row = v / ld;
+            ox = v - row * ld;
+            b = row / Ho;
+            oy = row - b * Ho;
+        } else {
+            while (ox >= ld) {
+                ox -= ld;
+                if (++oy == Ho) {
+                    oy = 0;
+                    b++;
+                }
+            }
+        }
+    }
+}
+
+__kernel void pack(__global float *dst, int dsto, __global const float *src, int so, int kind,
+                   int trans, int R, int U, int L, int ld, int C, int P, int H, int W, int K,
+                   int stride, int pad, int Wo)
+{
+    if (kind == 3) {
+        pack_rows(dst, dsto, src, so, R, U, L, ld, C, P, Wo);
+        return;
+    }
+    FOR_ITEMS(i, (U + R - 1) / R * L)
+        pack_item(i, dst, dsto, src, so, kind, trans, R, U, L, ld, C, P, H, W, K, stride, pad, Wo);
 }
 
 /* C = A B (+ bias[m]) (+ C if beta) with A packed [M/6][K][6], B packed
@@ -185,11 +247,9 @@ __kernel void gemm_packed(int M, int N, int K, __global const float *A, int ao,
 /* xp (BC, Hp, Wp) = x (BC, H, W) shifted by (pad, pad) into zero planes
  * (Hp >= H + 2*pad, Wp >= W + 2*pad), followed by `slack` zeros. One
  * work-item per row of xp, plus one for the slack: 1-D launch over BC*Hp + 1. */
-__kernel void pad_planes(__global const float *x, int xo, __global float *xp, int xpo, int BC,
-                         int H, int W, int pad, int Hp, int Wp, int slack)
+inline void pad_row(int t, __global const float *x, int xo, __global float *xp, int xpo, int BC,
+                    int H, int W, int pad, int Hp, int Wp, int slack)
 {
-    int t = get_global_id(0);
-    if (t > BC * Hp) return;
     __global float *d = xp + xpo + t * Wp;
     if (t == BC * Hp) {
         for (int i = 0; i < slack; i++) d[i] = 0.0f;
@@ -205,6 +265,12 @@ __kernel void pad_planes(__global const float *x, int xo, __global float *xp, in
     for (int i = 0; i < pad; i++) d[i] = 0.0f;
     for (int i = 0; i < W; i++) d[pad + i] = s[i];
     for (int i = pad + W; i < Wp; i++) d[i] = 0.0f;
+}
+
+__kernel void pad_planes(__global const float *x, int xo, __global float *xp, int xpo, int BC,
+                         int H, int W, int pad, int Hp, int Wp, int slack)
+{
+    FOR_ITEMS(t, BC * Hp + 1) pad_row(t, x, xo, xp, xpo, BC, H, W, pad, Hp, Wp, slack);
 }
 
 /* Stride-1 convolution as an implicit GEMM over padded planes: for sample
@@ -305,11 +371,9 @@ __kernel void conv_dw_s1(int Co, int C, int K, __global const float *xp, int xpo
  * (row-major) that im2col read from it. One work-item per row (b, c, iy) of
  * x: it zeroes the row and adds, tap by tap, the col rows that land on it
  * (no atomics: each row has one writer). 1-D launch over B*C*H. */
-__kernel void col2im(__global const float *col, int colo, __global float *x, int xo, int C,
-                     int H, int W, int K, int stride, int pad, int Ho, int Wo, int B)
+inline void col2im_row(int t, __global const float *col, int colo, __global float *x, int xo,
+                       int C, int H, int W, int K, int stride, int pad, int Ho, int Wo, int B)
 {
-    int t = get_global_id(0);
-    if (t >= B * C * H) return;
     int iy = t % H, bc = t / H;
     int c = bc % C, b = bc / C;
     int P = Ho * Wo, BP = B * P;
@@ -329,10 +393,15 @@ __kernel void col2im(__global const float *col, int colo, __global float *x, int
     }
 }
 
+__kernel void col2im(__global const float *col, int colo, __global float *x, int xo, int C,
+                     int H, int W, int K, int stride, int pad, int Ho, int Wo, int B)
+{
+    FOR_ITEMS(t, B * C * H) col2im_row(t, col, colo, x, xo, C, H, W, K, stride, pad, Ho, Wo, B);
+}
+
 /* y[i] = bias[(i / inner) % C]: a bias broadcast, before a GEMM with beta = 1. */
 __kernel void bias_fill(__global float *y, int yo, __global const float *bias, int bo, int n,
                         int inner, int C)
 {
-    int i = get_global_id(0);
-    if (i < n) y[yo + i] = bias[bo + (i / inner) % C];
+    FOR_ITEMS(i, n) y[yo + i] = bias[bo + (i / inner) % C];
 }

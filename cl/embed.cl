@@ -1,5 +1,13 @@
 /* Embeddings and dropout. Every buffer argument is followed by its offset in
- * floats. Launched 1-D with local size 64; bounds are checked. */
+ * floats. Launched by cld__launch1d over n items (here: elements), any
+ * geometry: FOR_ITEMS gives work-group j of G the contiguous items
+ * [j*per, (j+1)*per), per = ceil(n / G), interleaved over its work-items
+ * (as in cl/basic.cl). */
+#define FOR_ITEMS(i, n)                                                              \
+    for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
+             end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
+             i = per_ * (int)get_group_id(0) + (int)get_local_id(0);                  \
+         i < end_; i += (int)get_local_size(0))
 
 #if defined(cl_khr_fp64)
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
@@ -16,19 +24,19 @@
 __kernel void timestep_embedding(__global const float *t, int to, __global float *y, int yo,
                                  int N, int dim)
 {
-    int i = get_global_id(0);
-    if (i >= N * dim) return;
-    int n = i / dim, j = i % dim;
-    int nh = dim / 2;
-    if (j >= 2 * nh) {
-        y[yo + i] = 0.0f;
-        return;
+    FOR_ITEMS(i, N * dim) {
+        int n = i / dim, j = i % dim;
+        int nh = dim / 2;
+        if (j >= 2 * nh) {
+            y[yo + i] = 0.0f;
+            continue;
+        }
+        int k = j < nh ? j : j - nh;
+        int den = nh > 1 ? nh - 1 : 1;
+        TS_REAL f = exp(-(TS_REAL)9.210340371976184 * (TS_REAL)k / (TS_REAL)den); /* ln(10000) */
+        TS_REAL a = (TS_REAL)t[to + n] * f;
+        y[yo + i] = (float)(j < nh ? sin(a) : cos(a));
     }
-    int k = j < nh ? j : j - nh;
-    int den = nh > 1 ? nh - 1 : 1;
-    TS_REAL f = exp(-(TS_REAL)9.210340371976184 * (TS_REAL)k / (TS_REAL)den); /* ln(10000) */
-    TS_REAL a = (TS_REAL)t[to + n] * f;
-    y[yo + i] = (float)(j < nh ? sin(a) : cos(a));
 }
 
 /* Row index of a label stored as float: nearest integer, or -1 if it is
@@ -43,11 +51,11 @@ inline int label_row(float v, int R)
 __kernel void embedding_fwd(__global const float *table, int tbo, __global const float *labels, int lo,
                             __global float *y, int yo, int N, int R, int D)
 {
-    int i = get_global_id(0);
-    if (i >= N * D) return;
-    int n = i / D, d = i % D;
-    int r = label_row(labels[lo + n], R);
-    y[yo + i] = r >= 0 ? table[tbo + r * D + d] : 0.0f;
+    FOR_ITEMS(i, N * D) {
+        int n = i / D, d = i % D;
+        int r = label_row(labels[lo + n], R);
+        y[yo + i] = r >= 0 ? table[tbo + r * D + d] : 0.0f;
+    }
 }
 
 /* dtable (R, D): one work-item per (r, d) sums dy[n, d] over the labels
@@ -55,13 +63,13 @@ __kernel void embedding_fwd(__global const float *table, int tbo, __global const
 __kernel void embedding_bwd(__global const float *labels, int lo, __global const float *dy, int dyo,
                             __global float *dt, int dto, int N, int R, int D)
 {
-    int i = get_global_id(0);
-    if (i >= R * D) return;
-    int r = i / D, d = i % D;
-    float acc = 0.0f;
-    for (int n = 0; n < N; n++)
-        if (label_row(labels[lo + n], R) == r) acc += dy[dyo + n * D + d];
-    dt[dto + i] = acc;
+    FOR_ITEMS(i, R * D) {
+        int r = i / D, d = i % D;
+        float acc = 0.0f;
+        for (int n = 0; n < N; n++)
+            if (label_row(labels[lo + n], R) == r) acc += dy[dyo + n * D + d];
+        dt[dto + i] = acc;
+    }
 }
 
 /* Counter-based hash of (seed, node, element) -> uniform [0, 1) with 24 bits
@@ -82,7 +90,5 @@ inline float dropout_uniform(ulong seed, uint node, uint i)
 __kernel void dropout(__global const float *x, int xo, __global float *y, int yo, int n, float p,
                       float scale, ulong seed, uint node)
 {
-    int i = get_global_id(0);
-    if (i >= n) return;
-    y[yo + i] = dropout_uniform(seed, node, (uint)i) >= p ? x[xo + i] * scale : 0.0f;
+    FOR_ITEMS(i, n) y[yo + i] = dropout_uniform(seed, node, (uint)i) >= p ? x[xo + i] * scale : 0.0f;
 }

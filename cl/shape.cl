@@ -1,49 +1,86 @@
 /* Layout ops: channel concat / slice and nearest 2x upsampling. Every buffer
- * argument is followed by its offset in floats. Multi-dimensional launches
- * (dim 0 along contiguous memory, local 64x1(x1)) so that no work-item
- * divides: on a CPU, integer division per element costs more than the copy. */
+ * argument is followed by its offset in floats.
+ *
+ * Launched by cld__launch1d over n items, any geometry: FOR_ITEMS gives
+ * work-group j of G the contiguous items [j*per, (j+1)*per), per =
+ * ceil(n / G), interleaved over its work-items (as in cl/basic.cl). An item
+ * is a row: one division per row, then float8 / float4 copies along it (on
+ * a CPU, integer division per element costs more than the copy). */
+#define FOR_ITEMS(i, n)                                                              \
+    for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
+             end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
+             i = per_ * (int)get_group_id(0) + (int)get_local_id(0);                  \
+         i < end_; i += (int)get_local_size(0))
 
-/* y (N, Ca+Cb, inner) = [a (N, Ca, inner), b (N, Cb, inner)] along dim 1.
- * 3-D launch (inner, Ca+Cb, N). */
-__kernel void concat(__global const float *a, int ao, __global const float *b, int bo,
-                     __global float *y, int yo, int Ca, int Cb, int inner)
+/* d[0, len) = s[0, len) */
+inline void copy_row(__global float *d, __global const float *s, int len)
 {
-    int q = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
-    if (q >= inner) return;
-    int Ct = Ca + Cb;
-    y[yo + (n * Ct + c) * inner + q] =
-        c < Ca ? a[ao + (n * Ca + c) * inner + q] : b[bo + (n * Cb + c - Ca) * inner + q];
+    int l8 = len & ~7;
+    for (int j = 0; j < l8; j += 8) vstore8(vload8(0, s + j), 0, d + j);
+    for (int j = l8; j < len; j++) d[j] = s[j];
 }
 
-/* y (N, Cs, inner) = x[:, c0:c0+Cs] of x (N, C, inner). 3-D launch (inner, Cs, N). */
-__kernel void channel_slice(__global const float *x, int xo, __global float *y, int yo, int C,
-                            int c0, int Cs, int inner)
+/* y (N, Ca+Cb, inner) = [a (N, Ca, inner), b (N, Cb, inner)] along dim 1.
+ * Items: the N*(Ca+Cb) rows of y. */
+__kernel void concat(__global const float *a, int ao, __global const float *b, int bo,
+                     __global float *y, int yo, int N, int Ca, int Cb, int inner)
 {
-    int q = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
-    if (q >= inner) return;
-    y[yo + (n * Cs + c) * inner + q] = x[xo + (n * C + c0 + c) * inner + q];
+    int Ct = Ca + Cb;
+    FOR_ITEMS(r, N * Ct) {
+        int n = r / Ct, c = r - n * Ct;
+        __global const float *s = c < Ca ? a + ao + (n * Ca + c) * inner
+                                         : b + bo + (n * Cb + c - Ca) * inner;
+        copy_row(y + yo + r * inner, s, inner);
+    }
+}
+
+/* y (N, Cs, inner) = x[:, c0:c0+Cs] of x (N, C, inner). Items: the N*Cs rows of y. */
+__kernel void channel_slice(__global const float *x, int xo, __global float *y, int yo, int N,
+                            int C, int c0, int Cs, int inner)
+{
+    FOR_ITEMS(r, N * Cs) {
+        int n = r / Cs, c = r - n * Cs;
+        copy_row(y + yo + r * inner, x + xo + (n * C + c0 + c) * inner, inner);
+    }
 }
 
 /* y (NC, 2H, 2W) = x (NC, H, W) repeated 2x2: input row r = nc*H + iy
- * fills output rows 2r and 2r + 1. 2-D launch (W, NC*H). */
+ * fills output rows 2r and 2r + 1. Items: the rows of x. */
 __kernel void upsample2x(__global const float *x, int xo, __global float *y, int yo, int rows,
                          int W)
 {
-    int ix = get_global_id(0), r = get_global_id(1);
-    if (ix >= W || r >= rows) return;
-    float v = x[xo + r * W + ix];
-    __global float *d = y + yo + 2 * r * 2 * W;
-    vstore2((float2)(v, v), ix, d);
-    vstore2((float2)(v, v), ix, d + 2 * W);
+    int w4 = W & ~3;
+    FOR_ITEMS(r, rows) {
+        __global const float *s = x + xo + r * W;
+        __global float *d = y + yo + 2 * r * 2 * W;
+        for (int ix = 0; ix < w4; ix += 4) {
+            float4 v = vload4(0, s + ix);
+            float8 o = (float8)(v.s0, v.s0, v.s1, v.s1, v.s2, v.s2, v.s3, v.s3);
+            vstore8(o, 0, d + 2 * ix);
+            vstore8(o, 0, d + 2 * W + 2 * ix);
+        }
+        for (int ix = w4; ix < W; ix++) {
+            float v = s[ix];
+            vstore2((float2)(v, v), ix, d);
+            vstore2((float2)(v, v), ix, d + 2 * W);
+        }
+    }
 }
 
 /* dx (NC, H, W) = sum of the 2x2 blocks of dy (NC, 2H, 2W): input row r =
- * nc*H + iy gathers output rows 2r and 2r + 1. 2-D launch (W, NC*H). */
+ * nc*H + iy gathers output rows 2r and 2r + 1. Items: the rows of dx. */
 __kernel void upsample2x_grad(__global const float *dy, int dyo, __global float *dx, int dxo,
                               int rows, int W)
 {
-    int ix = get_global_id(0), r = get_global_id(1);
-    if (ix >= W || r >= rows) return;
-    int base = dyo + 2 * r * 2 * W + 2 * ix;
-    dx[dxo + r * W + ix] = (dy[base] + dy[base + 1]) + (dy[base + 2 * W] + dy[base + 2 * W + 1]);
+    int w4 = W & ~3;
+    FOR_ITEMS(r, rows) {
+        __global const float *s0 = dy + dyo + 2 * r * 2 * W, *s1 = s0 + 2 * W;
+        __global float *d = dx + dxo + r * W;
+        for (int ix = 0; ix < w4; ix += 4) {
+            float8 v = vload8(0, s0 + 2 * ix) + vload8(0, s1 + 2 * ix);
+            vstore4(v.even + v.odd, 0, d + ix);
+        }
+        for (int ix = w4; ix < W; ix++)
+            d[ix] = (s0[2 * ix] + s0[2 * ix + 1]) + (s1[2 * ix] + s1[2 * ix + 1]);
+    }
 }

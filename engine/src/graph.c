@@ -35,9 +35,27 @@ cld_ctx *cld__graph_ctx(const cld_graph *g) { return g->ctx; }
 uint64_t cld__graph_seed(const cld_graph *g) { return g->seed; }
 cl_mem cld__graph_arena(const cld_graph *g) { return g->arena; }
 
+/* A 1-D kernel covering items [0, n) with the FOR_ITEMS loop (cl/basic.cl):
+ * work-group j of G takes the contiguous range [j*per, (j+1)*per), per =
+ * ceil(n / G), its work-items interleaved in it; right for any geometry.
+ * CPUs: one work-item per group (PoCL runs it as a plain loop: no per-item
+ * overhead), 8 groups per compute unit. Else 64 per group, up to 1024 groups
+ * per unit. CLD_LAUNCH1D_LS (a power of two up to 256) and CLD_LAUNCH1D_GROUPS
+ * override them, so the tests can run the other shapes. */
 cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n)
 {
-    size_t gs = n, ls = 64;
+    const cld_device_info *d = &g->ctx->info;
+    size_t cu = d->compute_units ? d->compute_units : 1;
+    size_t ls = d->is_cpu ? 1 : 64, cap = d->is_cpu ? 8 * cu : 1024 * cu;
+    const char *e = getenv("CLD_LAUNCH1D_LS");
+    long v = e && *e ? strtol(e, NULL, 10) : 0;
+    if (v >= 1 && v <= 256 && !(v & (v - 1))) ls = (size_t)v;
+    e = getenv("CLD_LAUNCH1D_GROUPS");
+    v = e && *e ? strtol(e, NULL, 10) : 0;
+    if (v >= 1) cap = (size_t)v;
+    size_t groups = (n + ls - 1) / ls;
+    if (groups > cap) groups = cap;
+    size_t gs = groups * ls;
     return cld__launch(g->ctx, k, t->name, 1, &gs, &ls);
 }
 cld_tensor *cld__graph_node(const cld_graph *g, int i) { return g && i >= 0 && i < g->n ? g->nodes[i] : NULL; }

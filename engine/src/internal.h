@@ -53,7 +53,10 @@ cld_status cld__kargs(cl_kernel k, const char *what, const char *fmt, ...);
 /* Enqueue an NDRange; global sizes are rounded up to multiples of local. */
 cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims,
                        const size_t *global, const size_t *local);
-/* 1-D launch of n work-items, local size 64, for node t (named in errors). */
+/* 1-D launch over n items for node t (named in errors). The geometry depends
+ * on the device (CPU: few one-item work-groups), so the kernel must cover
+ * [0, n) itself with the FOR_ITEMS loop of cl/basic.cl, never one item per
+ * work-item with an `if (i < n)` guard. */
 cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n);
 /* Shorthand: get kernel `name` of `program` with default options. */
 cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out);

@@ -2,7 +2,15 @@
  * and the broadcast-gradient reduction. Forward and backward side by side. */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+/* Launch an element-wise kernel of cl/basic.cl over t's n floats: its items
+ * are chunks of 8 floats. */
+static cld_status launch_chunks(cld_graph *g, cl_kernel k, const cld_tensor *t)
+{
+    return cld__launch1d(g, k, t, (t->n + 7) / 8);
+}
 
 /* ------------------------------------------------------------------ fill */
 static cld_status fill_forward(cld_graph *g, cld_tensor *t)
@@ -10,7 +18,7 @@ static cld_status fill_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", "fill", &k));
     CLD_TRY(cld__kargs(k, "fill", "biif", t->buf, (int)t->off, (int)t->n, (double)t->fp[0]));
-    return cld__launch1d(g, k, t, t->n);
+    return launch_chunks(g, k, t);
 }
 const cld_op_def cld__op_fill = {"fill", fill_forward, NULL, 0, 0};
 
@@ -53,7 +61,7 @@ static cld_status binary_forward(cld_graph *g, cld_tensor *t, const char *kname)
     const cld_tensor *a = t->src[0], *b = t->src[1];
     CLD_TRY(cld__kargs(k, kname, "bibibiiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf,
                        (int)t->off, (int)t->n, t->ip[0], t->ip[1], t->ip[2]));
-    return cld__launch1d(g, k, t, t->n);
+    return launch_chunks(g, k, t);
 }
 
 static cld_status add_forward(cld_graph *g, cld_tensor *t) { return binary_forward(g, t, "add"); }
@@ -114,15 +122,26 @@ cld_status cld_op_mul(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor **y
 }
 
 /* ------------------------------------------------- reduce to broadcast shape */
+/* Work-group size of reduce_rows: 1 on CPUs (no barriers: plain vector code),
+ * 64 elsewhere; CLD_REDUCE_LS overrides it as for the norm kernels. */
+static size_t reduce_ls(cld_ctx *ctx)
+{
+    const char *e = getenv("CLD_REDUCE_LS");
+    long v = e && *e ? strtol(e, NULL, 10) : 0;
+    if (v >= 1 && v <= 256 && !(v & (v - 1))) return (size_t)v;
+    return ctx->info.is_cpu ? 1 : 64;
+}
+
 static cld_status reduce_forward(cld_graph *g, cld_tensor *t)
 {
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", "reduce_rows", &k));
     const cld_tensor *x = t->src[0];
     const cld_tensor *w = t->nsrc > 1 ? t->src[1] : x;
-    CLD_TRY(cld__kargs(k, "reduce_rows", "bibiibiiiii", x->buf, (int)x->off, w->buf, (int)w->off,
-                       t->nsrc > 1, t->buf, (int)t->off, t->ip[0], t->ip[1], t->ip[2], t->ip[3]));
-    size_t ls = 64, gs = t->n * 64;
+    size_t ls = reduce_ls(cld__graph_ctx(g)), gs = t->n * ls;
+    CLD_TRY(cld__kargs(k, "reduce_rows", "bibiibiiiiil", x->buf, (int)x->off, w->buf, (int)w->off,
+                       t->nsrc > 1, t->buf, (int)t->off, t->ip[0], t->ip[1], t->ip[2], t->ip[3],
+                       ls * sizeof(float)));
     return cld__launch(cld__graph_ctx(g), k, t->name, 1, &gs, &ls);
 }
 static const cld_op_def op_reduce = {"reduce", reduce_forward, NULL, 0, 0};
@@ -148,7 +167,7 @@ static cld_status scale_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kargs(k, "scale", "bibiif", x->buf, (int)x->off, t->buf, (int)t->off, (int)t->n,
                        (double)t->fp[0]));
-    return cld__launch1d(g, k, t, t->n);
+    return launch_chunks(g, k, t);
 }
 
 static cld_status scale_backward(cld_graph *g, cld_tensor *t)
@@ -174,7 +193,7 @@ static cld_status silu_forward(cld_graph *g, cld_tensor *t)
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", "silu_fwd", &k));
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kargs(k, "silu", "bibii", x->buf, (int)x->off, t->buf, (int)t->off, (int)t->n));
-    return cld__launch1d(g, k, t, t->n);
+    return launch_chunks(g, k, t);
 }
 
 static cld_status silu_grad_forward(cld_graph *g, cld_tensor *t)
@@ -184,7 +203,7 @@ static cld_status silu_grad_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *x = t->src[0], *dy = t->src[1];
     CLD_TRY(cld__kargs(k, "silu_bwd", "bibibii", x->buf, (int)x->off, dy->buf, (int)dy->off, t->buf,
                        (int)t->off, (int)t->n));
-    return cld__launch1d(g, k, t, t->n);
+    return launch_chunks(g, k, t);
 }
 static const cld_op_def op_silu_grad = {"silu_grad", silu_grad_forward, NULL, 0, 0};
 

@@ -2,14 +2,6 @@
  * upsampling (backward: 2x2 block sums). Forward and backward side by side. */
 #include "internal.h"
 
-/* Launch over (d0, d1, d2) with local 64x1x1: dim 0 runs along memory. */
-static cld_status launch(cld_graph *g, cl_kernel k, const cld_tensor *t, int dims, size_t d0,
-                         size_t d1, size_t d2)
-{
-    size_t gs[3] = {d0, d1, d2}, ls[3] = {64, 1, 1};
-    return cld__launch(cld__graph_ctx(g), k, t->name, (cl_uint)dims, gs, ls);
-}
-
 /* Product of the dims after the channel dim. */
 static int inner_of(const cld_tensor *t)
 {
@@ -25,9 +17,9 @@ static cld_status slice_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "channel_slice", &k));
     const cld_tensor *x = t->src[0];
-    CLD_TRY(cld__kargs(k, "channel_slice", "bibiiiii", x->buf, (int)x->off, t->buf, (int)t->off,
-                       x->shape[1], t->ip[0], t->shape[1], inner_of(t)));
-    return launch(g, k, t, 3, (size_t)inner_of(t), (size_t)t->shape[1], (size_t)t->shape[0]);
+    CLD_TRY(cld__kargs(k, "channel_slice", "bibiiiiii", x->buf, (int)x->off, t->buf, (int)t->off,
+                       t->shape[0], x->shape[1], t->ip[0], t->shape[1], inner_of(t)));
+    return cld__launch1d(g, k, t, (size_t)t->shape[0] * (size_t)t->shape[1]); // rows of y
 }
 static const cld_op_def op_channel_slice = {"channel_slice", slice_forward, NULL, 0, 0};
 
@@ -48,9 +40,9 @@ static cld_status concat_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "concat", &k));
     const cld_tensor *a = t->src[0], *b = t->src[1];
-    CLD_TRY(cld__kargs(k, "concat", "bibibiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf,
-                       (int)t->off, a->shape[1], b->shape[1], inner_of(t)));
-    return launch(g, k, t, 3, (size_t)inner_of(t), (size_t)t->shape[1], (size_t)t->shape[0]);
+    CLD_TRY(cld__kargs(k, "concat", "bibibiiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf,
+                       (int)t->off, t->shape[0], a->shape[1], b->shape[1], inner_of(t)));
+    return cld__launch1d(g, k, t, (size_t)t->shape[0] * (size_t)t->shape[1]); // rows of y
 }
 
 static cld_status concat_backward(cld_graph *g, cld_tensor *t)
@@ -83,15 +75,15 @@ cld_status cld_op_concat(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor 
 
 /* ---------------------------------------------------------- upsample2x
  * y (N, C, 2H, 2W) = x (N, C, H, W) repeated 2x2 */
-/* Kernel `name` from t->src[0] to t over (W, rows): one work-item per
- * element of the small (N, C, H, W) side, rows = N*C*H. */
+/* Kernel `name` from t->src[0] to t over the rows (N*C*H) of the small
+ * (N, C, H, W) side, W wide. */
 static cld_status up_kernel(cld_graph *g, cld_tensor *t, const char *name, int rows, int W)
 {
     cl_kernel k;
     const cld_tensor *src = t->src[0];
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", name, &k));
     CLD_TRY(cld__kargs(k, name, "bibiii", src->buf, (int)src->off, t->buf, (int)t->off, rows, W));
-    return launch(g, k, t, 2, (size_t)W, (size_t)rows, 1);
+    return cld__launch1d(g, k, t, (size_t)rows);
 }
 
 static cld_status upsample_forward(cld_graph *g, cld_tensor *t)

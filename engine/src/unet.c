@@ -313,22 +313,28 @@ static cld_status linear(unet_builder *b, const char *module, cld_tensor *x, int
     return cld_op_linear(b->g, x, w, bias, y);
 }
 
-static cld_status group_norm(unet_builder *b, const char *module, cld_tensor *x, cld_tensor **y)
+/* GN, followed by SiLU in the same pass if `act` */
+static cld_status group_norm_act(unet_builder *b, const char *module, cld_tensor *x, int act,
+                                 cld_tensor **y)
 {
     enter(b, module);
     int c = x->shape[1];
     cld_tensor *gamma, *beta;
     CLD_TRY(param(b, module, "weight", 1, &c, CLD_INIT_ONE, 0.0f, &gamma));
     CLD_TRY(param(b, module, "bias", 1, &c, CLD_INIT_ZERO, 0.0f, &beta));
-    return cld_op_group_norm(b->g, x, gamma, beta, b->cfg->norm_groups, UNET_GN_EPS, y);
+    return (act ? cld__op_group_norm_silu : cld_op_group_norm)(b->g, x, gamma, beta,
+                                                               b->cfg->norm_groups, UNET_GN_EPS, y);
 }
 
-/* GN -> SiLU */
+static cld_status group_norm(unet_builder *b, const char *module, cld_tensor *x, cld_tensor **y)
+{
+    return group_norm_act(b, module, x, 0, y);
+}
+
+/* GN -> SiLU, fused */
 static cld_status norm_act(unet_builder *b, const char *module, cld_tensor *x, cld_tensor **y)
 {
-    cld_tensor *h;
-    CLD_TRY(group_norm(b, module, x, &h));
-    return cld_op_silu(b->g, h, y);
+    return group_norm_act(b, module, x, 1, y);
 }
 
 /* x (N, Ci, H, W) -> (N, co, H, W) */
