@@ -22,9 +22,10 @@
  * [N/16][K][16], zero-padded, so the GEMM reads both sequentially. */
 
 /* The 1-D kernels (pack, pad_planes, col2im, bias_fill) are launched by
- * cld__launch1d over n items, any geometry: FOR_ITEMS gives work-group j of
- * G the contiguous items [j*per, (j+1)*per), per = ceil(n / G), interleaved
- * over its work-items (as in cl/basic.cl). */
+ * cld__launch1d over n items: pad_planes, col2im and bias_fill for any
+ * geometry: FOR_ITEMS gives work-group j of G the contiguous items
+ * [j*per, (j+1)*per), per = ceil(n / G), interleaved over its work-items (as
+ * in cl/basic.cl); pack one work-item per item (reqd_work_group_size). */
 #define FOR_ITEMS(i, n)                                                              \
     for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
              end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
@@ -35,7 +36,7 @@
  * v < L. One work-item per (u/R, v) writes R consecutive floats; the
  * coordinates of S are stepped along the R lanes, not divided out per
  * element. 1-D launch over ceil(U/R)*L. */
-inline void pack_item(int i, __global float *dst, int dsto, __global const float *src, int so,
+__attribute__((always_inline)) inline void pack_item(int i, __global float *dst, int dsto, __global const float *src, int so,
                       int kind, int trans, int R, int U, int L, int ld, int C, int P, int H, int W,
                       int K, int stride, int pad, int Wo)
 {
@@ -107,58 +108,16 @@ inline void pack_item(int i, __global float *dst, int dsto, __global const float
     }
 }
 
-/* pack_item's kind 3 over this work-item's items (as FOR_ITEMS), the
- * coordinates (up, v) and (b, oy, ox) of v stepped rather than divided out
- * per item: the same values, written by the same work-item. */
-inline void pack_rows(__global float *dst, int dsto, __global const float *src, int so, int R,
-                      int U, int L, int ld, int C, int P, int Wo)
+/* With reqd_work_group_size, cld__launch1d runs one work-item per item, in
+ * groups of 64 on every device: on CPUs PoCL vectorizes pack_item's gathers
+ * across the work-items of a group (a loop over items, or a call left out of
+ * line, would stop that: 1.3x slower). */
+__kernel __attribute__((reqd_work_group_size(64, 1, 1))) void
+pack(__global float *dst, int dsto, __global const float *src, int so, int kind, int trans, int R,
+     int U, int L, int ld, int C, int P, int H, int W, int K, int stride, int pad, int Wo)
 {
-    int n_items = (U + R - 1) / R * L, G = get_num_groups(0), gid = get_group_id(0);
-    int per = (n_items + G - 1) / G, ls = get_local_size(0);
-    int i = per * gid + (int)get_local_id(0), end = min(n_items, per * (gid + 1));
-    if (i >= end) return;
-    int Ho = P / Wo, up = i / L, v = i - up * L;
-    int row = v / ld, ox = v - row * ld, b = row / Ho, oy = row - b * Ho;
-    for (; i < end; i += ls) {
-        int u0 = up * R, n = ox < Wo ? min(R, U - u0) : 0;
-        __global float *d = dst + dsto + i * R;
-        __global const float *s = src + so + (b * C + u0) * P + oy * Wo + ox;
-        if (n == 16 && R == 16) {
-            for (int l = 0; l < 16; l++) d[l] = s[l * P];
-        } else {
-            for (int l = 0; l < n; l++) d[l] = s[l * P];
-            for (int l = n; l < R; l++) d[l] = 0.0f;
-        }
-        v += ls; /* next item */
-        ox += ls;
-        if (v >= L) {
-            up += v / L;
-            v -= (v / L) * L;
-            row = v / ld;
-            ox = v - row * ld;
-            b = row / Ho;
-            oy = row - b * Ho;
-        } else {
-            while (ox >= ld) {
-                ox -= ld;
-                if (++oy == Ho) {
-                    oy = 0;
-                    b++;
-                }
-            }
-        }
-    }
-}
-
-__kernel void pack(__global float *dst, int dsto, __global const float *src, int so, int kind,
-                   int trans, int R, int U, int L, int ld, int C, int P, int H, int W, int K,
-                   int stride, int pad, int Wo)
-{
-    if (kind == 3) {
-        pack_rows(dst, dsto, src, so, R, U, L, ld, C, P, Wo);
-        return;
-    }
-    FOR_ITEMS(i, (U + R - 1) / R * L)
+    int i = get_global_id(0);
+    if (i < (U + R - 1) / R * L)
         pack_item(i, dst, dsto, src, so, kind, trans, R, U, L, ld, C, P, H, W, K, stride, pad, Wo);
 }
 

@@ -41,18 +41,28 @@ cl_mem cld__graph_arena(const cld_graph *g) { return g->arena; }
  * CPUs: one work-item per group (PoCL runs it as a plain loop: no per-item
  * overhead), 8 groups per compute unit. Else 64 per group, up to 1024 groups
  * per unit. CLD_LAUNCH1D_LS (a power of two up to 256) and CLD_LAUNCH1D_GROUPS
- * override them, so the tests can run the other shapes. */
+ * override them, so the tests can run the other shapes.
+ * A kernel declaring reqd_work_group_size(S, 1, 1) instead gets one work-item
+ * per item, in groups of S (ceil(n / S) groups, no override): for scalar code
+ * that PoCL vectorizes across the work-items of a group (conv.cl's pack). */
 cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n)
 {
     const cld_device_info *d = &g->ctx->info;
     size_t cu = d->compute_units ? d->compute_units : 1;
-    size_t ls = d->is_cpu ? 1 : 64, cap = d->is_cpu ? 8 * cu : 1024 * cu;
-    const char *e = getenv("CLD_LAUNCH1D_LS");
-    long v = e && *e ? strtol(e, NULL, 10) : 0;
-    if (v >= 1 && v <= 256 && !(v & (v - 1))) ls = (size_t)v;
-    e = getenv("CLD_LAUNCH1D_GROUPS");
-    v = e && *e ? strtol(e, NULL, 10) : 0;
-    if (v >= 1) cap = (size_t)v;
+    size_t ls = d->is_cpu ? 1 : 64, cap = d->is_cpu ? 8 * cu : 1024 * cu, reqd[3] = {0, 0, 0};
+    cl_int err = clGetKernelWorkGroupInfo(k, d->device, CL_KERNEL_COMPILE_WORK_GROUP_SIZE,
+                                          sizeof reqd, reqd, NULL);
+    if (err == CL_SUCCESS && reqd[0] > 0) {
+        ls = reqd[0];
+        cap = (n + ls - 1) / ls;
+    } else {
+        const char *e = getenv("CLD_LAUNCH1D_LS");
+        long v = e && *e ? strtol(e, NULL, 10) : 0;
+        if (v >= 1 && v <= 256 && !(v & (v - 1))) ls = (size_t)v;
+        e = getenv("CLD_LAUNCH1D_GROUPS");
+        v = e && *e ? strtol(e, NULL, 10) : 0;
+        if (v >= 1) cap = (size_t)v;
+    }
     size_t groups = (n + ls - 1) / ls;
     if (groups > cap) groups = cap;
     size_t gs = groups * ls;

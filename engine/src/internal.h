@@ -56,7 +56,8 @@ cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims
 /* 1-D launch over n items for node t (named in errors). The geometry depends
  * on the device (CPU: few one-item work-groups), so the kernel must cover
  * [0, n) itself with the FOR_ITEMS loop of cl/basic.cl, never one item per
- * work-item with an `if (i < n)` guard. */
+ * work-item with an `if (i < n)` guard, unless it declares
+ * reqd_work_group_size(S, 1, 1): then one work-item per item (graph.c). */
 cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n);
 /* Shorthand: get kernel `name` of `program` with default options. */
 cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out);
