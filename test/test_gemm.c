@@ -267,9 +267,5 @@ int main(void)
     add(s, "k_zero", test_k_zero, 0);
     add(s, "clblast", test_clblast, 0);
     add(s, "backend_switch", test_backend_switch, 0);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(s);
 }

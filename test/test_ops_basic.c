@@ -296,9 +296,5 @@ static Suite *basic_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(basic_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run_suite(basic_suite());
 }

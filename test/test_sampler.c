@@ -956,9 +956,5 @@ static Suite *sampler_suite(void)
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep the printed tables when a forked test fails */
-    SRunner *sr = srunner_create(sampler_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run_suite(sampler_suite());
 }

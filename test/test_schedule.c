@@ -388,9 +388,5 @@ static Suite *schedule_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(schedule_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run_suite(schedule_suite());
 }

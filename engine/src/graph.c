@@ -280,8 +280,7 @@ static cld_status param_grad_forward(cld_graph *g, cld_tensor *t)
     cl_mem xb = t->src[0]->buf;
     int n = (int)t->n, yo = (int)t->off, xo = (int)t->src[0]->off;
     CLD_TRY(cld__kargs(k, "param grad", "bibiif", t->buf, yo, xb, xo, n, 1.0));
-    size_t gs = (size_t)n, ls = 64;
-    return cld__launch(g->ctx, k, t->name, 1, &gs, &ls);
+    return cld__launch1d(g, k, t, t->n);
 }
 static const cld_op_def op_param_grad = {"param_grad", param_grad_forward, NULL, 0, 0};
 

@@ -54,6 +54,10 @@ double tu_max_abs_err(const float *got, const float *want, size_t n, size_t *wor
 cl_mem tu_upload(cld_ctx *ctx, const float *x, size_t n);
 void tu_download(cld_ctx *ctx, cl_mem buf, float *x, size_t n);
 
+/* Run every test of suite s (freeing it), print Check's summary; returns the
+ * process exit status (0 when all passed). Every test's main() ends in this. */
+int tu_run_suite(Suite *s);
+
 /* A fresh directory "$TMPDIR/<prefix>-XXXXXX" (default /tmp); the caller
  * free()s the returned path. tu_rm_rf removes a tree made by the tests. */
 char *tu_mkdtemp(const char *prefix);
