@@ -12,6 +12,8 @@
  * samples per chunk (0: no cap); im2col path even where the implicit
  * stride-1 path applies. */
 void cld__conv_test_config(int max_chunk, int force_im2col);
+/* Winograd F(4x4, 3x3) for 3x3 s1 p1 convs: 0 where it pays, 1 never, 2 always */
+void cld__conv_test_winograd(int mode);
 
 /* ------------------------------------------------------------- conv2d */
 typedef struct conv_cfg {
@@ -157,6 +159,29 @@ START_TEST(test_conv_chunked)
 }
 END_TEST
 
+/* Winograd F(4x4, 3x3), forward and dx (dW stays on the implicit GEMM):
+ * sizes not multiples of the 4x4 tile, channel counts not multiples of the
+ * 6-row register tile, ragged chunks, and the automatic choice (>= 16
+ * channels both ways) against the same double reference and tolerances. */
+START_TEST(test_conv_winograd)
+{
+    cld__conv_test_winograd(2);
+    conv_run("wino conv 3x3 N3 3->5 7x7 bias", (conv_cfg){3, 3, 7, 7, 5, 3, 1, 1, 1, 0}, 41);
+    conv_run("wino conv 3x3 N1 7->13 5x6 param", (conv_cfg){1, 7, 5, 6, 13, 3, 1, 1, 1, 1}, 42);
+    conv_run("wino conv 3x3 N2 5->3 13x9 nobias", (conv_cfg){2, 5, 13, 9, 3, 3, 1, 1, 0, 0}, 43);
+    conv_run("wino conv 3x3 N1 2->3 3x3 param", (conv_cfg){1, 2, 3, 3, 3, 3, 1, 1, 1, 1}, 44);
+    /* rows of more than 8 tiles (two lane groups), full-width fast paths */
+    conv_run("wino conv 3x3 N2 3->4 6x37 bias", (conv_cfg){2, 3, 6, 37, 4, 3, 1, 1, 1, 0}, 48);
+    conv_run("wino conv 3x3 N2 2->5 9x32 param", (conv_cfg){2, 2, 9, 32, 5, 3, 1, 1, 1, 1}, 49);
+    cld__conv_test_config(2, 0);
+    conv_run("wino chunk2 conv 3x3 N3 4->7 9x5", (conv_cfg){3, 4, 9, 5, 7, 3, 1, 1, 1, 1}, 45);
+    cld__conv_test_config(0, 0);
+    cld__conv_test_winograd(0);
+    conv_run("auto conv 3x3 N2 19->17 10x9 param", (conv_cfg){2, 19, 10, 9, 17, 3, 1, 1, 1, 1}, 46);
+    conv_run("auto conv 3x3 N1 70->33 8x8 bias", (conv_cfg){1, 70, 8, 8, 33, 3, 1, 1, 1, 0}, 47);
+}
+END_TEST
+
 static int contains(const char *s, const char *sub) { return strstr(s, sub) != NULL; }
 
 START_TEST(test_conv_shape_errors)
@@ -295,6 +320,7 @@ int main(void)
     tcase_add_test(tc, test_conv1x1);
     tcase_add_test(tc, test_conv_im2col_path);
     tcase_add_test(tc, test_conv_chunked);
+    tcase_add_test(tc, test_conv_winograd);
     tcase_add_test(tc, test_conv_shape_errors);
     tcase_add_test(tc, test_linear);
     tcase_add_test(tc, test_linear_shape_errors);

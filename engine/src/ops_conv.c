@@ -22,6 +22,7 @@
  * linear uses CLBlast (cld__gemm): its matrices are small. */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Workspace limit of one conv node in floats (64 MB); at least one sample. */
@@ -30,12 +31,32 @@
 /* Test hooks (declared by test/test_ops_conv.c), for nodes built afterwards:
  * at most max_chunk samples per chunk (0: no cap), and the im2col path even
  * where the implicit one applies. */
-static int conv_max_chunk, conv_force_im2col;
+static int conv_max_chunk, conv_force_im2col, conv_winograd_mode;
 void cld__conv_test_config(int max_chunk, int force_im2col);
 void cld__conv_test_config(int max_chunk, int force_im2col)
 {
     conv_max_chunk = max_chunk;
     conv_force_im2col = force_im2col;
+}
+/* Winograd for 3x3 stride-1 pad-1 convs: 0 where it pays (channels >=
+ * CONV_WINO_MIN_CH), 1 never, 2 always. */
+void cld__conv_test_winograd(int mode);
+void cld__conv_test_winograd(int mode) { conv_winograd_mode = mode; }
+
+/* Below this many input or output channels the transforms cost more than the
+ * 4x fewer multiply-adds save (bench/NOTES.md, Winograd). */
+#define CONV_WINO_MIN_CH 16
+
+/* Whether a conv of this geometry runs Winograd F(4x4, 3x3): 3x3, stride 1,
+ * pad 1, enough channels, and not switched off by CLD_CONV_WINOGRAD=0. */
+static int conv_use_winograd(int Ci, int Co, int K, int stride, int pad)
+{
+    if (K != 3 || stride != 1 || pad != 1 || conv_force_im2col || conv_winograd_mode == 1)
+        return 0;
+    if (conv_winograd_mode == 2) return 1;
+    const char *e = getenv("CLD_CONV_WINOGRAD");
+    if (e && strcmp(e, "0") == 0) return 0;
+    return Ci >= CONV_WINO_MIN_CH && Co >= CONV_WINO_MIN_CH;
 }
 
 /* db = sum of t's gradient over all dims but the channel one (b may be NULL) */
@@ -49,9 +70,12 @@ static cld_status bias_grad(cld_graph *g, cld_tensor *t, cld_tensor *b)
 
 /* ------------------------------------------------------------- conv2d */
 
-/* ip[0] stride, ip[1] pad, ip[2] chunk B (samples per GEMM), ip[3] implicit */
+/* ip[0] stride, ip[1] pad, ip[2] chunk B (samples per GEMM), ip[3] path:
+ * CONV_IM2COL, CONV_IMPLICIT or CONV_WINOGRAD (forward and dx; dW implicit) */
+enum { CONV_IM2COL = 0, CONV_IMPLICIT = 1, CONV_WINOGRAD = 2 };
 typedef struct conv_geom {
-    int N, Ci, H, W, Co, K, Ho, Wo, stride, pad, B, implicit;
+    int N, Ci, H, W, Co, K, Ho, Wo, stride, pad, B, implicit, wino;
+    int TH, TW; /* Winograd: 4x4 output tiles per sample, down and across */
     int P, CKK;
     int Hp, Wp; /* padded input planes (implicit forward and dW) */
     int Hq, Wq; /* padded output-gradient planes (implicit dx) */
@@ -79,7 +103,10 @@ static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int
     d.stride = ip[0];
     d.pad = ip[1];
     d.B = ip[2];
-    d.implicit = ip[3];
+    d.implicit = ip[3] != CONV_IM2COL;
+    d.wino = ip[3] == CONV_WINOGRAD;
+    d.TH = (d.Ho + 3) / 4;
+    d.TW = (d.Wo + 3) / 4;
     d.P = d.Ho * d.Wo;
     d.CKK = d.Ci * d.K * d.K;
     d.Hp = d.H + 2 * d.pad;
@@ -89,7 +116,34 @@ static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int
     return d;
 }
 
+/* Winograd workspace of a chunk of nb samples, M outputs of C inputs, in
+ * floats from the start: U (36 x M x C, packed), V (36 x C x ldv),
+ * Mo (36 x M x Tp, + 8 slack), xp (nb, C, Hp, Wp) padded input planes. */
+typedef struct wino_ws {
+    int T, Tp, ldv, Hp, Wp, items_in, items_out;
+    size_t v, mo, xp, end;
+} wino_ws;
+
+static wino_ws wino_layout(const conv_geom *d, int M, int C, int nb)
+{
+    wino_ws w;
+    int TW8 = (d->TW + 7) / 8;
+    w.T = nb * d->TH * d->TW;
+    w.Tp = (int)round_up((size_t)w.T, NR);
+    w.ldv = w.Tp % 64 ? w.Tp : w.Tp + 16;
+    w.Hp = 4 * d->TH + 2;
+    w.Wp = 32 * TW8 + 4;
+    w.items_in = nb * C * d->TH * TW8;
+    w.items_out = nb * M * d->TH * TW8;
+    w.v = 36 * round_up((size_t)M, MR) * (size_t)C;
+    w.mo = w.v + 36 * (size_t)w.ldv * (size_t)C;
+    w.xp = w.mo + 36 * (size_t)M * (size_t)w.Tp + 8;
+    w.end = w.xp + (size_t)nb * C * w.Hp * w.Wp + CONV_SLACK(3);
+    return w;
+}
+
 /* Workspace of each node kind, in floats, as two or three blocks.
+ * winograd fwd and dx: wino_layout
  * implicit fwd: A = W packed (Co x CKK), xp (B, Ci, Hp, Wp) + slack
  *          dx:  A = W flipped^T packed (Ci x Co*K*K), dy padded (B, Co, Hq, Wq) + slack
  *          dw:  xp (B, Ci, Hp, Wp) + slack, dy packed (Co x B*Ho*Wp)
@@ -103,7 +157,11 @@ static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t 
     size_t ci = (size_t)d->Ci, kk = (size_t)d->K * (size_t)d->K;
     size_t xp = B * ci * (size_t)d->Hp * (size_t)d->Wp + CONV_SLACK(d->K);
     *c_len = 0;
-    if (d->implicit && which == WS_FWD) {
+    if (d->wino && which != WS_DW) { /* wino_layout, M outputs of C inputs */
+        *a_len = wino_layout(d, which == WS_FWD ? d->Co : d->Ci, which == WS_FWD ? d->Ci : d->Co,
+                             d->B).end;
+        *b_len = 0;
+    } else if (d->implicit && which == WS_FWD) {
         *a_len = round_up(co, MR) * ckk;
         *b_len = xp;
     } else if (d->implicit && which == WS_DX) {
@@ -196,6 +254,46 @@ static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K
     return cld__launch(cld__graph_ctx(g), k, t->name, 3, gs, ls);
 }
 
+/* Winograd F(4x4, 3x3) (winograd.cl) of a chunk: y (nb, M, H, W) at yo =
+ * conv(src (nb, C, H, W) at so, pad 1) (+ bias); U at ws (transformed by the
+ * caller), the rest of the workspace after it (wino_layout). */
+static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom *d, int M, int C,
+                             size_t ws, const cld_tensor *src, size_t so, cl_mem y, size_t yo,
+                             int nb, const cld_tensor *bias)
+{
+    cld_ctx *ctx = cld__graph_ctx(g);
+    cl_mem arena = cld__graph_arena(g);
+    wino_ws l = wino_layout(d, M, C, nb);
+    int v_off = (int)(ws + l.v), m_off = (int)(ws + l.mo), xp_off = (int)(ws + l.xp);
+    CLD_TRY(conv_pad(g, t, (size_t)xp_off, src, so, nb * C, d->Ho, d->Wo, 1, l.Hp, l.Wp, 3));
+    cl_kernel k;
+    CLD_TRY(cld__kernel(ctx, "winograd", "wino_input", &k));
+    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiii", arena, xp_off, arena, v_off, C, nb,
+                       l.Hp, l.Wp, d->TH, d->TW, l.ldv));
+    CLD_TRY(cld__launch1d(g, k, t, (size_t)l.items_in));
+    CLD_TRY(cld__kernel(ctx, "winograd", "wino_gemm", &k));
+    CLD_TRY(cld__kargs(k, "wino_gemm", "iiiibibibi", M, C, l.Tp, l.ldv, arena, (int)ws, arena,
+                       v_off, arena, m_off));
+    size_t gs[3] = {round_up((size_t)M, MR) / MR, (size_t)l.Tp / NR, 36}, ls[3] = {1, 1, 1};
+    CLD_TRY(cld__launch(ctx, k, t->name, 3, gs, ls));
+    CLD_TRY(cld__kernel(ctx, "winograd", "wino_output", &k));
+    CLD_TRY(cld__kargs(k, "wino_output", "bibiiiiiiiibii", arena, m_off, y, (int)yo, M, nb,
+                       d->Ho, d->Wo, d->TH, d->TW, l.Tp, bias ? bias->buf : arena,
+                       bias ? (int)bias->off : 0, bias != NULL));
+    return cld__launch1d(g, k, t, (size_t)l.items_out);
+}
+
+/* U (36, M, C) at ws = the Winograd transform of w; flip: of the dx kernel */
+static cld_status wino_weight(cld_graph *g, const cld_tensor *t, int M, int C,
+                              const cld_tensor *w, int flip, size_t ws)
+{
+    cl_kernel k;
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "winograd", "wino_weight", &k));
+    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiii", w->buf, (int)w->off, cld__graph_arena(g),
+                       (int)ws, M, C, flip));
+    return cld__launch1d(g, k, t, round_up((size_t)M, MR) * (size_t)C);
+}
+
 static cld_status conv_forward(cld_graph *g, cld_tensor *t)
 {
     const cld_tensor *x = t->src[0], *w = t->src[1], *b = t->nsrc > 2 ? t->src[2] : NULL;
@@ -203,6 +301,16 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
     size_t a_len, b_len, c_len;
     conv_ws_layout(WS_FWD, &d, &a_len, &b_len, &c_len);
     size_t a_off = t->ws_off, b_off = a_off + a_len;
+    if (d.wino) {
+        CLD_TRY(wino_weight(g, t, d.Co, d.Ci, w, 0, a_off));
+        for (int n0 = 0; n0 < d.N; n0 += d.B) {
+            int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
+            CLD_TRY(wino_chunk(g, t, &d, d.Co, d.Ci, a_off, x,
+                               x->off + (size_t)n0 * d.Ci * d.H * d.W, t->buf,
+                               t->off + (size_t)n0 * d.Co * d.P, nb, b));
+        }
+        return CLD_OK;
+    }
     // A (Co, CKK) = W
     CLD_TRY(conv_pack(g, t, &d, a_off, w, w->off, SRC_DENSE, 0, MR, d.Co, d.CKK));
     for (int n0 = 0; n0 < d.N; n0 += d.B) {
@@ -232,6 +340,16 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
     size_t a_len, b_len, c_len;
     conv_ws_layout(WS_DX, &d, &a_len, &b_len, &c_len);
     size_t a_off = t->ws_off, b_off = a_off + a_len, col_off = b_off + b_len;
+    if (d.wino) { // dx = conv(dy, W flipped and transposed, pad 1)
+        CLD_TRY(wino_weight(g, t, d.Ci, d.Co, w, 1, a_off));
+        for (int n0 = 0; n0 < d.N; n0 += d.B) {
+            int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
+            CLD_TRY(wino_chunk(g, t, &d, d.Ci, d.Co, a_off, dy,
+                               dy->off + (size_t)n0 * d.Co * d.P, t->buf,
+                               t->off + (size_t)n0 * d.Ci * d.H * d.W, nb, NULL));
+        }
+        return CLD_OK;
+    }
     cl_kernel c2i;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "col2im", &c2i));
     if (d.implicit) // A (Ci, Co*K*K) = W flipped and transposed
@@ -345,7 +463,9 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
     cld_tensor *src[3] = {x, w, b};
     CLD_TRY(cld__node(g, &op_conv, 4, shape, b ? 3 : 2, src, y));
     /* samples per chunk: as many as fit the workspace limit, at least one */
-    int ip[4] = {stride, pad, 1, stride == 1 && pad <= K - 1 && !conv_force_im2col};
+    int path = stride == 1 && pad <= K - 1 && !conv_force_im2col ? CONV_IMPLICIT : CONV_IM2COL;
+    if (conv_use_winograd(x->shape[1], w->shape[0], K, stride, pad)) path = CONV_WINOGRAD;
+    int ip[4] = {stride, pad, 1, path};
     conv_geom d = geom_of(x->shape, w->shape, shape, ip);
     size_t per_sample = 0;
     for (int which = WS_FWD; which <= WS_DW; which++) {

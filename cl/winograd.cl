@@ -1,0 +1,229 @@
+/* Winograd F(4x4, 3x3) for 3x3 stride-1 pad-1 convolutions (Lavin & Gray,
+ * "Fast Algorithms for Convolutional Neural Networks", 2015): each 4x4
+ * output tile is A^T [ (G g G^T) .* (B^T d B) ] A over a 6x6 input tile d,
+ * so the 36 elementwise products become 36 independent GEMMs
+ *   Mo[e] (M, T) = U[e] (M, C) V[e] (C, T),   e = 0 .. 35,
+ * T = tiles of a chunk of samples. That is 36*M*C*T multiply-adds for
+ * 16*T outputs against 9*16*M*C*T for the direct convolution: 4x fewer.
+ * Transforms (interpolation points 0, 1, -1, 2, -2, inf):
+ *   B^T = | 4  0 -5  0  1  0 |   G = | 1/4     0     0 |   A^T = | 1  1  1  1  1  0 |
+ *         | 0 -4 -4  1  1  0 |       | -1/6 -1/6 -1/6 |         | 0  1 -1  2 -2  0 |
+ *         | 0  4 -4 -1  1  0 |       | -1/6  1/6 -1/6 |         | 0  1  1  4  4  0 |
+ *         | 0 -2 -1  2  1  0 |       | 1/24 1/12  1/6 |         | 0  1 -1  8 -8  1 |
+ *         | 0  2 -1 -2  1  0 |       | 1/24 -1/12 1/6 |
+ *         | 0  4  0 -5  0  1 |       | 0       0     1 |
+ * Layouts: U packed as the A operand of gemm_packed, [e][M/6][C][6]; V
+ * row-major [e][C][ldv] (ldv >= Tp = T rounded up to 16, not a multiple of
+ * 64 so that the GEMM's K rows do not alias in L1); Mo [e][M][Tp]. */
+
+/* the 1-D transforms, in place on 6 (or 3 -> 6, 6 -> 4) values */
+#define WINO_BT(d0, d1, d2, d3, d4, d5, o)                  \
+    {                                                       \
+        o[0] = 4.0f * d0 - 5.0f * d2 + d4;                  \
+        o[1] = -4.0f * d1 - 4.0f * d2 + d3 + d4;            \
+        o[2] = 4.0f * d1 - 4.0f * d2 - d3 + d4;             \
+        o[3] = -2.0f * d1 - d2 + 2.0f * d3 + d4;            \
+        o[4] = 2.0f * d1 - d2 - 2.0f * d3 + d4;             \
+        o[5] = 4.0f * d1 - 5.0f * d3 + d5;                  \
+    }
+#define WINO_G(g0, g1, g2, o)                                                  \
+    {                                                                          \
+        o[0] = 0.25f * g0;                                                     \
+        o[1] = -(g0 + g1 + g2) * (1.0f / 6.0f);                                \
+        o[2] = -(g0 - g1 + g2) * (1.0f / 6.0f);                                \
+        o[3] = g0 * (1.0f / 24.0f) + g1 * (1.0f / 12.0f) + g2 * (1.0f / 6.0f); \
+        o[4] = g0 * (1.0f / 24.0f) - g1 * (1.0f / 12.0f) + g2 * (1.0f / 6.0f); \
+        o[5] = g2;                                                             \
+    }
+#define WINO_AT(m0, m1, m2, m3, m4, m5, o)                          \
+    {                                                               \
+        float8 s12_ = m1 + m2, d12_ = m1 - m2;                      \
+        float8 s34_ = m3 + m4, d34_ = m3 - m4;                      \
+        o[0] = m0 + s12_ + s34_;                                    \
+        o[1] = d12_ + 2.0f * d34_;                                  \
+        o[2] = s12_ + 4.0f * s34_;                                  \
+        o[3] = d12_ + 8.0f * d34_ + m5;                             \
+    }
+
+/* U[e] (M, C) = G g G^T for every (m, c): g = w[m, c] (Co = M, Ci = C), or
+ * with flip = 1 the kernel of the input gradient, g(ky, kx) = w[c, m, 2-ky,
+ * 2-kx] (w is (Co = C, Ci = M)). Items (m, c) over M rounded up to 6; rows
+ * m >= M are zero. */
+__kernel __attribute__((reqd_work_group_size(64, 1, 1))) void
+wino_weight(__global const float *w, int wo, __global float *u, int uo, int M, int C, int flip)
+{
+    int i = get_global_id(0);
+    int M6 = (M + 5) / 6;
+    if (i >= M6 * 6 * C) return;
+    int m = i / C, c = i - (i / C) * C;
+    float g[3][3];
+    for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++) {
+            float v = 0.0f;
+            if (m < M)
+                v = flip ? w[wo + ((c * M + m) * 3 + 2 - ky) * 3 + 2 - kx]
+                         : w[wo + ((m * C + c) * 3 + ky) * 3 + kx];
+            g[ky][kx] = v;
+        }
+    float t[6][3]; /* G g */
+    for (int kx = 0; kx < 3; kx++) {
+        float o[6];
+        WINO_G(g[0][kx], g[1][kx], g[2][kx], o);
+        for (int a = 0; a < 6; a++) t[a][kx] = o[a];
+    }
+    __global float *d = u + uo + ((m / 6) * C + c) * 6 + m % 6;
+    size_t es = (size_t)M6 * C * 6;
+    for (int a = 0; a < 6; a++) {
+        float o[6]; /* (G g) G^T, row a */
+        WINO_G(t[a][0], t[a][1], t[a][2], o);
+        for (int b = 0; b < 6; b++) d[(a * 6 + b) * es] = o[b];
+    }
+}
+
+/* wino_input and wino_output cover their items as in cl/basic.cl: work-group
+ * j of G takes the contiguous items [j*per, (j+1)*per), per = ceil(n / G),
+ * interleaved over its work-items (cld__launch1d). Each item is a row of up
+ * to 8 tiles side by side, one tile per float8 lane: the stride-4 accesses
+ * become shuffles of contiguous loads, and the lanes of a store are adjacent
+ * tiles. */
+#define WINO_ITEMS(i, n)                                                             \
+    for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
+             end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
+             i = per_ * (int)get_group_id(0) + (int)get_local_id(0);                  \
+         i < end_; i += (int)get_local_size(0))
+
+/* V[e] (C, Tp) = B^T d B for every channel c and tile t of nb samples, read
+ * from zero-padded planes xp (nb, C, Hp, Wp) (pad_planes: pad 1, Hp = 4*TH
+ * + 2, Wp = 32*ceil(TW/8) + 4): tile t = (b*TH + ty)*TW + tx covers output
+ * rows 4ty .. 4ty+3 and columns 4tx .. 4tx+3; its 6x6 input tile starts at
+ * xp[b, c, 4ty, 4tx]. Items (c, b, ty, group of 8 tiles of the row), the
+ * last fastest so that each of the 36 output streams is written in order.
+ * Columns T .. Tp-1 of V are not written: the GEMM columns they feed are
+ * never read. */
+inline void wino_input_item(int i, __global const float *xp, int xpo, __global float *v, int vo,
+                            int C, int NB, int Hp, int Wp, int TH, int TW, int ldv)
+{
+    int TW8 = (TW + 7) / 8;
+    int g = i % TW8, r = i / TW8;
+    int ty = r % TH, cb = r / TH;
+    int b = cb % NB, c = cb / NB;
+    const __global float *p = xp + xpo + ((b * C + c) * Hp + 4 * ty) * Wp + 32 * g;
+    float8 s[6][6]; /* s[k][j] = (d B)[k][j]: input row k, transformed along x */
+    for (int k = 0; k < 6; k++) {
+        const __global float *q = p + k * Wp;
+        float16 v0 = vload16(0, q), v1 = vload16(0, q + 16);
+        float2 v2 = vload2(0, q + 32);
+        float8 d0 = (float8)(v0.s048c, v1.s048c), d1 = (float8)(v0.s159d, v1.s159d);
+        float8 d2 = (float8)(v0.s26ae, v1.s26ae), d3 = (float8)(v0.s37bf, v1.s37bf);
+        float8 d4 = (float8)(v0.s48c, v1.s048c, v2.s0), d5 = (float8)(v0.s59d, v1.s159d, v2.s1);
+        WINO_BT(d0, d1, d2, d3, d4, d5, s[k]);
+    }
+    int t0 = (b * TH + ty) * TW + 8 * g, nv = min(8, TW - 8 * g);
+    size_t es = (size_t)ldv * C;
+    __global float *dst = v + vo + (size_t)c * ldv + t0;
+    for (int j = 0; j < 6; j++) {
+        float8 o[6]; /* B^T (d B), column j */
+        WINO_BT(s[0][j], s[1][j], s[2][j], s[3][j], s[4][j], s[5][j], o);
+        for (int a = 0; a < 6; a++) {
+            __global float *e = dst + (a * 6 + j) * es;
+            if (nv == 8) {
+                vstore8(o[a], 0, e);
+            } else {
+                float l_[8];
+                vstore8(o[a], 0, l_);
+                for (int l = 0; l < nv; l++) e[l] = l_[l];
+            }
+        }
+    }
+}
+
+__kernel void wino_input(__global const float *xp, int xpo, __global float *v, int vo, int C,
+                         int NB, int Hp, int Wp, int TH, int TW, int ldv)
+{
+    int n = C * NB * TH * ((TW + 7) / 8);
+    WINO_ITEMS(i, n) wino_input_item(i, xp, xpo, v, vo, C, NB, Hp, Wp, TH, TW, ldv);
+}
+
+/* Mo[e] (M, Tp) = U[e] V[e]: gemm_packed's 6 x 16 register tile, one GEMM
+ * per e = get_global_id(2). 3-D launch (ceil(M/6), Tp/16, 36), local 1x1x1. */
+#define WINO_FMA(i)                                    \
+    {                                                  \
+        float a_ = pa[i];                              \
+        c##i##0 = fma((float8)a_, b0, c##i##0);        \
+        c##i##1 = fma((float8)a_, b1, c##i##1);        \
+    }
+#define WINO_STORE(i)                                                   \
+    if (m0 + i < M) {                                                   \
+        vstore8(c##i##0, 0, pm + i * Tp);                               \
+        vstore8(c##i##1, 1, pm + i * Tp);                               \
+    }
+__kernel void wino_gemm(int M, int C, int Tp, int ldv, __global const float *u, int uo,
+                        __global const float *v, int vo, __global float *mo, int moo)
+{
+    int mb = get_global_id(0), nb = get_global_id(1), e = get_global_id(2);
+    int m0 = mb * 6, M6 = (M + 5) / 6;
+    const __global float *pa = u + uo + ((size_t)e * M6 + mb) * C * 6;
+    const __global float *pb = v + vo + (size_t)e * C * ldv + nb * 16;
+    float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
+    float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
+    for (int k = 0; k < C; k++) {
+        float8 b0 = vload8(0, pb), b1 = vload8(1, pb);
+        WINO_FMA(0) WINO_FMA(1) WINO_FMA(2) WINO_FMA(3) WINO_FMA(4) WINO_FMA(5)
+        pa += 6;
+        pb += ldv;
+    }
+    __global float *pm = mo + moo + ((size_t)e * M + m0) * Tp + nb * 16;
+    WINO_STORE(0) WINO_STORE(1) WINO_STORE(2) WINO_STORE(3) WINO_STORE(4) WINO_STORE(5)
+}
+
+/* y (nb, M, H, W) = A^T Mo A (+ bias[m]) for every channel m and tile t.
+ * Items (m, b, ty, group of 8 tiles of the row), the last fastest.
+ * Mo needs 8 floats of slack after its last row (lanes past the row's end
+ * read on and are dropped). */
+#define WINO_ROW4(l) vstore4((float4)(o[0].s##l, o[1].s##l, o[2].s##l, o[3].s##l), l, py);
+inline void wino_output_item(int i, __global const float *mo, int moo, __global float *y, int yo,
+                             int M, int NB, int H, int W, int TH, int TW, int Tp,
+                             __global const float *bias, int biaso, int has_bias)
+{
+    int TW8 = (TW + 7) / 8;
+    int g = i % TW8, r = i / TW8;
+    int ty = r % TH, mb = r / TH;
+    int b = mb % NB, m = mb / NB;
+    int t0 = (b * TH + ty) * TW + 8 * g;
+    const __global float *src = mo + moo + (size_t)m * Tp + t0;
+    size_t es = (size_t)M * Tp;
+    float8 s[4][6]; /* s[a][j] = (A^T Mo)[a][j] */
+    for (int j = 0; j < 6; j++) {
+        float8 o[4];
+        WINO_AT(vload8(0, src + (0 * 6 + j) * es), vload8(0, src + (1 * 6 + j) * es),
+                vload8(0, src + (2 * 6 + j) * es), vload8(0, src + (3 * 6 + j) * es),
+                vload8(0, src + (4 * 6 + j) * es), vload8(0, src + (5 * 6 + j) * es), o);
+        for (int a = 0; a < 4; a++) s[a][j] = o[a];
+    }
+    float bv = has_bias ? bias[biaso + m] : 0.0f;
+    __global float *ys = y + yo + (b * M + m) * H * W;
+    int x0 = 32 * g, fast = x0 + 32 <= W;
+    for (int a = 0; a < 4 && 4 * ty + a < H; a++) {
+        float8 o[4]; /* o[j]: output column 4*lane + j of row 4ty + a */
+        WINO_AT(s[a][0], s[a][1], s[a][2], s[a][3], s[a][4], s[a][5], o);
+        for (int j = 0; j < 4; j++) o[j] += bv;
+        __global float *py = ys + (4 * ty + a) * W + x0;
+        if (fast) {
+            WINO_ROW4(0) WINO_ROW4(1) WINO_ROW4(2) WINO_ROW4(3)
+            WINO_ROW4(4) WINO_ROW4(5) WINO_ROW4(6) WINO_ROW4(7)
+        } else {
+            float l_[4][8];
+            for (int j = 0; j < 4; j++) vstore8(o[j], 0, l_[j]);
+            for (int xx = 0; x0 + xx < W && xx < 32; xx++) py[xx] = l_[xx % 4][xx / 4];
+        }
+    }
+}
+
+__kernel void wino_output(__global const float *mo, int moo, __global float *y, int yo, int M,
+                          int NB, int H, int W, int TH, int TW, int Tp,
+                          __global const float *bias, int biaso, int has_bias)
+{
+    int n = M * NB * TH * ((TW + 7) / 8);
+    WINO_ITEMS(i, n)
+    wino_output_item(i, mo, moo, y, yo, M, NB, H, W, TH, TW, Tp, bias, biaso, has_bias);
+}
