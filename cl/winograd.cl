@@ -14,7 +14,10 @@
  *         | 0  4  0 -5  0  1 |       | 0       0     1 |
  * Layouts: U packed as the A operand of gemm_packed, [e][M/6][C][6]; V
  * row-major [e][C][ldv] (ldv >= Tp = T rounded up to 16, not a multiple of
- * 64 so that the GEMM's K rows do not alias in L1); Mo [e][M][Tp]. */
+ * 64 so that the GEMM's K rows do not alias in L1); Mo [e][M][Tp]. The
+ * matrices of consecutive e lie eu, ev, em floats apart, strides chosen so
+ * that the 36 streams of a transform fall into different L1 sets (a stride
+ * that is a multiple of 4 KiB put all 36 in one set: 3-4x slower). */
 
 /* the 1-D transforms, in place on 6 (or 3 -> 6, 6 -> 4) values */
 #define WINO_BT(d0, d1, d2, d3, d4, d5, o)                  \
@@ -47,17 +50,24 @@
 
 /* U[e] (M, C) = G g G^T for every (m, c): g = w[m, c] (Co = M, Ci = C), or
  * with flip = 1 the kernel of the input gradient, g(ky, kx) = w[c, m, 2-ky,
- * 2-kx] (w is (Co = C, Ci = M)). Items (m, c) over M rounded up to 6; rows
- * m >= M are zero. */
-__kernel __attribute__((reqd_work_group_size(64, 1, 1))) void
-wino_weight(__global const float *w, int wo, __global float *u, int uo, int M, int C, int flip)
+ * 2-kx] (w is (Co = C, Ci = M)). Items (m, c), c fastest, covered as in
+ * wino_input below; rows m >= M (up to a multiple of 6) are zero. Scalar
+ * code, fully unrolled: PoCL's vectorization across work-items turned the
+ * stride-9 weight loads into gathers (5-6 ms for 256 x 256 channels). */
+#define WINO_ITEMS(i, n)                                                             \
+    for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
+             end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
+             i = per_ * (int)get_group_id(0) + (int)get_local_id(0);                  \
+         i < end_; i += (int)get_local_size(0))
+
+inline void wino_weight_item(int i, __global const float *w, int wo, __global float *u, int uo,
+                             int M, int C, int flip, int eu)
 {
-    int i = get_global_id(0);
-    int M6 = (M + 5) / 6;
-    if (i >= M6 * 6 * C) return;
     int m = i / C, c = i - (i / C) * C;
     float g[3][3];
+#pragma unroll
     for (int ky = 0; ky < 3; ky++)
+#pragma unroll
         for (int kx = 0; kx < 3; kx++) {
             float v = 0.0f;
             if (m < M)
@@ -66,32 +76,37 @@ wino_weight(__global const float *w, int wo, __global float *u, int uo, int M, i
             g[ky][kx] = v;
         }
     float t[6][3]; /* G g */
+#pragma unroll
     for (int kx = 0; kx < 3; kx++) {
         float o[6];
         WINO_G(g[0][kx], g[1][kx], g[2][kx], o);
+#pragma unroll
         for (int a = 0; a < 6; a++) t[a][kx] = o[a];
     }
     __global float *d = u + uo + ((m / 6) * C + c) * 6 + m % 6;
-    size_t es = (size_t)M6 * C * 6;
+#pragma unroll
     for (int a = 0; a < 6; a++) {
         float o[6]; /* (G g) G^T, row a */
         WINO_G(t[a][0], t[a][1], t[a][2], o);
-        for (int b = 0; b < 6; b++) d[(a * 6 + b) * es] = o[b];
+#pragma unroll
+        for (int b = 0; b < 6; b++) d[(a * 6 + b) * eu] = o[b];
     }
 }
 
-/* wino_input and wino_output cover their items as in cl/basic.cl: work-group
- * j of G takes the contiguous items [j*per, (j+1)*per), per = ceil(n / G),
- * interleaved over its work-items (cld__launch1d). Each item is a row of up
+__kernel void wino_weight(__global const float *w, int wo, __global float *u, int uo, int M,
+                          int C, int flip, int eu)
+{
+    int n = (M + 5) / 6 * 6 * C;
+    WINO_ITEMS(i, n) wino_weight_item(i, w, wo, u, uo, M, C, flip, eu);
+}
+
+/* wino_input and wino_output cover their items with WINO_ITEMS, as in
+ * cl/basic.cl: work-group j of G takes the contiguous items [j*per,
+ * (j+1)*per), per = ceil(n / G), interleaved over its work-items
+ * (cld__launch1d). Each item is a row of up
  * to 8 tiles side by side, one tile per float8 lane: the stride-4 accesses
  * become shuffles of contiguous loads, and the lanes of a store are adjacent
  * tiles. */
-#define WINO_ITEMS(i, n)                                                             \
-    for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
-             end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
-             i = per_ * (int)get_group_id(0) + (int)get_local_id(0);                  \
-         i < end_; i += (int)get_local_size(0))
-
 /* V[e] (C, Tp) = B^T d B for every channel c and tile t of nb samples, read
  * from zero-padded planes xp (nb, C, Hp, Wp) (pad_planes: pad 1, Hp = 4*TH
  * + 2, Wp = 32*ceil(TW/8) + 4): tile t = (b*TH + ty)*TW + tx covers output
@@ -101,7 +116,7 @@ wino_weight(__global const float *w, int wo, __global float *u, int uo, int M, i
  * Columns T .. Tp-1 of V are not written: the GEMM columns they feed are
  * never read. */
 inline void wino_input_item(int i, __global const float *xp, int xpo, __global float *v, int vo,
-                            int C, int NB, int Hp, int Wp, int TH, int TW, int ldv)
+                            int C, int NB, int Hp, int Wp, int TH, int TW, int ldv, int ev)
 {
     int TW8 = (TW + 7) / 8;
     int g = i % TW8, r = i / TW8;
@@ -109,6 +124,7 @@ inline void wino_input_item(int i, __global const float *xp, int xpo, __global f
     int b = cb % NB, c = cb / NB;
     const __global float *p = xp + xpo + ((b * C + c) * Hp + 4 * ty) * Wp + 32 * g;
     float8 s[6][6]; /* s[k][j] = (d B)[k][j]: input row k, transformed along x */
+    #pragma unroll
     for (int k = 0; k < 6; k++) {
         const __global float *q = p + k * Wp;
         float16 v0 = vload16(0, q), v1 = vload16(0, q + 16);
@@ -119,13 +135,14 @@ inline void wino_input_item(int i, __global const float *xp, int xpo, __global f
         WINO_BT(d0, d1, d2, d3, d4, d5, s[k]);
     }
     int t0 = (b * TH + ty) * TW + 8 * g, nv = min(8, TW - 8 * g);
-    size_t es = (size_t)ldv * C;
     __global float *dst = v + vo + (size_t)c * ldv + t0;
+    #pragma unroll
     for (int j = 0; j < 6; j++) {
         float8 o[6]; /* B^T (d B), column j */
         WINO_BT(s[0][j], s[1][j], s[2][j], s[3][j], s[4][j], s[5][j], o);
+        #pragma unroll
         for (int a = 0; a < 6; a++) {
-            __global float *e = dst + (a * 6 + j) * es;
+            __global float *e = dst + (a * 6 + j) * (size_t)ev;
             if (nv == 8) {
                 vstore8(o[a], 0, e);
             } else {
@@ -138,10 +155,10 @@ inline void wino_input_item(int i, __global const float *xp, int xpo, __global f
 }
 
 __kernel void wino_input(__global const float *xp, int xpo, __global float *v, int vo, int C,
-                         int NB, int Hp, int Wp, int TH, int TW, int ldv)
+                         int NB, int Hp, int Wp, int TH, int TW, int ldv, int ev)
 {
     int n = C * NB * TH * ((TW + 7) / 8);
-    WINO_ITEMS(i, n) wino_input_item(i, xp, xpo, v, vo, C, NB, Hp, Wp, TH, TW, ldv);
+    WINO_ITEMS(i, n) wino_input_item(i, xp, xpo, v, vo, C, NB, Hp, Wp, TH, TW, ldv, ev);
 }
 
 /* Mo[e] (M, Tp) = U[e] V[e]: gemm_packed's 6 x 16 register tile, one GEMM
@@ -157,13 +174,14 @@ __kernel void wino_input(__global const float *xp, int xpo, __global float *v, i
         vstore8(c##i##0, 0, pm + i * Tp);                               \
         vstore8(c##i##1, 1, pm + i * Tp);                               \
     }
-__kernel void wino_gemm(int M, int C, int Tp, int ldv, __global const float *u, int uo,
+__kernel void wino_gemm(int M, int C, int Tp, int ldv, int eu, int ev, int em,
+                        __global const float *u, int uo,
                         __global const float *v, int vo, __global float *mo, int moo)
 {
     int mb = get_global_id(0), nb = get_global_id(1), e = get_global_id(2);
     int m0 = mb * 6, M6 = (M + 5) / 6;
-    const __global float *pa = u + uo + ((size_t)e * M6 + mb) * C * 6;
-    const __global float *pb = v + vo + (size_t)e * C * ldv + nb * 16;
+    const __global float *pa = u + uo + (size_t)e * eu + mb * C * 6;
+    const __global float *pb = v + vo + (size_t)e * ev + nb * 16;
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
     float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
     for (int k = 0; k < C; k++) {
@@ -172,7 +190,7 @@ __kernel void wino_gemm(int M, int C, int Tp, int ldv, __global const float *u, 
         pa += 6;
         pb += ldv;
     }
-    __global float *pm = mo + moo + ((size_t)e * M + m0) * Tp + nb * 16;
+    __global float *pm = mo + moo + (size_t)e * em + m0 * Tp + nb * 16;
     WINO_STORE(0) WINO_STORE(1) WINO_STORE(2) WINO_STORE(3) WINO_STORE(4) WINO_STORE(5)
 }
 
@@ -182,7 +200,7 @@ __kernel void wino_gemm(int M, int C, int Tp, int ldv, __global const float *u, 
  * read on and are dropped). */
 #define WINO_ROW4(l) vstore4((float4)(o[0].s##l, o[1].s##l, o[2].s##l, o[3].s##l), l, py);
 inline void wino_output_item(int i, __global const float *mo, int moo, __global float *y, int yo,
-                             int M, int NB, int H, int W, int TH, int TW, int Tp,
+                             int M, int NB, int H, int W, int TH, int TW, int Tp, int em,
                              __global const float *bias, int biaso, int has_bias)
 {
     int TW8 = (TW + 7) / 8;
@@ -191,13 +209,15 @@ inline void wino_output_item(int i, __global const float *mo, int moo, __global 
     int b = mb % NB, m = mb / NB;
     int t0 = (b * TH + ty) * TW + 8 * g;
     const __global float *src = mo + moo + (size_t)m * Tp + t0;
-    size_t es = (size_t)M * Tp;
+    size_t es = (size_t)em;
     float8 s[4][6]; /* s[a][j] = (A^T Mo)[a][j] */
+    #pragma unroll
     for (int j = 0; j < 6; j++) {
         float8 o[4];
         WINO_AT(vload8(0, src + (0 * 6 + j) * es), vload8(0, src + (1 * 6 + j) * es),
                 vload8(0, src + (2 * 6 + j) * es), vload8(0, src + (3 * 6 + j) * es),
                 vload8(0, src + (4 * 6 + j) * es), vload8(0, src + (5 * 6 + j) * es), o);
+        #pragma unroll
         for (int a = 0; a < 4; a++) s[a][j] = o[a];
     }
     float bv = has_bias ? bias[biaso + m] : 0.0f;
@@ -206,6 +226,7 @@ inline void wino_output_item(int i, __global const float *mo, int moo, __global 
     for (int a = 0; a < 4 && 4 * ty + a < H; a++) {
         float8 o[4]; /* o[j]: output column 4*lane + j of row 4ty + a */
         WINO_AT(s[a][0], s[a][1], s[a][2], s[a][3], s[a][4], s[a][5], o);
+        #pragma unroll
         for (int j = 0; j < 4; j++) o[j] += bv;
         __global float *py = ys + (4 * ty + a) * W + x0;
         if (fast) {
@@ -213,6 +234,7 @@ inline void wino_output_item(int i, __global const float *mo, int moo, __global 
             WINO_ROW4(4) WINO_ROW4(5) WINO_ROW4(6) WINO_ROW4(7)
         } else {
             float l_[4][8];
+            #pragma unroll
             for (int j = 0; j < 4; j++) vstore8(o[j], 0, l_[j]);
             for (int xx = 0; x0 + xx < W && xx < 32; xx++) py[xx] = l_[xx % 4][xx / 4];
         }
@@ -220,10 +242,10 @@ inline void wino_output_item(int i, __global const float *mo, int moo, __global 
 }
 
 __kernel void wino_output(__global const float *mo, int moo, __global float *y, int yo, int M,
-                          int NB, int H, int W, int TH, int TW, int Tp,
+                          int NB, int H, int W, int TH, int TW, int Tp, int em,
                           __global const float *bias, int biaso, int has_bias)
 {
     int n = M * NB * TH * ((TW + 7) / 8);
     WINO_ITEMS(i, n)
-    wino_output_item(i, mo, moo, y, yo, M, NB, H, W, TH, TW, Tp, bias, biaso, has_bias);
+    wino_output_item(i, mo, moo, y, yo, M, NB, H, W, TH, TW, Tp, em, bias, biaso, has_bias);
 }

@@ -120,9 +120,13 @@ static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int
  * floats from the start: U (36 x M x C, packed), V (36 x C x ldv),
  * Mo (36 x M x Tp, + 8 slack), xp (nb, C, Hp, Wp) padded input planes. */
 typedef struct wino_ws {
-    int T, Tp, ldv, Hp, Wp, items_in, items_out;
+    int T, Tp, ldv, Hp, Wp, eu, ev, em;
     size_t v, mo, xp, end;
 } wino_ws;
+
+/* distance of the 36 matrices of U, V, Mo: a multiple of 4 KiB plus one
+ * cache line, so the 36 streams of a transform use 36 different L1 sets */
+static size_t wino_estride(size_t n) { return round_up(n, 1024) + 16; }
 
 static wino_ws wino_layout(const conv_geom *d, int M, int C, int nb)
 {
@@ -133,11 +137,12 @@ static wino_ws wino_layout(const conv_geom *d, int M, int C, int nb)
     w.ldv = w.Tp % 64 ? w.Tp : w.Tp + 16;
     w.Hp = 4 * d->TH + 2;
     w.Wp = 32 * TW8 + 4;
-    w.items_in = nb * C * d->TH * TW8;
-    w.items_out = nb * M * d->TH * TW8;
-    w.v = 36 * round_up((size_t)M, MR) * (size_t)C;
-    w.mo = w.v + 36 * (size_t)w.ldv * (size_t)C;
-    w.xp = w.mo + 36 * (size_t)M * (size_t)w.Tp + 8;
+    w.eu = (int)wino_estride(round_up((size_t)M, MR) * (size_t)C);
+    w.ev = (int)wino_estride((size_t)w.ldv * (size_t)C);
+    w.em = (int)wino_estride((size_t)M * (size_t)w.Tp);
+    w.v = 36 * (size_t)w.eu;
+    w.mo = w.v + 36 * (size_t)w.ev;
+    w.xp = w.mo + 36 * (size_t)w.em + 8;
     w.end = w.xp + (size_t)nb * C * w.Hp * w.Wp + CONV_SLACK(3);
     return w;
 }
@@ -268,29 +273,30 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
     CLD_TRY(conv_pad(g, t, (size_t)xp_off, src, so, nb * C, d->Ho, d->Wo, 1, l.Hp, l.Wp, 3));
     cl_kernel k;
     CLD_TRY(cld__kernel(ctx, "winograd", "wino_input", &k));
-    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiii", arena, xp_off, arena, v_off, C, nb,
-                       l.Hp, l.Wp, d->TH, d->TW, l.ldv));
-    CLD_TRY(cld__launch1d(g, k, t, (size_t)l.items_in));
+    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiii", arena, xp_off, arena, v_off, C, nb,
+                       l.Hp, l.Wp, d->TH, d->TW, l.ldv, l.ev));
+    CLD_TRY(cld__launch1d(g, k, t, (size_t)nb * C * d->TH * ((d->TW + 7) / 8)));
     CLD_TRY(cld__kernel(ctx, "winograd", "wino_gemm", &k));
-    CLD_TRY(cld__kargs(k, "wino_gemm", "iiiibibibi", M, C, l.Tp, l.ldv, arena, (int)ws, arena,
-                       v_off, arena, m_off));
+    CLD_TRY(cld__kargs(k, "wino_gemm", "iiiiiiibibibi", M, C, l.Tp, l.ldv, l.eu, l.ev, l.em,
+                       arena, (int)ws, arena, v_off, arena, m_off));
     size_t gs[3] = {round_up((size_t)M, MR) / MR, (size_t)l.Tp / NR, 36}, ls[3] = {1, 1, 1};
     CLD_TRY(cld__launch(ctx, k, t->name, 3, gs, ls));
     CLD_TRY(cld__kernel(ctx, "winograd", "wino_output", &k));
-    CLD_TRY(cld__kargs(k, "wino_output", "bibiiiiiiiibii", arena, m_off, y, (int)yo, M, nb,
-                       d->Ho, d->Wo, d->TH, d->TW, l.Tp, bias ? bias->buf : arena,
+    CLD_TRY(cld__kargs(k, "wino_output", "bibiiiiiiiiibii", arena, m_off, y, (int)yo, M, nb,
+                       d->Ho, d->Wo, d->TH, d->TW, l.Tp, l.em, bias ? bias->buf : arena,
                        bias ? (int)bias->off : 0, bias != NULL));
-    return cld__launch1d(g, k, t, (size_t)l.items_out);
+    return cld__launch1d(g, k, t, (size_t)nb * M * d->TH * ((d->TW + 7) / 8));
 }
 
 /* U (36, M, C) at ws = the Winograd transform of w; flip: of the dx kernel */
-static cld_status wino_weight(cld_graph *g, const cld_tensor *t, int M, int C,
-                              const cld_tensor *w, int flip, size_t ws)
+static cld_status wino_weight(cld_graph *g, const cld_tensor *t, const conv_geom *d, int M,
+                              int C, const cld_tensor *w, int flip, size_t ws)
 {
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "winograd", "wino_weight", &k));
-    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiii", w->buf, (int)w->off, cld__graph_arena(g),
-                       (int)ws, M, C, flip));
+    wino_ws l = wino_layout(d, M, C, 1);
+    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiiii", w->buf, (int)w->off, cld__graph_arena(g),
+                       (int)ws, M, C, flip, l.eu));
     return cld__launch1d(g, k, t, round_up((size_t)M, MR) * (size_t)C);
 }
 
@@ -302,7 +308,7 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
     conv_ws_layout(WS_FWD, &d, &a_len, &b_len, &c_len);
     size_t a_off = t->ws_off, b_off = a_off + a_len;
     if (d.wino) {
-        CLD_TRY(wino_weight(g, t, d.Co, d.Ci, w, 0, a_off));
+        CLD_TRY(wino_weight(g, t, &d, d.Co, d.Ci, w, 0, a_off));
         for (int n0 = 0; n0 < d.N; n0 += d.B) {
             int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
             CLD_TRY(wino_chunk(g, t, &d, d.Co, d.Ci, a_off, x,
@@ -341,7 +347,7 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
     conv_ws_layout(WS_DX, &d, &a_len, &b_len, &c_len);
     size_t a_off = t->ws_off, b_off = a_off + a_len, col_off = b_off + b_len;
     if (d.wino) { // dx = conv(dy, W flipped and transposed, pad 1)
-        CLD_TRY(wino_weight(g, t, d.Ci, d.Co, w, 1, a_off));
+        CLD_TRY(wino_weight(g, t, &d, d.Ci, d.Co, w, 1, a_off));
         for (int n0 = 0; n0 < d.N; n0 += d.B) {
             int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
             CLD_TRY(wino_chunk(g, t, &d, d.Ci, d.Co, a_off, dy,
@@ -466,19 +472,26 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
     int path = stride == 1 && pad <= K - 1 && !conv_force_im2col ? CONV_IMPLICIT : CONV_IM2COL;
     if (conv_use_winograd(x->shape[1], w->shape[0], K, stride, pad)) path = CONV_WINOGRAD;
     int ip[4] = {stride, pad, 1, path};
-    conv_geom d = geom_of(x->shape, w->shape, shape, ip);
-    size_t per_sample = 0;
+    /* workspace = fixed + B * per_sample (the fixed part: packed weights) */
+    size_t B = CONV_WS_LIMIT;
     for (int which = WS_FWD; which <= WS_DW; which++) {
-        size_t a, bl, c;
-        conv_ws_layout(which, &d, &a, &bl, &c);
-        if (a + bl + c > per_sample) per_sample = a + bl + c;
+        size_t ws[2];
+        for (int nb = 1; nb <= 2; nb++) {
+            ip[2] = nb;
+            conv_geom dn = geom_of(x->shape, w->shape, shape, ip);
+            size_t a, bl, c;
+            conv_ws_layout(which, &dn, &a, &bl, &c);
+            ws[nb - 1] = a + bl + c;
+        }
+        size_t per = ws[1] > ws[0] ? ws[1] - ws[0] : 1, fixed = ws[0] - per; /* ws[1] <= 2 ws[0] */
+        size_t fit = fixed + per <= CONV_WS_LIMIT ? (CONV_WS_LIMIT - fixed) / per : 1;
+        if (fit < B) B = fit;
     }
-    size_t B = CONV_WS_LIMIT / per_sample;
     if (B < 1) B = 1;
-    if (B > (size_t)d.N) B = (size_t)d.N;
+    if (B > (size_t)x->shape[0]) B = (size_t)x->shape[0];
     if (conv_max_chunk > 0 && B > (size_t)conv_max_chunk) B = (size_t)conv_max_chunk;
     ip[2] = (int)B;
-    d = geom_of(x->shape, w->shape, shape, ip);
+    conv_geom d = geom_of(x->shape, w->shape, shape, ip);
     conv_setup(*y, WS_FWD, ip, &d);
     return CLD_OK;
 }
