@@ -405,6 +405,92 @@ END_TEST
 
 /* With the default (DDPM) init conv_out starts at zero: the output is 0,
  * and the gradient reaches conv_out's weights and bias only. */
+/* The Fashion-MNIST UNet (6.5 M parameters, batch 2) with every 3x3 stride-1
+ * conv on Winograd F(4x4, 3x3) against the same network with none (the
+ * implicit GEMM): the loss and all parameter gradients of one step (the
+ * backward uses Winograd for dx) must agree. Error budget: Winograd's
+ * transforms cost a few ulps per layer (opcheck: ~3e-6 relative against a
+ * double reference per conv, the direct kernel ~2e-7); through ~30 conv
+ * layers that stays near 1e-5, so 2e-4 relative to the tensor's largest
+ * entry leaves 10x margin while a wrong tile, lane or transform gives O(1). */
+void cld__conv_test_winograd(int mode);
+START_TEST(test_winograd_matches_direct)
+{
+    cld_unet_config cfg;
+    TU_OK(cld_unet_config_preset("fashion-mnist", &cfg));
+    cfg.dropout = 0.0f;
+    const int batch = 2;
+    cld_params *p;
+    TU_OK(cld_params_create(tu_ctx(), &p));
+    net nets[2];
+    for (int k = 0; k < 2; k++) {
+        cld__conv_test_winograd(k == 0 ? 2 : 1); /* 0: always Winograd, 1: never */
+        net_build(&nets[k], p, &cfg, batch, 1, 1);
+        TU_OK(cld_graph_plan(nets[k].g, NULL));
+    }
+    cld__conv_test_winograd(0);
+    randomize_params(p, 4321);
+    double L[2];
+    int count;
+    TU_OK(cld_params_count(p, &count, NULL));
+    float **grads[2];
+    for (int k = 0; k < 2; k++) {
+        net_inputs(&nets[k], &cfg, batch, 5);
+        TU_OK(cld_params_zero_grad(p));
+        L[k] = run_loss(&nets[k]);
+        grads[k] = tu_malloc((size_t)count * sizeof *grads[k]);
+        for (int i = 0; i < count; i++) {
+            int nd, sh[CLD_MAX_DIMS];
+            const char *name;
+            size_t off, n = param_numel(p, i, &nd, sh, &name, &off);
+            grads[k][i] = tu_malloc(n * sizeof(float));
+            TU_OK(cld_params_read_grad(p, i, grads[k][i]));
+        }
+    }
+    ck_assert_msg(isfinite(L[0]) && fabs(L[0] - L[1]) <= 2e-4 * fabs(L[1]), "loss: winograd %.9g, direct %.9g",
+                  L[0], L[1]);
+    /* tensors whose gradient is zero in exact arithmetic (the key bias of
+     * attention: softmax ignores a constant added to every key score) hold
+     * rounding noise: they are measured against 1e-4 of the largest gradient */
+    double gmax = 0;
+    for (int i = 0; i < count; i++) {
+        int nd, sh[CLD_MAX_DIMS];
+        const char *name;
+        size_t off, n = param_numel(p, i, &nd, sh, &name, &off);
+        for (size_t j = 0; j < n; j++)
+            if (fabs(grads[1][i][j]) > gmax) gmax = fabs(grads[1][i][j]);
+    }
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < count; i++) {
+        int nd, sh[CLD_MAX_DIMS];
+        const char *name;
+        size_t off, n = param_numel(p, i, &nd, sh, &name, &off);
+        double amax = 1e-4 * gmax, dmax = 0;
+        for (size_t j = 0; j < n; j++) {
+            double a = fabs(grads[1][i][j]), d = fabs((double)grads[0][i][j] - grads[1][i][j]);
+            if (a > amax) amax = a;
+            if (!(d <= dmax)) dmax = d; /* NaN sticks */
+        }
+        double rel = amax > 0 ? dmax / amax : dmax;
+        ck_assert_msg(gmax > 0, "all gradients are zero");
+        ck_assert_msg(rel <= 2e-4, "%s: gradients differ by %.3g of their largest entry %.3g", name, rel, amax);
+        if (rel > worst) {
+            worst = rel;
+            worst_name = name;
+        }
+        free(grads[0][i]);
+        free(grads[1][i]);
+    }
+    fprintf(stderr, "fashion-mnist unet, winograd vs direct: loss %.9g vs %.9g, worst gradient %.3g (%s)\n", L[0],
+            L[1], worst, worst_name);
+    free(grads[0]);
+    free(grads[1]);
+    for (int k = 0; k < 2; k++) cld_graph_free(nets[k].g);
+    cld_params_free(p);
+}
+END_TEST
+
 START_TEST(test_default_init)
 {
     cld_unet_config cfg = tiny_config(1);
@@ -591,6 +677,7 @@ int main(void)
     tcase_add_test(tc, test_config_json);
     tcase_add_test(tc, test_config_check);
     tcase_add_test(tc, test_default_init);
+    tcase_add_test(tc, test_winograd_matches_direct);
     tcase_add_loop_test(tc, test_tiny_unet_gradients, 0, 2);
     tcase_add_test(tc, test_shape_errors);
     tcase_add_test(tc, test_plan_fashion_mnist);
