@@ -100,65 +100,89 @@ __kernel void wino_weight(__global const float *w, int wo, __global float *u, in
     WINO_ITEMS(i, n) wino_weight_item(i, w, wo, u, uo, M, C, flip, eu);
 }
 
-/* wino_input and wino_output cover their items with WINO_ITEMS, as in
- * cl/basic.cl: work-group j of G takes the contiguous items [j*per,
- * (j+1)*per), per = ceil(n / G), interleaved over its work-items
- * (cld__launch1d). Each item is a row of up
- * to 8 tiles side by side, one tile per float8 lane: the stride-4 accesses
- * become shuffles of contiguous loads, and the lanes of a store are adjacent
- * tiles. */
-/* V[e] (C, Tp) = B^T d B for every channel c and tile t of nb samples, read
- * from zero-padded planes xp (nb, C, Hp, Wp) (pad_planes: pad 1, Hp = 4*TH
- * + 2, Wp = 32*ceil(TW/8) + 4): tile t = (b*TH + ty)*TW + tx covers output
- * rows 4ty .. 4ty+3 and columns 4tx .. 4tx+3; its 6x6 input tile starts at
- * xp[b, c, 4ty, 4tx]. Items (c, b, ty, group of 8 tiles of the row), the
- * last fastest so that each of the 36 output streams is written in order.
- * Columns T .. Tp-1 of V are not written: the GEMM columns they feed are
- * never read. */
+/* Tiles. Tile (b, ty, tx) covers output rows 4ty .. 4ty+3 and columns
+ * 4tx .. 4tx+3 of sample b; its 6x6 input tile starts at xp[b, c, 4ty, 4tx]
+ * in the zero-padded planes xp (nb, C, Hp, Wp) (pad_planes: pad 1, Hp =
+ * 4*TH + 2, Wp = 4*TWp + 2). Its column in V and Mo is t = (b*TH + ty)*TWp
+ * + tx: rows of tiles are padded to TWp tiles, the next power of two for
+ * TW <= 8, else a multiple of 8, so that a group of 8 columns t0 .. t0+7
+ * (t0 % 8 == 0) is either 8 tiles of one row or 8/TWp whole rows. One
+ * work-item handles such a group for one channel, a tile per float8 lane,
+ * and stores each of its 36 results with one vstore8; lanes of padding
+ * tiles (tx >= TW, or rows past the last) compute garbage in columns that
+ * the output transform skips. Items are covered with WINO_ITEMS, channel
+ * slowest, so each of the 36 streams of V is written in order. */
+
+/* d[k][j] for the 8 tiles of group t0, input row k, j = 0 .. 5 */
+#define WINO_GATHER_ROW(k, d0, d1, d2, d3, d4, d5)                                    \
+    if (TWp >= 8) { /* one row segment: shuffles of contiguous loads */              \
+        const __global float *q = p + (k) * Wp;                                       \
+        float16 v0 = vload16(0, q), v1 = vload16(0, q + 16);                          \
+        float2 v2 = vload2(0, q + 32);                                                \
+        d0 = (float8)(v0.s048c, v1.s048c);                                            \
+        d1 = (float8)(v0.s159d, v1.s159d);                                            \
+        d2 = (float8)(v0.s26ae, v1.s26ae);                                            \
+        d3 = (float8)(v0.s37bf, v1.s37bf);                                            \
+        d4 = (float8)(v0.s48c, v1.s048c, v2.s0);                                      \
+        d5 = (float8)(v0.s59d, v1.s159d, v2.s1);                                      \
+    } else { /* 8/TWp rows: per-lane loads */                                        \
+        float g_[6][8];                                                               \
+        _Pragma("unroll") for (int l = 0; l < 8; l++) {                               \
+            const __global float *q = pl[l] + (k) * Wp;                               \
+            _Pragma("unroll") for (int j = 0; j < 6; j++) g_[j][l] = q[j];            \
+        }                                                                             \
+        d0 = vload8(0, g_[0]);                                                        \
+        d1 = vload8(0, g_[1]);                                                        \
+        d2 = vload8(0, g_[2]);                                                        \
+        d3 = vload8(0, g_[3]);                                                        \
+        d4 = vload8(0, g_[4]);                                                        \
+        d5 = vload8(0, g_[5]);                                                        \
+    }
+
+/* V[e] (C, ldv) = B^T d B for channel c = i / NI and the group of 8 tiles
+ * t0 = 8 * (i % NI), NI = Tp / 8 groups per channel. */
 inline void wino_input_item(int i, __global const float *xp, int xpo, __global float *v, int vo,
-                            int C, int NB, int Hp, int Wp, int TH, int TW, int ldv, int ev)
+                            int C, int NB, int Hp, int Wp, int TH, int TWp, int Tp, int ldv,
+                            int ev)
 {
-    int TW8 = (TW + 7) / 8;
-    int g = i % TW8, r = i / TW8;
-    int ty = r % TH, cb = r / TH;
-    int b = cb % NB, c = cb / NB;
-    const __global float *p = xp + xpo + ((b * C + c) * Hp + 4 * ty) * Wp + 32 * g;
+    int NI = Tp / 8, c = i / NI, t0 = 8 * (i - (i / NI) * NI);
+    int rows = NB * TH;
+    const __global float *p = xp; /* TWp >= 8: the group's first tile */
+    const __global float *pl[8];  /* TWp < 8: each lane's tile */
+    if (TWp >= 8) {
+        int gr = min(t0 / TWp, rows - 1), tx0 = t0 - (t0 / TWp) * TWp;
+        int b = gr / TH, ty = gr - (gr / TH) * TH;
+        p = xp + xpo + ((b * C + c) * Hp + 4 * ty) * Wp + 4 * tx0;
+    } else {
+#pragma unroll
+        for (int l = 0; l < 8; l++) {
+            int t = t0 + l, gr = min(t / TWp, rows - 1), tx = t - (t / TWp) * TWp;
+            int b = gr / TH, ty = gr - (gr / TH) * TH;
+            pl[l] = xp + xpo + ((b * C + c) * Hp + 4 * ty) * Wp + 4 * tx;
+        }
+    }
     float8 s[6][6]; /* s[k][j] = (d B)[k][j]: input row k, transformed along x */
-    #pragma unroll
+#pragma unroll
     for (int k = 0; k < 6; k++) {
-        const __global float *q = p + k * Wp;
-        float16 v0 = vload16(0, q), v1 = vload16(0, q + 16);
-        float2 v2 = vload2(0, q + 32);
-        float8 d0 = (float8)(v0.s048c, v1.s048c), d1 = (float8)(v0.s159d, v1.s159d);
-        float8 d2 = (float8)(v0.s26ae, v1.s26ae), d3 = (float8)(v0.s37bf, v1.s37bf);
-        float8 d4 = (float8)(v0.s48c, v1.s048c, v2.s0), d5 = (float8)(v0.s59d, v1.s159d, v2.s1);
+        float8 d0, d1, d2, d3, d4, d5;
+        WINO_GATHER_ROW(k, d0, d1, d2, d3, d4, d5)
         WINO_BT(d0, d1, d2, d3, d4, d5, s[k]);
     }
-    int t0 = (b * TH + ty) * TW + 8 * g, nv = min(8, TW - 8 * g);
     __global float *dst = v + vo + (size_t)c * ldv + t0;
-    #pragma unroll
+#pragma unroll
     for (int j = 0; j < 6; j++) {
         float8 o[6]; /* B^T (d B), column j */
         WINO_BT(s[0][j], s[1][j], s[2][j], s[3][j], s[4][j], s[5][j], o);
-        #pragma unroll
-        for (int a = 0; a < 6; a++) {
-            __global float *e = dst + (a * 6 + j) * (size_t)ev;
-            if (nv == 8) {
-                vstore8(o[a], 0, e);
-            } else {
-                float l_[8];
-                vstore8(o[a], 0, l_);
-                for (int l = 0; l < nv; l++) e[l] = l_[l];
-            }
-        }
+#pragma unroll
+        for (int a = 0; a < 6; a++) vstore8(o[a], 0, dst + (a * 6 + j) * (size_t)ev);
     }
 }
 
 __kernel void wino_input(__global const float *xp, int xpo, __global float *v, int vo, int C,
-                         int NB, int Hp, int Wp, int TH, int TW, int ldv, int ev)
+                         int NB, int Hp, int Wp, int TH, int TWp, int Tp, int ldv, int ev)
 {
-    int n = C * NB * TH * ((TW + 7) / 8);
-    WINO_ITEMS(i, n) wino_input_item(i, xp, xpo, v, vo, C, NB, Hp, Wp, TH, TW, ldv, ev);
+    WINO_ITEMS(i, C * (Tp / 8))
+    wino_input_item(i, xp, xpo, v, vo, C, NB, Hp, Wp, TH, TWp, Tp, ldv, ev);
 }
 
 /* Mo[e] (M, Tp) = U[e] V[e]: gemm_packed's 6 x 16 register tile, one GEMM
@@ -194,58 +218,83 @@ __kernel void wino_gemm(int M, int C, int Tp, int ldv, int eu, int ev, int em,
     WINO_STORE(0) WINO_STORE(1) WINO_STORE(2) WINO_STORE(3) WINO_STORE(4) WINO_STORE(5)
 }
 
-/* y (nb, M, H, W) = A^T Mo A (+ bias[m]) for every channel m and tile t.
- * Items (m, b, ty, group of 8 tiles of the row), the last fastest.
- * Mo needs 8 floats of slack after its last row (lanes past the row's end
- * read on and are dropped). */
+/* y (nb, M, H, W) = A^T Mo A (+ bias[m]) for channel m = i / NI and the
+ * group of 8 tiles t0 = 8 * (i % NI), NI = Tp / 8; padding tiles skipped. */
 #define WINO_ROW4(l) vstore4((float4)(o[0].s##l, o[1].s##l, o[2].s##l, o[3].s##l), l, py);
 inline void wino_output_item(int i, __global const float *mo, int moo, __global float *y, int yo,
-                             int M, int NB, int H, int W, int TH, int TW, int Tp, int em,
-                             __global const float *bias, int biaso, int has_bias)
+                             int M, int NB, int H, int W, int TH, int TW, int TWp, int Tp,
+                             int em, __global const float *bias, int biaso, int has_bias)
 {
-    int TW8 = (TW + 7) / 8;
-    int g = i % TW8, r = i / TW8;
-    int ty = r % TH, mb = r / TH;
-    int b = mb % NB, m = mb / NB;
-    int t0 = (b * TH + ty) * TW + 8 * g;
+    int NI = Tp / 8, m = i / NI, t0 = 8 * (i - (i / NI) * NI);
     const __global float *src = mo + moo + (size_t)m * Tp + t0;
     size_t es = (size_t)em;
     float8 s[4][6]; /* s[a][j] = (A^T Mo)[a][j] */
-    #pragma unroll
+#pragma unroll
     for (int j = 0; j < 6; j++) {
         float8 o[4];
         WINO_AT(vload8(0, src + (0 * 6 + j) * es), vload8(0, src + (1 * 6 + j) * es),
                 vload8(0, src + (2 * 6 + j) * es), vload8(0, src + (3 * 6 + j) * es),
                 vload8(0, src + (4 * 6 + j) * es), vload8(0, src + (5 * 6 + j) * es), o);
-        #pragma unroll
+#pragma unroll
         for (int a = 0; a < 4; a++) s[a][j] = o[a];
     }
     float bv = has_bias ? bias[biaso + m] : 0.0f;
-    __global float *ys = y + yo + (b * M + m) * H * W;
-    int x0 = 32 * g, fast = x0 + 32 <= W;
-    for (int a = 0; a < 4 && 4 * ty + a < H; a++) {
-        float8 o[4]; /* o[j]: output column 4*lane + j of row 4ty + a */
+    int rows = NB * TH;
+    if (TWp >= 8) { /* 8 tiles of one row */
+        int gr = t0 / TWp, tx0 = t0 - (t0 / TWp) * TWp;
+        if (gr >= rows) return;
+        int b = gr / TH, ty = gr - (gr / TH) * TH;
+        __global float *ys = y + yo + (b * M + m) * H * W;
+        int x0 = 4 * tx0, fast = x0 + 32 <= W;
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            if (4 * ty + a >= H) break;
+            float8 o[4]; /* o[j]: output column 4*lane + j of row 4ty + a */
+            WINO_AT(s[a][0], s[a][1], s[a][2], s[a][3], s[a][4], s[a][5], o);
+#pragma unroll
+            for (int j = 0; j < 4; j++) o[j] += bv;
+            __global float *py = ys + (4 * ty + a) * W + x0;
+            if (fast) {
+                WINO_ROW4(0) WINO_ROW4(1) WINO_ROW4(2) WINO_ROW4(3)
+                WINO_ROW4(4) WINO_ROW4(5) WINO_ROW4(6) WINO_ROW4(7)
+            } else {
+                float l_[4][8];
+#pragma unroll
+                for (int j = 0; j < 4; j++) vstore8(o[j], 0, l_[j]);
+                for (int xx = 0; x0 + xx < W && xx < 32; xx++) py[xx] = l_[xx % 4][xx / 4];
+            }
+        }
+        return;
+    }
+    float l_[4][4][8]; /* [a][j][lane] */
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        float8 o[4];
         WINO_AT(s[a][0], s[a][1], s[a][2], s[a][3], s[a][4], s[a][5], o);
-        #pragma unroll
-        for (int j = 0; j < 4; j++) o[j] += bv;
-        __global float *py = ys + (4 * ty + a) * W + x0;
-        if (fast) {
-            WINO_ROW4(0) WINO_ROW4(1) WINO_ROW4(2) WINO_ROW4(3)
-            WINO_ROW4(4) WINO_ROW4(5) WINO_ROW4(6) WINO_ROW4(7)
-        } else {
-            float l_[4][8];
-            #pragma unroll
-            for (int j = 0; j < 4; j++) vstore8(o[j], 0, l_[j]);
-            for (int xx = 0; x0 + xx < W && xx < 32; xx++) py[xx] = l_[xx % 4][xx / 4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) vstore8(o[j] + bv, 0, l_[a][j]);
+    }
+    for (int l = 0; l < 8; l++) { /* 8/TWp rows of TWp tiles */
+        int t = t0 + l, gr = t / TWp, tx = t - (t / TWp) * TWp;
+        if (gr >= rows) break;
+        if (tx >= TW) continue;
+        int b = gr / TH, ty = gr - (gr / TH) * TH;
+        __global float *ys = y + yo + ((b * M + m) * H + 4 * ty) * W + 4 * tx;
+        int nx = min(4, W - 4 * tx);
+        for (int a = 0; a < 4 && 4 * ty + a < H; a++) {
+            if (nx == 4)
+                vstore4((float4)(l_[a][0][l], l_[a][1][l], l_[a][2][l], l_[a][3][l]), 0,
+                        ys + a * W);
+            else
+                for (int j = 0; j < nx; j++) ys[a * W + j] = l_[a][j][l];
         }
     }
 }
 
 __kernel void wino_output(__global const float *mo, int moo, __global float *y, int yo, int M,
-                          int NB, int H, int W, int TH, int TW, int Tp, int em,
+                          int NB, int H, int W, int TH, int TW, int TWp, int Tp, int em,
                           __global const float *bias, int biaso, int has_bias)
 {
-    int n = M * NB * TH * ((TW + 7) / 8);
-    WINO_ITEMS(i, n)
-    wino_output_item(i, mo, moo, y, yo, M, NB, H, W, TH, TW, Tp, em, bias, biaso, has_bias);
+    WINO_ITEMS(i, M * (Tp / 8))
+    wino_output_item(i, mo, moo, y, yo, M, NB, H, W, TH, TW, TWp, Tp, em, bias, biaso, has_bias);
 }

@@ -160,7 +160,9 @@ START_TEST(test_conv_chunked)
 END_TEST
 
 /* Winograd F(4x4, 3x3), forward and dx (dW stays on the implicit GEMM):
- * sizes not multiples of the 4x4 tile, channel counts not multiples of the
+ * rows of 1, 2, 3, 7, 8 and 10 tiles (winograd.cl pads them to 1, 2, 4, 8,
+ * 8, 16 and packs 8/TWp rows per work-item below 8), sizes not multiples of
+ * the 4x4 tile, channel counts not multiples of the
  * 6-row register tile, ragged chunks, and the automatic choice (>= 16
  * channels both ways) against the same double reference and tolerances. */
 START_TEST(test_conv_winograd)
@@ -173,6 +175,7 @@ START_TEST(test_conv_winograd)
     /* rows of more than 8 tiles (two lane groups), full-width fast paths */
     conv_run("wino conv 3x3 N2 3->4 6x37 bias", (conv_cfg){2, 3, 6, 37, 4, 3, 1, 1, 1, 0}, 48);
     conv_run("wino conv 3x3 N2 2->5 9x32 param", (conv_cfg){2, 2, 9, 32, 5, 3, 1, 1, 1, 1}, 49);
+    conv_run("wino conv 3x3 N3 3->2 5x26 bias", (conv_cfg){3, 3, 5, 26, 2, 3, 1, 1, 1, 0}, 50);
     cld__conv_test_config(2, 0);
     conv_run("wino chunk2 conv 3x3 N3 4->7 9x5", (conv_cfg){3, 4, 9, 5, 7, 3, 1, 1, 1, 1}, 45);
     cld__conv_test_config(0, 0);

@@ -118,9 +118,9 @@ static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int
 
 /* Winograd workspace of a chunk of nb samples, M outputs of C inputs, in
  * floats from the start: U (36 x M x C, packed), V (36 x C x ldv),
- * Mo (36 x M x Tp, + 8 slack), xp (nb, C, Hp, Wp) padded input planes. */
+ * Mo (36 x M x Tp), xp (nb, C, Hp, Wp) padded input planes. */
 typedef struct wino_ws {
-    int T, Tp, ldv, Hp, Wp, eu, ev, em;
+    int TWp, T, Tp, ldv, Hp, Wp, eu, ev, em;
     size_t v, mo, xp, end;
 } wino_ws;
 
@@ -131,18 +131,21 @@ static size_t wino_estride(size_t n) { return round_up(n, 1024) + 16; }
 static wino_ws wino_layout(const conv_geom *d, int M, int C, int nb)
 {
     wino_ws w;
-    int TW8 = (d->TW + 7) / 8;
-    w.T = nb * d->TH * d->TW;
+    /* rows of tiles padded to TWp (winograd.cl: groups of 8 columns) */
+    w.TWp = 1;
+    while (w.TWp < d->TW && w.TWp < 8) w.TWp *= 2;
+    if (d->TW > 8) w.TWp = (int)round_up((size_t)d->TW, 8);
+    w.T = nb * d->TH * w.TWp;
     w.Tp = (int)round_up((size_t)w.T, NR);
     w.ldv = w.Tp % 64 ? w.Tp : w.Tp + 16;
     w.Hp = 4 * d->TH + 2;
-    w.Wp = 32 * TW8 + 4;
+    w.Wp = 4 * w.TWp + 2;
     w.eu = (int)wino_estride(round_up((size_t)M, MR) * (size_t)C);
     w.ev = (int)wino_estride((size_t)w.ldv * (size_t)C);
     w.em = (int)wino_estride((size_t)M * (size_t)w.Tp);
     w.v = 36 * (size_t)w.eu;
     w.mo = w.v + 36 * (size_t)w.ev;
-    w.xp = w.mo + 36 * (size_t)w.em + 8;
+    w.xp = w.mo + 36 * (size_t)w.em;
     w.end = w.xp + (size_t)nb * C * w.Hp * w.Wp + CONV_SLACK(3);
     return w;
 }
@@ -273,19 +276,19 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
     CLD_TRY(conv_pad(g, t, (size_t)xp_off, src, so, nb * C, d->Ho, d->Wo, 1, l.Hp, l.Wp, 3));
     cl_kernel k;
     CLD_TRY(cld__kernel(ctx, "winograd", "wino_input", &k));
-    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiii", arena, xp_off, arena, v_off, C, nb,
-                       l.Hp, l.Wp, d->TH, d->TW, l.ldv, l.ev));
-    CLD_TRY(cld__launch1d(g, k, t, (size_t)nb * C * d->TH * ((d->TW + 7) / 8)));
+    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off, C, nb,
+                       l.Hp, l.Wp, d->TH, l.TWp, l.Tp, l.ldv, l.ev));
+    CLD_TRY(cld__launch1d(g, k, t, (size_t)C * (size_t)(l.Tp / 8)));
     CLD_TRY(cld__kernel(ctx, "winograd", "wino_gemm", &k));
     CLD_TRY(cld__kargs(k, "wino_gemm", "iiiiiiibibibi", M, C, l.Tp, l.ldv, l.eu, l.ev, l.em,
                        arena, (int)ws, arena, v_off, arena, m_off));
     size_t gs[3] = {round_up((size_t)M, MR) / MR, (size_t)l.Tp / NR, 36}, ls[3] = {1, 1, 1};
     CLD_TRY(cld__launch(ctx, k, t->name, 3, gs, ls));
     CLD_TRY(cld__kernel(ctx, "winograd", "wino_output", &k));
-    CLD_TRY(cld__kargs(k, "wino_output", "bibiiiiiiiiibii", arena, m_off, y, (int)yo, M, nb,
-                       d->Ho, d->Wo, d->TH, d->TW, l.Tp, l.em, bias ? bias->buf : arena,
+    CLD_TRY(cld__kargs(k, "wino_output", "bibiiiiiiiiiibii", arena, m_off, y, (int)yo, M, nb,
+                       d->Ho, d->Wo, d->TH, d->TW, l.TWp, l.Tp, l.em, bias ? bias->buf : arena,
                        bias ? (int)bias->off : 0, bias != NULL));
-    return cld__launch1d(g, k, t, (size_t)nb * M * d->TH * ((d->TW + 7) / 8));
+    return cld__launch1d(g, k, t, (size_t)M * (size_t)(l.Tp / 8));
 }
 
 /* U (36, M, C) at ws = the Winograd transform of w; flip: of the dx kernel */
