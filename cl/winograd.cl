@@ -298,3 +298,117 @@ __kernel void wino_output(__global const float *mo, int moo, __global float *y, 
     WINO_ITEMS(i, M * (Tp / 8))
     wino_output_item(i, mo, moo, y, yo, M, NB, H, W, TH, TW, TWp, Tp, em, bias, biaso, has_bias);
 }
+
+/* ------------------------------------------------------------ weight gradient
+ * dW of y = conv(x, W) on Winograd's transforms: with U = G g G^T, V the
+ * input transform of x and Y = A^T (U .* V) A per tile, the exact adjoint is
+ *   dMo[e] (M, T) = A dY A^T          (wino_dy: 4x4 -> 6x6 per tile)
+ *   dU[e] (M, C)  = sum over chunks of dMo[e] V[e]^T   (a batched GEMM, K = T)
+ *   dW[m, c]      = G^T dU[., m, c] G                   (wino_wgrad: 6x6 -> 3x3)
+ * Tiles without data (padding of rows, rows past the last) get dMo = 0 so
+ * the sum over T sees only real tiles. */
+#define WINO_A(y0, y1, y2, y3, o)                                 \
+    {                                                             \
+        o[0] = y0;                                                \
+        o[1] = y0 + y1 + y2 + y3;                                 \
+        o[2] = y0 - y1 + y2 - y3;                                 \
+        o[3] = y0 + 2.0f * y1 + 4.0f * y2 + 8.0f * y3;            \
+        o[4] = y0 - 2.0f * y1 + 4.0f * y2 - 8.0f * y3;            \
+        o[5] = y3;                                                \
+    }
+
+/* dMo[e] (M, Tp) for channel m = i / NI and the 8 tiles from t0 = 8 * (i %
+ * NI), NI = Tp / 8, from dy in zero-padded planes dyp (nb, M, 4*TH, Wq =
+ * 4*TWp) (pad_planes with pad 0). */
+inline void wino_dy_item(int i, __global const float *dyp, int dypo, __global float *mo, int moo,
+                         int M, int NB, int TH, int TWp, int Tp, int em)
+{
+    int NI = Tp / 8, m = i / NI, t0 = 8 * (i - (i / NI) * NI);
+    int rows = NB * TH, Wq = 4 * TWp, Hq = 4 * TH;
+    float8 r[4][6]; /* r[k][j]: tile row k, adjoint-transformed along x */
+    float8 keep = 1.0f;
+    if (TWp >= 8) { /* 8 tiles of one row */
+        int gr = min(t0 / TWp, rows - 1), tx0 = t0 - (t0 / TWp) * TWp;
+        if (t0 / TWp >= rows) keep = 0.0f;
+        int b = gr / TH, ty = gr - (gr / TH) * TH;
+        const __global float *p = dyp + dypo + ((b * M + m) * Hq + 4 * ty) * Wq + 4 * tx0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float16 v0 = vload16(0, p + k * Wq), v1 = vload16(1, p + k * Wq);
+            float8 y0 = (float8)(v0.s048c, v1.s048c), y1 = (float8)(v0.s159d, v1.s159d);
+            float8 y2 = (float8)(v0.s26ae, v1.s26ae), y3 = (float8)(v0.s37bf, v1.s37bf);
+            WINO_A(y0, y1, y2, y3, r[k]);
+        }
+    } else { /* 8/TWp rows, per-lane loads */
+        float g_[4][4][8], k_[8];
+#pragma unroll
+        for (int l = 0; l < 8; l++) {
+            int t = t0 + l, gr = min(t / TWp, rows - 1), tx = t - (t / TWp) * TWp;
+            int b = gr / TH, ty = gr - (gr / TH) * TH;
+            const __global float *q = dyp + dypo + ((b * M + m) * Hq + 4 * ty) * Wq + 4 * tx;
+            k_[l] = t / TWp < rows ? 1.0f : 0.0f;
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) g_[k][j][l] = q[k * Wq + j];
+        }
+        keep = vload8(0, k_);
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            WINO_A(vload8(0, g_[k][0]), vload8(0, g_[k][1]), vload8(0, g_[k][2]),
+                   vload8(0, g_[k][3]), r[k]);
+    }
+    __global float *dst = mo + moo + (size_t)m * Tp + t0;
+#pragma unroll
+    for (int j = 0; j < 6; j++) {
+        float8 o[6];
+        WINO_A(r[0][j], r[1][j], r[2][j], r[3][j], o);
+#pragma unroll
+        for (int a = 0; a < 6; a++) vstore8(o[a] * keep, 0, dst + (a * 6 + j) * (size_t)em);
+    }
+}
+
+__kernel void wino_dy(__global const float *dyp, int dypo, __global float *mo, int moo, int M,
+                      int NB, int TH, int TWp, int Tp, int em)
+{
+    WINO_ITEMS(i, M * (Tp / 8)) wino_dy_item(i, dyp, dypo, mo, moo, M, NB, TH, TWp, Tp, em);
+}
+
+/* 1-D adjoint of G: 6 values -> 3 */
+#define WINO_GT(u0, u1, u2, u3, u4, u5, o)                                               \
+    {                                                                                    \
+        o[0] = 0.25f * u0 - (u1 + u2) * (1.0f / 6.0f) + (u3 + u4) * (1.0f / 24.0f);      \
+        o[1] = (u2 - u1) * (1.0f / 6.0f) + (u3 - u4) * (1.0f / 12.0f);                  \
+        o[2] = (u3 + u4 - u1 - u2) * (1.0f / 6.0f) + u5;                                 \
+    }
+
+/* dw (M, C, 3, 3) = G^T dU[., m, c] G, dU[e] (M, C) row-major at du + e * eu.
+ * Items (m, c). */
+inline void wino_wgrad_item(int i, __global const float *du, int duo, int eu,
+                            __global float *dw, int dwo)
+{
+    const __global float *s = du + duo + i;
+    float t[6][3]; /* dU G, row a */
+#pragma unroll
+    for (int a = 0; a < 6; a++) {
+        float o[3];
+        WINO_GT(s[(a * 6 + 0) * (size_t)eu], s[(a * 6 + 1) * (size_t)eu], s[(a * 6 + 2) * (size_t)eu],
+                s[(a * 6 + 3) * (size_t)eu], s[(a * 6 + 4) * (size_t)eu], s[(a * 6 + 5) * (size_t)eu], o);
+#pragma unroll
+        for (int k = 0; k < 3; k++) t[a][k] = o[k];
+    }
+    __global float *d = dw + dwo + i * 9;
+#pragma unroll
+    for (int kx = 0; kx < 3; kx++) {
+        float o[3];
+        WINO_GT(t[0][kx], t[1][kx], t[2][kx], t[3][kx], t[4][kx], t[5][kx], o);
+#pragma unroll
+        for (int ky = 0; ky < 3; ky++) d[ky * 3 + kx] = o[ky];
+    }
+}
+
+__kernel void wino_wgrad(__global const float *du, int duo, int eu, __global float *dw, int dwo,
+                         int n)
+{
+    WINO_ITEMS(i, n) wino_wgrad_item(i, du, duo, eu, dw, dwo);
+}

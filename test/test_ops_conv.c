@@ -159,7 +159,7 @@ START_TEST(test_conv_chunked)
 }
 END_TEST
 
-/* Winograd F(4x4, 3x3), forward and dx (dW stays on the implicit GEMM):
+/* Winograd F(4x4, 3x3), forward, dx and dW,
  * rows of 1, 2, 3, 7, 8 and 10 tiles (winograd.cl pads them to 1, 2, 4, 8,
  * 8, 16 and packs 8/TWp rows per work-item below 8), sizes not multiples of
  * the 4x4 tile, channel counts not multiples of the

@@ -71,7 +71,7 @@ static cld_status bias_grad(cld_graph *g, cld_tensor *t, cld_tensor *b)
 /* ------------------------------------------------------------- conv2d */
 
 /* ip[0] stride, ip[1] pad, ip[2] chunk B (samples per GEMM), ip[3] path:
- * CONV_IM2COL, CONV_IMPLICIT or CONV_WINOGRAD (forward and dx; dW implicit) */
+ * CONV_IM2COL, CONV_IMPLICIT or CONV_WINOGRAD (forward, dx and dW) */
 enum { CONV_IM2COL = 0, CONV_IMPLICIT = 1, CONV_WINOGRAD = 2 };
 typedef struct conv_geom {
     int N, Ci, H, W, Co, K, Ho, Wo, stride, pad, B, implicit, wino;
@@ -151,7 +151,7 @@ static wino_ws wino_layout(const conv_geom *d, int M, int C, int nb)
 }
 
 /* Workspace of each node kind, in floats, as two or three blocks.
- * winograd fwd and dx: wino_layout
+ * winograd fwd and dx: wino_layout; dw: wino_layout + dy planes (B, Co, 4*TH, 4*TWp)
  * implicit fwd: A = W packed (Co x CKK), xp (B, Ci, Hp, Wp) + slack
  *          dx:  A = W flipped^T packed (Ci x Co*K*K), dy padded (B, Co, Hq, Wq) + slack
  *          dw:  xp (B, Ci, Hp, Wp) + slack, dy packed (Co x B*Ho*Wp)
@@ -168,6 +168,10 @@ static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t 
     if (d->wino && which != WS_DW) { /* wino_layout, M outputs of C inputs */
         *a_len = wino_layout(d, which == WS_FWD ? d->Co : d->Ci, which == WS_FWD ? d->Ci : d->Co,
                              d->B).end;
+        *b_len = 0;
+    } else if (d->wino) { /* wino_layout of the forward (dU in U's place), dy planes after it */
+        wino_ws l = wino_layout(d, d->Co, d->Ci, d->B);
+        *a_len = l.end + B * co * (size_t)(4 * d->TH) * (size_t)(4 * l.TWp) + CONV_SLACK(3);
         *b_len = 0;
     } else if (d->implicit && which == WS_FWD) {
         *a_len = round_up(co, MR) * ckk;
@@ -398,6 +402,39 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
     conv_ws_layout(WS_DW, &d, &a_len, &b_len, &c_len);
     size_t a_off = t->ws_off, b_off = a_off + a_len;
     cld_ctx *ctx = cld__graph_ctx(g);
+    if (d.wino) { // dU (+)= dMo V^T per chunk, dW = G^T dU G (winograd.cl)
+        cl_mem arena = cld__graph_arena(g);
+        cl_kernel k;
+        wino_ws l = wino_layout(&d, d.Co, d.Ci, 1);
+        for (int n0 = 0; n0 < d.N; n0 += d.B) {
+            int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
+            l = wino_layout(&d, d.Co, d.Ci, nb);
+            size_t yo = dy->off + (size_t)n0 * d.Co * d.P;
+            size_t xo = x->off + (size_t)n0 * d.Ci * d.H * d.W;
+            int v_off = (int)(a_off + l.v), m_off = (int)(a_off + l.mo);
+            int xp_off = (int)(a_off + l.xp), dyp_off = (int)(a_off + l.end);
+            CLD_TRY(conv_pad(g, t, (size_t)xp_off, x, xo, nb * d.Ci, d.H, d.W, 1, l.Hp, l.Wp, 3));
+            CLD_TRY(cld__kernel(ctx, "winograd", "wino_input", &k));
+            CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off,
+                               d.Ci, nb, l.Hp, l.Wp, d.TH, l.TWp, l.Tp, l.ldv, l.ev));
+            CLD_TRY(cld__launch1d(g, k, t, (size_t)d.Ci * (size_t)(l.Tp / 8)));
+            CLD_TRY(conv_pad(g, t, (size_t)dyp_off, dy, yo, nb * d.Co, d.Ho, d.Wo, 0, 4 * d.TH,
+                             4 * l.TWp, 3));
+            CLD_TRY(cld__kernel(ctx, "winograd", "wino_dy", &k));
+            CLD_TRY(cld__kargs(k, "wino_dy", "bibiiiiiii", arena, dyp_off, arena, m_off, d.Co, nb,
+                               d.TH, l.TWp, l.Tp, l.em));
+            CLD_TRY(cld__launch1d(g, k, t, (size_t)d.Co * (size_t)(l.Tp / 8)));
+            CLD_TRY(cld__gemm_batched(ctx, 0, 1, (size_t)d.Co, (size_t)d.Ci, (size_t)l.Tp, 1.0f,
+                                      arena, (size_t)m_off, (size_t)l.Tp, (size_t)l.em, arena,
+                                      (size_t)v_off, (size_t)l.ldv, (size_t)l.ev,
+                                      n0 > 0 ? 1.0f : 0.0f, arena, a_off, (size_t)d.Ci,
+                                      (size_t)l.eu, 36));
+        }
+        CLD_TRY(cld__kernel(ctx, "winograd", "wino_wgrad", &k));
+        CLD_TRY(cld__kargs(k, "wino_wgrad", "biibii", arena, (int)a_off, l.eu, t->buf,
+                           (int)t->off, d.Co * d.Ci));
+        return cld__launch1d(g, k, t, (size_t)d.Co * (size_t)d.Ci);
+    }
     cl_kernel kdw;
     CLD_TRY(cld__kernel(ctx, "conv", "conv_dw_s1", &kdw));
     for (int n0 = 0; n0 < d.N; n0 += d.B) {
