@@ -257,11 +257,14 @@ inline void wino_output_item(int i, __global const float *mo, int moo, __global 
             if (fast) {
                 WINO_ROW4(0) WINO_ROW4(1) WINO_ROW4(2) WINO_ROW4(3)
                 WINO_ROW4(4) WINO_ROW4(5) WINO_ROW4(6) WINO_ROW4(7)
-            } else {
+            } else { /* whole tiles with vstore4, then the last partial one */
                 float l_[4][8];
 #pragma unroll
                 for (int j = 0; j < 4; j++) vstore8(o[j], 0, l_[j]);
-                for (int xx = 0; x0 + xx < W && xx < 32; xx++) py[xx] = l_[xx % 4][xx / 4];
+                int nt = min(8, (W - x0) / 4);
+                for (int l = 0; l < nt; l++)
+                    vstore4((float4)(l_[0][l], l_[1][l], l_[2][l], l_[3][l]), l, py);
+                for (int xx = 4 * nt; x0 + xx < W && xx < 32; xx++) py[xx] = l_[xx % 4][xx / 4];
             }
         }
         return;
