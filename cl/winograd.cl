@@ -208,12 +208,23 @@ __kernel void wino_gemm(int M, int C, int Tp, int ldv, int eu, int ev, int em,
     const __global float *pb = v + vo + (size_t)e * ev + nb * 16;
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
     float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
-    for (int k = 0; k < C; k++) {
-        float8 b0 = vload8(0, pb), b1 = vload8(1, pb);
-        WINO_FMA(0) WINO_FMA(1) WINO_FMA(2) WINO_FMA(3) WINO_FMA(4) WINO_FMA(5)
-        pa += 6;
-        pb += ldv;
+#define WINO_K1                                                                 \
+    {                                                                           \
+        float8 b0 = vload8(0, pb), b1 = vload8(1, pb);                          \
+        WINO_FMA(0) WINO_FMA(1) WINO_FMA(2) WINO_FMA(3) WINO_FMA(4) WINO_FMA(5) \
+        pa += 6;                                                                \
+        pb += ldv;                                                              \
     }
+    int k = 0;
+#ifndef WINO_KU
+#define WINO_KU 4
+#endif
+#if WINO_KU == 4
+    for (; k + 4 <= C; k += 4) {
+        WINO_K1 WINO_K1 WINO_K1 WINO_K1
+    }
+#endif
+    for (; k < C; k++) WINO_K1
     __global float *pm = mo + moo + (size_t)e * em + m0 * Tp + nb * 16;
     WINO_STORE(0) WINO_STORE(1) WINO_STORE(2) WINO_STORE(3) WINO_STORE(4) WINO_STORE(5)
 }
