@@ -17,7 +17,9 @@
  * 64 so that the GEMM's K rows do not alias in L1); Mo [e][M][Tp]. The
  * matrices of consecutive e lie eu, ev, em floats apart, strides chosen so
  * that the 36 streams of a transform fall into different L1 sets (a stride
- * that is a multiple of 4 KiB put all 36 in one set: 3-4x slower). */
+ * that is a multiple of 4 KiB maps all 36 to one set; the change measured
+ * no faster within this machine's noise, see bench/NOTES.md, but costs
+ * nothing). */
 
 /* the 1-D transforms, in place on 6 (or 3 -> 6, 6 -> 4) values */
 #define WINO_BT(d0, d1, d2, d3, d4, d5, o)                  \
