@@ -115,18 +115,20 @@ __kernel void wino_weight(__global const float *w, int wo, __global float *u, in
  * the output transform skips. Items are covered with WINO_ITEMS, channel
  * slowest, so each of the 36 streams of V is written in order. */
 
-/* d[k][j] for the 8 tiles of group t0, input row k, j = 0 .. 5 */
+/* d[k][j] for the 8 tiles of group t0, input row k, j = 0 .. 5 (float8 loads:
+ * a float16 return value changes the ABI on AVX2 and clang warns) */
 #define WINO_GATHER_ROW(k, d0, d1, d2, d3, d4, d5)                                    \
     if (TWp >= 8) { /* one row segment: shuffles of contiguous loads */              \
         const __global float *q = p + (k) * Wp;                                       \
-        float16 v0 = vload16(0, q), v1 = vload16(0, q + 16);                          \
-        float2 v2 = vload2(0, q + 32);                                                \
-        d0 = (float8)(v0.s048c, v1.s048c);                                            \
-        d1 = (float8)(v0.s159d, v1.s159d);                                            \
-        d2 = (float8)(v0.s26ae, v1.s26ae);                                            \
-        d3 = (float8)(v0.s37bf, v1.s37bf);                                            \
-        d4 = (float8)(v0.s48c, v1.s048c, v2.s0);                                      \
-        d5 = (float8)(v0.s59d, v1.s159d, v2.s1);                                      \
+        float8 a0 = vload8(0, q), a1 = vload8(1, q), a2 = vload8(2, q);               \
+        float8 a3 = vload8(3, q);                                                     \
+        float2 a4 = vload2(0, q + 32);                                                \
+        d0 = (float8)(a0.s04, a1.s04, a2.s04, a3.s04);                                \
+        d1 = (float8)(a0.s15, a1.s15, a2.s15, a3.s15);                                \
+        d2 = (float8)(a0.s26, a1.s26, a2.s26, a3.s26);                                \
+        d3 = (float8)(a0.s37, a1.s37, a2.s37, a3.s37);                                \
+        d4 = (float8)(a0.s4, a1.s04, a2.s04, a3.s04, a4.s0);                          \
+        d5 = (float8)(a0.s5, a1.s15, a2.s15, a3.s15, a4.s1);                          \
     } else { /* 8/TWp rows: per-lane loads */                                        \
         float g_[6][8];                                                               \
         _Pragma("unroll") for (int l = 0; l < 8; l++) {                               \
@@ -350,9 +352,12 @@ inline void wino_dy_item(int i, __global const float *dyp, int dypo, __global fl
         const __global float *p = dyp + dypo + ((b * M + m) * Hq + 4 * ty) * Wq + 4 * tx0;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            float16 v0 = vload16(0, p + k * Wq), v1 = vload16(1, p + k * Wq);
-            float8 y0 = (float8)(v0.s048c, v1.s048c), y1 = (float8)(v0.s159d, v1.s159d);
-            float8 y2 = (float8)(v0.s26ae, v1.s26ae), y3 = (float8)(v0.s37bf, v1.s37bf);
+            const __global float *q = p + k * Wq;
+            float8 a0 = vload8(0, q), a1 = vload8(1, q), a2 = vload8(2, q), a3 = vload8(3, q);
+            float8 y0 = (float8)(a0.s04, a1.s04, a2.s04, a3.s04);
+            float8 y1 = (float8)(a0.s15, a1.s15, a2.s15, a3.s15);
+            float8 y2 = (float8)(a0.s26, a1.s26, a2.s26, a3.s26);
+            float8 y3 = (float8)(a0.s37, a1.s37, a2.s37, a3.s37);
             WINO_A(y0, y1, y2, y3, r[k]);
         }
     } else { /* 8/TWp rows, per-lane loads */
