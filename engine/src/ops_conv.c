@@ -1,12 +1,19 @@
 /* 2-D convolution and the fully connected layer, forward and backward side
  * by side.
  *
- * conv2d runs on our own register-tiled GEMM kernels (conv.cl): on PoCL/CPU
- * they are 2-3x faster than CLBlast's SGEMM on these shapes. The batch is
- * processed in chunks of B samples so the workspace stays bounded. Two paths:
+ * conv2d runs on our own register-tiled GEMM kernels (conv.cl, winograd.cl):
+ * on PoCL/CPU they are 2-3x faster than CLBlast's SGEMM on these shapes. The
+ * batch is processed in chunks of B samples so the workspace stays bounded.
+ * Three paths:
  *
- * Implicit (stride 1, pad <= K-1; the UNet's 3x3 and 1x1 convs): the input
- * is copied into zero-padded planes xp (B, Ci, Hp, Wp) and the GEMM reads
+ * Winograd F(4x4, 3x3) (3x3, stride 1, pad 1, >= 32 channels in and out: the
+ * UNet's 3x3 convs but the first and last), see winograd.cl: per chunk
+ *   forward: pad x; V = input transform; Mo[e] = U[e] V[e] (36 GEMMs, U the
+ *            transformed weight, once per node); y = output transform + b
+ *   dx:      the same with the flipped, transposed weight, on dy
+ *   dW:      dU[e] (+)= (A dY A^T)[e] V[e]^T over the chunks; dW = G^T dU G
+ * Implicit (stride 1, pad <= K-1; the UNet's 1x1 convs, conv_in, conv_out):
+ * the input is copied into zero-padded planes xp (B, Ci, Hp, Wp) and the GEMM reads
  * each tap's 16-wide tile straight from xp, enumerating output positions
  * over the padded width (j = oy*Wp + ox; columns ox >= Wo are dropped):
  *   forward: y = conv_s1(xp, W) + b
@@ -18,7 +25,7 @@
  *            straight into y's (B, Co, P) layout with the bias
  *   dx:      col (CKK, B*P) = W^T dy; dx = col2im(col) (one writer per row)
  *   dW:      dW (Co, CKK) (+)= dy (Co, B*P) im2col(x)^T
- * db is the sum of dy over N, H, W (cld__reduce_to) on both paths.
+ * db is the sum of dy over N, H, W (cld__reduce_to) on all paths.
  * linear uses CLBlast (cld__gemm): its matrices are small. */
 #include "internal.h"
 
