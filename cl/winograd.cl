@@ -53,7 +53,8 @@
 /* U[e] (M, C) = G g G^T for every (m, c): g = w[m, c] (Co = M, Ci = C), or
  * with flip = 1 the kernel of the input gradient, g(ky, kx) = w[c, m, 2-ky,
  * 2-kx] (w is (Co = C, Ci = M)). Items (m, c), c fastest, covered as in
- * wino_input below; rows m >= M (up to a multiple of 6) are zero. Scalar
+ * wino_input below. packed: for wino_gemm, rows m >= M (up to a multiple of
+ * 6) zero; else row-major (M, C) for a BLAS. Scalar
  * code, fully unrolled: PoCL's vectorization across work-items turned the
  * stride-9 weight loads into gathers (5-6 ms for 256 x 256 channels). */
 #define WINO_ITEMS(i, n)                                                             \
@@ -63,7 +64,7 @@
          i < end_; i += (int)get_local_size(0))
 
 inline void wino_weight_item(int i, __global const float *w, int wo, __global float *u, int uo,
-                             int M, int C, int flip, int eu)
+                             int M, int C, int flip, int eu, int packed)
 {
     int m = i / C, c = i - (i / C) * C;
     float g[3][3];
@@ -85,7 +86,7 @@ inline void wino_weight_item(int i, __global const float *w, int wo, __global fl
 #pragma unroll
         for (int a = 0; a < 6; a++) t[a][kx] = o[a];
     }
-    __global float *d = u + uo + ((m / 6) * C + c) * 6 + m % 6;
+    __global float *d = u + uo + (packed ? ((m / 6) * C + c) * 6 + m % 6 : m * C + c);
 #pragma unroll
     for (int a = 0; a < 6; a++) {
         float o[6]; /* (G g) G^T, row a */
@@ -96,10 +97,10 @@ inline void wino_weight_item(int i, __global const float *w, int wo, __global fl
 }
 
 __kernel void wino_weight(__global const float *w, int wo, __global float *u, int uo, int M,
-                          int C, int flip, int eu)
+                          int C, int flip, int eu, int packed)
 {
-    int n = (M + 5) / 6 * 6 * C;
-    WINO_ITEMS(i, n) wino_weight_item(i, w, wo, u, uo, M, C, flip, eu);
+    int n = (packed ? (M + 5) / 6 * 6 : M) * C;
+    WINO_ITEMS(i, n) wino_weight_item(i, w, wo, u, uo, M, C, flip, eu, packed);
 }
 
 /* Tiles. Tile (b, ty, tx) covers output rows 4ty .. 4ty+3 and columns

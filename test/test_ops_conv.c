@@ -14,6 +14,8 @@
 void cld__conv_test_config(int max_chunk, int force_im2col);
 /* Winograd F(4x4, 3x3) for 3x3 s1 p1 convs: 0 where it pays, 1 never, 2 always */
 void cld__conv_test_winograd(int mode);
+/* Winograd's 36 products through cld__gemm_batched (the GPU route) on any device */
+void cld__conv_test_winograd_blas(int on);
 
 /* ------------------------------------------------------------- conv2d */
 typedef struct conv_cfg {
@@ -179,6 +181,10 @@ START_TEST(test_conv_winograd)
     cld__conv_test_config(2, 0);
     conv_run("wino chunk2 conv 3x3 N3 4->7 9x5", (conv_cfg){3, 4, 9, 5, 7, 3, 1, 1, 1, 1}, 45);
     cld__conv_test_config(0, 0);
+    cld__conv_test_winograd_blas(1); /* the route GPUs take */
+    conv_run("wino blas conv 3x3 N2 7->13 6x37 param", (conv_cfg){2, 7, 6, 37, 13, 3, 1, 1, 1, 1}, 51);
+    conv_run("wino blas conv 3x3 N3 5->3 7x7 bias", (conv_cfg){3, 5, 7, 7, 3, 3, 1, 1, 1, 0}, 52);
+    cld__conv_test_winograd_blas(0);
     cld__conv_test_winograd(0);
     conv_run("auto conv 3x3 N2 33->34 10x9 param", (conv_cfg){2, 33, 10, 9, 34, 3, 1, 1, 1, 1}, 46);
     conv_run("auto conv 3x3 N1 70->33 8x8 bias", (conv_cfg){1, 70, 8, 8, 33, 3, 1, 1, 1, 0}, 47);

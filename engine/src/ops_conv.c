@@ -124,6 +124,14 @@ static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int
     return d;
 }
 
+/* Winograd's 36 products through cld__gemm_batched (CLBlast, tuned per
+ * device) on GPUs, where wino_gemm's one work-item per group is wrong; on
+ * CPUs wino_gemm (or through the batched GEMM when a test asks for it). */
+static int conv_wino_blas_test;
+void cld__conv_test_winograd_blas(int on);
+void cld__conv_test_winograd_blas(int on) { conv_wino_blas_test = on; }
+static int wino_blas(const cld_ctx *ctx) { return conv_wino_blas_test || !ctx->info.is_cpu; }
+
 /* Winograd workspace of a chunk of nb samples, M outputs of C inputs, in
  * floats from the start: U (36 x M x C, packed), V (36 x C x ldv),
  * Mo (36 x M x Tp), xp (nb, C, Hp, Wp) padded input planes. */
@@ -291,11 +299,18 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
     CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off, C, nb,
                        l.Hp, l.Wp, d->TH, l.TWp, l.Tp, l.ldv, l.ev));
     CLD_TRY(cld__launch1d(g, k, t, (size_t)C * (size_t)(l.Tp / 8)));
-    CLD_TRY(cld__kernel(ctx, "winograd", "wino_gemm", &k));
-    CLD_TRY(cld__kargs(k, "wino_gemm", "iiiiiiibibibi", M, C, l.Tp, l.ldv, l.eu, l.ev, l.em,
-                       arena, (int)ws, arena, v_off, arena, m_off));
-    size_t gs[3] = {round_up((size_t)M, MR) / MR, (size_t)l.Tp / NR, 36}, ls[3] = {1, 1, 1};
-    CLD_TRY(cld__launch(ctx, k, t->name, 3, gs, ls));
+    if (wino_blas(ctx)) { // Mo[e] = U[e] V[e], U row-major (wino_weight)
+        CLD_TRY(cld__gemm_batched(ctx, 0, 0, (size_t)M, (size_t)l.Tp, (size_t)C, 1.0f, arena, ws,
+                                  (size_t)C, (size_t)l.eu, arena, (size_t)v_off, (size_t)l.ldv,
+                                  (size_t)l.ev, 0.0f, arena, (size_t)m_off, (size_t)l.Tp,
+                                  (size_t)l.em, 36));
+    } else {
+        CLD_TRY(cld__kernel(ctx, "winograd", "wino_gemm", &k));
+        CLD_TRY(cld__kargs(k, "wino_gemm", "iiiiiiibibibi", M, C, l.Tp, l.ldv, l.eu, l.ev, l.em,
+                           arena, (int)ws, arena, v_off, arena, m_off));
+        size_t gs[3] = {round_up((size_t)M, MR) / MR, (size_t)l.Tp / NR, 36}, ls[3] = {1, 1, 1};
+        CLD_TRY(cld__launch(ctx, k, t->name, 3, gs, ls));
+    }
     CLD_TRY(cld__kernel(ctx, "winograd", "wino_output", &k));
     CLD_TRY(cld__kargs(k, "wino_output", "bibiiiiiiiiiibii", arena, m_off, y, (int)yo, M, nb,
                        d->Ho, d->Wo, d->TH, d->TW, l.TWp, l.Tp, l.em, bias ? bias->buf : arena,
@@ -303,16 +318,19 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
     return cld__launch1d(g, k, t, (size_t)M * (size_t)(l.Tp / 8));
 }
 
-/* U (36, M, C) at ws = the Winograd transform of w; flip: of the dx kernel */
+/* U (36, M, C) at ws = the Winograd transform of w; flip: of the dx kernel.
+ * Packed for wino_gemm, or row-major for cld__gemm_batched (wino_blas). */
 static cld_status wino_weight(cld_graph *g, const cld_tensor *t, const conv_geom *d, int M,
                               int C, const cld_tensor *w, int flip, size_t ws)
 {
     cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "winograd", "wino_weight", &k));
+    cld_ctx *ctx = cld__graph_ctx(g);
+    int packed = !wino_blas(ctx);
+    CLD_TRY(cld__kernel(ctx, "winograd", "wino_weight", &k));
     wino_ws l = wino_layout(d, M, C, 1);
-    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiiii", w->buf, (int)w->off, cld__graph_arena(g),
-                       (int)ws, M, C, flip, l.eu));
-    return cld__launch1d(g, k, t, round_up((size_t)M, MR) * (size_t)C);
+    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiiiii", w->buf, (int)w->off, cld__graph_arena(g),
+                       (int)ws, M, C, flip, l.eu, packed));
+    return cld__launch1d(g, k, t, (packed ? round_up((size_t)M, MR) : (size_t)M) * (size_t)C);
 }
 
 static cld_status conv_forward(cld_graph *g, cld_tensor *t)
