@@ -132,6 +132,9 @@ START_TEST(test_conv1x1)
     conv_run("conv 1x1 N1 3->5 7x7 bias param", (conv_cfg){1, 3, 7, 7, 5, 1, 1, 0, 1, 1}, 11);
     conv_run("conv 1x1 N3 17->7 7x7 bias", (conv_cfg){3, 17, 7, 7, 7, 1, 1, 0, 1, 0}, 12);
     conv_run("conv 1x1 s2 N3 3->5 7x7 bias", (conv_cfg){3, 3, 7, 7, 5, 1, 2, 0, 1, 0}, 13);
+    /* planes of whole 16-wide tiles: conv_s1 reads x (and dy) in place */
+    conv_run("conv 1x1 N2 5->7 4x8 bias param", (conv_cfg){2, 5, 4, 8, 7, 1, 1, 0, 1, 1}, 53);
+    conv_run("conv 1x1 N3 9->2 8x6 nobias", (conv_cfg){3, 9, 8, 6, 2, 1, 1, 0, 0, 0}, 54);
 }
 END_TEST
 

@@ -265,16 +265,24 @@ static cld_status conv_gemm(cld_graph *g, const cld_tensor *t, int M, int N, int
     return cld__launch(cld__graph_ctx(g), k, t->name, 2, gs, ls);
 }
 
-/* y (nb, M, Ho, Wo) = stride-1 conv of padded planes (nb, C, Hp, Wp) at
- * arena offset xp_off with the packed weight at a_off (+ bias). */
+/* conv_s1 can read unpadded planes in place: a 1x1 kernel without padding
+ * whose planes are whole 16-wide tiles (its last tile ends at the plane's end,
+ * so it never reads past the tensor); saves the copy into padded planes. */
+static int s1_in_place(int K, int pad, int H, int W)
+{
+    return K == 1 && pad == 0 && (H * W) % NR == 0;
+}
+
+/* y (nb, M, Ho, Wo) = stride-1 conv of padded planes (nb, C, Hp, Wp) in xp at
+ * offset xp_off with the packed weight at arena offset a_off (+ bias). */
 static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K, size_t a_off,
-                          size_t xp_off, int Hp, int Wp, cl_mem y, size_t yo, int Ho, int Wo,
-                          int nb, const cld_tensor *bias)
+                          cl_mem xp, size_t xp_off, int Hp, int Wp, cl_mem y, size_t yo, int Ho,
+                          int Wo, int nb, const cld_tensor *bias)
 {
     cl_kernel k;
     cl_mem arena = cld__graph_arena(g);
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "conv_s1", &k));
-    CLD_TRY(cld__kargs(k, "conv_s1", "iiibibiiibiiibii", M, C, K, arena, (int)a_off, arena,
+    CLD_TRY(cld__kargs(k, "conv_s1", "iiibibiiibiiibii", M, C, K, arena, (int)a_off, xp,
                        (int)xp_off, Hp, Wp, y, (int)yo, Ho, Wo, bias ? bias->buf : arena,
                        bias ? (int)bias->off : 0, bias != NULL));
     size_t gs[3] = {round_up((size_t)Ho * Wp, NR) / NR, round_up((size_t)M, MR) / MR, (size_t)nb};
@@ -358,9 +366,14 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
         size_t yo = t->off + (size_t)n0 * d.Co * d.P;
         if (d.implicit) {
             // xp (nb, Ci, Hp, Wp) = x chunk padded; y chunk = conv(xp, W) + b
+            if (s1_in_place(d.K, d.pad, d.H, d.W)) {
+                CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, x->buf, xo, d.H, d.W, t->buf, yo,
+                                d.Ho, d.Wo, nb, b));
+                continue;
+            }
             CLD_TRY(conv_pad(g, t, b_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
-            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, b_off, d.Hp, d.Wp, t->buf, yo, d.Ho,
-                            d.Wo, nb, b));
+            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, cld__graph_arena(g), b_off, d.Hp, d.Wp,
+                            t->buf, yo, d.Ho, d.Wo, nb, b));
             continue;
         }
         // B (CKK, nb*P) = im2col(x chunk); y chunk (nb, Co, P) = A B + b
@@ -402,9 +415,14 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
         if (d.implicit) {
             // dx chunk = conv(dy chunk padded by K-1-pad, W flipped^T)
             int q = d.K - 1 - d.pad;
+            if (s1_in_place(d.K, q, d.Ho, d.Wo)) {
+                CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, dy->buf, yo, d.Ho, d.Wo, t->buf, xo,
+                                d.H, d.W, nb, NULL));
+                continue;
+            }
             CLD_TRY(conv_pad(g, t, b_off, dy, yo, nb * d.Co, d.Ho, d.Wo, q, d.Hq, d.Wq, d.K));
-            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, b_off, d.Hq, d.Wq, t->buf, xo, d.H, d.W,
-                            nb, NULL));
+            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, cld__graph_arena(g), b_off, d.Hq, d.Wq,
+                            t->buf, xo, d.H, d.W, nb, NULL));
             continue;
         }
         // B (Co, nb*P) = dy chunk; col (CKK, nb*P) = A B; dx chunk = col2im(col)
