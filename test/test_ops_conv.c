@@ -181,8 +181,11 @@ START_TEST(test_conv_winograd)
     conv_run("wino conv 3x3 N2 3->4 6x37 bias", (conv_cfg){2, 3, 6, 37, 4, 3, 1, 1, 1, 0}, 48);
     conv_run("wino conv 3x3 N2 2->5 9x32 param", (conv_cfg){2, 2, 9, 32, 5, 3, 1, 1, 1, 1}, 49);
     conv_run("wino conv 3x3 N3 3->2 5x26 bias", (conv_cfg){3, 3, 5, 26, 2, 3, 1, 1, 1, 0}, 50);
+    /* planes of whole tiles: the weight gradient reads dy in place */
+    conv_run("wino conv 3x3 N2 3->5 8x16 param", (conv_cfg){2, 3, 8, 16, 5, 3, 1, 1, 1, 1}, 55);
     cld__conv_test_config(2, 0);
     conv_run("wino chunk2 conv 3x3 N3 4->7 9x5", (conv_cfg){3, 4, 9, 5, 7, 3, 1, 1, 1, 1}, 45);
+    conv_run("wino chunk2 conv 3x3 N3 2->3 4x8", (conv_cfg){3, 2, 4, 8, 3, 3, 1, 1, 1, 1}, 56);
     cld__conv_test_config(0, 0);
     cld__conv_test_winograd_blas(1); /* the route GPUs take */
     conv_run("wino blas conv 3x3 N2 7->13 6x37 param", (conv_cfg){2, 7, 6, 37, 13, 3, 1, 1, 1, 1}, 51);

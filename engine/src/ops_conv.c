@@ -462,10 +462,17 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
             CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off,
                                d.Ci, nb, l.Hp, l.Wp, d.TH, l.TWp, l.Tp, l.ldv, l.ev));
             CLD_TRY(cld__launch1d(g, k, t, (size_t)d.Ci * (size_t)(l.Tp / 8)));
-            CLD_TRY(conv_pad(g, t, (size_t)dyp_off, dy, yo, nb * d.Co, d.Ho, d.Wo, 0, 4 * d.TH,
-                             4 * l.TWp, 3));
+            // dy planes padded to whole tiles, unless they already are (read in place)
+            cl_mem dyp = arena;
+            if (d.Ho == 4 * d.TH && d.Wo == 4 * l.TWp) {
+                dyp = dy->buf;
+                dyp_off = (int)yo;
+            } else {
+                CLD_TRY(conv_pad(g, t, (size_t)dyp_off, dy, yo, nb * d.Co, d.Ho, d.Wo, 0,
+                                 4 * d.TH, 4 * l.TWp, 3));
+            }
             CLD_TRY(cld__kernel(ctx, "winograd", "wino_dy", &k));
-            CLD_TRY(cld__kargs(k, "wino_dy", "bibiiiiiii", arena, dyp_off, arena, m_off, d.Co, nb,
+            CLD_TRY(cld__kargs(k, "wino_dy", "bibiiiiiii", dyp, dyp_off, arena, m_off, d.Co, nb,
                                d.TH, l.TWp, l.Tp, l.em));
             CLD_TRY(cld__launch1d(g, k, t, (size_t)d.Co * (size_t)(l.Tp / 8)));
             CLD_TRY(cld__gemm_batched(ctx, 0, 1, (size_t)d.Co, (size_t)d.Ci, (size_t)l.Tp, 1.0f,
