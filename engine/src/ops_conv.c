@@ -133,8 +133,9 @@ void cld__conv_test_winograd_blas(int on) { conv_wino_blas_test = on; }
 static int wino_blas(const cld_ctx *ctx) { return conv_wino_blas_test || !ctx->info.is_cpu; }
 
 /* Winograd workspace of a chunk of nb samples, M outputs of C inputs, in
- * floats from the start: U (36 x M x C, packed), V (36 x C x ldv),
- * Mo (36 x M x Tp), xp (nb, C, Hp, Wp) padded input planes. */
+ * floats from the start: U (36 x M x C; packed for wino_gemm, row-major on
+ * the BLAS route), V (36 x C x ldv), Mo (36 x M x Tp), xp (nb, C, Hp, Wp)
+ * padded input planes. */
 typedef struct wino_ws {
     int TWp, T, Tp, ldv, Hp, Wp, eu, ev, em;
     size_t v, mo, xp, end;
