@@ -12,7 +12,8 @@
  *         | 0 -2 -1  2  1  0 |       | 1/24 1/12  1/6 |         | 0  1 -1  8 -8  1 |
  *         | 0  2 -1 -2  1  0 |       | 1/24 -1/12 1/6 |
  *         | 0  4  0 -5  0  1 |       | 0       0     1 |
- * Layouts: U packed as the A operand of gemm_packed, [e][M/6][C][6]; V
+ * Layouts: U packed as the A operand of gemm_packed, [e][M/6][C][6] (row-major
+ * [e][M][C] when the products go to cld__gemm_batched, on GPUs); V
  * row-major [e][C][ldv] (ldv >= Tp = T rounded up to 16, not a multiple of
  * 64 so that the GEMM's K rows do not alias in L1); Mo [e][M][Tp]. The
  * matrices of consecutive e lie eu, ev, em floats apart, strides chosen so

@@ -291,6 +291,22 @@ static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K
     return cld__launch(cld__graph_ctx(g), k, t->name, 3, gs, ls);
 }
 
+/* V of a chunk (wino_layout l, workspace at ws) = the input transform of
+ * src (nb, C, H, W) at so: padded into l's xp planes, then wino_input. */
+static cld_status wino_input(cld_graph *g, const cld_tensor *t, const conv_geom *d,
+                             const wino_ws *l, int C, int nb, const cld_tensor *src, size_t so,
+                             size_t ws)
+{
+    cl_mem arena = cld__graph_arena(g);
+    int xp_off = (int)(ws + l->xp), v_off = (int)(ws + l->v);
+    CLD_TRY(conv_pad(g, t, (size_t)xp_off, src, so, nb * C, d->Ho, d->Wo, 1, l->Hp, l->Wp, 3));
+    cl_kernel k;
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "winograd", "wino_input", &k));
+    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off, C, nb,
+                       l->Hp, l->Wp, d->TH, l->TWp, l->Tp, l->ldv, l->ev));
+    return cld__launch1d(g, k, t, (size_t)C * (size_t)(l->Tp / 8));
+}
+
 /* Winograd F(4x4, 3x3) (winograd.cl) of a chunk: y (nb, M, H, W) at yo =
  * conv(src (nb, C, H, W) at so, pad 1) (+ bias); U at ws (transformed by the
  * caller), the rest of the workspace after it (wino_layout). */
@@ -301,13 +317,9 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
     cld_ctx *ctx = cld__graph_ctx(g);
     cl_mem arena = cld__graph_arena(g);
     wino_ws l = wino_layout(d, M, C, nb);
-    int v_off = (int)(ws + l.v), m_off = (int)(ws + l.mo), xp_off = (int)(ws + l.xp);
-    CLD_TRY(conv_pad(g, t, (size_t)xp_off, src, so, nb * C, d->Ho, d->Wo, 1, l.Hp, l.Wp, 3));
+    int v_off = (int)(ws + l.v), m_off = (int)(ws + l.mo);
+    CLD_TRY(wino_input(g, t, d, &l, C, nb, src, so, ws));
     cl_kernel k;
-    CLD_TRY(cld__kernel(ctx, "winograd", "wino_input", &k));
-    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off, C, nb,
-                       l.Hp, l.Wp, d->TH, l.TWp, l.Tp, l.ldv, l.ev));
-    CLD_TRY(cld__launch1d(g, k, t, (size_t)C * (size_t)(l.Tp / 8)));
     if (wino_blas(ctx)) { // Mo[e] = U[e] V[e], U row-major (wino_weight)
         CLD_TRY(cld__gemm_batched(ctx, 0, 0, (size_t)M, (size_t)l.Tp, (size_t)C, 1.0f, arena, ws,
                                   (size_t)C, (size_t)l.eu, arena, (size_t)v_off, (size_t)l.ldv,
@@ -450,19 +462,15 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
     if (d.wino) { // dU (+)= dMo V^T per chunk, dW = G^T dU G (winograd.cl)
         cl_mem arena = cld__graph_arena(g);
         cl_kernel k;
-        wino_ws l = wino_layout(&d, d.Co, d.Ci, 1);
+        int eu = wino_layout(&d, d.Co, d.Ci, 1).eu; /* dU's stride: independent of nb */
         for (int n0 = 0; n0 < d.N; n0 += d.B) {
             int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
-            l = wino_layout(&d, d.Co, d.Ci, nb);
+            wino_ws l = wino_layout(&d, d.Co, d.Ci, nb);
             size_t yo = dy->off + (size_t)n0 * d.Co * d.P;
             size_t xo = x->off + (size_t)n0 * d.Ci * d.H * d.W;
             int v_off = (int)(a_off + l.v), m_off = (int)(a_off + l.mo);
-            int xp_off = (int)(a_off + l.xp), dyp_off = (int)(a_off + l.end);
-            CLD_TRY(conv_pad(g, t, (size_t)xp_off, x, xo, nb * d.Ci, d.H, d.W, 1, l.Hp, l.Wp, 3));
-            CLD_TRY(cld__kernel(ctx, "winograd", "wino_input", &k));
-            CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off,
-                               d.Ci, nb, l.Hp, l.Wp, d.TH, l.TWp, l.Tp, l.ldv, l.ev));
-            CLD_TRY(cld__launch1d(g, k, t, (size_t)d.Ci * (size_t)(l.Tp / 8)));
+            int dyp_off = (int)(a_off + l.end);
+            CLD_TRY(wino_input(g, t, &d, &l, d.Ci, nb, x, xo, a_off));
             // dy planes padded to whole tiles, unless they already are (read in place)
             cl_mem dyp = arena;
             if (d.Ho == 4 * d.TH && d.Wo == 4 * l.TWp) {
@@ -480,10 +488,10 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
                                       arena, (size_t)m_off, (size_t)l.Tp, (size_t)l.em, arena,
                                       (size_t)v_off, (size_t)l.ldv, (size_t)l.ev,
                                       n0 > 0 ? 1.0f : 0.0f, arena, a_off, (size_t)d.Ci,
-                                      (size_t)l.eu, 36));
+                                      (size_t)eu, 36));
         }
         CLD_TRY(cld__kernel(ctx, "winograd", "wino_wgrad", &k));
-        CLD_TRY(cld__kargs(k, "wino_wgrad", "biibii", arena, (int)a_off, l.eu, t->buf,
+        CLD_TRY(cld__kargs(k, "wino_wgrad", "biibii", arena, (int)a_off, eu, t->buf,
                            (int)t->off, d.Co * d.Ci));
         return cld__launch1d(g, k, t, (size_t)d.Co * (size_t)d.Ci);
     }
