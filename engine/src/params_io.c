@@ -100,7 +100,8 @@ static int is_string_map(const cJSON *o)
 }
 
 /* The header JSON, padded with spaces to a multiple of 8 (malloc'd). */
-static cld_status save_header(const cld_params *p, const char *metadata_json, char **out, size_t *len)
+static cld_status save_header(const cld_params *p, const char *const *prefixes, int nsec, const char *metadata_json,
+                              char **out, size_t *len)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root) return cld__fail(CLD_ERR_NOMEM, "cld_params_save: out of host memory");
@@ -116,13 +117,16 @@ static cld_status save_header(const cld_params *p, const char *metadata_json, ch
         }
     }
     size_t begin = 0;
+    char name[160];
+    for (int sec = 0; sec < nsec && s == CLD_OK; sec++)
     for (int i = 0; i < p->count && s == CLD_OK; i++) {
         const cld__param *q = &p->items[i];
-        if (!strcmp(q->name, "__metadata__")) {
+        snprintf(name, sizeof name, "%s%s", prefixes[sec], q->name);
+        if (!strcmp(name, "__metadata__")) {
             s = cld__fail(CLD_ERR_INVALID_ARG, "cld_params_save: a parameter is named '__metadata__'");
             break;
         }
-        cJSON *t = cJSON_AddObjectToObject(root, q->name);
+        cJSON *t = cJSON_AddObjectToObject(root, name);
         cJSON *shape = t ? cJSON_CreateIntArray(q->shape, q->ndim) : NULL;
         cJSON *offs = shape ? cJSON_CreateArray() : NULL;
         if (offs) {
@@ -159,14 +163,18 @@ static cld_status write_all(FILE *f, const void *data, size_t bytes, const char 
     return CLD_OK;
 }
 
-/* Header and data of the store (values in `host`) to an open file. */
-static cld_status write_file(FILE *f, const cld_params *p, const float *host, const char *header, size_t hlen,
-                             const char *tmp)
+/* Length prefix and header to an open file. */
+static cld_status write_header(FILE *f, const char *header, size_t hlen, const char *tmp)
 {
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
     CLD_TRY(write_all(f, len8, 8, tmp));
-    CLD_TRY(write_all(f, header, hlen, tmp));
+    return write_all(f, header, hlen, tmp);
+}
+
+/* One section's data (a store-layout copy in `host`) to an open file. */
+static cld_status write_section(FILE *f, const cld_params *p, const float *host, const char *tmp)
+{
     unsigned char *chunk = NULL;
     if (!host_is_le() && !(chunk = malloc(ST_CHUNK * 4)))
         return cld__fail(CLD_ERR_NOMEM, "cld_params_save: out of host memory");
@@ -211,24 +219,22 @@ static void sync_parent_dir(const char *path)
     free(dir);
 }
 
-cld_status cld_params_save(cld_params *p, const char *path, const char *metadata_json)
+/* Sections: section k holds every parameter, named prefixes[k] + name, from
+ * device buffer bufs[k] (same layout as the store's values). */
+static cld_status save_sections(cld_params *p, const char *path, const char *metadata_json,
+                                const char *const *prefixes, const cl_mem *bufs, int nsec)
 {
     if (!p || !path || !*path) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_save: NULL argument");
     if (!p->count) return cld__fail(CLD_ERR_STATE, "cld_params_save: the store has no parameters");
     char *header = NULL, *tmp = NULL;
     float *host = NULL;
     size_t hlen = 0;
-    CLD_TRY(save_header(p, metadata_json, &header, &hlen));
+    CLD_TRY(save_header(p, prefixes, nsec, metadata_json, &header, &hlen));
     cld_status s = cld_params_alloc(p);
     if (s == CLD_OK) {
         host = malloc(p->total * sizeof *host);
         tmp = malloc(strlen(path) + 5);
         if (!host || !tmp) s = cld__fail(CLD_ERR_NOMEM, "cld_params_save: out of host memory");
-    }
-    if (s == CLD_OK) {
-        cl_int err = clEnqueueReadBuffer(p->ctx->queue, p->values, CL_TRUE, 0, p->total * sizeof *host, host, 0,
-                                         NULL, NULL);
-        s = cld__cl_check(err, "cld_params_save: clEnqueueReadBuffer(params)");
     }
     if (s == CLD_OK) {
         strcpy(tmp, path);
@@ -237,7 +243,13 @@ cld_status cld_params_save(cld_params *p, const char *path, const char *metadata
         if (!f) {
             s = cld__fail(CLD_ERR_IO, "cld_params_save: cannot create '%s': %s", tmp, strerror(errno));
         } else {
-            s = write_file(f, p, host, header, hlen, tmp);
+            s = write_header(f, header, hlen, tmp);
+            for (int k = 0; k < nsec && s == CLD_OK; k++) {
+                cl_int err = clEnqueueReadBuffer(p->ctx->queue, bufs[k] ? bufs[k] : p->values, CL_TRUE, 0,
+                                                 p->total * sizeof *host, host, 0, NULL, NULL);
+                s = cld__cl_check(err, "cld_params_save: clEnqueueReadBuffer(params)");
+                if (s == CLD_OK) s = write_section(f, p, host, tmp);
+            }
             if (s == CLD_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
                 s = cld__fail(CLD_ERR_IO, "cld_params_save: flushing '%s': %s", tmp, strerror(errno));
             if (fclose(f) != 0 && s == CLD_OK)
@@ -252,6 +264,13 @@ cld_status cld_params_save(cld_params *p, const char *path, const char *metadata
     free(host);
     free(tmp);
     return s;
+}
+
+cld_status cld_params_save(cld_params *p, const char *path, const char *metadata_json)
+{
+    const char *prefix = "";
+    cl_mem buf = NULL; /* the values */
+    return save_sections(p, path, metadata_json, &prefix, &buf, 1);
 }
 
 /* ---------------------------------------------------------------- load */
@@ -388,8 +407,9 @@ static cld_status parse_header(const char *text, size_t hlen, uint64_t data_len,
 
 /* Every store parameter from the file into `stage` (floats, store layout). */
 static cld_status read_tensors(FILE *f, const cld_params *p, const st_entry *es, int n, uint64_t data_start,
-                               const char *path, float *stage)
+                               const char *path, const char *prefix, float *stage)
 {
+    char name[160];
     unsigned char *raw = malloc(ST_CHUNK * 4);
     if (!raw) return cld__fail(CLD_ERR_NOMEM, "cld_params_load: out of host memory");
     cld_status s = CLD_OK;
@@ -397,23 +417,24 @@ static cld_status read_tensors(FILE *f, const cld_params *p, const st_entry *es,
     for (int i = 0; i < p->count && s == CLD_OK; i++) {
         const cld__param *q = &p->items[i];
         const st_entry *e = NULL;
+        snprintf(name, sizeof name, "%s%s", prefix, q->name);
         for (int j = 0; j < n && !e; j++)
-            if (!strcmp(es[j].name, q->name)) e = &es[j];
+            if (!strcmp(es[j].name, name)) e = &es[j];
         if (!e) {
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' is missing", path, q->name);
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' is missing", path, name);
             break;
         }
         if (e->ndim != q->ndim || memcmp(e->shape, q->shape, (size_t)q->ndim * sizeof(int))) {
             if (e->ndim > CLD_MAX_DIMS) snprintf(sa, sizeof sa, "of rank %d", e->ndim);
             else shape_text(e->ndim, e->shape, sa, sizeof sa);
             s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has shape %s in the file, %s in the model",
-                          path, q->name, sa, shape_text(q->ndim, q->shape, sb, sizeof sb));
+                          path, name, sa, shape_text(q->ndim, q->shape, sb, sizeof sb));
             break;
         }
         dt_kind kind = dtypes[e->dtype].kind;
         if (kind == DT_OTHER) {
             s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has dtype %s (F32, F16 or BF16 needed)",
-                          path, q->name, dtypes[e->dtype].name);
+                          path, name, dtypes[e->dtype].name);
             break;
         }
         const size_t esz = (size_t)dtypes[e->dtype].size;
@@ -425,7 +446,7 @@ static cld_status read_tensors(FILE *f, const cld_params *p, const st_entry *es,
             size_t m = q->n - j < ST_CHUNK ? q->n - j : ST_CHUNK;
             if (fread(raw, esz, m, f) != m)
                 s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s': file ends early (truncated)", path,
-                              q->name);
+                              name);
             else convert(kind, raw, m, stage + q->off + j);
         }
     }
@@ -433,7 +454,8 @@ static cld_status read_tensors(FILE *f, const cld_params *p, const st_entry *es,
     return s;
 }
 
-cld_status cld_params_load(cld_params *p, const char *path, char **metadata_json_out)
+static cld_status load_sections(cld_params *p, const char *path, char **metadata_json_out,
+                                const char *const *prefixes, const cl_mem *bufs, int nsec)
 {
     if (metadata_json_out) *metadata_json_out = NULL;
     if (!p || !path) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_load: NULL argument");
@@ -471,10 +493,11 @@ cld_status cld_params_load(cld_params *p, const char *path, char **metadata_json
     }
     if (s == CLD_OK) s = parse_header(header, (size_t)hlen, size - 8 - hlen, path, &root, &es, &n, &meta);
     if (s == CLD_OK) {
-        stage = calloc(p->total ? p->total : 1, sizeof *stage);
+        stage = calloc(p->total * (size_t)nsec + 1, sizeof *stage);
         if (!stage) s = cld__fail(CLD_ERR_NOMEM, "cld_params_load: out of host memory");
     }
-    if (s == CLD_OK) s = read_tensors(f, p, es, n, 8 + hlen, path, stage);
+    for (int k = 0; k < nsec && s == CLD_OK; k++)
+        s = read_tensors(f, p, es, n, 8 + hlen, path, prefixes[k], stage + p->total * (size_t)k);
     if (s == CLD_OK && meta && metadata_json_out) {
         char *text = cJSON_PrintUnformatted(meta);
         meta_text = text ? malloc(strlen(text) + 1) : NULL; /* the caller frees with free() */
@@ -484,9 +507,9 @@ cld_status cld_params_load(cld_params *p, const char *path, char **metadata_json
     }
     /* everything read and checked: now the store changes */
     if (s == CLD_OK) s = cld_params_alloc(p);
-    if (s == CLD_OK) {
-        cl_int err = clEnqueueWriteBuffer(p->ctx->queue, p->values, CL_TRUE, 0, p->total * sizeof *stage, stage, 0,
-                                          NULL, NULL);
+    for (int k = 0; k < nsec && s == CLD_OK; k++) {
+        cl_int err = clEnqueueWriteBuffer(p->ctx->queue, bufs[k] ? bufs[k] : p->values, CL_TRUE, 0,
+                                          p->total * sizeof *stage, stage + p->total * (size_t)k, 0, NULL, NULL);
         s = cld__cl_check(err, "cld_params_load: clEnqueueWriteBuffer(params)");
     }
     if (s == CLD_OK && metadata_json_out) {
@@ -495,6 +518,96 @@ cld_status cld_params_load(cld_params *p, const char *path, char **metadata_json
     }
     free(meta_text);
     free(stage);
+    free(es);
+    cJSON_Delete(root);
+    free(header);
+    fclose(f);
+    return s;
+}
+
+cld_status cld_params_load(cld_params *p, const char *path, char **metadata_json_out)
+{
+    const char *prefix = "";
+    cl_mem buf = NULL; /* the values */
+    return load_sections(p, path, metadata_json_out, &prefix, &buf, 1);
+}
+
+/* Training state: raw weights under their own names, then the EMA weights,
+ * AdamW's m and v under prefixes. The EMA store must have p's layout. */
+static const char *const state_prefixes[4] = {"", "ema.", "adam_m.", "adam_v."};
+
+static cld_status state_buffers(cld_params *p, cld_params *ema, cl_mem bufs[4], const char *what)
+{
+    if (!p || !ema) return cld__fail(CLD_ERR_INVALID_ARG, "%s: NULL store", what);
+    if (ema->count != p->count || ema->total != p->total)
+        return cld__fail(CLD_ERR_INVALID_ARG, "%s: the EMA store does not have the model's layout", what);
+    CLD_TRY(cld_params_alloc(p));
+    CLD_TRY(cld_params_alloc(ema));
+    bufs[0] = p->values;
+    bufs[1] = ema->values;
+    bufs[2] = p->m;
+    bufs[3] = p->v;
+    return CLD_OK;
+}
+
+cld_status cld_params_save_state(cld_params *p, cld_params *ema, const char *path, const char *metadata_json)
+{
+    cl_mem bufs[4];
+    CLD_TRY(state_buffers(p, ema, bufs, "cld_params_save_state"));
+    return save_sections(p, path, metadata_json, state_prefixes, bufs, 4);
+}
+
+cld_status cld_params_load_state(cld_params *p, cld_params *ema, const char *path, char **metadata_json_out)
+{
+    if (metadata_json_out) *metadata_json_out = NULL;
+    cl_mem bufs[4];
+    CLD_TRY(state_buffers(p, ema, bufs, "cld_params_load_state"));
+    return load_sections(p, path, metadata_json_out, state_prefixes, bufs, 4);
+}
+
+cld_status cld_safetensors_metadata(const char *path, char **metadata_json)
+{
+    if (!path || !metadata_json) return cld__fail(CLD_ERR_INVALID_ARG, "cld_safetensors_metadata: NULL argument");
+    *metadata_json = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return cld__fail(CLD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    unsigned char len8[8];
+    uint64_t hlen = 0, size = 0;
+    char *header = NULL;
+    cJSON *root = NULL;
+    st_entry *es = NULL;
+    int n = 0;
+    const cJSON *meta = NULL;
+    cld_status s = CLD_OK;
+    if (fstat(fileno(f), &st) != 0) s = cld__fail(CLD_ERR_IO, "stat '%s': %s", path, strerror(errno));
+    else size = (uint64_t)st.st_size;
+    if (s == CLD_OK && (size < 8 || fread(len8, 1, 8, f) != 8))
+        s = cld__fail(CLD_ERR_FORMAT, "'%s' (%llu bytes) is not a safetensors file: too short", path,
+                      (unsigned long long)size);
+    if (s == CLD_OK) {
+        for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
+        if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > size - 8)
+            s = cld__fail(CLD_ERR_FORMAT, "'%s' is not a safetensors file: header length %llu out of range (file "
+                          "has %llu bytes)", path, (unsigned long long)hlen, (unsigned long long)size);
+    }
+    if (s == CLD_OK) {
+        header = malloc((size_t)hlen + 1);
+        if (!header) s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_metadata: out of host memory");
+        else if (fread(header, 1, (size_t)hlen, f) != hlen)
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is truncated", path);
+        else header[hlen] = 0;
+    }
+    if (s == CLD_OK) s = parse_header(header, (size_t)hlen, size - 8 - hlen, path, &root, &es, &n, &meta);
+    if (s == CLD_OK && meta) {
+        char *text = cJSON_PrintUnformatted(meta);
+        *metadata_json = text ? malloc(strlen(text) + 1) : NULL;
+        if (*metadata_json) strcpy(*metadata_json, text);
+        else s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_metadata: out of host memory");
+        if (text) cJSON_free(text);
+    } else if (s == CLD_OK) {
+        s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s' has no __metadata__", path);
+    }
     free(es);
     cJSON_Delete(root);
     free(header);

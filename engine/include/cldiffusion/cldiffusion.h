@@ -127,6 +127,9 @@ cld_status cld_buffer_release(cl_mem buf);
 #include "cldiffusion/graph.h"
 #include "cldiffusion/diffusion.h"
 #include "cldiffusion/unet.h"
+#include "cldiffusion/train.h"
+#include "cldiffusion/model.h"
+#include "cldiffusion/io.h"
 #include "cldiffusion/bench.h"
 
 #endif

@@ -1,0 +1,1025 @@
+/* cld-train: train a diffusion UNet on IDX files or a folder of images.
+ *
+ * One step, top to bottom (train_step):
+ *   batch of x_0 and labels from the loader thread (global sample indices)
+ *   t, class dropout per sample from (seed, global index); x_t, target by
+ *   cld_q_sample with noise keyed by the global index; loss weights
+ *   zero grads, forward + backward, loss read back (NaN check)
+ *   gradient norm (NaN check), clipping, AdamW with the scheduled rate, EMA
+ * Everything random is a function of the seed and the step or global sample
+ * index, and the state file holds weights, EMA, AdamW moments and the step,
+ * so a resumed run continues bit for bit. */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char *PROG = "cld-train";
+
+/* ----------------------------------------------------------- options */
+
+typedef struct opts {
+    /* data */
+    const char *data, *labels, *val_data, *val_labels, *class_names;
+    int crop, channels, hflip;
+    /* model */
+    const char *preset, *config_file;
+    int base, res_blocks, groups, heads, mult[CLD_UNET_MAX_LEVELS], n_mult, attn[CLD_UNET_MAX_LEVELS], n_attn;
+    double dropout;
+    /* diffusion */
+    cld_diffusion_config diff;
+    double min_snr, cfg_drop;
+    /* optimiser */
+    double lr, wd, clip, ema, beta1, beta2, adam_eps;
+    int warmup, cosine, batch;
+    long steps;
+    uint64_t seed;
+    /* run */
+    const char *out, *device, *progress;
+    int resume, val_every, val_n, ckpt_every, keep, grid_every, log_every;
+    long stop_after; /* testing: stop (with a checkpoint) after this many steps of this process */
+} opts;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: cld-train --data PATH --out DIR [options]\n"
+            "\n"
+            "Trains a diffusion UNet. Writes DIR/model.safetensors (EMA weights, all settings in its metadata,\n"
+            "ready for cld-sample and cld-denoise), DIR/state-STEP.safetensors (full state for --resume),\n"
+            "DIR/log.csv and DIR/grid-STEP.png.\n"
+            "\n"
+            "data:\n"
+            "  --data PATH         IDX images (gzipped or not; labels beside it are found by name) or a folder\n"
+            "                      of images (class = subfolder name)\n"
+            "  --labels PATH       IDX labels (default: the -labels-idx1-ubyte file beside --data)\n"
+            "  --val-data PATH     held-back IDX images or folder for the validation loss (default: the\n"
+            "                      t10k files beside an IDX --data; else the validation loss is off)\n"
+            "  --val-labels PATH\n"
+            "  --class-names LIST  comma-separated names stored in the model (default: folder names)\n"
+            "  --crop N            folder data: random N x N crops (default 64)\n"
+            "  --channels 1|3      folder data: grey or RGB (default 3)\n"
+            "  --hflip             random horizontal flips\n"
+            "model (default preset fashion-mnist for 28x28 data):\n"
+            "  --preset NAME       fashion-mnist, cifar10, small (base 32)\n"
+            "  --config FILE       UNet config JSON (as stored in models)\n"
+            "  --base N  --mult 1,2,2  --res-blocks N  --attn 7[,14]  --groups N  --heads N  --dropout P\n"
+            "diffusion:\n"
+            "  --schedule linear|cosine|scaled-linear (cosine)  --T N (1000)  --pred eps|v|x0 (v)\n"
+            "  --min-snr G         Min-SNR-gamma loss weights (5; 0 = uniform)\n"
+            "  --cfg-drop P        class label dropped with probability P, for guidance (0.1)\n"
+            "optimiser:\n"
+            "  --steps N (20000)  --batch N (64)  --lr X (5e-4)  --warmup N (500)  --cosine (decay to 0)\n"
+            "  --wd X (0)  --clip X (1.0; 0 = off)  --ema X (0.9995)  --seed N (0)\n"
+            "run:\n"
+            "  --out DIR           output folder (created)\n"
+            "  --resume            continue from the newest DIR/state-*.safetensors (exactly)\n"
+            "  --device SPEC       OpenCL device\n"
+            "  --val-every N (500) --val-n N (1000) --ckpt-every N (500) --keep K (3) --grid-every N (2000)\n"
+            "  --log-every N (50)  --progress bar|json|none (bar on a terminal, else none)\n"
+            "  --help, --version\n"
+            "\n"
+            "SIGINT/SIGTERM write a checkpoint and stop. Exit status: 0 done, 1 failure, 2 usage error,\n"
+            "130 interrupted (checkpoint written).\n");
+}
+
+static int parse_int_list(const char *s, int *dst, int max, int *n)
+{
+    int k = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 4096 || k == max) return 0;
+        dst[k++] = (int)v;
+        s = end;
+        if (*s == ',') s++;
+        else if (*s) return 0;
+    }
+    *n = k;
+    return k > 0;
+}
+
+static int parse_num(const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (end == v || *end || errno || !(d >= lo && d <= hi)) return 0;
+    *out = d;
+    return 1;
+}
+
+/* Set-by-flag markers, so a resumed run can tell a conflicting flag from a default. */
+typedef struct setflags {
+    int model, diff, optim;
+    char first_model[32], first_diff[32], first_optim[32];
+} setflags;
+
+static void mark(char *dst, int *flag, const char *name)
+{
+    if (!*flag) snprintf(dst, 32, "%s", name);
+    *flag = 1;
+}
+
+static int parse_args(int argc, char **argv, opts *o, setflags *sf)
+{
+    memset(o, 0, sizeof *o);
+    memset(sf, 0, sizeof *sf);
+    o->crop = 64;
+    o->channels = 3;
+    o->diff.schedule = CLD_SCHEDULE_COSINE;
+    o->diff.T = 1000;
+    o->diff.pred = CLD_PRED_V;
+    o->min_snr = 5.0;
+    o->cfg_drop = 0.1;
+    o->lr = 5e-4;
+    o->clip = 1.0;
+    o->ema = 0.9995;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->adam_eps = 1e-8;
+    o->warmup = 500;
+    o->batch = 64;
+    o->steps = 20000;
+    o->val_every = 500;
+    o->val_n = 1000;
+    o->ckpt_every = 500;
+    o->keep = 3;
+    o->grid_every = 2000;
+    o->log_every = 50;
+    o->base = o->res_blocks = o->groups = o->heads = -1;
+    o->dropout = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        int r;
+        double d;
+#define OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
+#define BAD(...) do { fprintf(stderr, "%s: ", PROG); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); return CLI_EXIT_USAGE; } while (0)
+#define NUM(lo, hi) do { if (r < 0) return CLI_EXIT_USAGE; if (!parse_num(v, lo, hi, &d)) BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); } while (0)
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--version")) {
+            printf("cld-train %s\n", CLD_VERSION_STRING);
+            exit(0);
+        } else if (!strcmp(a, "--hflip")) o->hflip = 1;
+        else if (!strcmp(a, "--resume")) o->resume = 1;
+        else if (!strcmp(a, "--cosine")) { o->cosine = 1; mark(sf->first_optim, &sf->optim, a); }
+        else if (OPT("--data")) { if (r < 0) return 2; o->data = v; }
+        else if (OPT("--labels")) { if (r < 0) return 2; o->labels = v; }
+        else if (OPT("--val-data")) { if (r < 0) return 2; o->val_data = v; }
+        else if (OPT("--val-labels")) { if (r < 0) return 2; o->val_labels = v; }
+        else if (OPT("--class-names")) { if (r < 0) return 2; o->class_names = v; }
+        else if (OPT("--crop")) { NUM(8, 4096); o->crop = (int)d; }
+        else if (OPT("--channels")) { NUM(1, 3); if (d != 1 && d != 3) BAD("--channels: 1 or 3"); o->channels = (int)d; }
+        else if (OPT("--preset")) { if (r < 0) return 2; o->preset = v; mark(sf->first_model, &sf->model, a); }
+        else if (OPT("--config")) { if (r < 0) return 2; o->config_file = v; mark(sf->first_model, &sf->model, a); }
+        else if (OPT("--base")) { NUM(4, 4096); o->base = (int)d; mark(sf->first_model, &sf->model, a); }
+        else if (OPT("--res-blocks")) { NUM(1, 16); o->res_blocks = (int)d; mark(sf->first_model, &sf->model, a); }
+        else if (OPT("--groups")) { NUM(1, 1024); o->groups = (int)d; mark(sf->first_model, &sf->model, a); }
+        else if (OPT("--heads")) { NUM(1, 64); o->heads = (int)d; mark(sf->first_model, &sf->model, a); }
+        else if (OPT("--dropout")) { NUM(0, 0.9); o->dropout = d; mark(sf->first_model, &sf->model, a); }
+        else if (OPT("--mult")) {
+            if (r < 0) return 2;
+            if (!parse_int_list(v, o->mult, CLD_UNET_MAX_LEVELS, &o->n_mult)) BAD("--mult: '%s' is not a list like 1,2,2", v);
+            mark(sf->first_model, &sf->model, a);
+        } else if (OPT("--attn")) {
+            if (r < 0) return 2;
+            if (!strcmp(v, "none")) o->n_attn = 0, o->attn[0] = -1;
+            else if (!parse_int_list(v, o->attn, CLD_UNET_MAX_LEVELS, &o->n_attn)) BAD("--attn: '%s' is not a list of resolutions", v);
+            if (!o->n_attn) o->n_attn = -1; /* explicit none */
+            mark(sf->first_model, &sf->model, a);
+        } else if (OPT("--schedule")) {
+            if (r < 0) return 2;
+            if (cld_schedule_parse(v, &o->diff.schedule) != CLD_OK) BAD("%s", cld_last_error());
+            mark(sf->first_diff, &sf->diff, a);
+        } else if (OPT("--T")) { NUM(2, 100000); o->diff.T = (int)d; mark(sf->first_diff, &sf->diff, a); }
+        else if (OPT("--pred")) {
+            if (r < 0) return 2;
+            if (cld_pred_parse(v, &o->diff.pred) != CLD_OK) BAD("%s", cld_last_error());
+            mark(sf->first_diff, &sf->diff, a);
+        } else if (OPT("--min-snr")) { NUM(0, 1e6); o->min_snr = d; mark(sf->first_diff, &sf->diff, a); }
+        else if (OPT("--cfg-drop")) { NUM(0, 1); o->cfg_drop = d; mark(sf->first_diff, &sf->diff, a); }
+        else if (OPT("--steps")) { NUM(1, 1e12); o->steps = (long)d; }
+        else if (OPT("--batch")) { NUM(1, 65536); o->batch = (int)d; mark(sf->first_optim, &sf->optim, a); }
+        else if (OPT("--lr")) { NUM(0, 1); o->lr = d; mark(sf->first_optim, &sf->optim, a); }
+        else if (OPT("--warmup")) { NUM(0, 1e9); o->warmup = (int)d; mark(sf->first_optim, &sf->optim, a); }
+        else if (OPT("--wd")) { NUM(0, 10); o->wd = d; mark(sf->first_optim, &sf->optim, a); }
+        else if (OPT("--clip")) { NUM(0, 1e9); o->clip = d; mark(sf->first_optim, &sf->optim, a); }
+        else if (OPT("--ema")) { NUM(0, 1); o->ema = d; mark(sf->first_optim, &sf->optim, a); }
+        else if (OPT("--seed")) { NUM(0, 9007199254740991.0); o->seed = (uint64_t)d; mark(sf->first_optim, &sf->optim, a); }
+        else if (OPT("--out")) { if (r < 0) return 2; o->out = v; }
+        else if (OPT("--device")) { if (r < 0) return 2; o->device = v; }
+        else if (OPT("--progress")) {
+            if (r < 0) return 2;
+            if (strcmp(v, "bar") && strcmp(v, "json") && strcmp(v, "none")) BAD("--progress: bar, json or none, not '%s'", v);
+            o->progress = v;
+        } else if (OPT("--val-every")) { NUM(0, 1e9); o->val_every = (int)d; }
+        else if (OPT("--val-n")) { NUM(1, 1e7); o->val_n = (int)d; }
+        else if (OPT("--ckpt-every")) { NUM(1, 1e9); o->ckpt_every = (int)d; }
+        else if (OPT("--keep")) { NUM(1, 1000); o->keep = (int)d; }
+        else if (OPT("--grid-every")) { NUM(0, 1e9); o->grid_every = (int)d; }
+        else if (OPT("--log-every")) { NUM(1, 1e9); o->log_every = (int)d; }
+        else if (OPT("--stop-after")) { NUM(1, 1e12); o->stop_after = (long)d; }
+        else BAD("unknown option '%s' (see --help)", a);
+#undef OPT
+#undef NUM
+    }
+    if (!o->out) BAD("--out DIR is required");
+    if (!o->data && !o->resume) BAD("--data PATH is required");
+    if (!o->progress) o->progress = isatty(2) ? "bar" : "none";
+    return 0;
+#undef BAD
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int file_exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* "X/train-images-idx3-ubyte.gz" -> replace `from` by `to` in the file name. */
+static int sibling(const char *path, const char *from, const char *to, char *dst, size_t cap)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    const char *at = strstr(base, from);
+    if (!at) return 0;
+    snprintf(dst, cap, "%.*s%s%s", (int)(at - path), path, to, at + strlen(from));
+    return 1;
+}
+
+static volatile sig_atomic_t g_signal = 0;
+static void on_signal(int sig) { g_signal = sig; }
+
+/* ------------------------------------------------------------- state */
+
+typedef struct run {
+    opts o;
+    cld_ctx *ctx;
+    cld_unet_config cfg;
+    cld_model_meta meta;
+    cld_schedule *sched;
+    cld_dataset *ds, *val;
+    cld_dataset_info info;
+    cld_loader *loader;
+    cld_params *p, *ema;
+    cld_graph *g;
+    cld_tensor *x_t, *t, *labels, *target, *weights, *loss;
+    cl_mem x0; /* (batch, C, H, W) staging on the device */
+    size_t per;
+    float *hx, *hbuf;
+    int *hlab, *hti;
+    long step; /* completed steps */
+    FILE *csv;
+    double img_s, loss_ema;
+    /* validation */
+    cld_unet_runner *vrun_raw, *vrun_ema;
+    int vb;
+} run;
+
+static int fail(const char *what, cld_status s) { return cli_fail(PROG, what, s); }
+
+/* The UNet config from the options (defaults from the preset). */
+static int build_config(run *R)
+{
+    opts *o = &R->o;
+    cld_unet_config c;
+    const char *preset = o->preset;
+    if (o->config_file) {
+        FILE *f = fopen(o->config_file, "rb");
+        if (!f) { fprintf(stderr, "%s: --config: cannot open '%s': %s\n", PROG, o->config_file, strerror(errno)); return 1; }
+        char buf[8192];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        cld_status s = cld_unet_config_from_json(buf, &c);
+        if (s) return fail("--config", s);
+    } else {
+        if (!preset) preset = R->info.height == 28 ? "fashion-mnist" : R->info.height == 32 ? "cifar10" : "small";
+        int small = !strcmp(preset, "small");
+        cld_status s = cld_unet_config_preset(small ? "fashion-mnist" : preset, &c);
+        if (s) return fail("--preset", s);
+        if (small) c.base_channels = 32, c.norm_groups = 16, c.dropout = 0.0f;
+        c.in_channels = c.out_channels = R->info.channels;
+        c.image_size = R->info.height;
+    }
+    if (o->base > 0) c.base_channels = o->base;
+    if (o->res_blocks > 0) c.num_res_blocks = o->res_blocks;
+    if (o->groups > 0) c.norm_groups = o->groups;
+    if (o->heads > 0) c.heads = o->heads;
+    if (o->dropout >= 0) c.dropout = (float)o->dropout;
+    if (o->n_mult) {
+        c.n_levels = o->n_mult;
+        memcpy(c.mult, o->mult, sizeof c.mult);
+    }
+    if (o->n_attn) {
+        c.n_attn = o->n_attn < 0 ? 0 : o->n_attn;
+        memcpy(c.attn_res, o->attn, sizeof c.attn_res);
+    }
+    c.num_classes = R->info.num_classes > 1 ? R->info.num_classes : 0;
+    if (c.in_channels != R->info.channels || c.image_size != R->info.height || R->info.height != R->info.width) {
+        fprintf(stderr, "%s: the model takes %d x %d x %d, the data is %d x %d x %d\n", PROG, c.in_channels,
+                c.image_size, c.image_size, R->info.channels, R->info.height, R->info.width);
+        return 1;
+    }
+    cld_status s = cld_unet_config_check(&c);
+    if (s) return fail("model config", s);
+    R->cfg = c;
+    return 0;
+}
+
+/* Options that must match a resumed state (a conflicting flag is an error). */
+static char *train_json(const opts *o)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "batch", o->batch);
+    cJSON_AddNumberToObject(j, "lr", o->lr);
+    cJSON_AddNumberToObject(j, "warmup", o->warmup);
+    cJSON_AddBoolToObject(j, "cosine", o->cosine);
+    cJSON_AddNumberToObject(j, "wd", o->wd);
+    cJSON_AddNumberToObject(j, "clip", o->clip);
+    cJSON_AddNumberToObject(j, "ema", o->ema);
+    cJSON_AddNumberToObject(j, "seed", (double)o->seed);
+    cJSON_AddNumberToObject(j, "min_snr", o->min_snr);
+    cJSON_AddNumberToObject(j, "cfg_drop", o->cfg_drop);
+    cJSON_AddBoolToObject(j, "hflip", o->hflip);
+    cJSON_AddNumberToObject(j, "crop", o->crop);
+    cJSON_AddNumberToObject(j, "steps", (double)o->steps);
+    char *t = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return t;
+}
+
+static int train_from_json(const char *text, opts *o)
+{
+    cJSON *j = cJSON_Parse(text);
+    if (!j) return 0;
+    const char *k[] = {"batch", "lr", "warmup", "wd", "clip", "ema", "seed", "min_snr", "cfg_drop", "crop", "steps"};
+    double v[11];
+    for (int i = 0; i < 11; i++) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, k[i]);
+        if (!cJSON_IsNumber(e)) {
+            cJSON_Delete(j);
+            return 0;
+        }
+        v[i] = e->valuedouble;
+    }
+    o->batch = (int)v[0], o->lr = v[1], o->warmup = (int)v[2], o->wd = v[3], o->clip = v[4], o->ema = v[5];
+    o->seed = (uint64_t)v[6], o->min_snr = v[7], o->cfg_drop = v[8], o->crop = (int)v[9];
+    if (o->steps <= 0) o->steps = (long)v[10];
+    o->cosine = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "cosine"));
+    o->hflip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "hflip"));
+    cJSON_Delete(j);
+    return 1;
+}
+
+static char *metadata(run *R, long step)
+{
+    char *mj = NULL;
+    if (cld_model_meta_to_json(&R->meta, &mj) != CLD_OK) return NULL;
+    cJSON *root = cJSON_Parse(mj);
+    free(mj);
+    char *tj = train_json(&R->o), num[32];
+    cJSON_AddStringToObject(root, "cld.train", tj);
+    cJSON_free(tj);
+    snprintf(num, sizeof num, "%ld", step);
+    cJSON_AddStringToObject(root, "cld.step", num);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)step * (unsigned long long)R->o.batch);
+    cJSON_AddStringToObject(root, "cld.images_seen", num);
+    cJSON_AddStringToObject(root, "cld.engine", CLD_VERSION_STRING);
+    char *t = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return t;
+}
+
+/* Newest DIR/state-NNNNNNNNN.safetensors (step), or -1. */
+static long newest_state(const char *dir, long *all, int *n_all, int cap)
+{
+    DIR *d = opendir(dir);
+    long best = -1;
+    int n = 0;
+    if (!d) return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long s;
+        char tail[32];
+        if (sscanf(e->d_name, "state-%ld.%31s", &s, tail) == 2 && !strcmp(tail, "safetensors")) {
+            if (s > best) best = s;
+            if (all && n < cap) all[n++] = s;
+        }
+    }
+    closedir(d);
+    if (n_all) *n_all = n;
+    return best;
+}
+
+static int save_checkpoint(run *R)
+{
+    char path[4096], *meta = metadata(R, R->step);
+    if (!meta) return fail("checkpoint metadata", CLD_ERR_NOMEM);
+    snprintf(path, sizeof path, "%s/state-%09ld.safetensors", R->o.out, R->step);
+    cld_status s = cld_params_save_state(R->p, R->ema, path, meta);
+    if (s == CLD_OK) {
+        snprintf(path, sizeof path, "%s/model.safetensors", R->o.out);
+        s = cld_params_save(R->ema, path, meta);
+    }
+    cJSON_free(meta);
+    if (s) return fail("writing a checkpoint", s);
+    /* keep the newest K states */
+    long all[4096];
+    int n = 0;
+    newest_state(R->o.out, all, &n, 4096);
+    for (;;) {
+        int older = 0;
+        long oldest = -1;
+        for (int i = 0; i < n; i++)
+            if (all[i] >= 0) {
+                older++;
+                if (oldest < 0 || all[i] < oldest) oldest = all[i];
+            }
+        if (older <= R->o.keep) break;
+        snprintf(path, sizeof path, "%s/state-%09ld.safetensors", R->o.out, oldest);
+        unlink(path);
+        for (int i = 0; i < n; i++)
+            if (all[i] == oldest) all[i] = -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------- training */
+
+static double lr_at(const opts *o, long step)
+{
+    double lr = o->lr;
+    if (o->warmup > 0 && step < o->warmup) return lr * (double)(step + 1) / o->warmup;
+    if (o->cosine) {
+        double p = (double)(step - o->warmup) / (double)(o->steps - o->warmup > 0 ? o->steps - o->warmup : 1);
+        if (p > 1) p = 1;
+        lr *= 0.5 * (1 + cos(3.14159265358979323846 * p));
+    }
+    return lr;
+}
+
+static int build_train_graph(run *R)
+{
+    const int B = R->o.batch, S = R->cfg.image_size;
+    int xs[4] = {B, R->cfg.in_channels, S, S}, ts[1] = {B};
+    cld_plan_stats st;
+    cld_tensor *pred;
+    cld_status s = cld_graph_create(R->ctx, R->p, &R->g);
+    if (!s) s = cld_graph_input(R->g, "x_t", 4, xs, 0, &R->x_t);
+    if (!s) s = cld_graph_input(R->g, "t", 1, ts, 0, &R->t);
+    if (!s && R->cfg.num_classes) s = cld_graph_input(R->g, "labels", 1, ts, 0, &R->labels);
+    if (!s) s = cld_unet_build(R->g, &R->cfg, R->x_t, R->t, R->labels, &pred);
+    if (!s) s = cld_graph_input(R->g, "target", 4, xs, 0, &R->target);
+    if (!s) s = cld_graph_input(R->g, "weights", 1, ts, 0, &R->weights);
+    if (!s) s = cld_op_mse_loss(R->g, pred, R->target, R->weights, &R->loss);
+    if (!s) s = cld_graph_set_output(R->g, R->loss);
+    if (!s) s = cld_graph_backward(R->g, R->loss);
+    if (!s) s = cld_graph_plan(R->g, &st);
+    if (s) return fail("building the training graph", s);
+    fprintf(stderr, "training graph: batch %d, arena %.1f MiB, parameters %.1f MiB (x4 with grads and moments)\n", B,
+            st.peak_bytes / 1048576.0, st.param_bytes / 1048576.0);
+    return 0;
+}
+
+/* Per-sample timestep and class dropout, from (seed, global index). */
+static void draws(const run *R, uint64_t g, int *t, int *drop)
+{
+    uint64_t h = mix64(mix64(R->o.seed ^ 0x7469D5EBull) + g);
+    *t = (int)((h >> 11) % (uint64_t)R->o.diff.T);
+    *drop = (double)(mix64(h) >> 11) * 0x1.0p-53 < R->o.cfg_drop;
+}
+
+/* One step. Returns 0, or an exit code (the message printed). */
+static int train_step(run *R, double *loss_out, double *gnorm_out)
+{
+    const int B = R->o.batch;
+    uint64_t g0;
+    cld_status s = cld_loader_next(R->loader, R->hx, R->hlab, &g0);
+    if (s) return fail("loading data", s);
+    for (int b = 0; b < B; b++) {
+        int drop;
+        draws(R, g0 + (uint64_t)b, &R->hti[b], &drop);
+        if (drop || !R->cfg.num_classes) R->hlab[b] = R->cfg.num_classes;
+    }
+    cl_mem xb, tb;
+    size_t xo, to;
+    cld_noise_key key = {R->o.seed, CLD_NOISE_STREAM_TRAIN, (uint32_t)g0, (uint32_t)(g0 >> 32)};
+    s = cld_buffer_write(R->ctx, R->x0, 0, (size_t)B * R->per * sizeof(float), R->hx);
+    if (!s) s = cld_tensor_buffer(R->x_t, &xb, &xo);
+    if (!s) s = cld_tensor_buffer(R->target, &tb, &to);
+    if (!s) s = cld_q_sample(R->ctx, R->sched, B, R->per, R->hti, R->x0, 0, &key, xb, xo, R->o.diff.pred, tb, to);
+    for (int b = 0; b < B; b++) R->hbuf[b] = (float)R->hti[b];
+    if (!s) s = cld_tensor_write(R->g, R->t, R->hbuf);
+    if (!s && R->labels) {
+        for (int b = 0; b < B; b++) R->hbuf[b] = (float)R->hlab[b];
+        s = cld_tensor_write(R->g, R->labels, R->hbuf);
+    }
+    for (int b = 0; b < B && !s; b++) {
+        double w = 1.0;
+        if (R->o.min_snr > 0) s = cld_loss_weight(R->sched, R->hti[b], R->o.diff.pred, CLD_LOSS_MIN_SNR, R->o.min_snr, &w);
+        R->hbuf[b] = (float)w;
+    }
+    if (!s) s = cld_tensor_write(R->g, R->weights, R->hbuf);
+    if (!s) s = cld_params_zero_grad(R->p);
+    if (!s) s = cld_graph_set_seed(R->g, mix64(R->o.seed + 0x5151ull * (uint64_t)(R->step + 1)));
+    if (!s) s = cld_graph_run(R->g);
+    float loss = 0;
+    if (!s) s = cld_tensor_read(R->g, R->loss, &loss);
+    if (s) return fail("training step", s);
+    if (!isfinite(loss)) {
+        fprintf(stderr, "%s: step %ld: the loss is %g; stopping (the last checkpoint is kept)\n", PROG, R->step + 1,
+                loss);
+        return 1;
+    }
+    double gn = 0;
+    s = cld_params_grad_norm(R->p, &gn);
+    if (s) return fail("gradient norm", s);
+    if (!isfinite(gn)) {
+        int bad = -1;
+        const char *name = "?";
+        if (cld_params_find_nonfinite(R->p, 1, &bad) == CLD_OK && bad >= 0) cld_params_info(R->p, bad, &name, NULL, NULL, NULL);
+        fprintf(stderr, "%s: step %ld: the gradient of '%s' holds NaN or Inf; stopping (the last checkpoint is kept)\n",
+                PROG, R->step + 1, name);
+        return 1;
+    }
+    if (R->o.clip > 0 && gn > R->o.clip) s = cld_params_grad_scale(R->p, (float)(R->o.clip / gn));
+    if (!s) s = cld_params_adamw(R->p, (float)lr_at(&R->o, R->step), (float)R->o.beta1, (float)R->o.beta2,
+                                 (float)R->o.adam_eps, (float)R->o.wd, (int)(R->step + 1));
+    double decay = R->o.ema, warm = (1.0 + (double)R->step) / (10.0 + (double)R->step);
+    if (warm < decay) decay = warm;
+    if (!s) s = cld_params_ema_update(R->ema, R->p, (float)decay);
+    if (s) return fail("optimizer step", s);
+    R->step++;
+    *loss_out = loss;
+    *gnorm_out = gn;
+    return 0;
+}
+
+/* Validation: val_n held-back samples, timesteps spread evenly over [0, T),
+ * noise from a fixed key: the same number for the same weights, whatever
+ * the run's seed. Plain MSE on the model's prediction target. */
+static int validate(run *R, cld_unet_runner *vr, double *out)
+{
+    const int V = R->o.val_n, VB = R->vb;
+    const cld_noise_key key0 = {0x76616C6964ull, 2, 0, 0};
+    double sum = 0;
+    size_t count = 0;
+    cl_mem x0 = NULL, xt = NULL, tg = NULL, pr = NULL;
+    float *hx = malloc((size_t)VB * R->per * sizeof(float)), *ht = malloc((size_t)VB * R->per * sizeof(float)),
+          *hp = malloc((size_t)VB * R->per * sizeof(float)), tf[4096];
+    int ti[4096], lab[4096];
+    cld_status s = hx && ht && hp ? CLD_OK : CLD_ERR_NOMEM;
+    const size_t bytes = (size_t)VB * R->per * sizeof(float);
+    if (!s) s = cld_buffer_alloc(R->ctx, bytes, &x0);
+    if (!s) s = cld_buffer_alloc(R->ctx, bytes, &xt);
+    if (!s) s = cld_buffer_alloc(R->ctx, bytes, &tg);
+    if (!s) s = cld_buffer_alloc(R->ctx, bytes, &pr);
+    for (int i0 = 0; i0 < V && !s; i0 += VB) {
+        int nb = V - i0 < VB ? V - i0 : VB;
+        for (int b = 0; b < nb && !s; b++) {
+            int idx = i0 + b;
+            s = cld_dataset_get(R->val, idx, NULL, 0, 0, hx + (size_t)b * R->per, &lab[b]);
+            ti[b] = (int)(((double)idx + 0.5) * R->o.diff.T / V);
+            tf[b] = (float)ti[b];
+            if (!R->cfg.num_classes || lab[b] >= R->cfg.num_classes) lab[b] = R->cfg.num_classes;
+        }
+        cld_noise_key key = key0;
+        key.index = (uint32_t)i0;
+        if (!s) s = cld_buffer_write(R->ctx, x0, 0, (size_t)nb * R->per * sizeof(float), hx);
+        if (!s) s = cld_q_sample(R->ctx, R->sched, nb, R->per, ti, x0, 0, &key, xt, 0, R->o.diff.pred, tg, 0);
+        if (!s) s = cld_unet_runner_fn(vr, xt, 0, pr, 0, nb, tf, R->cfg.num_classes ? lab : NULL);
+        if (!s) s = cld_buffer_read(R->ctx, tg, 0, (size_t)nb * R->per * sizeof(float), ht);
+        if (!s) s = cld_buffer_read(R->ctx, pr, 0, (size_t)nb * R->per * sizeof(float), hp);
+        for (size_t i = 0; !s && i < (size_t)nb * R->per; i++) {
+            double d = (double)hp[i] - ht[i];
+            sum += d * d;
+        }
+        count += (size_t)nb * R->per;
+    }
+    if (x0) cld_buffer_release(x0);
+    if (xt) cld_buffer_release(xt);
+    if (tg) cld_buffer_release(tg);
+    if (pr) cld_buffer_release(pr);
+    free(hx);
+    free(ht);
+    free(hp);
+    if (s) return fail("validation", s);
+    *out = sum / (double)count;
+    return 0;
+}
+
+/* A grid of samples from the EMA weights: 4 rows, one column per class
+ * (8 unconditional), fixed seed, DPM-Solver++(2M) 25 steps, guidance 2. */
+static int write_grid(run *R)
+{
+    const int nc = R->cfg.num_classes, cols = nc ? nc : 8, rows = 4, n = rows * cols, S = R->cfg.image_size,
+              C = R->cfg.in_channels;
+    const double guidance = nc ? 2.0 : 1.0;
+    int labels[CLD_MODEL_MAX_CLASSES * 4];
+    for (int i = 0; i < n; i++) labels[i] = i % cols;
+    cld_sampler_opts so;
+    cld_sampler_opts_default(CLD_SAMPLER_DPMPP_2M, &so);
+    so.steps = 25;
+    so.pred = R->o.diff.pred;
+    so.guidance = guidance;
+    so.null_label = nc;
+    cld_unet_runner *gr = NULL;
+    cl_mem out = NULL;
+    float *h = malloc((size_t)n * R->per * sizeof(float));
+    unsigned char *px = malloc((size_t)n * R->per);
+    cld_status s = h && px ? CLD_OK : CLD_ERR_NOMEM;
+    if (!s) s = cld_unet_runner_create(R->ctx, R->ema, &R->cfg, nc && guidance != 1.0 ? 2 * n : n, &gr);
+    if (!s) s = cld_buffer_alloc(R->ctx, (size_t)n * R->per * sizeof(float), &out);
+    cld_sample_job job = {0};
+    job.n = n;
+    job.per_sample = R->per;
+    job.labels = nc ? labels : NULL;
+    job.seed = 1234;
+    job.out = out;
+    job.model = cld_unet_runner_fn;
+    job.model_user = gr;
+    if (!s) s = cld_sampler_run(R->ctx, R->sched, &so, &job);
+    if (!s) s = cld_buffer_read(R->ctx, out, 0, (size_t)n * R->per * sizeof(float), h);
+    if (!s) {
+        const int W = cols * (S + 2) + 2, H = rows * (S + 2) + 2;
+        unsigned char *img = calloc((size_t)W * H * C, 1);
+        if (!img) s = CLD_ERR_NOMEM;
+        for (int i = 0; img && i < n; i++) {
+            int gx = 2 + (i % cols) * (S + 2), gy = 2 + (i / cols) * (S + 2);
+            for (int c = 0; c < C; c++)
+                for (int y = 0; y < S; y++)
+                    for (int x = 0; x < S; x++) {
+                        float v = h[(size_t)i * R->per + ((size_t)c * S + y) * S + x];
+                        v = (v + 1.0f) * 127.5f;
+                        v = v < 0 ? 0 : v > 255 ? 255 : v;
+                        img[((size_t)(gy + y) * W + gx + x) * C + c] = (unsigned char)(v + 0.5f);
+                    }
+        }
+        char path[4096], stepv[32];
+        snprintf(path, sizeof path, "%s/grid-%09ld.png", R->o.out, R->step);
+        snprintf(stepv, sizeof stepv, "%ld", R->step);
+        const char *keys[] = {"Software", "cld.step"}, *vals[] = {"cldiffusion cld-train " CLD_VERSION_STRING, stepv};
+        if (img) s = cld_png_write(path, W, H, C, 8, img, 2, keys, vals);
+        free(img);
+    }
+    if (out) cld_buffer_release(out);
+    cld_unet_runner_free(gr);
+    free(h);
+    free(px);
+    if (s) return fail("sample grid", s);
+    return 0;
+}
+
+static void progress(run *R, double loss, double t_start, long step0)
+{
+    const double el = now_s() - t_start, rate = (R->step - step0) / (el > 0 ? el : 1);
+    const double eta = rate > 0 ? (R->o.steps - R->step) / rate : 0;
+    if (!strcmp(R->o.progress, "json")) {
+        printf("{\"step\": %ld, \"total\": %ld, \"loss\": %.6g, \"images_per_s\": %.2f, \"elapsed\": %.1f, \"eta\": %.1f}\n",
+               R->step, R->o.steps, loss, R->img_s, el, eta);
+        fflush(stdout);
+    } else if (!strcmp(R->o.progress, "bar")) {
+        int w = 30, fill = (int)(w * (double)R->step / R->o.steps);
+        char bar[64];
+        for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+        bar[w] = 0;
+        fprintf(stderr, "\rstep %ld/%ld [%s] loss %.4f  %.1f img/s  ETA %02d:%02d:%02d ", R->step, R->o.steps, bar,
+                R->loss_ema, R->img_s, (int)(eta / 3600), (int)(eta / 60) % 60, (int)eta % 60);
+    }
+}
+
+static int open_data(run *R)
+{
+    opts *o = &R->o;
+    char lab[4096], vimg[4096], vlab[4096];
+    cld_status s;
+    if (is_dir(o->data)) {
+        s = cld_dataset_open_folder(o->data, o->channels, o->crop, &R->ds);
+        if (s) return fail("--data", s);
+    } else {
+        const char *labels = o->labels;
+        if (!labels && (sibling(o->data, "images-idx3", "labels-idx1", lab, sizeof lab) && file_exists(lab))) labels = lab;
+        s = cld_dataset_open_idx(o->data, labels, &R->ds);
+        if (s) return fail("--data", s);
+        if (!o->val_data && sibling(o->data, "train-", "t10k-", vimg, sizeof vimg) && file_exists(vimg)) {
+            o->val_data = strdup(vimg);
+            if (!o->val_labels && sibling(vimg, "images-idx3", "labels-idx1", vlab, sizeof vlab) && file_exists(vlab))
+                o->val_labels = strdup(vlab);
+        }
+    }
+    cld_dataset_get_info(R->ds, &R->info);
+    if (o->val_data) {
+        cld_dataset_info vi;
+        s = is_dir(o->val_data) ? cld_dataset_open_folder(o->val_data, o->channels, o->crop, &R->val)
+                                : cld_dataset_open_idx(o->val_data, o->val_labels, &R->val);
+        if (s) return fail("--val-data", s);
+        cld_dataset_get_info(R->val, &vi);
+        if (vi.channels != R->info.channels || vi.height != R->info.height || vi.width != R->info.width) {
+            fprintf(stderr, "%s: --val-data: samples are %dx%dx%d, the training data's %dx%dx%d\n", PROG, vi.channels,
+                    vi.height, vi.width, R->info.channels, R->info.height, R->info.width);
+            return 1;
+        }
+        if (o->val_n > vi.n) o->val_n = vi.n;
+    }
+    /* class names */
+    memset(&R->meta, 0, sizeof R->meta);
+    if (o->class_names) {
+        const char *c = o->class_names;
+        int k = 0;
+        while (*c && k < CLD_MODEL_MAX_CLASSES) {
+            const char *e = strchr(c, ',');
+            size_t l = e ? (size_t)(e - c) : strlen(c);
+            if (l == 0 || l >= CLD_MODEL_CLASS_NAME) {
+                fprintf(stderr, "%s: --class-names: empty or too long name in '%s'\n", PROG, o->class_names);
+                return 2;
+            }
+            memcpy(R->meta.class_names[k], c, l);
+            R->meta.class_names[k++][l] = 0;
+            c = e ? e + 1 : c + l;
+        }
+        if (k != R->info.num_classes) {
+            fprintf(stderr, "%s: --class-names gives %d names, the data has %d classes\n", PROG, k, R->info.num_classes);
+            return 2;
+        }
+        R->meta.n_class_names = k;
+    } else if (R->info.num_classes > 1) {
+        for (int k = 0; k < R->info.num_classes; k++) {
+            const char *nm = NULL;
+            cld_dataset_class_name(R->ds, k, &nm);
+            snprintf(R->meta.class_names[k], CLD_MODEL_CLASS_NAME, "%s", nm ? nm : "");
+            if (!nm) snprintf(R->meta.class_names[k], CLD_MODEL_CLASS_NAME, "%d", k);
+        }
+        R->meta.n_class_names = R->info.num_classes;
+    }
+    return 0;
+}
+
+/* Can we write into the output folder? (Checked before any compute.) */
+static int check_out(const char *dir)
+{
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "%s: --out: cannot create '%s': %s\n", PROG, dir, strerror(errno));
+        return 1;
+    }
+    char probe[4096];
+    snprintf(probe, sizeof probe, "%s/.cld-write-test", dir);
+    FILE *f = fopen(probe, "wb");
+    if (!f) {
+        fprintf(stderr, "%s: --out: cannot write into '%s': %s\n", PROG, dir, strerror(errno));
+        return 1;
+    }
+    fclose(f);
+    unlink(probe);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    run R;
+    memset(&R, 0, sizeof R);
+    setflags sf;
+    int rc = parse_args(argc, argv, &R.o, &sf);
+    if (rc) return rc;
+    opts *o = &R.o;
+    const double t_start = now_s();
+    char resume_path[4096] = "";
+    cld_model_meta stored_meta;
+    if (check_out(o->out)) return 1;
+    if (o->resume) {
+        /* the state's settings replace the defaults; a flag naming another value is an error */
+        long st = newest_state(o->out, NULL, NULL, 0);
+        if (st < 0) {
+            fprintf(stderr, "%s: --resume: no state-*.safetensors in '%s'\n", PROG, o->out);
+            return 1;
+        }
+        snprintf(resume_path, sizeof resume_path, "%s/state-%09ld.safetensors", o->out, st);
+        R.step = st;
+        char *mj = NULL;
+        cld_status s = cld_safetensors_metadata(resume_path, &mj);
+        if (!s) s = cld_model_meta_from_json(mj, &stored_meta);
+        if (s) return fail("--resume", s);
+        cJSON *root = cJSON_Parse(mj);
+        const cJSON *tj = root ? cJSON_GetObjectItemCaseSensitive(root, "cld.train") : NULL;
+        opts stored = *o;
+        stored.steps = 0;
+        int ok = cJSON_IsString(tj) && train_from_json(tj->valuestring, &stored);
+        cJSON_Delete(root);
+        free(mj);
+        if (!ok) {
+            fprintf(stderr, "%s: --resume: '%s' lacks its training settings (cld.train)\n", PROG, resume_path);
+            return 1;
+        }
+        if (sf.optim && (stored.batch != o->batch || stored.lr != o->lr || stored.warmup != o->warmup ||
+                         stored.wd != o->wd || stored.clip != o->clip || stored.ema != o->ema ||
+                         stored.seed != o->seed || stored.cosine != o->cosine || stored.min_snr != o->min_snr ||
+                         stored.cfg_drop != o->cfg_drop)) {
+            fprintf(stderr, "%s: --resume: %s does not match the training settings of '%s'\n", PROG, sf.first_optim,
+                    resume_path);
+            return 1;
+        }
+        const cld_diffusion_config *d = &stored_meta.diffusion;
+        if (sf.diff && (d->schedule != o->diff.schedule || d->T != o->diff.T || d->pred != o->diff.pred)) {
+            fprintf(stderr, "%s: --resume: %s does not match the diffusion settings of '%s'\n", PROG, sf.first_diff,
+                    resume_path);
+            return 1;
+        }
+        long steps = o->steps;
+        int explicit_steps = 0;
+        for (int i = 1; i < argc; i++) explicit_steps |= !strncmp(argv[i], "--steps", 7);
+        *o = (opts){0};
+        *o = stored;
+        if (explicit_steps) o->steps = steps;
+        o->diff = *d;
+    }
+    if (!o->data) {
+        fprintf(stderr, "%s: --data PATH is required (also with --resume)\n", PROG);
+        return 2;
+    }
+    if ((rc = open_data(&R))) return rc;
+    if ((rc = build_config(&R))) return rc;
+    if (o->resume) {
+        char *a = NULL, *b = NULL;
+        if (!sf.model) {
+            R.cfg = stored_meta.unet; /* no model flags: the state's model */
+        }
+        cld_unet_config_to_json(&stored_meta.unet, &a);
+        cld_unet_config_to_json(&R.cfg, &b);
+        int same = a && b && !strcmp(a, b);
+        free(a);
+        free(b);
+        if (!same) {
+            fprintf(stderr, "%s: --resume: the model config from %s does not match the checkpoint '%s'\n", PROG,
+                    sf.first_model, resume_path);
+            return 1;
+        }
+        if (R.cfg.in_channels != R.info.channels || R.cfg.image_size != R.info.height ||
+            R.cfg.num_classes != (R.info.num_classes > 1 ? R.info.num_classes : 0)) {
+            fprintf(stderr, "%s: --resume: the data (%d x %d x %d, %d classes) does not fit the checkpoint's model\n",
+                    PROG, R.info.channels, R.info.height, R.info.width, R.info.num_classes);
+            return 1;
+        }
+        if (!o->class_names && stored_meta.n_class_names) {
+            memcpy(R.meta.class_names, stored_meta.class_names, sizeof R.meta.class_names);
+            R.meta.n_class_names = stored_meta.n_class_names;
+        }
+    }
+    R.meta.unet = R.cfg;
+    R.meta.diffusion = o->diff;
+    cld_status s = cld_diffusion_schedule(&o->diff, &R.sched);
+    if (s) return fail("schedule", s);
+    if (cli_ctx_create(o->device, stderr, &R.ctx)) return fail("device", cld_ctx_create(o->device, &R.ctx));
+    size_t np = 0;
+    cld_unet_param_count(&R.cfg, &np);
+    s = cld_params_create(R.ctx, &R.p);
+    if (!s) s = cld_params_set_seed(R.p, o->seed);
+    if (s) return fail("parameters", s);
+    R.per = (size_t)R.cfg.in_channels * R.cfg.image_size * R.cfg.image_size;
+    if ((rc = build_train_graph(&R))) return rc;
+    s = cld_params_clone(R.p, &R.ema);
+    if (!s) s = cld_params_alloc(R.p);
+    if (!s) s = cld_params_copy(R.ema, R.p);
+    if (s) return fail("parameters", s);
+    if (o->resume) {
+        s = cld_params_load_state(R.p, R.ema, resume_path, NULL);
+        if (s) return fail("--resume", s);
+        fprintf(stderr, "resumed from %s (step %ld)\n", resume_path, R.step);
+    }
+    fprintf(stderr, "model: UNet %zu parameters, %d classes, %s schedule T=%d, %s prediction; data: %d samples of %dx%dx%d\n",
+            np, R.cfg.num_classes, cld_schedule_name(o->diff.schedule), o->diff.T, cld_pred_name(o->diff.pred),
+            R.info.n, R.info.channels, R.info.height, R.info.width);
+    const int B = o->batch;
+    R.hx = malloc((size_t)B * R.per * sizeof(float));
+    R.hbuf = malloc((size_t)B * sizeof(float));
+    R.hlab = malloc((size_t)B * sizeof(int));
+    R.hti = malloc((size_t)B * sizeof(int));
+    if (!R.hx || !R.hbuf || !R.hlab || !R.hti) return fail("host buffers", CLD_ERR_NOMEM);
+    s = cld_buffer_alloc(R.ctx, (size_t)B * R.per * sizeof(float), &R.x0);
+    if (s) return fail("device buffers", s);
+    cld_augment aug = {o->hflip};
+    s = cld_loader_create(R.ds, B, &aug, o->seed, (uint64_t)R.step * (uint64_t)B, &R.loader);
+    if (s) return fail("data loader", s);
+    if (R.val) {
+        R.vb = o->val_n < 250 ? o->val_n : 250;
+        s = cld_unet_runner_create(R.ctx, R.ema, &R.cfg, R.vb, &R.vrun_ema);
+        if (!s) s = cld_unet_runner_create(R.ctx, R.p, &R.cfg, R.vb, &R.vrun_raw);
+        if (s) return fail("validation graph", s);
+    }
+    char csv[4096];
+    snprintf(csv, sizeof csv, "%s/log.csv", o->out);
+    int new_csv = !file_exists(csv) || !o->resume;
+    R.csv = fopen(csv, new_csv ? "w" : "a");
+    if (!R.csv) {
+        fprintf(stderr, "%s: cannot write '%s': %s\n", PROG, csv, strerror(errno));
+        return 1;
+    }
+    if (new_csv) fprintf(R.csv, "step,loss,val_loss,val_loss_ema,lr,grad_norm,images_per_s,elapsed_s\n");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    const long step0 = R.step;
+    double t_win = now_s(), loss_sum = 0, gn_last = 0;
+    long win_steps = 0;
+    rc = 0;
+    if (R.step == 0 && o->grid_every) rc = write_grid(&R);
+    while (!rc && R.step < o->steps && !g_signal) {
+        double loss = 0, gn = 0;
+        if ((rc = train_step(&R, &loss, &gn))) break;
+        loss_sum += loss;
+        gn_last = gn;
+        win_steps++;
+        R.loss_ema = R.step == step0 + 1 ? loss : 0.98 * R.loss_ema + 0.02 * loss;
+        double el = now_s() - t_win;
+        if (win_steps >= 5 && el > 0) R.img_s = (double)win_steps * B / el;
+        const int last = R.step == o->steps || (o->stop_after && R.step - step0 >= o->stop_after);
+        if (R.step % o->log_every == 0 || last) {
+            double vl = NAN, vle = NAN;
+            if (R.val && o->val_every && (R.step % o->val_every == 0 || last)) {
+                if ((rc = validate(&R, R.vrun_raw, &vl)) || (rc = validate(&R, R.vrun_ema, &vle))) break;
+                if (!strcmp(o->progress, "bar")) fputc('\n', stderr);
+                fprintf(stderr, "step %ld: validation loss %.5f (EMA %.5f)\n", R.step, vl, vle);
+            }
+            fprintf(R.csv, "%ld,%.6f,%.6f,%.6f,%.6g,%.4f,%.2f,%.1f\n", R.step, loss_sum / win_steps, vl, vle,
+                    lr_at(o, R.step - 1), gn_last, R.img_s, now_s() - t_start);
+            fflush(R.csv);
+            progress(&R, loss_sum / win_steps, t_start, step0);
+            loss_sum = 0;
+            win_steps = 0;
+            t_win = now_s();
+        } else if (!strcmp(o->progress, "bar")) {
+            progress(&R, loss, t_start, step0);
+        }
+        if (R.step % o->ckpt_every == 0 || last) rc = save_checkpoint(&R);
+        if (!rc && o->grid_every && (R.step % o->grid_every == 0 || R.step == o->steps)) rc = write_grid(&R);
+        if (last) break;
+    }
+    if (!rc && g_signal) {
+        if (!strcmp(o->progress, "bar")) fputc('\n', stderr);
+        fprintf(stderr, "%s: %s: writing a checkpoint at step %ld\n", PROG, g_signal == SIGINT ? "interrupted" : "terminated",
+                R.step);
+        rc = save_checkpoint(&R);
+        if (!rc) rc = 130;
+    }
+    if (!strcmp(o->progress, "bar")) fputc('\n', stderr);
+    double wait = 0;
+    cld_loader_wait_seconds(R.loader, &wait);
+    cld_device_info di;
+    cld_ctx_device_info(R.ctx, &di);
+    fprintf(stderr, "%s: %ld steps (%ld this run) on %s in %.1f s; data loader waits %.2f s in all\n", PROG, R.step,
+            R.step - step0, di.name, now_s() - t_start, wait);
+    if (R.csv) fclose(R.csv);
+    cld_loader_free(R.loader);
+    cld_unet_runner_free(R.vrun_raw);
+    cld_unet_runner_free(R.vrun_ema);
+    cld_graph_free(R.g);
+    if (R.x0) cld_buffer_release(R.x0);
+    cld_params_free(R.p);
+    cld_params_free(R.ema);
+    cld_dataset_free(R.ds);
+    cld_dataset_free(R.val);
+    cld_schedule_free(R.sched);
+    cld_ctx_free(R.ctx);
+    free(R.hx);
+    free(R.hbuf);
+    free(R.hlab);
+    free(R.hti);
+    return rc;
+}
