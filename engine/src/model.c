@@ -61,6 +61,7 @@ cld_status cld_model_meta_to_json(const cld_model_meta *m, char **json)
     ok = ok && cJSON_AddNumberToObject(d, "beta_end", m->diffusion.beta_end);
     ok = ok && cJSON_AddBoolToObject(d, "zero_terminal_snr", m->diffusion.zero_terminal_snr);
     ok = ok && cJSON_AddStringToObject(d, "prediction", cld_pred_name(m->diffusion.pred));
+    ok = ok && cJSON_AddStringToObject(d, "variance", m->diffusion.learned_variance ? "learned_range" : "fixed");
     for (int i = 0; ok && i < m->n_class_names; i++) ok = cJSON_AddItemToArray(cl, cJSON_CreateString(m->class_names[i]));
     char *dtext = ok ? cJSON_PrintUnformatted(d) : NULL, *ctext = ok ? cJSON_PrintUnformatted(cl) : NULL;
     ok = ok && dtext && ctext && cJSON_AddStringToObject(root, "cld.format", "cldiffusion-model 1") &&
@@ -120,6 +121,13 @@ cld_status cld_model_meta_from_json(const char *json, cld_model_meta *m)
             r.diffusion.beta_start = bs->valuedouble;
             r.diffusion.beta_end = be->valuedouble;
             r.diffusion.zero_terminal_snr = cJSON_IsTrue(z);
+            const char *var = meta_str(d, "variance");
+            if (var && strcmp(var, "fixed") && strcmp(var, "learned_range"))
+                s = cld__fail(CLD_ERR_FORMAT, "model metadata: diffusion 'variance' is '%s' (fixed, learned_range)", var);
+            r.diffusion.learned_variance = var && !strcmp(var, "learned_range");
+            if (s == CLD_OK && r.diffusion.learned_variance && r.unet.out_channels != 2 * r.unet.in_channels)
+                s = cld__fail(CLD_ERR_FORMAT, "model metadata: learned variance needs %d output channels, the UNet has %d",
+                              2 * r.unet.in_channels, r.unet.out_channels);
         }
     }
     if (s == CLD_OK && ctext) {

@@ -19,6 +19,9 @@ typedef struct cld_diffusion_config {
     double beta_start, beta_end;   /* 0, 0: the schedule's defaults */
     int zero_terminal_snr;
     cld_pred_type pred;
+    int learned_variance;          /* 1: the UNet has 2x output channels, the second half
+                                      interpolates log variance between the posterior's and
+                                      beta_t (Improved DDPM; diffusers' "learned_range") */
 } cld_diffusion_config;
 
 typedef struct cld_model_meta {
