@@ -17,7 +17,8 @@
  *    prior terms remain);
  *  - cld_sampler_run_learned_var: frac 0 and 1 against cld_sampler_run's
  *    posterior and beta variances, guidance, a per-element frac against a
- *    double reference, batch independence and bad arguments. */
+ *    double reference, batch independence and bad arguments; the other
+ *    samplers through cld_pred_half_fn. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -962,6 +963,46 @@ START_TEST(test_sampler_reference)
 }
 END_TEST
 
+/* Other samplers on the learned-variance model through cld_pred_half_fn:
+ * the same bits as the model without the variance half. */
+START_TEST(test_pred_half)
+{
+    cld_schedule *s;
+    TU_OK(cld_schedule_create(CLD_SCHEDULE_LINEAR, 1000, 0, 0, 0, &s));
+    const int n = 3, labels[3] = {1, 0, 1};
+    sm g;
+    sm_init(&g, s, CLD_PRED_V, 2 * n, 5 * 3);
+    g.vtanh = 1;
+    size_t total = (size_t)n * g.per;
+    float *a = tu_malloc(total * sizeof(float)), *b = tu_malloc(total * sizeof(float));
+    cl_mem buf;
+    TU_OK(cld_buffer_alloc(tu_ctx(), total * sizeof(float), &buf));
+    const cld_sampler_kind kinds[2] = {CLD_SAMPLER_DDIM, CLD_SAMPLER_DPMPP_2M};
+    for (int k = 0; k < 2; k++) {
+        cld_sampler_opts o;
+        TU_OK(cld_sampler_opts_default(kinds[k], &o));
+        o.steps = 12, o.pred = CLD_PRED_V, o.guidance = 2.0, o.null_label = NULL_LABEL;
+        cld_pred_half h = {tu_ctx(), sm_model, &g, g.per};
+        cld_sample_job job = {.n = n, .per_sample = g.per, .labels = labels, .seed = 3, .out = buf,
+                              .model = cld_pred_half_fn, .model_user = &h};
+        g.learned = 1;
+        TU_OK(cld_sampler_run(tu_ctx(), s, &o, &job));
+        tu_download(tu_ctx(), buf, a, total);
+        g.learned = 0;
+        job.model = sm_model, job.model_user = &g;
+        TU_OK(cld_sampler_run(tu_ctx(), s, &o, &job));
+        tu_download(tu_ctx(), buf, b, total);
+        ck_assert_msg(memcmp(a, b, total * sizeof(float)) == 0, "%s through cld_pred_half_fn differs",
+                      cld_sampler_name(kinds[k]));
+    }
+    cld_pred_half bad = {tu_ctx(), NULL, NULL, g.per};
+    TU_STATUS(cld_pred_half_fn(&bad, buf, 0, buf, 0, 1, NULL, NULL), CLD_ERR_INVALID_ARG);
+    cld_buffer_release(buf);
+    free(a), free(b), free(g.xh), free(g.oh);
+    cld_schedule_free(s);
+}
+END_TEST
+
 START_TEST(test_sampler_batch_and_args)
 {
     cld_schedule *s;
@@ -1013,6 +1054,7 @@ int main(void)
     tcase_add_test(tc, test_sampler_fixed_ends);
     tcase_add_test(tc, test_sampler_guidance);
     tcase_add_test(tc, test_sampler_reference);
+    tcase_add_test(tc, test_pred_half);
     tcase_add_test(tc, test_sampler_batch_and_args);
     suite_add_tcase(su, tc);
     return tu_run_suite(su);

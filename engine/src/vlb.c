@@ -452,3 +452,25 @@ cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s, cons
     free(labels);
     return st;
 }
+
+cld_status cld_pred_half_fn(void *user, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n, const float *t,
+                            const int *labels)
+{
+    const cld_pred_half *h = user;
+    if (!h || !h->ctx || !h->model || !x || !out || n < 1 || h->per_sample == 0)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_pred_half_fn: NULL argument, n %d or per_sample %zu", n,
+                         h ? h->per_sample : 0);
+    const size_t row = h->per_sample * sizeof(float);
+    cl_mem tmp;
+    CLD_TRY(cld_buffer_alloc(h->ctx, 2 * row * (size_t)n, &tmp));
+    cld_status st = h->model(h->model_user, x, x_off, tmp, 0, n, t, labels);
+    if (st == CLD_OK) {
+        /* rows of 2 * per_sample floats -> their first halves */
+        size_t src0[3] = {0, 0, 0}, dst0[3] = {out_off * sizeof(float), 0, 0}, region[3] = {row, (size_t)n, 1};
+        st = cld__cl_check(clEnqueueCopyBufferRect(h->ctx->queue, tmp, out, src0, dst0, region, 2 * row, 0, row, 0,
+                                                   0, NULL, NULL),
+                           "cld_pred_half_fn: clEnqueueCopyBufferRect");
+    }
+    cld_buffer_release(tmp); /* OpenCL keeps it until the copy is done */
+    return st;
+}

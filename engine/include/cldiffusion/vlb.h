@@ -113,6 +113,20 @@ cld_status cld_vlb_bound(cld_ctx *ctx, const cld_schedule *s, const cld_vlb_job 
 cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s,
                                        const cld_sampler_opts *opts, const cld_sample_job *job);
 
+/* The other samplers on a learned-variance model: a cld_model_fn (pass
+ * cld_pred_half_fn and a cld_pred_half) that calls `model` (output (n, 2 *
+ * per_sample)) and returns its prediction half (n, per_sample), as diffusers
+ * does for schedulers without a learned variance. A scratch buffer is
+ * allocated per call. */
+typedef struct cld_pred_half {
+    cld_ctx *ctx;
+    cld_model_fn model;
+    void *model_user;
+    size_t per_sample;
+} cld_pred_half;
+cld_status cld_pred_half_fn(void *pred_half, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n,
+                            const float *t, const int *labels);
+
 #ifdef __cplusplus
 }
 #endif
