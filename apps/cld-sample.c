@@ -22,6 +22,7 @@
 
 static const char *PROG = "cld-sample";
 #define DEFAULT_MODEL "fashion-mnist.safetensors"
+#define ASSET_PREFIX "asset:" /* a recipe's model that is a bundled asset, wherever it is installed */
 #define DEFAULT_STEPS 20
 #define DEFAULT_GUIDANCE 2.0
 #define DEFAULT_PER_CLASS 2
@@ -48,7 +49,8 @@ static void usage(FILE *f)
             "of every class, DPM-Solver++(2M) with %d steps, guidance %g, seed 0, into samples.png.\n"
             "\n"
             "  --model FILE         model (safetensors written by cld-train; default: the bundled %s,\n"
-            "                       found next to the program, in the install prefix or through CLD_ASSETS)\n"
+            "                       found next to the program, in the install prefix or through CLD_ASSETS;\n"
+            "                       asset:NAME names another bundled file)\n"
             "  --device SPEC        OpenCL device (see cld-devices)\n"
             "  --sampler NAME       ddpm, ddim, dpm++2m (default), euler, euler-a, heun\n"
             "  --spacing NAME       leading, trailing (default), linspace, karras\n"
@@ -402,9 +404,12 @@ static int run(state *S)
         fprintf(stderr, "%s: --trajectory writes one strip: --out must be a .png file\n", PROG);
         return CLI_EXIT_USAGE;
     }
-    if (!o->model) {
-        cld_status s = cld_asset_path(DEFAULT_MODEL, model_buf, sizeof model_buf);
-        if (s) return cli_fail(PROG, "the default model (use --model FILE)", s);
+    const char *asset = !o->model ? DEFAULT_MODEL
+                        : !strncmp(o->model, ASSET_PREFIX, strlen(ASSET_PREFIX)) ? o->model + strlen(ASSET_PREFIX)
+                                                                                : NULL;
+    if (asset) {
+        cld_status s = cld_asset_path(asset, model_buf, sizeof model_buf);
+        if (s) return cli_fail(PROG, "the bundled model (use --model FILE)", s);
         o->model = model_buf;
     }
     if (!o->progress) o->progress = isatty(2) ? "bar" : "none";
@@ -524,7 +529,8 @@ static int run(state *S)
     /* the recipe and the PNGs */
     cld_recipe r;
     memset(&r, 0, sizeof r);
-    snprintf(r.model, sizeof r.model, "%s", o->model);
+    if (asset) snprintf(r.model, sizeof r.model, "%s%s", ASSET_PREFIX, asset);
+    else snprintf(r.model, sizeof r.model, "%s", o->model);
     r.model_hash = m->hash;
     r.sampler = o->sampler;
     r.spacing = (cld_spacing)o->spacing;

@@ -714,8 +714,8 @@ static int run_app(const char *dir, const char *args, char **out, char **err)
     return WEXITSTATUS(st);
 }
 
-/* A small grey (or RGB) PNG of random pixels. */
-static void write_image(const char *path, int size, int channels, uint64_t seed)
+/* A small grey (or RGB) PNG of random pixels, dir/name. */
+static void write_image(const char *dir, const char *name, int size, int channels, uint64_t seed)
 {
     uint8_t px[64 * 64 * 3];
     uint64_t st = seed;
@@ -723,7 +723,9 @@ static void write_image(const char *path, int size, int channels, uint64_t seed)
         st = st * 6364136223846793005ull + 1442695040888963407ull;
         px[i] = (uint8_t)(st >> 56);
     }
+    char *path = path_in(dir, name);
     TU_OK(cld_png_write(path, size, size, channels, 8, px, 0, NULL, NULL));
+    free(path);
 }
 
 typedef struct app_case {
@@ -745,10 +747,12 @@ START_TEST(test_app_errors)
     write_all(cut, bytes, len - 100);
     free(bytes);
     write_all(text, "hello", 5);
-    write_image(path_in(dir, "big.png"), 9, 1, 1);
-    write_image(path_in(dir, "rgb.png"), 8, 3, 2);
-    write_image(path_in(dir, "in.png"), 8, 1, 3);
-    write_all(path_in(dir, "afile"), "x", 1);
+    write_image(dir, "big.png", 9, 1, 1);
+    write_image(dir, "rgb.png", 8, 3, 2);
+    write_image(dir, "in.png", 8, 1, 3);
+    char *afile = path_in(dir, "afile");
+    write_all(afile, "x", 1);
+    free(afile);
     const app_case cases[] = {
         {"--bogus", 2, "unknown option '--bogus'"},
         {"--model m.safetensors --sampler plms", 2, "unknown sampler 'plms'"},
@@ -897,7 +901,7 @@ START_TEST(test_app_progress_inpaint_defaults)
     for (int p = 0; p < 64; p++) mask[p] = (p % 8) < 4 ? 255 : 0;
     char *mp = path_in(dir, "mask.png"), *ip = path_in(dir, "in.png"), *op = path_in(dir, "inpaint/");
     TU_OK(cld_png_write(mp, 8, 8, 1, 8, mask, 0, NULL, NULL));
-    write_image(ip, 8, 1, 4);
+    write_image(dir, "in.png", 8, 1, 4);
     ck_assert_int_eq(run_app(dir, "--model fashion-mnist.safetensors --steps 4 --n 3 --init in.png --mask mask.png "
                                   "--resample 2 --out inpaint/", NULL, &err), 0);
     ck_assert_msg(strstr(err, "ddpm") && strstr(err, "resample 2"), "%s", err);
@@ -939,6 +943,26 @@ START_TEST(test_app_progress_inpaint_defaults)
     ck_assert_msg(strstr(err, model), "%s", err);
     free(so);
     free(err);
+    char *def = path_in(dir, "def.png"), *recipe = NULL;
+    TU_OK(cld_png_read_text(def, CLD_RECIPE_KEY, &recipe));
+    ck_assert_msg(strstr(recipe, "\"model\":\"asset:fashion-mnist.safetensors\""), "%s", recipe);
+    free(recipe);
+    /* the recipe names the asset, not where it lay: a replay finds it wherever CLD_ASSETS says */
+    char *moved = path_in(dir, "moved"), *moved_model = path_in(dir, "moved/fashion-mnist.safetensors");
+    ck_assert(mkdir(moved, 0777) == 0 && rename(model, moved_model) == 0);
+    setenv("CLD_ASSETS", moved, 1);
+    ck_assert_int_eq(run_app(dir, "--replay def.png --out def2.png", NULL, NULL), 0);
+    ck_assert_int_eq(run_app(dir, "--model asset:fashion-mnist.safetensors --steps 2 --n 3 --out def3.png", NULL, NULL),
+                     0);
+    unsetenv("CLD_ASSETS");
+    char *def2 = path_in(dir, "def2.png"), *def3 = path_in(dir, "def3.png");
+    files_equal(def, def2);
+    files_equal(def, def3);
+    free(def);
+    free(def2);
+    free(def3);
+    free(moved);
+    free(moved_model);
     tu_rm_rf(dir);
     free(dir);
     free(model);
