@@ -343,6 +343,7 @@ static int from_recipe(opts *o, cld_recipe *r, char *out_buf, size_t cap)
     o->sampler = r->sampler;
     o->spacing = r->spacing;
     o->karras = r->karras;
+    o->spacing_set = 1;
     o->steps = r->steps;
     o->eta = r->eta;
     o->eta_set = 1;
@@ -480,8 +481,10 @@ static int run(state *S)
     cld_sample_spec_default(&sp);
     cld_sampler_opts_default(o->sampler, &sp.opts);
     sp.opts.steps = o->steps;
-    sp.opts.spacing = (cld_spacing)o->spacing;
-    sp.opts.karras = o->karras;
+    if (o->spacing_set) { /* else the sampler's default (Heun: Karras) */
+        sp.opts.spacing = (cld_spacing)o->spacing;
+        sp.opts.karras = o->karras;
+    }
     if (o->eta_set) sp.opts.eta = o->eta;
     sp.opts.guidance = o->guidance;
     sp.n = o->n;
@@ -508,7 +511,8 @@ static int run(state *S)
         sp.trajectory = S->traj;
     }
     fprintf(stderr, "sampler: %s, %s spacing, %d steps", sampler_label(o->sampler),
-            o->karras ? "karras" : o->spacing == 0 ? "leading" : o->spacing == 1 ? "trailing" : "linspace", o->steps);
+            sp.opts.karras ? "karras" : sp.opts.spacing == 0 ? "leading" : sp.opts.spacing == 1 ? "trailing" : "linspace",
+            o->steps);
     if (o->sampler == CLD_SAMPLER_DDIM || o->sampler == CLD_SAMPLER_EULER_A) fprintf(stderr, ", eta %g", sp.opts.eta);
     fprintf(stderr, ", guidance %g, seed %llu; %d samples in runs of %d (%.0f MiB planned)", o->guidance,
             (unsigned long long)o->seed, o->n, sp.batch, mem.total_bytes / 1048576.0);
@@ -533,8 +537,8 @@ static int run(state *S)
     else snprintf(r.model, sizeof r.model, "%s", o->model);
     r.model_hash = m->hash;
     r.sampler = o->sampler;
-    r.spacing = (cld_spacing)o->spacing;
-    r.karras = o->karras;
+    r.spacing = sp.opts.spacing;
+    r.karras = sp.opts.karras;
     r.steps = o->steps;
     r.eta = sp.opts.eta;
     r.guidance = o->guidance;

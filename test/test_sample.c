@@ -838,6 +838,13 @@ START_TEST(test_app_identical_and_replay)
                       strstr(recipe, "\"class_names\":[\"beta\",\"alpha\"]") && strstr(recipe, "fnv1a64:"),
                   "%s", recipe);
     free(recipe);
+    /* no --spacing: the sampler's default (Heun: Karras sigmas) */
+    ck_assert_int_eq(run_app(dir, "--model m.safetensors --sampler heun --steps 2 --n 1 --out h.png", NULL, NULL), 0);
+    char *hp = path_in(dir, "h.png");
+    TU_OK(cld_png_read_text(hp, CLD_RECIPE_KEY, &recipe));
+    ck_assert_msg(strstr(recipe, "\"sampler\":\"heun\",\"spacing\":\"karras\""), "%s", recipe);
+    free(recipe);
+    free(hp);
     ck_assert_int_eq(run_app(dir, "--replay a.png --out c.png", NULL, NULL), 0);
     files_equal(a, c);
     ck_assert_int_eq(run_app(dir, "--replay a.png", NULL, NULL), 0);
