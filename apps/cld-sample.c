@@ -53,7 +53,7 @@ static void usage(FILE *f)
             "                       asset:NAME names another bundled file)\n"
             "  --device SPEC        OpenCL device (see cld-devices)\n"
             "  --sampler NAME       ddpm, ddim, dpm++2m (default), euler, euler-a, heun\n"
-            "  --spacing NAME       leading, trailing (default), linspace, karras\n"
+            "  --spacing NAME       leading, trailing (default; heun: karras), linspace, karras\n"
             "  --steps N            sampler steps, 1 .. the model's T (default %d)\n"
             "  --eta X              ddim (default 0) and euler-a (default 1) noise\n"
             "  --seed N             noise seed (default 0)\n"
