@@ -39,6 +39,7 @@ typedef struct opts {
     /* diffusion */
     cld_diffusion_config diff;
     double min_snr, cfg_drop;
+    int t_max; /* train on timesteps 0 .. t_max only (a denoiser's range); 0 = all */
     /* optimiser */
     double lr, wd, clip, ema, beta1, beta2, adam_eps;
     int warmup, cosine, batch;
@@ -78,6 +79,7 @@ static void usage(FILE *f)
             "  --schedule linear|cosine|scaled-linear (cosine)  --T N (1000)  --pred eps|v|x0 (v)\n"
             "  --min-snr G         Min-SNR-gamma loss weights (5; 0 = uniform)\n"
             "  --cfg-drop P        class label dropped with probability P, for guidance (0.1)\n"
+            "  --t-max N           train on timesteps 0..N only (a denoiser's noise range; default all)\n"
             "optimiser:\n"
             "  --steps N (20000)  --batch N (64)  --lr X (5e-4)  --warmup N (500)  --cosine (decay to 0)\n"
             "  --wd X (0)  --clip X (1.0; 0 = off)  --ema X (0.9995)  --seed N (0)\n"
@@ -210,6 +212,7 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
             mark(sf->first_diff, &sf->diff, a);
         } else if (OPT("--min-snr")) { NUM(0, 1e6); o->min_snr = d; mark(sf->first_diff, &sf->diff, a); }
         else if (OPT("--cfg-drop")) { NUM(0, 1); o->cfg_drop = d; mark(sf->first_diff, &sf->diff, a); }
+        else if (OPT("--t-max")) { NUM(1, 100000); o->t_max = (int)d; mark(sf->first_diff, &sf->diff, a); }
         else if (OPT("--steps")) { NUM(1, 1e12); o->steps = (long)d; }
         else if (OPT("--batch")) { NUM(1, 65536); o->batch = (int)d; mark(sf->first_optim, &sf->optim, a); }
         else if (OPT("--lr")) { NUM(0, 1); o->lr = d; mark(sf->first_optim, &sf->optim, a); }
@@ -376,6 +379,7 @@ static char *train_json(const opts *o)
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddNumberToObject(j, "min_snr", o->min_snr);
     cJSON_AddNumberToObject(j, "cfg_drop", o->cfg_drop);
+    if (o->t_max) cJSON_AddNumberToObject(j, "t_max", o->t_max);
     cJSON_AddBoolToObject(j, "hflip", o->hflip);
     cJSON_AddNumberToObject(j, "crop", o->crop);
     cJSON_AddNumberToObject(j, "steps", (double)o->steps);
@@ -402,6 +406,8 @@ static int train_from_json(const char *text, opts *o)
     o->seed = (uint64_t)v[6], o->min_snr = v[7], o->cfg_drop = v[8], o->crop = (int)v[9];
     if (o->steps <= 0) o->steps = (long)v[10];
     o->cosine = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "cosine"));
+    const cJSON *tm = cJSON_GetObjectItemCaseSensitive(j, "t_max");
+    o->t_max = cJSON_IsNumber(tm) ? (int)tm->valuedouble : 0;
     o->hflip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "hflip"));
     cJSON_Delete(j);
     return 1;
@@ -521,7 +527,7 @@ static int build_train_graph(run *R)
 static void draws(const run *R, uint64_t g, int *t, int *drop)
 {
     uint64_t h = mix64(mix64(R->o.seed ^ 0x7469D5EBull) + g);
-    *t = (int)((h >> 11) % (uint64_t)R->o.diff.T);
+    *t = (int)((h >> 11) % (uint64_t)(R->o.t_max ? R->o.t_max + 1 : R->o.diff.T));
     *drop = (double)(mix64(h) >> 11) * 0x1.0p-53 < R->o.cfg_drop;
 }
 
@@ -615,7 +621,7 @@ static int validate(run *R, cld_unet_runner *vr, double *out)
         for (int b = 0; b < nb && !s; b++) {
             int idx = i0 + b;
             s = cld_dataset_get(R->val, idx, NULL, 0, 0, hx + (size_t)b * R->per, &lab[b]);
-            ti[b] = (int)(((double)idx + 0.5) * R->o.diff.T / V);
+            ti[b] = (int)(((double)idx + 0.5) * (R->o.t_max ? R->o.t_max + 1 : R->o.diff.T) / V);
             tf[b] = (float)ti[b];
             if (!R->cfg.num_classes || lab[b] >= R->cfg.num_classes) lab[b] = R->cfg.num_classes;
         }
@@ -848,7 +854,7 @@ int main(int argc, char **argv)
         if (sf.optim && (stored.batch != o->batch || stored.lr != o->lr || stored.warmup != o->warmup ||
                          stored.wd != o->wd || stored.clip != o->clip || stored.ema != o->ema ||
                          stored.seed != o->seed || stored.cosine != o->cosine || stored.min_snr != o->min_snr ||
-                         stored.cfg_drop != o->cfg_drop)) {
+                         stored.cfg_drop != o->cfg_drop || stored.t_max != o->t_max)) {
             fprintf(stderr, "%s: --resume: %s does not match the training settings of '%s'\n", PROG, sf.first_optim,
                     resume_path);
             return 1;
