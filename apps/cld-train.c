@@ -34,7 +34,7 @@ typedef struct opts {
     int crop, channels, hflip;
     /* model */
     const char *preset, *config_file;
-    int base, res_blocks, groups, heads, mult[CLD_UNET_MAX_LEVELS], n_mult, attn[CLD_UNET_MAX_LEVELS], n_attn;
+    int base, res_blocks, groups, heads, local, mult[CLD_UNET_MAX_LEVELS], n_mult, attn[CLD_UNET_MAX_LEVELS], n_attn;
     double dropout;
     /* diffusion */
     cld_diffusion_config diff;
@@ -75,6 +75,8 @@ static void usage(FILE *f)
             "  --preset NAME       fashion-mnist, cifar10, small (base 32)\n"
             "  --config FILE       UNet config JSON (as stored in models)\n"
             "  --base N  --mult 1,2,2  --res-blocks N  --attn 7[,14]  --groups N  --heads N  --dropout P\n"
+            "  --local             no normalisation and no attention: a net that runs in tiles on any\n"
+            "                      image size with the same result (for cld-denoise)\n"
             "diffusion:\n"
             "  --schedule linear|cosine|scaled-linear (cosine)  --T N (1000)  --pred eps|v|x0 (v)\n"
             "  --min-snr G         Min-SNR-gamma loss weights (5; 0 = uniform)\n"
@@ -189,6 +191,7 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         else if (OPT("--base")) { NUM(4, 4096); o->base = (int)d; mark(sf->first_model, &sf->model, a); }
         else if (OPT("--res-blocks")) { NUM(1, 16); o->res_blocks = (int)d; mark(sf->first_model, &sf->model, a); }
         else if (OPT("--groups")) { NUM(1, 1024); o->groups = (int)d; mark(sf->first_model, &sf->model, a); }
+        else if (!strcmp(a, "--local")) { o->local = 1; mark(sf->first_model, &sf->model, a); }
         else if (OPT("--heads")) { NUM(1, 64); o->heads = (int)d; mark(sf->first_model, &sf->model, a); }
         else if (OPT("--dropout")) { NUM(0, 0.9); o->dropout = d; mark(sf->first_model, &sf->model, a); }
         else if (OPT("--mult")) {
@@ -353,6 +356,7 @@ static int build_config(run *R)
         c.n_attn = o->n_attn < 0 ? 0 : o->n_attn;
         memcpy(c.attn_res, o->attn, sizeof c.attn_res);
     }
+    if (o->local) c.norm_groups = 0, c.n_attn = 0, c.no_mid_attn = 1;
     c.num_classes = R->info.num_classes > 1 ? R->info.num_classes : 0;
     if (c.in_channels != R->info.channels || c.image_size != R->info.height || R->info.height != R->info.width) {
         fprintf(stderr, "%s: the model takes %d x %d x %d, the data is %d x %d x %d\n", PROG, c.in_channels,

@@ -95,10 +95,13 @@ cld_status cld_unet_config_check(const cld_unet_config *cfg)
         BAD("n_levels = %d (must be in 1..%d)", cfg->n_levels, CLD_UNET_MAX_LEVELS);
     if (cfg->num_res_blocks < 1) BAD("num_res_blocks = %d (must be >= 1)", cfg->num_res_blocks);
     if (cfg->heads < 1) BAD("heads = %d (must be >= 1)", cfg->heads);
-    if (cfg->norm_groups < 1) BAD("norm_groups = %d (must be >= 1)", cfg->norm_groups);
+    if (cfg->norm_groups < 0) BAD("norm_groups = %d (must be >= 1, or 0 for none)", cfg->norm_groups);
+    if (cfg->norm_groups == 0 && (cfg->n_attn > 0 || !cfg->no_mid_attn))
+        BAD("norm_groups = 0 (no normalisation) needs a net without attention (attn_res [], mid_attention false)");
+    const int groups = cfg->norm_groups ? cfg->norm_groups : 1;
     if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f)) BAD("dropout = %g (must be in [0, 1))", cfg->dropout);
     if (cfg->num_classes < 0) BAD("num_classes = %d (must be >= 0)", cfg->num_classes);
-    if (cfg->base_channels % cfg->norm_groups)
+    if (cfg->base_channels % groups)
         BAD("base_channels = %d is not a multiple of norm_groups = %d", cfg->base_channels, cfg->norm_groups);
     int down = 1 << (cfg->n_levels - 1);
     if (cfg->image_size < 1 || cfg->image_size % down)
@@ -107,7 +110,7 @@ cld_status cld_unet_config_check(const cld_unet_config *cfg)
     for (int i = 0; i < cfg->n_levels; i++) {
         if (cfg->mult[i] < 1) BAD("mult[%d] = %d (must be >= 1)", i, cfg->mult[i]);
         int ch = cfg->base_channels * cfg->mult[i];
-        if (ch % cfg->norm_groups) BAD("mult[%d]: %d channels is not a multiple of norm_groups = %d", i, ch,
+        if (ch % groups) BAD("mult[%d]: %d channels is not a multiple of norm_groups = %d", i, ch,
                                        cfg->norm_groups);
     }
     if (cfg->n_attn < 0 || cfg->n_attn > CLD_UNET_MAX_LEVELS)
@@ -157,6 +160,7 @@ cld_status cld_unet_config_to_json(const cld_unet_config *cfg, char **json)
         ok = cJSON_AddItemToArray(attn, cJSON_CreateNumber(cfg->attn_res[i]));
     ok = ok && cJSON_AddNumberToObject(o, "heads", cfg->heads);
     ok = ok && cJSON_AddNumberToObject(o, "norm_groups", cfg->norm_groups);
+    if (cfg->no_mid_attn) ok = ok && cJSON_AddBoolToObject(o, "mid_attention", 0);
     ok = ok && cJSON_AddNumberToObject(o, "dropout", short_float(cfg->dropout));
     ok = ok && cJSON_AddNumberToObject(o, "num_classes", cfg->num_classes);
     char *text = ok ? cJSON_Print(o) : NULL;
@@ -209,9 +213,9 @@ cld_status cld_unet_config_from_json(const char *json, cld_unet_config *cfg)
     /* required keys: the first six */
     static const char *const keys[] = {"in_channels", "out_channels", "image_size", "base_channels",
                                        "mult", "num_res_blocks", "attn_res", "heads", "norm_groups",
-                                       "dropout", "num_classes"};
+                                       "dropout", "num_classes", "mid_attention"};
     int *ints[] = {&c.in_channels, &c.out_channels, &c.image_size, &c.base_channels, NULL,
-                   &c.num_res_blocks, NULL, &c.heads, &c.norm_groups, NULL, &c.num_classes};
+                   &c.num_res_blocks, NULL, &c.heads, &c.norm_groups, NULL, &c.num_classes, NULL};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     if (!cJSON_IsObject(o)) s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: not an object");
     for (const cJSON *e = o->child; s == CLD_OK && e; e = e->next) {
@@ -225,6 +229,9 @@ cld_status cld_unet_config_from_json(const char *json, cld_unet_config *cfg)
             s = json_int_array(e, "mult", c.mult, &c.n_levels);
         } else if (!strcmp(keys[k], "attn_res")) {
             s = json_int_array(e, "attn_res", c.attn_res, &c.n_attn);
+        } else if (!strcmp(keys[k], "mid_attention")) {
+            if (!cJSON_IsBool(e)) s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: 'mid_attention' is not true/false");
+            else c.no_mid_attn = cJSON_IsFalse(e);
         } else if (!strcmp(keys[k], "dropout")) {
             if (!cJSON_IsNumber(e)) s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: 'dropout' is not a number");
             else c.dropout = (float)e->valuedouble;
@@ -313,11 +320,17 @@ static cld_status linear(unet_builder *b, const char *module, cld_tensor *x, int
     return cld_op_linear(b->g, x, w, bias, y);
 }
 
-/* GN, followed by SiLU in the same pass if `act` */
+/* GN, followed by SiLU in the same pass if `act`; without normalisation
+ * (norm_groups 0) only the SiLU */
 static cld_status group_norm_act(unet_builder *b, const char *module, cld_tensor *x, int act,
                                  cld_tensor **y)
 {
     enter(b, module);
+    if (b->cfg->norm_groups == 0) {
+        if (act) return cld_op_silu(b->g, x, y);
+        *y = x;
+        return CLD_OK;
+    }
     int c = x->shape[1];
     cld_tensor *gamma, *beta;
     CLD_TRY(param(b, module, "weight", 1, &c, CLD_INIT_ONE, 0.0f, &gamma));
@@ -449,7 +462,7 @@ static cld_status build(unet_builder *b, cld_tensor *x, cld_tensor *t, cld_tenso
     }
 
     if (s == CLD_OK) s = resblock(b, "mid_block.resnets.0", h, ch, &h);
-    if (s == CLD_OK) s = attention(b, "mid_block.attentions.0", h, &h);
+    if (s == CLD_OK && !cfg->no_mid_attn) s = attention(b, "mid_block.attentions.0", h, &h);
     if (s == CLD_OK) s = resblock(b, "mid_block.resnets.1", h, ch, &h);
 
     for (int u = 0; u < cfg->n_levels && s == CLD_OK; u++) {
@@ -510,6 +523,11 @@ cld_status cld_unet_build(cld_graph *g, const cld_unet_config *cfg, cld_tensor *
         return cld__fail(s, "%s (in unet module %s)", msg, b.where);
     }
     return CLD_OK;
+}
+
+int cld_unet_config_is_local(const cld_unet_config *cfg)
+{
+    return cfg && cfg->norm_groups == 0 && cfg->n_attn == 0 && cfg->no_mid_attn;
 }
 
 cld_status cld_unet_param_count(const cld_unet_config *cfg, size_t *count)

@@ -19,12 +19,18 @@ typedef struct cld_unet_config {
     int n_attn;
     int attn_res[CLD_UNET_MAX_LEVELS]; /* resolutions with self-attention, e.g. 16 */
     int heads;                       /* attention heads (DDPM: 1) */
-    int norm_groups;                 /* e.g. 32 */
+    int norm_groups;                 /* e.g. 32; 0 = no normalisation (a local, tileable net) */
+    int no_mid_attn;                 /* 1 = the middle block has no self-attention */
     float dropout;                   /* e.g. 0.1 */
     int num_classes;                 /* 0 = unconditional; else +1 'null' class */
 } cld_unet_config;
 
-/* Presets: "cifar10" (35,746,307 params), "fashion-mnist" (6,469,889). */
+/* Presets: "cifar10" (35,746,307 params), "fashion-mnist" (6,469,889).
+ * A config with norm_groups = 0, no attention (n_attn = 0) and no_mid_attn = 1
+ * is local: each output pixel depends only on a bounded neighbourhood of the
+ * input, so it runs on any image size in overlapping tiles with the same result
+ * (the denoiser's architecture). cld_unet_config_is_local() says whether it is. */
+int cld_unet_config_is_local(const cld_unet_config *cfg);
 cld_status cld_unet_config_preset(const char *name, cld_unet_config *cfg);
 /* Check a config for consistency (CLD_ERR_INVALID_ARG naming the field). */
 cld_status cld_unet_config_check(const cld_unet_config *cfg);
