@@ -133,5 +133,6 @@ cld_status cld_buffer_release(cl_mem buf);
 #include "cldiffusion/bench.h"
 #include "cldiffusion/vlb.h"
 #include "cldiffusion/sample.h"
+#include "cldiffusion/denoise.h"
 
 #endif
