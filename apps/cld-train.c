@@ -319,13 +319,16 @@ typedef struct run {
 
 static int fail(const char *what, cld_status s) { return cli_fail(PROG, what, s); }
 
-/* The UNet config from the options (defaults from the preset). */
-static int build_config(run *R)
+/* The UNet config from the options: defaults from `resumed` (the state's
+ * model) when given, else from --config or the preset. */
+static int build_config(run *R, const cld_unet_config *resumed)
 {
     opts *o = &R->o;
     cld_unet_config c;
     const char *preset = o->preset;
-    if (o->config_file) {
+    if (resumed && !o->config_file && !preset) {
+        c = *resumed;
+    } else if (o->config_file) {
         FILE *f = fopen(o->config_file, "rb");
         if (!f) { fprintf(stderr, "%s: --config: cannot open '%s': %s\n", PROG, o->config_file, strerror(errno)); return 1; }
         char buf[8192];
@@ -357,8 +360,8 @@ static int build_config(run *R)
         memcpy(c.attn_res, o->attn, sizeof c.attn_res);
     }
     if (o->local) c.norm_groups = 0, c.n_attn = 0, c.no_mid_attn = 1;
-    c.num_classes = R->info.num_classes > 1 ? R->info.num_classes : 0;
-    if (c.in_channels != R->info.channels || c.image_size != R->info.height || R->info.height != R->info.width) {
+    if (!resumed) c.num_classes = R->info.num_classes > 1 ? R->info.num_classes : 0;
+    if (!resumed && (c.in_channels != R->info.channels || c.image_size != R->info.height || R->info.height != R->info.width)) {
         fprintf(stderr, "%s: the model takes %d x %d x %d, the data is %d x %d x %d\n", PROG, c.in_channels,
                 c.image_size, c.image_size, R->info.channels, R->info.height, R->info.width);
         return 1;
@@ -573,8 +576,16 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     if (!s) s = cld_tensor_read(R->g, R->loss, &loss);
     if (s) return fail("training step", s);
     if (!isfinite(loss)) {
-        fprintf(stderr, "%s: step %ld: the loss is %g; stopping (the last checkpoint is kept)\n", PROG, R->step + 1,
-                loss);
+        /* the step ran forward and backward: name the first tensor that went bad */
+        int bad = -1, grads = 0;
+        const char *name = NULL;
+        if (cld_params_find_nonfinite(R->p, 0, &bad) == CLD_OK && bad < 0 &&
+            cld_params_find_nonfinite(R->p, 1, &bad) == CLD_OK && bad >= 0)
+            grads = 1;
+        if (bad >= 0) cld_params_info(R->p, bad, &name, NULL, NULL, NULL);
+        fprintf(stderr, "%s: step %ld: the loss is %g (%s%s%s); stopping (the last checkpoint is kept)\n", PROG,
+                R->step + 1, loss, name ? (grads ? "first non-finite gradient: '" : "first non-finite weight: '") : "",
+                name ? name : "weights and gradients are finite: the activations overflowed", name ? "'" : "");
         return 1;
     }
     double gn = 0;
@@ -830,7 +841,11 @@ int main(int argc, char **argv)
     const double t_start = now_s();
     char resume_path[4096] = "";
     cld_model_meta stored_meta;
-    if (check_out(o->out)) return 1;
+    /* --resume reads the folder; a fresh run creates it only once data and config are known to be good */
+    if (o->resume && !is_dir(o->out)) {
+        fprintf(stderr, "%s: --resume: no output folder '%s'\n", PROG, o->out);
+        return 1;
+    }
     if (o->resume) {
         /* the state's settings replace the defaults; a flag naming another value is an error */
         long st = newest_state(o->out, NULL, NULL, 0);
@@ -870,11 +885,14 @@ int main(int argc, char **argv)
             return 1;
         }
         long steps = o->steps;
-        int explicit_steps = 0;
-        for (int i = 1; i < argc; i++) explicit_steps |= !strncmp(argv[i], "--steps", 7);
-        *o = (opts){0};
+        int crop = o->crop, explicit_steps = 0, explicit_crop = 0;
+        for (int i = 1; i < argc; i++) {
+            explicit_steps |= !strncmp(argv[i], "--steps", 7);
+            explicit_crop |= !strncmp(argv[i], "--crop", 6); /* the data's; the model check below catches a misfit */
+        }
         *o = stored;
         if (explicit_steps) o->steps = steps;
+        if (explicit_crop) o->crop = crop;
         o->diff = *d;
     }
     if (!o->data) {
@@ -882,12 +900,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if ((rc = open_data(&R))) return rc;
-    if ((rc = build_config(&R))) return rc;
+    if ((rc = build_config(&R, o->resume ? &stored_meta.unet : NULL))) return rc;
     if (o->resume) {
         char *a = NULL, *b = NULL;
-        if (!sf.model) {
-            R.cfg = stored_meta.unet; /* no model flags: the state's model */
-        }
         cld_unet_config_to_json(&stored_meta.unet, &a);
         cld_unet_config_to_json(&R.cfg, &b);
         int same = a && b && !strcmp(a, b);
@@ -909,6 +924,7 @@ int main(int argc, char **argv)
             R.meta.n_class_names = stored_meta.n_class_names;
         }
     }
+    if (check_out(o->out)) return 1;
     R.meta.unet = R.cfg;
     R.meta.diffusion = o->diff;
     cld_status s = cld_diffusion_schedule(&o->diff, &R.sched);
