@@ -658,6 +658,159 @@ START_TEST(test_app_sigterm_checkpoint)
 }
 END_TEST
 
+/* A state file's weights and EMA, on the test's context. */
+typedef struct state {
+    cld_params *p, *ema;
+    cld_unet_runner *r;
+    char *meta;
+    cld_model_meta mm;
+} state;
+
+static void state_load(state *st, const char *path)
+{
+    cld_ctx *ctx = tu_ctx();
+    TU_OK(cld_safetensors_metadata(path, &st->meta));
+    TU_OK(cld_model_meta_from_json(st->meta, &st->mm));
+    TU_OK(cld_params_create(ctx, &st->p));
+    TU_OK(cld_unet_runner_create(ctx, st->p, &st->mm.unet, 1, &st->r));
+    TU_OK(cld_params_clone(st->p, &st->ema));
+    TU_OK(cld_params_alloc(st->ema));
+    TU_OK(cld_params_load_state(st->p, st->ema, path, NULL));
+}
+
+static void state_free(state *st)
+{
+    cld_unet_runner_free(st->r);
+    cld_params_free(st->p);
+    cld_params_free(st->ema);
+    free(st->meta);
+}
+
+/* conv_out.weight (out, in, 3, 3) of a state: tu_malloc'd, *per = floats per output channel. */
+static float *conv_out_weight(state *st, size_t *per)
+{
+    int idx, nd, shape[CLD_MAX_DIMS];
+    TU_OK(cld_params_find(st->p, "conv_out.weight", &idx));
+    TU_OK(cld_params_info(st->p, idx, NULL, &nd, shape, NULL));
+    ck_assert_int_eq(nd, 4);
+    *per = (size_t)shape[1] * shape[2] * shape[3];
+    float *w = tu_malloc((size_t)shape[0] * *per * sizeof *w);
+    TU_OK(cld_params_read(st->p, idx, w));
+    return w;
+}
+
+static double max_abs(const float *x, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+/* --learn-sigma: 2C output channels and "learned_range" in the model; the
+ * hybrid loss trains the variance half only through L_vlb (lambda 0 leaves
+ * it at its zero init); resume is exact; --eval-nll gives a finite bound;
+ * cld-sample samples the model with DDPM (its variance) and DPM-Solver++. */
+START_TEST(test_app_learned_sigma)
+{
+    char *dir = tu_mkdtemp("cld-train");
+    write_idx_set(dir, 24);
+    char *err = NULL, args[2048];
+    const char *run = "--data train-images-idx3-ubyte " TINY " --learn-sigma --steps 6 --ckpt-every 3 --seed 5";
+    snprintf(args, sizeof args, "%s --out a --grid-every 6", run);
+    ck_assert_msg(train(dir, args, &err) == 0, "%s", err);
+    free(err);
+    snprintf(args, sizeof args, "%s --out b --stop-after 4", run);
+    ck_assert_int_eq(train(dir, args, NULL), 0);
+    ck_assert_msg(train(dir, "--data train-images-idx3-ubyte --out b --resume --eval-nll 5 --nll-stride 10", &err) == 0,
+                  "%s", err);
+    char *a = at_path(dir, "a"), *b = at_path(dir, "b");
+    same_run_files(a, b, 6);
+    char *at = strstr(err, "variational bound ");
+    ck_assert_msg(at, "%s", err);
+    double bpd = strtod(at + strlen("variational bound "), NULL);
+    ck_assert_msg(isfinite(bpd) && bpd > 0 && bpd < 100, "bound %g bits/dim: %s", bpd, err);
+    ck_assert_msg(strstr(err, "5 test images, t stride 10"), "%s", err);
+    free(err);
+    char *csv = at_path(b, "nll.csv");
+    size_t len;
+    char *text = (char *)at_read_file(csv, &len);
+    ck_assert_msg(text && strstr(text, "step,images,t_stride,bpd,standard_error\n6,5,10,"), "%s", text);
+    free(text);
+    free(csv);
+    char *grid = at_path(a, "grid-000000006.png");
+    int w, h, c;
+    TU_OK(cld_image_info(grid, &w, &h, &c));
+    ck_assert_msg(w == 3 * 10 + 2 && h == 4 * 10 + 2 && c == 1, "grid %d x %d x %d", w, h, c);
+    free(grid);
+
+    /* the model file */
+    char *model = at_path(a, "model.safetensors"), *meta = NULL;
+    TU_OK(cld_safetensors_metadata(model, &meta));
+    ck_assert_msg(strstr(meta, "learned_range"), "%s", meta);
+    cld_model_meta mm;
+    TU_OK(cld_model_meta_from_json(meta, &mm));
+    ck_assert(mm.diffusion.learned_variance && mm.unet.out_channels == 2 && mm.unet.in_channels == 1);
+    free(meta);
+
+    /* the variance half learns from L_vlb alone */
+    for (int lambda0 = 0; lambda0 < 2; lambda0++) {
+        snprintf(args, sizeof args, "--data train-images-idx3-ubyte " TINY " --learn-sigma --steps 3 --out l%d%s",
+                 lambda0, lambda0 ? " --vlb-weight 0" : "");
+        ck_assert_int_eq(train(dir, args, NULL), 0);
+        char name[64];
+        snprintf(name, sizeof name, "l%d/state-000000003.safetensors", lambda0);
+        char *sp = at_path(dir, name);
+        state st;
+        state_load(&st, sp);
+        size_t per;
+        float *wt = conv_out_weight(&st, &per);
+        const double mean_half = max_abs(wt, per), var_half = max_abs(wt + per, per);
+        ck_assert_msg(mean_half > 0, "lambda %s: the prediction half did not train", lambda0 ? "0" : "0.001");
+        if (lambda0) ck_assert_msg(var_half == 0, "lambda 0: the variance half moved (%g)", var_half);
+        else ck_assert_msg(var_half > 0, "lambda 0.001: the variance half did not train");
+        free(wt);
+        state_free(&st);
+        free(sp);
+    }
+
+    /* cld-sample: DDPM with the learned variance, and a sampler on the prediction half */
+    const char *sample = at_app("cld-sample", "CLD_SAMPLE");
+    ck_assert_msg(at_run(sample, dir, "--model a/model.safetensors --sampler ddpm --steps 5 --n 3 --out d.png", NULL,
+                         &err) == 0, "%s", err);
+    free(err);
+    ck_assert_msg(at_run(sample, dir, "--model a/model.safetensors --steps 5 --n 3 --out e.png", NULL, &err) == 0, "%s",
+                  err);
+    free(err);
+    char *d = at_path(dir, "d.png"), *e = at_path(dir, "e.png");
+    TU_OK(cld_image_info(d, &w, &h, &c));
+    TU_OK(cld_image_info(e, &w, &h, &c));
+
+    /* --eval-nll needs a learned variance, and held-back data */
+    ck_assert_int_eq(train(dir, "--data train-images-idx3-ubyte " TINY " --steps 1 --eval-nll --out f", &err), 2);
+    ck_assert_msg(strstr(err, "--eval-nll needs a model with a learned variance"), "%s", err);
+    free(err);
+    ck_assert_int_eq(train(dir, "--data t10k-images-idx3-ubyte " TINY " --learn-sigma --steps 1 --eval-nll 3 --out f",
+                           &err), 2);
+    ck_assert_msg(strstr(err, "--eval-nll needs held-back data"), "%s", err);
+    free(err);
+    /* resuming a learned-variance state without it, or a fixed one with it, is a conflict */
+    ck_assert_int_eq(train(dir, "--data train-images-idx3-ubyte --out run0 " TINY " --steps 1", NULL), 0);
+    ck_assert_int_eq(train(dir, "--data train-images-idx3-ubyte --out run0 --resume --learn-sigma", &err), 1);
+    ck_assert_msg(strstr(err, "model config from --learn-sigma does not match"), "%s", err);
+    free(err);
+    ck_assert_int_eq(train(dir, "--data train-images-idx3-ubyte --out a --resume --vlb-weight 0.01", &err), 1);
+    ck_assert_msg(strstr(err, "--vlb-weight does not match"), "%s", err);
+    free(err);
+    free(d);
+    free(e);
+    free(model);
+    free(a);
+    free(b);
+    tu_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -674,6 +827,7 @@ int main(void)
     tcase_add_test(tapp, test_app_errors);
     tcase_add_test(tapp, test_app_nan_stops);
     tcase_add_test(tapp, test_app_sigterm_checkpoint);
+    tcase_add_test(tapp, test_app_learned_sigma);
     suite_add_tcase(s, tapp);
     return tu_run_suite(s);
 }
