@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h" /* cld__op_group_norm_silu */
+#include "ops/internal.h" /* cld__op_group_norm_silu */
 #include "opcheck.h"
 #include "testutil.h"
 

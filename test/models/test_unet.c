@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "models/internal.h"
 #include "testutil.h"
 
 static int contains(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
+#include "runtime/blas.h"
 #include "testutil.h"
 
 #define TOL 1e-4

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "graph/internal.h"
 #include "testutil.h"
 
 enum { N = 3, C = 5, H = 7, W = 9, NX = N * C * H * W, R = 4 };
