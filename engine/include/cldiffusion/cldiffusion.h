@@ -132,5 +132,6 @@ cld_status cld_buffer_release(cl_mem buf);
 #include "cldiffusion/io.h"
 #include "cldiffusion/vlb.h"
 #include "cldiffusion/sample.h"
+#include "cldiffusion/denoise.h"
 
 #endif
