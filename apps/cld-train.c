@@ -808,7 +808,7 @@ static void progress(run *R, double loss, double t_start, long step0)
     const double el = cli_now_s() - t_start, rate = (R->step - step0) / (el > 0 ? el : 1);
     const double eta = rate > 0 ? (R->o.steps - R->step) / rate : 0;
     if (!strcmp(R->o.progress, "json")) {
-        printf("{\"step\": %ld, \"total\": %ld, \"loss\": %.6g, \"images_per_s\": %.2f, \"elapsed\": %.1f, \"eta\": %.1f}\n",
+        printf("{\"step\": %ld, \"total\": %ld, \"loss\": %.6g, \"images_per_s\": %.2f, \"elapsed\": %.3f, \"eta\": %.1f}\n",
                R->step, R->o.steps, loss, R->img_s, el, eta);
         fflush(stdout);
     } else if (!strcmp(R->o.progress, "bar")) {
@@ -1083,7 +1083,8 @@ int main(int argc, char **argv)
         win_steps++;
         R.loss_ema = R.step == step0 + 1 ? loss : 0.98 * R.loss_ema + 0.02 * loss;
         double el = cli_now_s() - t_win;
-        if (win_steps >= 5 && el > 0) R.img_s = (double)win_steps * B / el;
+        /* the rate over the window since the last log line (at least 5 steps, or the whole window) */
+        if ((win_steps >= 5 || R.step % o->log_every == 0) && el > 0) R.img_s = (double)win_steps * B / el;
         const int last = R.step == o->steps || (o->stop_after && R.step - step0 >= o->stop_after);
         if (R.step % o->log_every == 0 || last) {
             double vl = NAN, vle = NAN;
