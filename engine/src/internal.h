@@ -140,6 +140,15 @@ extern const cld_op_def cld__op_add, cld__op_mul, cld__op_scale, cld__op_fill;
 /* y = sum over batch and spatial of x: (N,C,H,W) -> shape of `like` ((C) or (1,C,1,1)...). */
 cld_status cld__reduce_to(cld_graph *g, cld_tensor *x, const cld_tensor *like, cld_tensor **y);
 /* y = silu(group_norm(x)) in one pass, as cld_op_group_norm then cld_op_silu (ops_norm.c). */
+/* Load a safetensors file whose tensor names go through `map` (canonical
+ * store name into out; 0: no such parameter), requiring an exact match
+ * (no missing, unexpected or doubled tensor); check_only: validate the
+ * header against the store and stop (no data read, no device memory). */
+typedef int (*cld__tensor_name_map)(const char *file_name, char *out, size_t cap);
+cld_status cld__params_load_mapped(cld_params *p, const char *path, cld__tensor_name_map map, int check_only);
+/* diffusers' timestep embedding (float32 as torch; flip_sin_to_cos, freq_shift) */
+cld_status cld__op_timestep_embedding_torch(cld_graph *g, cld_tensor *t, int dim, int flip, float shift,
+                                            cld_tensor **y);
 cld_status cld__op_group_norm_silu(cld_graph *g, cld_tensor *x, cld_tensor *gamma,
                                    cld_tensor *beta, int groups, float eps, cld_tensor **y);
 

@@ -132,6 +132,7 @@ cld_status cld_buffer_release(cl_mem buf);
 #include "cldiffusion/io.h"
 #include "cldiffusion/bench.h"
 #include "cldiffusion/vlb.h"
+#include "cldiffusion/diffusers.h"
 #include "cldiffusion/sample.h"
 
 #endif
