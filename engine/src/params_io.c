@@ -656,53 +656,76 @@ cld_status cld_params_load_state(cld_params *p, cld_params *ema, const char *pat
     return load_sections(p, path, metadata_json_out, state_prefixes, bufs, 4);
 }
 
+/* A file's parsed and validated header (the metadata and read paths). */
+typedef struct st_file {
+    FILE *f;
+    uint64_t hlen;
+    char *header;
+    cJSON *root;
+    st_entry *es;
+    int n;
+    const cJSON *meta;
+} st_file;
+
+static void st_close(st_file *h)
+{
+    free(h->es);
+    cJSON_Delete(h->root);
+    free(h->header);
+    if (h->f) fclose(h->f);
+    memset(h, 0, sizeof *h);
+}
+
+static cld_status st_open(const char *path, st_file *h)
+{
+    memset(h, 0, sizeof *h);
+    h->f = fopen(path, "rb");
+    if (!h->f) return cld__fail(CLD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    unsigned char len8[8];
+    uint64_t size = 0;
+    cld_status s = CLD_OK;
+    if (fstat(fileno(h->f), &st) != 0) s = cld__fail(CLD_ERR_IO, "stat '%s': %s", path, strerror(errno));
+    else size = (uint64_t)st.st_size;
+    if (s == CLD_OK && (size < 8 || fread(len8, 1, 8, h->f) != 8))
+        s = cld__fail(CLD_ERR_FORMAT, "'%s' (%llu bytes) is not a safetensors file: too short", path,
+                      (unsigned long long)size);
+    if (s == CLD_OK) {
+        for (int i = 0; i < 8; i++) h->hlen |= (uint64_t)len8[i] << (8 * i);
+        if (h->hlen < 2 || h->hlen > ST_MAX_HEADER || h->hlen > size - 8)
+            s = cld__fail(CLD_ERR_FORMAT, "'%s' is not a safetensors file: header length %llu out of range (file "
+                          "has %llu bytes)", path, (unsigned long long)h->hlen, (unsigned long long)size);
+    }
+    if (s == CLD_OK) {
+        h->header = malloc((size_t)h->hlen + 1);
+        if (!h->header) s = cld__fail(CLD_ERR_NOMEM, "safetensors '%s': out of host memory", path);
+        else if (fread(h->header, 1, (size_t)h->hlen, h->f) != h->hlen)
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is truncated", path);
+        else h->header[h->hlen] = 0;
+    }
+    if (s == CLD_OK)
+        s = parse_header(h->header, (size_t)h->hlen, size - 8 - h->hlen, path, &h->root, &h->es, &h->n, &h->meta);
+    if (s != CLD_OK) st_close(h);
+    return s;
+}
+
 cld_status cld_safetensors_metadata(const char *path, char **metadata_json)
 {
     if (!path || !metadata_json) return cld__fail(CLD_ERR_INVALID_ARG, "cld_safetensors_metadata: NULL argument");
     *metadata_json = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return cld__fail(CLD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    struct stat st;
-    unsigned char len8[8];
-    uint64_t hlen = 0, size = 0;
-    char *header = NULL;
-    cJSON *root = NULL;
-    st_entry *es = NULL;
-    int n = 0;
-    const cJSON *meta = NULL;
+    st_file h;
+    CLD_TRY(st_open(path, &h));
     cld_status s = CLD_OK;
-    if (fstat(fileno(f), &st) != 0) s = cld__fail(CLD_ERR_IO, "stat '%s': %s", path, strerror(errno));
-    else size = (uint64_t)st.st_size;
-    if (s == CLD_OK && (size < 8 || fread(len8, 1, 8, f) != 8))
-        s = cld__fail(CLD_ERR_FORMAT, "'%s' (%llu bytes) is not a safetensors file: too short", path,
-                      (unsigned long long)size);
-    if (s == CLD_OK) {
-        for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
-        if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > size - 8)
-            s = cld__fail(CLD_ERR_FORMAT, "'%s' is not a safetensors file: header length %llu out of range (file "
-                          "has %llu bytes)", path, (unsigned long long)hlen, (unsigned long long)size);
-    }
-    if (s == CLD_OK) {
-        header = malloc((size_t)hlen + 1);
-        if (!header) s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_metadata: out of host memory");
-        else if (fread(header, 1, (size_t)hlen, f) != hlen)
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is truncated", path);
-        else header[hlen] = 0;
-    }
-    if (s == CLD_OK) s = parse_header(header, (size_t)hlen, size - 8 - hlen, path, &root, &es, &n, &meta);
-    if (s == CLD_OK && meta) {
-        char *text = cJSON_PrintUnformatted(meta);
+    if (h.meta) {
+        char *text = cJSON_PrintUnformatted(h.meta);
         *metadata_json = text ? malloc(strlen(text) + 1) : NULL;
         if (*metadata_json) strcpy(*metadata_json, text);
         else s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_metadata: out of host memory");
         if (text) cJSON_free(text);
-    } else if (s == CLD_OK) {
+    } else {
         s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s' has no __metadata__", path);
     }
-    free(es);
-    cJSON_Delete(root);
-    free(header);
-    fclose(f);
+    st_close(&h);
     return s;
 }
 
@@ -710,60 +733,29 @@ cld_status cld_safetensors_read(const char *path, const char *name, int *ndim, i
 {
     if (!path || !ndim || !shape || !data) return cld__fail(CLD_ERR_INVALID_ARG, "cld_safetensors_read: NULL argument");
     *data = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return cld__fail(CLD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    struct stat st;
-    unsigned char len8[8];
-    uint64_t hlen = 0, size = 0;
-    char *header = NULL;
-    cJSON *root = NULL;
-    st_entry *es = NULL;
-    int n = 0;
-    const cJSON *meta = NULL;
+    st_file h;
+    CLD_TRY(st_open(path, &h));
     unsigned char *raw = NULL;
     float *out = NULL;
     cld_status s = CLD_OK;
-    if (fstat(fileno(f), &st) != 0) s = cld__fail(CLD_ERR_IO, "stat '%s': %s", path, strerror(errno));
-    else size = (uint64_t)st.st_size;
-    if (s == CLD_OK && (size < 8 || fread(len8, 1, 8, f) != 8))
-        s = cld__fail(CLD_ERR_FORMAT, "'%s' (%llu bytes) is not a safetensors file: too short", path,
-                      (unsigned long long)size);
-    if (s == CLD_OK) {
-        for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
-        if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > size - 8)
-            s = cld__fail(CLD_ERR_FORMAT, "'%s' is not a safetensors file: header length %llu out of range (file "
-                          "has %llu bytes)", path, (unsigned long long)hlen, (unsigned long long)size);
-    }
-    if (s == CLD_OK) {
-        header = malloc((size_t)hlen + 1);
-        if (!header) s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_read: out of host memory");
-        else if (fread(header, 1, (size_t)hlen, f) != hlen)
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is truncated", path);
-        else header[hlen] = 0;
-    }
-    if (s == CLD_OK) s = parse_header(header, (size_t)hlen, size - 8 - hlen, path, &root, &es, &n, &meta);
     const st_entry *e = NULL;
-    if (s == CLD_OK) {
-        for (int j = 0; j < n && !e && name; j++)
-            if (!strcmp(es[j].name, name)) e = &es[j];
-        if (!name && n == 1) e = &es[0];
-        if (!e && name) s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': no tensor '%s'", path, name);
-        else if (!e) s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': %d tensors, one expected", path, n);
-    }
+    for (int j = 0; j < h.n && !e && name; j++)
+        if (!strcmp(h.es[j].name, name)) e = &h.es[j];
+    if (!name && h.n == 1) e = &h.es[0];
+    if (!e && name) s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': no tensor '%s'", path, name);
+    else if (!e) s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': %d tensors, one expected", path, h.n);
     if (s == CLD_OK && e->ndim > CLD_MAX_DIMS)
         s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has rank %d (at most %d)", path, e->name, e->ndim,
                       CLD_MAX_DIMS);
     if (s == CLD_OK && dtypes[e->dtype].kind == DT_OTHER)
         s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has dtype %s (F32, F16 or BF16 needed)", path,
                       e->name, dtypes[e->dtype].name);
-    size_t count = 0;
     if (s == CLD_OK) {
-        const size_t esz = (size_t)dtypes[e->dtype].size;
-        count = (size_t)((e->end - e->begin) / esz);
+        const size_t esz = (size_t)dtypes[e->dtype].size, count = (size_t)((e->end - e->begin) / esz);
         raw = malloc(count * esz + 1);
         out = malloc(count * sizeof *out + 1);
         if (!raw || !out) s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_read: out of host memory");
-        else if (fseeko(f, (off_t)(8 + hlen + e->begin), SEEK_SET) != 0 || fread(raw, esz, count, f) != count)
+        else if (fseeko(h.f, (off_t)(8 + h.hlen + e->begin), SEEK_SET) != 0 || fread(raw, esz, count, h.f) != count)
             s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s': file ends early (truncated)", path, e->name);
         else convert(dtypes[e->dtype].kind, raw, count, out);
     }
@@ -775,9 +767,6 @@ cld_status cld_safetensors_read(const char *path, const char *name, int *ndim, i
     }
     free(out);
     free(raw);
-    free(es);
-    cJSON_Delete(root);
-    free(header);
-    fclose(f);
+    st_close(&h);
     return s;
 }
