@@ -124,16 +124,6 @@ static int parse_int_list(const char *s, int *dst, int max, int *n)
     return k > 0;
 }
 
-static int parse_num(const char *v, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (end == v || *end || errno || !(d >= lo && d <= hi)) return 0;
-    *out = d;
-    return 1;
-}
-
 /* Set-by-flag markers, so a resumed run can tell a conflicting flag from a default. */
 typedef struct setflags {
     int model, diff, optim;
@@ -182,7 +172,7 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         double d;
 #define OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
 #define BAD(...) do { fprintf(stderr, "%s: ", PROG); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); return CLI_EXIT_USAGE; } while (0)
-#define NUM(lo, hi) do { if (r < 0) return CLI_EXIT_USAGE; if (!parse_num(v, lo, hi, &d)) BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); } while (0)
+#define NUM(lo, hi) do { if (r < 0) return CLI_EXIT_USAGE; if (!cli_parse_num(v, lo, hi, &d)) BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
@@ -210,7 +200,7 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
             /* optional count */
             o->eval_nll = 1000;
             if (i + 1 < argc && argv[i + 1][0] != '-') {
-                if (!parse_num(argv[++i], 1, 1e7, &d)) BAD("--eval-nll: '%s' is not a number in [1, 1e7]", argv[i]);
+                if (!cli_parse_num(argv[++i], 1, 1e7, &d)) BAD("--eval-nll: '%s' is not a number in [1, 1e7]", argv[i]);
                 o->eval_nll = (int)d;
             }
         }
@@ -274,31 +264,12 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
 
 /* ------------------------------------------------------------ helpers */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static uint64_t mix64(uint64_t x)
 {
     x += 0x9E3779B97F4A7C15ull;
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
     x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
     return x ^ (x >> 31);
-}
-
-static int is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int file_exists(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* "X/train-images-idx3-ubyte.gz" -> replace `from` by `to` in the file name. */
@@ -798,7 +769,7 @@ static int eval_nll(run *R)
     job.progress = nll_progress;
     job.progress_user = R;
     job.bpd = bpd;
-    const double t0 = now_s();
+    const double t0 = cli_now_s();
     if (!s) s = cld_vlb_bound(R->ctx, R->sched, &job);
     if (x0) cld_buffer_release(x0);
     free(hx);
@@ -814,13 +785,13 @@ static int eval_nll(run *R)
     free(bpd);
     const double se = sqrt(var / N);
     fprintf(stderr, "step %ld: variational bound %.4f +- %.4f bits/dim (EMA weights, %d test images, t stride %d, "
-                    "%.1f s)\n", R->step, mean, se, N, R->o.nll_stride, now_s() - t0);
+                    "%.1f s)\n", R->step, mean, se, N, R->o.nll_stride, cli_now_s() - t0);
     if (!strcmp(R->o.progress, "json"))
         printf("{\"step\": %ld, \"nll_bpd\": %.6f, \"nll_se\": %.6f, \"images\": %d, \"t_stride\": %d}\n", R->step,
                mean, se, N, R->o.nll_stride);
     char path[4096];
     snprintf(path, sizeof path, "%s/nll.csv", R->o.out);
-    const int fresh = !file_exists(path);
+    const int fresh = !cli_is_file(path);
     FILE *f = fopen(path, "a");
     if (!f) {
         fprintf(stderr, "%s: cannot write '%s': %s\n", PROG, path, strerror(errno));
@@ -834,7 +805,7 @@ static int eval_nll(run *R)
 
 static void progress(run *R, double loss, double t_start, long step0)
 {
-    const double el = now_s() - t_start, rate = (R->step - step0) / (el > 0 ? el : 1);
+    const double el = cli_now_s() - t_start, rate = (R->step - step0) / (el > 0 ? el : 1);
     const double eta = rate > 0 ? (R->o.steps - R->step) / rate : 0;
     if (!strcmp(R->o.progress, "json")) {
         printf("{\"step\": %ld, \"total\": %ld, \"loss\": %.6g, \"images_per_s\": %.2f, \"elapsed\": %.1f, \"eta\": %.1f}\n",
@@ -855,24 +826,24 @@ static int open_data(run *R)
     opts *o = &R->o;
     char lab[4096], vimg[4096], vlab[4096];
     cld_status s;
-    if (is_dir(o->data)) {
+    if (cli_is_dir(o->data)) {
         s = cld_dataset_open_folder(o->data, o->channels, o->crop, &R->ds);
         if (s) return fail("--data", s);
     } else {
         const char *labels = o->labels;
-        if (!labels && (sibling(o->data, "images-idx3", "labels-idx1", lab, sizeof lab) && file_exists(lab))) labels = lab;
+        if (!labels && (sibling(o->data, "images-idx3", "labels-idx1", lab, sizeof lab) && cli_is_file(lab))) labels = lab;
         s = cld_dataset_open_idx(o->data, labels, &R->ds);
         if (s) return fail("--data", s);
-        if (!o->val_data && sibling(o->data, "train-", "t10k-", vimg, sizeof vimg) && file_exists(vimg)) {
+        if (!o->val_data && sibling(o->data, "train-", "t10k-", vimg, sizeof vimg) && cli_is_file(vimg)) {
             o->val_data = strdup(vimg);
-            if (!o->val_labels && sibling(vimg, "images-idx3", "labels-idx1", vlab, sizeof vlab) && file_exists(vlab))
+            if (!o->val_labels && sibling(vimg, "images-idx3", "labels-idx1", vlab, sizeof vlab) && cli_is_file(vlab))
                 o->val_labels = strdup(vlab);
         }
     }
     cld_dataset_get_info(R->ds, &R->info);
     if (o->val_data) {
         cld_dataset_info vi;
-        s = is_dir(o->val_data) ? cld_dataset_open_folder(o->val_data, o->channels, o->crop, &R->val)
+        s = cli_is_dir(o->val_data) ? cld_dataset_open_folder(o->val_data, o->channels, o->crop, &R->val)
                                 : cld_dataset_open_idx(o->val_data, o->val_labels, &R->val);
         if (s) return fail("--val-data", s);
         cld_dataset_get_info(R->val, &vi);
@@ -944,12 +915,12 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &R.o, &sf);
     if (rc) return rc;
     opts *o = &R.o;
-    const double t_start = now_s();
+    const double t_start = cli_now_s();
     o->diff.learned_variance = o->learn_sigma;
     char resume_path[4096] = "";
     cld_model_meta stored_meta;
     /* --resume reads the folder; a fresh run creates it only once data and config are known to be good */
-    if (o->resume && !is_dir(o->out)) {
+    if (o->resume && !cli_is_dir(o->out)) {
         fprintf(stderr, "%s: --resume: no output folder '%s'\n", PROG, o->out);
         return 1;
     }
@@ -1086,7 +1057,7 @@ int main(int argc, char **argv)
     }
     char csv[4096];
     snprintf(csv, sizeof csv, "%s/log.csv", o->out);
-    int new_csv = !file_exists(csv) || !o->resume;
+    int new_csv = !cli_is_file(csv) || !o->resume;
     R.csv = fopen(csv, new_csv ? "w" : "a");
     if (!R.csv) {
         fprintf(stderr, "%s: cannot write '%s': %s\n", PROG, csv, strerror(errno));
@@ -1100,7 +1071,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     const long step0 = R.step;
-    double t_win = now_s(), loss_sum = 0, gn_last = 0;
+    double t_win = cli_now_s(), loss_sum = 0, gn_last = 0;
     long win_steps = 0;
     rc = 0;
     if (R.step == 0 && o->grid_every) rc = write_grid(&R);
@@ -1111,7 +1082,7 @@ int main(int argc, char **argv)
         gn_last = gn;
         win_steps++;
         R.loss_ema = R.step == step0 + 1 ? loss : 0.98 * R.loss_ema + 0.02 * loss;
-        double el = now_s() - t_win;
+        double el = cli_now_s() - t_win;
         if (win_steps >= 5 && el > 0) R.img_s = (double)win_steps * B / el;
         const int last = R.step == o->steps || (o->stop_after && R.step - step0 >= o->stop_after);
         if (R.step % o->log_every == 0 || last) {
@@ -1122,12 +1093,12 @@ int main(int argc, char **argv)
                 fprintf(stderr, "step %ld: validation loss %.5f (EMA %.5f)\n", R.step, vl, vle);
             }
             fprintf(R.csv, "%ld,%.6f,%.6f,%.6f,%.6g,%.4f,%.2f,%.1f\n", R.step, loss_sum / win_steps, vl, vle,
-                    lr_at(o, R.step - 1), gn_last, R.img_s, now_s() - t_start);
+                    lr_at(o, R.step - 1), gn_last, R.img_s, cli_now_s() - t_start);
             fflush(R.csv);
             progress(&R, loss_sum / win_steps, t_start, step0);
             loss_sum = 0;
             win_steps = 0;
-            t_win = now_s();
+            t_win = cli_now_s();
         } else if (!strcmp(o->progress, "bar")) {
             progress(&R, loss, t_start, step0);
         }
@@ -1149,7 +1120,7 @@ int main(int argc, char **argv)
     cld_device_info di;
     cld_ctx_device_info(R.ctx, &di);
     fprintf(stderr, "%s: %ld steps (%ld this run) on %s in %.1f s; data loader waits %.2f s in all\n", PROG, R.step,
-            R.step - step0, di.name, now_s() - t_start, wait);
+            R.step - step0, di.name, cli_now_s() - t_start, wait);
     if (R.csv) fclose(R.csv);
     cld_loader_free(R.loader);
     cld_unet_runner_free(R.vrun_raw);

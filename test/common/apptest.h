@@ -24,6 +24,14 @@ int at_run(const char *bin, const char *dir, const char *args, char **out, char 
 pid_t at_spawn(const char *bin, const char *dir, const char *args);
 int at_wait(pid_t pid);
 
+/* A table row of a program's error cases: arguments, the exit status and a
+ * distinctive part of the message it must print. */
+typedef struct app_case {
+    const char *args;
+    int status;
+    const char *message;
+} app_case;
+
 /* Whole file (NUL-terminated; NULL when it cannot be read) and its length. */
 unsigned char *at_read_file(const char *path, size_t *len);
 void at_write_file(const char *path, const void *data, size_t n);

@@ -652,12 +652,6 @@ static void write_image(const char *dir, const char *name, int size, int channel
     free(path);
 }
 
-typedef struct app_case {
-    const char *args;
-    int status;
-    const char *message;
-} app_case;
-
 START_TEST(test_app_errors)
 {
     char *dir = tu_mkdtemp("cld-sample-app");

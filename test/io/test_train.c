@@ -436,12 +436,6 @@ START_TEST(test_app_resume_exact)
 }
 END_TEST
 
-typedef struct app_case {
-    const char *args;
-    int status;
-    const char *message;
-} app_case;
-
 /* Every bad input: its message, a nonzero exit, nothing written, and no
  * device work started (no "device:" line). */
 START_TEST(test_app_errors)
