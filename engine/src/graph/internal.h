@@ -76,7 +76,47 @@ cld_tensor *cld__graph_node(const cld_graph *g, int i);
  * reqd_work_group_size(S, 1, 1): then one work-item per item (graph.c). */
 cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n);
 
-/* Element-wise ops the graph itself uses (autodiff): defined in ops/basic.c. */
+
+/* ---------------------------------------------------------------- the graph
+ * Shared by graph.c (nodes), autodiff.c, planner.c and executor.c. */
+#define CLD_ALIGN_FLOATS 32 /* 128-byte alignment of every planned block */
+
+typedef struct cld__block {
+    size_t off, len;
+} cld__block;
+
+struct cld_graph {
+    cld_ctx *ctx;
+    cld_params *params;
+    cld_tensor **nodes;
+    int n, cap;
+    int n_fwd;          /* nodes before cld_graph_backward, or n */
+    int has_backward;
+    int planned;
+    int poison;
+    uint64_t seed;
+    cl_mem arena;       /* activations and workspaces */
+    cl_mem pinned;      /* inputs, outputs, input gradients */
+    /* poison ranges released after each node: node i owns [pstart[i], pstart[i+1]) */
+    cld__block *pranges;
+    int *pstart;
+    cld_plan_stats stats;
+};
+
+/* The tensor whose buffer t aliases (t itself unless t is a view). */
+static inline cld_tensor *cld__root_of(cld_tensor *t)
+{
+    while (t->op && t->op->is_view) t = t->src[0];
+    return t;
+}
+
+/* Inputs, params and outputs: placed outside the arena, never reused. */
+static inline int cld__is_pinned(const cld_tensor *t)
+{
+    return (t->flags & (CLD_TF_INPUT | CLD_TF_PARAM | CLD_TF_OUTPUT)) != 0;
+}
+
+/* y = fp[0] everywhere: autodiff's seed, and ops' zero padding (autodiff.c). */
 extern const cld_op_def cld__op_fill;
 
 /* ---------------------------------------------------------------- params */

@@ -29,22 +29,56 @@ typedef struct cld__kernel_entry {
     cl_kernel kernel;
 } cld__kernel_entry;
 
+/* cld__kernel's lookup table (program.c): (program, name) string pointers
+ * -> index in ctx->kernels. */
+#define CLD__KERNEL_SLOTS 256
+typedef struct cld__kernel_slot {
+    const char *program, *name;
+    int entry;
+} cld__kernel_slot;
+
 typedef struct cld__program_entry {
     char *key;        /* program \n options */
     cl_program program;
 } cld__program_entry;
 
+/* Settings from the environment, read once when the context is created
+ * (settings.c), resolved against the device: nothing on a launch path calls
+ * getenv. Tests change them on their context directly (Check runs each test
+ * in its own process, so nothing leaks into the next test). */
+typedef struct cld__settings {
+    size_t launch1d_ls;     /* work-group size of cld__launch1d: CLD_LAUNCH1D_LS, else 1 on CPUs, 64 */
+    size_t launch1d_groups; /* most work-groups: CLD_LAUNCH1D_GROUPS, else 8 (CPU) or 1024 per unit */
+    size_t reduce_ls;       /* row reductions (basic.cl, norm.cl, softmax.cl): CLD_REDUCE_LS, else 1 (CPU), 64 */
+    int gemm_backend;       /* CLD__GEMM_CLBLAST or CLD__GEMM_OWN: CLD_GEMM, else own on CPUs */
+    int clblast_tune;       /* install the PoCL CLBlast parameters (0 if CLD_CLBLAST_TUNE=0) */
+    int conv_winograd;      /* Winograd where it pays (0 if CLD_CONV_WINOGRAD=0) */
+    int poison;             /* new graphs poison released memory (CLD_POISON) */
+    /* Test hooks, never from the environment (test/ops/test_ops_conv.c,
+     * test/models/test_unet.c, bench/lab_winograd.c), for conv nodes built
+     * afterwards: at most conv_max_chunk samples per chunk (0: no cap), the
+     * im2col path where the implicit one applies, Winograd 0 where it pays /
+     * 1 never / 2 always, and Winograd's products through the batched GEMM
+     * (the GPU route) on CPUs too. */
+    int conv_max_chunk, conv_force_im2col, conv_winograd_mode, conv_wino_blas;
+} cld__settings;
+/* Fill s from the environment for the device `info` (settings.c). */
+void cld__settings_read(cld__settings *s, const cld_device_info *info);
+
 struct cld_ctx {
     cld_device_info info;
+    cld__settings settings;
     cl_context context;
     cl_command_queue queue;
     cld__program_entry *programs;
     int n_programs, cap_programs;
     cld__kernel_entry *kernels;
     int n_kernels, cap_kernels;
+    cld__kernel_slot kernel_slots[CLD__KERNEL_SLOTS];
     cld_compile_stats stats;
     cl_mem gemm_scratch;          /* packed GEMM panels, reused (blas.c) */
     size_t gemm_scratch_bytes;
+    int blas_tuned;               /* cld__blas_tune ran (first CLBlast call, blas.c) */
 };
 
 /* Set kernel arguments from a format string: 'b' cl_mem, 'i' int,
@@ -54,7 +88,9 @@ cld_status cld__kargs(cl_kernel k, const char *what, const char *fmt, ...);
 /* Enqueue an NDRange; global sizes are rounded up to multiples of local. */
 cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims,
                        const size_t *global, const size_t *local);
-/* Shorthand: get kernel `name` of `program` with default options. */
+/* Shorthand: get kernel `name` of `program` with default options. After the
+ * first call from a call site (same string pointers) a table lookup: no
+ * malloc, no scan of the context's kernels (program.c). */
 cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out);
 
 /* CLBlast wrappers (row-major). Offsets and leading dims in floats. */
