@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up, build and run cldiffusion on a Debian/Ubuntu machine.
 #
+#   tools/bootstrap.sh sample    install packages if missing, build, sample a grid of the bundled
+#                                model into samples.png (extra arguments go to cld-sample)
 #   tools/bootstrap.sh devices   install packages if missing, build, list OpenCL devices
 #   tools/bootstrap.sh test      install packages if missing, build, run the test suite
 #   tools/bootstrap.sh build     install packages if missing, build
@@ -75,7 +77,13 @@ run_tests() {
 }
 
 cmd=${1:-devices}
+[ $# -gt 0 ] && shift
 case "$cmd" in
+sample)
+    install_packages
+    build
+    "$BUILD_DIR/cld-sample" "$@"
+    ;;
 devices)
     install_packages
     build
@@ -94,7 +102,7 @@ build)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     ;;
 *)
-    echo "usage: $0 [devices|test|build]" >&2
+    echo "usage: $0 [sample|devices|test|build]" >&2
     exit 2
     ;;
 esac
