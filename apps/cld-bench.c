@@ -445,7 +445,7 @@ static void run_cli_sample(const char *cmd, const char *err_path, cli_run *r)
     double el[1024];
     int n = 0, total = 0, step;
     memset(r, 0, sizeof *r);
-    double t0 = now_s();
+    double t0 = cli_now_s();
     FILE *f = popen(cmd, "r");
     char line[512];
     if (!f) return;
@@ -455,7 +455,7 @@ static void run_cli_sample(const char *cmd, const char *err_path, cli_run *r)
             el[n++] = e;
     }
     int rc = pclose(f);
-    r->wall = now_s() - t0;
+    r->wall = cli_now_s() - t0;
     if (rc != 0 || n < 3 || n != total) return;
     /* step k's time (k >= 2); the first step carries the first launches */
     double d[1024];
