@@ -168,4 +168,10 @@ uint64_t cld__splitmix64(uint64_t *state);
 double cld__rand_uniform(uint64_t *state);   /* [0, 1) */
 double cld__rand_normal(uint64_t *state);
 
+/* JPEG through libjpeg (jpeg.c): is f (at its current position) a JPEG;
+ * header and optionally pixels (8-bit, nc channels, malloc'd). */
+int cld__is_jpeg(FILE *f);
+cld_status cld__jpeg_read(FILE *f, const char *path, int nc, size_t max_pixels, int *w, int *h, int *c,
+                          unsigned char **px);
+
 #endif
