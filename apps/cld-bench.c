@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "cli.h"
 
 static const char *prog = "cld-bench";
@@ -59,13 +60,6 @@ static void set_fail(row *r, cld_status s)
     r->has_value = 0;
     snprintf(r->note, sizeof r->note, "%s: %s", cld_status_name(s), cld_last_error());
     n_failed++;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    timespec_get(&ts, TIME_UTC);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ------------------------------------------------------------ workloads */
@@ -295,10 +289,10 @@ static cld_status sample_run(cld_ctx *ctx, double *seconds)
         job.out = out;
         job.model = unet_model_fn;
         job.model_user = &m;
-        double t0 = now_s();
+        double t0 = cli_now_s();
         s = cld_sampler_run(ctx, sch, &o, &job);
         if (s == CLD_OK) s = cld_buffer_read(ctx, out, 0, (size_t)N * m.per_sample * sizeof(float), h);
-        *seconds = now_s() - t0;
+        *seconds = cli_now_s() - t0;
     }
     if (out) cld_buffer_release(out);
     if (sch) cld_schedule_free(sch);
@@ -325,7 +319,7 @@ static void bench_sample(cld_ctx *ctx)
  * Prints one line: "probe <first_forward_s> <build_all_s> <built> <cached>". */
 static int startup_probe(const char *device)
 {
-    double t0 = now_s();
+    double t0 = cli_now_s();
     cld_ctx *ctx = NULL;
     cld_params *p = NULL;
     cld_graph *g = NULL;
@@ -346,9 +340,9 @@ static int startup_probe(const char *device)
     if (s == CLD_OK) s = cld_tensor_write(g, t, ts);
     if (s == CLD_OK) s = cld_graph_run(g);
     if (s == CLD_OK) s = cld_tensor_read(g, y, img);
-    double t1 = now_s();
+    double t1 = cli_now_s();
     if (s == CLD_OK) s = cld_ctx_build_all(ctx);
-    double t2 = now_s();
+    double t2 = cli_now_s();
     cld_compile_stats cs = {0, 0, 0};
     if (s == CLD_OK) s = cld_ctx_compile_stats(ctx, &cs);
     if (g) cld_graph_free(g);
@@ -426,43 +420,29 @@ static void bench_start(const char *device)
 }
 
 /* ------------------------------------------------------------ output */
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fprintf(f, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            fprintf(f, "\\u%04x", (unsigned char)*s);
-        else
-            fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 static void print_json(FILE *f, const cld_device_info *info, int quick)
 {
     fprintf(f, "{\n \"meta\": {\"engine\": \"cldiffusion\", \"version\": \"%s\", \"device\": ",
             CLD_VERSION_STRING);
     char dev[300];
     snprintf(dev, sizeof dev, "%s / %s", info->platform_name, info->name);
-    json_str(f, dev);
+    cli_json_str(f, dev);
     fprintf(f, ", \"compute_units\": %u, \"quick\": %s},\n \"rows\": [", info->compute_units,
             quick ? "true" : "false");
     for (int i = 0; i < n_rows; i++) {
         const row *r = &rows[i];
         fprintf(f, "%s\n  {\"key\": ", i ? "," : "");
-        json_str(f, r->key);
+        cli_json_str(f, r->key);
         fprintf(f, ", \"label\": ");
-        json_str(f, r->label);
+        cli_json_str(f, r->label);
         fprintf(f, ", \"unit\": ");
-        json_str(f, r->unit);
+        cli_json_str(f, r->unit);
         if (r->has_value)
             fprintf(f, ", \"value\": %.6g", r->value);
         else
             fprintf(f, ", \"value\": null");
         fprintf(f, ", \"higher_is_better\": %s, \"note\": ", r->higher_is_better ? "true" : "false");
-        json_str(f, r->note);
+        cli_json_str(f, r->note);
         fprintf(f, "}");
     }
     fprintf(f, "\n ]\n}\n");

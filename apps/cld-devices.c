@@ -35,17 +35,6 @@ static void human_bytes(char *dst, size_t cap, uint64_t b) {
     snprintf(dst, cap, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
 }
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 static void print_json(FILE *f, const cld_device_info *d, int n, int def, int env_sel,
                        int selected) {
     fprintf(f, "{\n  \"version\": \"%s\",\n  \"default\": %d,\n  \"selected\": %d,\n"
@@ -54,17 +43,17 @@ static void print_json(FILE *f, const cld_device_info *d, int n, int def, int en
     for (int i = 0; i < n; i++) {
         fprintf(f, "%s\n    {\"index\": %d, \"platform_index\": %d, \"platform\": ", i ? "," : "",
                 d[i].index, d[i].platform_index);
-        json_str(f, d[i].platform_name);
+        cli_json_str(f, d[i].platform_name);
         fprintf(f, ", \"platform_version\": ");
-        json_str(f, d[i].platform_version);
+        cli_json_str(f, d[i].platform_version);
         fprintf(f, ", \"name\": ");
-        json_str(f, d[i].name);
+        cli_json_str(f, d[i].name);
         fprintf(f, ", \"vendor\": ");
-        json_str(f, d[i].vendor);
+        cli_json_str(f, d[i].vendor);
         fprintf(f, ", \"driver_version\": ");
-        json_str(f, d[i].driver_version);
+        cli_json_str(f, d[i].driver_version);
         fprintf(f, ", \"device_version\": ");
-        json_str(f, d[i].device_version);
+        cli_json_str(f, d[i].device_version);
         fprintf(f,
                 ", \"type\": \"%s\", \"compute_units\": %u, \"global_mem_bytes\": %llu, "
                 "\"local_mem_bytes\": %llu, \"max_alloc_bytes\": %llu, "
@@ -112,20 +101,14 @@ static void print_text(FILE *f, const cld_device_info *d, int n, int def, int en
     cli_print_device(f, &d[used]);
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int build_all(const char *prog, const char *spec) {
-    double t0 = now_seconds();
+    double t0 = cli_now_s();
     cld_ctx *ctx = NULL;
     cld_status s = cli_ctx_create(spec, stdout, &ctx);
     if (s != CLD_OK) return cli_fail(prog, "creating context", s);
-    double t1 = now_seconds();
+    double t1 = cli_now_s();
     s = cld_ctx_build_all(ctx);
-    double t2 = now_seconds();
+    double t2 = cli_now_s();
     if (s != CLD_OK) {
         cld_ctx_free(ctx);
         return cli_fail(prog, "building kernels", s);

@@ -81,23 +81,6 @@ static void usage(FILE *f)
             DEFAULT_PER_CLASS, DEFAULT_UNCOND, MAX_FRAMES);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int parse_num(const char *v, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (end == v || *end || errno || !(d >= lo && d <= hi)) return 0;
-    *out = d;
-    return 1;
-}
-
 /* The spellings (dpm++2m, euler-a) and the library's (dpmpp_2m, euler_a). */
 static int parse_sampler(const char *v, cld_sampler_kind *k)
 {
@@ -140,7 +123,7 @@ static int parse_args(int argc, char **argv, opts *o)
         int shared = 0;
 #define OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
 #define VAL() do { if (r < 0) return CLI_EXIT_USAGE; } while (0)
-#define NUM(lo, hi) do { VAL(); if (!parse_num(v, lo, hi, &d)) BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); } while (0)
+#define NUM(lo, hi) do { VAL(); if (!cli_parse_num(v, lo, hi, &d)) BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
@@ -206,12 +189,6 @@ static int parse_args(int argc, char **argv, opts *o)
 
 /* ------------------------------------------------------------- output */
 
-static int is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static int ends_with_png(const char *p)
 {
     size_t n = strlen(p);
@@ -237,8 +214,8 @@ static int probe_dir(const char *dir, const char *what)
 static int check_out(const char *out)
 {
     size_t n = strlen(out);
-    if (is_dir(out) || out[n - 1] == '/') {
-        if (!is_dir(out) && mkdir(out, 0777) != 0) {
+    if (cli_is_dir(out) || out[n - 1] == '/') {
+        if (!cli_is_dir(out) && mkdir(out, 0777) != 0) {
             fprintf(stderr, "%s: --out: cannot create the folder '%s': %s\n", PROG, out, strerror(errno));
             return -1;
         }
@@ -285,7 +262,7 @@ typedef struct progress {
 static void on_progress(void *user, int done, int total)
 {
     progress *p = user;
-    double el = now_s() - p->t0, eta = done ? el * (total - done) / done : 0;
+    double el = cli_now_s() - p->t0, eta = done ? el * (total - done) / done : 0;
     if (!strcmp(p->mode, "json")) {
         printf("{\"step\": %d, \"total\": %d, \"elapsed\": %.3f, \"eta\": %.3f}\n", done, total, el, eta);
         fflush(stdout);
@@ -396,7 +373,7 @@ static int run(state *S)
 {
     opts *o = &S->o;
     char model_buf[4096], out_buf[4200];
-    const double t_start = now_s();
+    const double t_start = cli_now_s();
     if (o->replay && from_recipe(o, &S->rec, out_buf, sizeof out_buf)) return 1;
     if (!o->out) o->out = "samples.png";
     const int folder = check_out(o->out);
@@ -521,14 +498,14 @@ static int run(state *S)
     fputc('\n', stderr);
 
     /* sample */
-    progress pr = {o->progress, now_s()};
+    progress pr = {o->progress, cli_now_s()};
     sp.progress = on_progress;
     sp.progress_user = &pr;
-    const double t_sample = now_s();
+    const double t_sample = cli_now_s();
     s = cld_model_sample(S->m, &sp, S->out);
     if (s && !strcmp(o->progress, "bar")) fputc('\n', stderr);
     if (s) return cli_fail(PROG, "sampling", s);
-    const double sample_s = now_s() - t_sample;
+    const double sample_s = cli_now_s() - t_sample;
 
     /* the recipe and the PNGs */
     cld_recipe r;
@@ -626,7 +603,7 @@ static int run(state *S)
     cld_ctx_compile_stats(S->ctx, &cs);
     fprintf(stderr, "%s: %d samples in %.2f s of sampling; %.2f s in all; kernels: %d programs compiled, %d from the "
             "cache, %.2f s\n",
-            PROG, o->n, sample_s, now_s() - t_start, cs.programs_built, cs.programs_from_cache, cs.seconds);
+            PROG, o->n, sample_s, cli_now_s() - t_start, cs.programs_built, cs.programs_from_cache, cs.seconds);
     return 0;
 }
 

@@ -40,6 +40,8 @@ typedef struct opts {
     cld_diffusion_config diff;
     double min_snr, cfg_drop;
     int t_max; /* train on timesteps 0 .. t_max only (a denoiser's range); 0 = all */
+    int learn_sigma;   /* the model predicts its variance too (Improved DDPM), hybrid loss */
+    double vlb_weight; /* lambda of L_simple + lambda L_vlb */
     /* optimiser */
     double lr, wd, clip, ema, beta1, beta2, adam_eps;
     int warmup, cosine, batch;
@@ -49,6 +51,8 @@ typedef struct opts {
     const char *out, *device, *progress;
     int resume, val_every, val_n, ckpt_every, keep, grid_every, log_every;
     long stop_after; /* testing: stop (with a checkpoint) after this many steps of this process */
+    int eval_nll, nll_stride; /* after training: the bound in bits/dim on eval_nll test images */
+    int val_n_all;            /* held-back samples there are */
 } opts;
 
 static void usage(FILE *f)
@@ -82,6 +86,9 @@ static void usage(FILE *f)
             "  --min-snr G         Min-SNR-gamma loss weights (5; 0 = uniform)\n"
             "  --cfg-drop P        class label dropped with probability P, for guidance (0.1)\n"
             "  --t-max N           train on timesteps 0..N only (a denoiser's noise range; default all)\n"
+            "  --learn-sigma       the model also predicts its variance (Improved DDPM, 2x output channels),\n"
+            "                      trained with L_simple + lambda L_vlb; DDPM sampling uses it\n"
+            "  --vlb-weight X      lambda of the hybrid loss (0.001)\n"
             "optimiser:\n"
             "  --steps N (20000)  --batch N (64)  --lr X (5e-4)  --warmup N (500)  --cosine (decay to 0)\n"
             "  --wd X (0)  --clip X (1.0; 0 = off)  --ema X (0.9995)  --seed N (0)\n"
@@ -91,6 +98,10 @@ static void usage(FILE *f)
             "  --device SPEC       OpenCL device\n"
             "  --val-every N (500) --val-n N (1000) --ckpt-every N (500) --keep K (3) --grid-every N (2000)\n"
             "  --log-every N (50)  --progress bar|json|none (bar on a terminal, else none)\n"
+            "  --eval-nll [N]      at the end (also of a finished --resume): the variational bound in bits/dim\n"
+            "                      of the EMA weights on N test images (default 1000; --learn-sigma models),\n"
+            "                      appended to DIR/nll.csv\n"
+            "  --nll-stride K      evaluate every K-th timestep of the bound (an estimate, K times faster; 1)\n"
             "  --help, --version\n"
             "\n"
             "SIGINT/SIGTERM write a checkpoint and stop. Exit status: 0 done, 1 failure, 2 usage error,\n"
@@ -111,16 +122,6 @@ static int parse_int_list(const char *s, int *dst, int max, int *n)
     }
     *n = k;
     return k > 0;
-}
-
-static int parse_num(const char *v, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (end == v || *end || errno || !(d >= lo && d <= hi)) return 0;
-    *out = d;
-    return 1;
 }
 
 /* Set-by-flag markers, so a resumed run can tell a conflicting flag from a default. */
@@ -145,6 +146,8 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
     o->diff.T = 1000;
     o->diff.pred = CLD_PRED_V;
     o->min_snr = 5.0;
+    o->vlb_weight = 0.001;
+    o->nll_stride = 1;
     o->cfg_drop = 0.1;
     o->lr = 5e-4;
     o->clip = 1.0;
@@ -169,7 +172,7 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         double d;
 #define OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
 #define BAD(...) do { fprintf(stderr, "%s: ", PROG); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); return CLI_EXIT_USAGE; } while (0)
-#define NUM(lo, hi) do { if (r < 0) return CLI_EXIT_USAGE; if (!parse_num(v, lo, hi, &d)) BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); } while (0)
+#define NUM(lo, hi) do { if (r < 0) return CLI_EXIT_USAGE; if (!cli_parse_num(v, lo, hi, &d)) BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
@@ -192,6 +195,17 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         else if (OPT("--res-blocks")) { NUM(1, 16); o->res_blocks = (int)d; mark(sf->first_model, &sf->model, a); }
         else if (OPT("--groups")) { NUM(1, 1024); o->groups = (int)d; mark(sf->first_model, &sf->model, a); }
         else if (!strcmp(a, "--local")) { o->local = 1; mark(sf->first_model, &sf->model, a); }
+        else if (!strcmp(a, "--learn-sigma")) { o->learn_sigma = 1; mark(sf->first_model, &sf->model, a); }
+        else if (!strcmp(a, "--eval-nll")) {
+            /* optional count */
+            o->eval_nll = 1000;
+            if (i + 1 < argc && argv[i + 1][0] != '-') {
+                if (!cli_parse_num(argv[++i], 1, 1e7, &d)) BAD("--eval-nll: '%s' is not a number in [1, 1e7]", argv[i]);
+                o->eval_nll = (int)d;
+            }
+        }
+        else if (OPT("--nll-stride")) { NUM(1, 100000); o->nll_stride = (int)d; }
+        else if (OPT("--vlb-weight")) { NUM(0, 1e6); o->vlb_weight = d; mark(sf->first_optim, &sf->optim, a); }
         else if (OPT("--heads")) { NUM(1, 64); o->heads = (int)d; mark(sf->first_model, &sf->model, a); }
         else if (OPT("--dropout")) { NUM(0, 0.9); o->dropout = d; mark(sf->first_model, &sf->model, a); }
         else if (OPT("--mult")) {
@@ -250,31 +264,12 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
 
 /* ------------------------------------------------------------ helpers */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static uint64_t mix64(uint64_t x)
 {
     x += 0x9E3779B97F4A7C15ull;
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
     x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
     return x ^ (x >> 31);
-}
-
-static int is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int file_exists(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* "X/train-images-idx3-ubyte.gz" -> replace `from` by `to` in the file name. */
@@ -305,6 +300,8 @@ typedef struct run {
     cld_params *p, *ema;
     cld_graph *g;
     cld_tensor *x_t, *t, *labels, *target, *weights, *loss;
+    cld_tensor *x_0, *coefs; /* learned variance: the hybrid loss's inputs */
+    float *hcoefs;           /* (batch, CLD_VLB_COEFS) */
     cl_mem x0; /* (batch, C, H, W) staging on the device */
     size_t per;
     float *hx, *hbuf;
@@ -319,13 +316,16 @@ typedef struct run {
 
 static int fail(const char *what, cld_status s) { return cli_fail(PROG, what, s); }
 
-/* The UNet config from the options (defaults from the preset). */
-static int build_config(run *R)
+/* The UNet config from the options: defaults from `resumed` (the state's
+ * model) when given, else from --config or the preset. */
+static int build_config(run *R, const cld_unet_config *resumed)
 {
     opts *o = &R->o;
     cld_unet_config c;
     const char *preset = o->preset;
-    if (o->config_file) {
+    if (resumed && !o->config_file && !preset) {
+        c = *resumed;
+    } else if (o->config_file) {
         FILE *f = fopen(o->config_file, "rb");
         if (!f) { fprintf(stderr, "%s: --config: cannot open '%s': %s\n", PROG, o->config_file, strerror(errno)); return 1; }
         char buf[8192];
@@ -357,8 +357,9 @@ static int build_config(run *R)
         memcpy(c.attn_res, o->attn, sizeof c.attn_res);
     }
     if (o->local) c.norm_groups = 0, c.n_attn = 0, c.no_mid_attn = 1;
-    c.num_classes = R->info.num_classes > 1 ? R->info.num_classes : 0;
-    if (c.in_channels != R->info.channels || c.image_size != R->info.height || R->info.height != R->info.width) {
+    if (o->learn_sigma) c.out_channels = 2 * c.in_channels;
+    if (!resumed) c.num_classes = R->info.num_classes > 1 ? R->info.num_classes : 0;
+    if (!resumed && (c.in_channels != R->info.channels || c.image_size != R->info.height || R->info.height != R->info.width)) {
         fprintf(stderr, "%s: the model takes %d x %d x %d, the data is %d x %d x %d\n", PROG, c.in_channels,
                 c.image_size, c.image_size, R->info.channels, R->info.height, R->info.width);
         return 1;
@@ -384,6 +385,7 @@ static char *train_json(const opts *o)
     cJSON_AddNumberToObject(j, "min_snr", o->min_snr);
     cJSON_AddNumberToObject(j, "cfg_drop", o->cfg_drop);
     if (o->t_max) cJSON_AddNumberToObject(j, "t_max", o->t_max);
+    if (o->diff.learned_variance) cJSON_AddNumberToObject(j, "vlb_weight", o->vlb_weight);
     cJSON_AddBoolToObject(j, "hflip", o->hflip);
     cJSON_AddNumberToObject(j, "crop", o->crop);
     cJSON_AddNumberToObject(j, "steps", (double)o->steps);
@@ -412,6 +414,8 @@ static int train_from_json(const char *text, opts *o)
     o->cosine = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "cosine"));
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(j, "t_max");
     o->t_max = cJSON_IsNumber(tm) ? (int)tm->valuedouble : 0;
+    const cJSON *vw = cJSON_GetObjectItemCaseSensitive(j, "vlb_weight");
+    if (cJSON_IsNumber(vw)) o->vlb_weight = vw->valuedouble;
     o->hflip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "hflip"));
     cJSON_Delete(j);
     return 1;
@@ -515,9 +519,23 @@ static int build_train_graph(run *R)
     if (!s) s = cld_graph_input(R->g, "t", 1, ts, 0, &R->t);
     if (!s && R->cfg.num_classes) s = cld_graph_input(R->g, "labels", 1, ts, 0, &R->labels);
     if (!s) s = cld_unet_build(R->g, &R->cfg, R->x_t, R->t, R->labels, &pred);
+    cld_tensor *out = pred;
+    const int learned = R->o.diff.learned_variance;
+    if (!s && learned) s = cld_op_slice_channels(R->g, out, 0, R->cfg.in_channels, &pred);
     if (!s) s = cld_graph_input(R->g, "target", 4, xs, 0, &R->target);
     if (!s) s = cld_graph_input(R->g, "weights", 1, ts, 0, &R->weights);
     if (!s) s = cld_op_mse_loss(R->g, pred, R->target, R->weights, &R->loss);
+    if (!s && learned) {
+        /* L_simple + lambda L_vlb, L_vlb = T * (the batch's mean term), as Improved DDPM; the
+         * vlb op's gradient reaches only the variance half */
+        int cs[2] = {B, CLD_VLB_COEFS};
+        cld_tensor *vlb, *scaled, *mse = R->loss;
+        s = cld_graph_input(R->g, "x_0", 4, xs, 0, &R->x_0);
+        if (!s) s = cld_graph_input(R->g, "vlb_coefs", 2, cs, 0, &R->coefs);
+        if (!s) s = cld_op_vlb_loss(R->g, out, R->x_t, R->x_0, R->coefs, &vlb);
+        if (!s) s = cld_op_scale(R->g, vlb, (float)(R->o.vlb_weight * R->o.diff.T), &scaled);
+        if (!s) s = cld_op_add(R->g, mse, scaled, &R->loss);
+    }
     if (!s) s = cld_graph_set_output(R->g, R->loss);
     if (!s) s = cld_graph_backward(R->g, R->loss);
     if (!s) s = cld_graph_plan(R->g, &st);
@@ -566,6 +584,9 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
         R->hbuf[b] = (float)w;
     }
     if (!s) s = cld_tensor_write(R->g, R->weights, R->hbuf);
+    if (!s && R->x_0) s = cld_tensor_write(R->g, R->x_0, R->hx);
+    if (!s && R->coefs) s = cld_vlb_coefs(R->sched, R->o.diff.pred, B, R->hti, R->hcoefs);
+    if (!s && R->coefs) s = cld_tensor_write(R->g, R->coefs, R->hcoefs);
     if (!s) s = cld_params_zero_grad(R->p);
     if (!s) s = cld_graph_set_seed(R->g, mix64(R->o.seed + 0x5151ull * (uint64_t)(R->step + 1)));
     if (!s) s = cld_graph_run(R->g);
@@ -573,8 +594,16 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     if (!s) s = cld_tensor_read(R->g, R->loss, &loss);
     if (s) return fail("training step", s);
     if (!isfinite(loss)) {
-        fprintf(stderr, "%s: step %ld: the loss is %g; stopping (the last checkpoint is kept)\n", PROG, R->step + 1,
-                loss);
+        /* the step ran forward and backward: name the first tensor that went bad */
+        int bad = -1, grads = 0;
+        const char *name = NULL;
+        if (cld_params_find_nonfinite(R->p, 0, &bad) == CLD_OK && bad < 0 &&
+            cld_params_find_nonfinite(R->p, 1, &bad) == CLD_OK && bad >= 0)
+            grads = 1;
+        if (bad >= 0) cld_params_info(R->p, bad, &name, NULL, NULL, NULL);
+        fprintf(stderr, "%s: step %ld: the loss is %g (%s%s%s); stopping (the last checkpoint is kept)\n", PROG,
+                R->step + 1, loss, name ? (grads ? "first non-finite gradient: '" : "first non-finite weight: '") : "",
+                name ? name : "weights and gradients are finite: the activations overflowed", name ? "'" : "");
         return 1;
     }
     double gn = 0;
@@ -614,6 +643,10 @@ static int validate(run *R, cld_unet_runner *vr, double *out)
     float *hx = malloc((size_t)VB * R->per * sizeof(float)), *ht = malloc((size_t)VB * R->per * sizeof(float)),
           *hp = malloc((size_t)VB * R->per * sizeof(float)), tf[4096];
     int ti[4096], lab[4096];
+    cld_pred_half half = {R->ctx, cld_unet_runner_fn, vr, R->per};
+    /* a learned-variance model: its prediction half */
+    const cld_model_fn pred_fn = R->o.diff.learned_variance ? cld_pred_half_fn : cld_unet_runner_fn;
+    void *pred_user = R->o.diff.learned_variance ? (void *)&half : (void *)vr;
     cld_status s = hx && ht && hp ? CLD_OK : CLD_ERR_NOMEM;
     const size_t bytes = (size_t)VB * R->per * sizeof(float);
     if (!s) s = cld_buffer_alloc(R->ctx, bytes, &x0);
@@ -633,7 +666,7 @@ static int validate(run *R, cld_unet_runner *vr, double *out)
         key.index = (uint32_t)i0;
         if (!s) s = cld_buffer_write(R->ctx, x0, 0, (size_t)nb * R->per * sizeof(float), hx);
         if (!s) s = cld_q_sample(R->ctx, R->sched, nb, R->per, ti, x0, 0, &key, xt, 0, R->o.diff.pred, tg, 0);
-        if (!s) s = cld_unet_runner_fn(vr, xt, 0, pr, 0, nb, tf, R->cfg.num_classes ? lab : NULL);
+        if (!s) s = pred_fn(pred_user, xt, 0, pr, 0, nb, tf, R->cfg.num_classes ? lab : NULL);
         if (!s) s = cld_buffer_read(R->ctx, tg, 0, (size_t)nb * R->per * sizeof(float), ht);
         if (!s) s = cld_buffer_read(R->ctx, pr, 0, (size_t)nb * R->per * sizeof(float), hp);
         for (size_t i = 0; !s && i < (size_t)nb * R->per; i++) {
@@ -655,60 +688,41 @@ static int validate(run *R, cld_unet_runner *vr, double *out)
 }
 
 /* A grid of samples from the EMA weights: 4 rows, one column per class
- * (8 unconditional), fixed seed, DPM-Solver++(2M) 25 steps, guidance 2. */
+ * (8 unconditional), fixed seed, DPM-Solver++(2M) 25 steps, guidance 2
+ * (a learned-variance model: its prediction half). */
 static int write_grid(run *R)
 {
     const int nc = R->cfg.num_classes, cols = nc ? nc : 8, rows = 4, n = rows * cols, S = R->cfg.image_size,
               C = R->cfg.in_channels;
-    const double guidance = nc ? 2.0 : 1.0;
     int labels[CLD_MODEL_MAX_CLASSES * 4];
     for (int i = 0; i < n; i++) labels[i] = i % cols;
-    cld_sampler_opts so;
-    cld_sampler_opts_default(CLD_SAMPLER_DPMPP_2M, &so);
-    so.steps = 25;
-    so.pred = R->o.diff.pred;
-    so.guidance = guidance;
-    so.null_label = nc;
+    cld_sample_spec sp;
+    cld_sample_spec_default(&sp);
+    sp.opts.steps = 25;
+    sp.opts.pred = R->o.diff.pred;
+    sp.opts.guidance = nc ? 2.0 : 1.0;
+    sp.opts.null_label = nc;
+    sp.n = sp.batch = n;
+    sp.labels = nc ? labels : NULL;
+    sp.seed = 1234;
     cld_unet_runner *gr = NULL;
-    cl_mem out = NULL;
     float *h = malloc((size_t)n * R->per * sizeof(float));
-    unsigned char *px = malloc((size_t)n * R->per);
-    cld_status s = h && px ? CLD_OK : CLD_ERR_NOMEM;
-    if (!s) s = cld_unet_runner_create(R->ctx, R->ema, &R->cfg, nc && guidance != 1.0 ? 2 * n : n, &gr);
-    if (!s) s = cld_buffer_alloc(R->ctx, (size_t)n * R->per * sizeof(float), &out);
-    cld_sample_job job = {0};
-    job.n = n;
-    job.per_sample = R->per;
-    job.labels = nc ? labels : NULL;
-    job.seed = 1234;
-    job.out = out;
-    job.model = cld_unet_runner_fn;
-    job.model_user = gr;
-    if (!s) s = cld_sampler_run(R->ctx, R->sched, &so, &job);
-    if (!s) s = cld_buffer_read(R->ctx, out, 0, (size_t)n * R->per * sizeof(float), h);
+    uint8_t *px = NULL;
+    int W = 0, H = 0;
+    cld_status s = h ? CLD_OK : CLD_ERR_NOMEM;
+    if (!s) s = cld_unet_runner_create(R->ctx, R->ema, &R->cfg, sp.opts.guidance != 1.0 ? 2 * n : n, &gr);
+    cld_pred_half half = {R->ctx, cld_unet_runner_fn, gr, R->per};
+    const int learned = R->o.diff.learned_variance;
+    if (!s) s = cld_sample_with(R->ctx, R->sched, learned ? cld_pred_half_fn : cld_unet_runner_fn,
+                                learned ? (void *)&half : (void *)gr, C, S, &sp, h);
+    if (!s) s = cld_grid_pixels(h, n, C, S, cols, 2, &px, &W, &H);
     if (!s) {
-        const int W = cols * (S + 2) + 2, H = rows * (S + 2) + 2;
-        unsigned char *img = calloc((size_t)W * H * C, 1);
-        if (!img) s = CLD_ERR_NOMEM;
-        for (int i = 0; img && i < n; i++) {
-            int gx = 2 + (i % cols) * (S + 2), gy = 2 + (i / cols) * (S + 2);
-            for (int c = 0; c < C; c++)
-                for (int y = 0; y < S; y++)
-                    for (int x = 0; x < S; x++) {
-                        float v = h[(size_t)i * R->per + ((size_t)c * S + y) * S + x];
-                        v = (v + 1.0f) * 127.5f;
-                        v = v < 0 ? 0 : v > 255 ? 255 : v;
-                        img[((size_t)(gy + y) * W + gx + x) * C + c] = (unsigned char)(v + 0.5f);
-                    }
-        }
         char path[4096], stepv[32];
         snprintf(path, sizeof path, "%s/grid-%09ld.png", R->o.out, R->step);
         snprintf(stepv, sizeof stepv, "%ld", R->step);
         const char *keys[] = {"Software", "cld.step"}, *vals[] = {"cldiffusion cld-train " CLD_VERSION_STRING, stepv};
-        if (img) s = cld_png_write(path, W, H, C, 8, img, 2, keys, vals);
-        free(img);
+        s = cld_png_write(path, W, H, C, 8, px, 2, keys, vals);
     }
-    if (out) cld_buffer_release(out);
     cld_unet_runner_free(gr);
     free(h);
     free(px);
@@ -716,9 +730,82 @@ static int write_grid(run *R)
     return 0;
 }
 
+static void nll_progress(void *user, long done, long total)
+{
+    const run *R = user;
+    if (!strcmp(R->o.progress, "json")) printf("{\"nll_pairs\": %ld, \"total\": %ld}\n", done, total), fflush(stdout);
+    else if (!strcmp(R->o.progress, "bar")) fprintf(stderr, "\rbound: %ld/%ld (image, t) pairs ", done, total);
+}
+
+/* --eval-nll: the variational bound of the EMA weights in bits/dim on the
+ * first N held-back images (their labels for a conditional model), mean
+ * and standard error over the images, printed and appended to nll.csv. */
+static int eval_nll(run *R)
+{
+    const int N = R->o.eval_nll < R->o.val_n_all ? R->o.eval_nll : R->o.val_n_all;
+    float *hx = malloc((size_t)N * R->per * sizeof(float));
+    int *lab = malloc((size_t)N * sizeof(int));
+    double *bpd = malloc((size_t)N * sizeof(double));
+    cl_mem x0 = NULL;
+    cld_status s = hx && lab && bpd ? CLD_OK : CLD_ERR_NOMEM;
+    for (int i = 0; i < N && !s; i++) {
+        s = cld_dataset_get(R->val, i, NULL, 0, 0, hx + (size_t)i * R->per, &lab[i]);
+        if (!R->cfg.num_classes || lab[i] >= R->cfg.num_classes) lab[i] = R->cfg.num_classes;
+    }
+    if (!s) s = cld_buffer_alloc(R->ctx, (size_t)N * R->per * sizeof(float), &x0);
+    if (!s) s = cld_buffer_write(R->ctx, x0, 0, (size_t)N * R->per * sizeof(float), hx);
+    cld_vlb_job job = {0};
+    job.n = N;
+    job.per_sample = R->per;
+    job.x0 = x0;
+    job.labels = R->cfg.num_classes ? lab : NULL;
+    job.pred = R->o.diff.pred;
+    job.clip_denoised = 1;
+    job.t_stride = R->o.nll_stride;
+    job.max_batch = R->vb;
+    job.seed = 0x6E6C6Cull; /* fixed: the number depends on the weights only */
+    job.model = cld_unet_runner_fn;
+    job.model_user = R->vrun_ema;
+    job.progress = nll_progress;
+    job.progress_user = R;
+    job.bpd = bpd;
+    const double t0 = cli_now_s();
+    if (!s) s = cld_vlb_bound(R->ctx, R->sched, &job);
+    if (x0) cld_buffer_release(x0);
+    free(hx);
+    free(lab);
+    if (!strcmp(R->o.progress, "bar")) fputc('\n', stderr);
+    if (s) {
+        free(bpd);
+        return fail("--eval-nll", s);
+    }
+    double mean = 0, var = 0;
+    for (int i = 0; i < N; i++) mean += bpd[i] / N;
+    for (int i = 0; i < N; i++) var += (bpd[i] - mean) * (bpd[i] - mean) / (N > 1 ? N - 1 : 1);
+    free(bpd);
+    const double se = sqrt(var / N);
+    fprintf(stderr, "step %ld: variational bound %.4f +- %.4f bits/dim (EMA weights, %d test images, t stride %d, "
+                    "%.1f s)\n", R->step, mean, se, N, R->o.nll_stride, cli_now_s() - t0);
+    if (!strcmp(R->o.progress, "json"))
+        printf("{\"step\": %ld, \"nll_bpd\": %.6f, \"nll_se\": %.6f, \"images\": %d, \"t_stride\": %d}\n", R->step,
+               mean, se, N, R->o.nll_stride);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/nll.csv", R->o.out);
+    const int fresh = !cli_is_file(path);
+    FILE *f = fopen(path, "a");
+    if (!f) {
+        fprintf(stderr, "%s: cannot write '%s': %s\n", PROG, path, strerror(errno));
+        return 1;
+    }
+    if (fresh) fprintf(f, "step,images,t_stride,bpd,standard_error\n");
+    fprintf(f, "%ld,%d,%d,%.6f,%.6f\n", R->step, N, R->o.nll_stride, mean, se);
+    fclose(f);
+    return 0;
+}
+
 static void progress(run *R, double loss, double t_start, long step0)
 {
-    const double el = now_s() - t_start, rate = (R->step - step0) / (el > 0 ? el : 1);
+    const double el = cli_now_s() - t_start, rate = (R->step - step0) / (el > 0 ? el : 1);
     const double eta = rate > 0 ? (R->o.steps - R->step) / rate : 0;
     if (!strcmp(R->o.progress, "json")) {
         printf("{\"step\": %ld, \"total\": %ld, \"loss\": %.6g, \"images_per_s\": %.2f, \"elapsed\": %.1f, \"eta\": %.1f}\n",
@@ -739,24 +826,24 @@ static int open_data(run *R)
     opts *o = &R->o;
     char lab[4096], vimg[4096], vlab[4096];
     cld_status s;
-    if (is_dir(o->data)) {
+    if (cli_is_dir(o->data)) {
         s = cld_dataset_open_folder(o->data, o->channels, o->crop, &R->ds);
         if (s) return fail("--data", s);
     } else {
         const char *labels = o->labels;
-        if (!labels && (sibling(o->data, "images-idx3", "labels-idx1", lab, sizeof lab) && file_exists(lab))) labels = lab;
+        if (!labels && (sibling(o->data, "images-idx3", "labels-idx1", lab, sizeof lab) && cli_is_file(lab))) labels = lab;
         s = cld_dataset_open_idx(o->data, labels, &R->ds);
         if (s) return fail("--data", s);
-        if (!o->val_data && sibling(o->data, "train-", "t10k-", vimg, sizeof vimg) && file_exists(vimg)) {
+        if (!o->val_data && sibling(o->data, "train-", "t10k-", vimg, sizeof vimg) && cli_is_file(vimg)) {
             o->val_data = strdup(vimg);
-            if (!o->val_labels && sibling(vimg, "images-idx3", "labels-idx1", vlab, sizeof vlab) && file_exists(vlab))
+            if (!o->val_labels && sibling(vimg, "images-idx3", "labels-idx1", vlab, sizeof vlab) && cli_is_file(vlab))
                 o->val_labels = strdup(vlab);
         }
     }
     cld_dataset_get_info(R->ds, &R->info);
     if (o->val_data) {
         cld_dataset_info vi;
-        s = is_dir(o->val_data) ? cld_dataset_open_folder(o->val_data, o->channels, o->crop, &R->val)
+        s = cli_is_dir(o->val_data) ? cld_dataset_open_folder(o->val_data, o->channels, o->crop, &R->val)
                                 : cld_dataset_open_idx(o->val_data, o->val_labels, &R->val);
         if (s) return fail("--val-data", s);
         cld_dataset_get_info(R->val, &vi);
@@ -766,6 +853,7 @@ static int open_data(run *R)
             return 1;
         }
         if (o->val_n > vi.n) o->val_n = vi.n;
+        o->val_n_all = vi.n;
     }
     /* class names */
     memset(&R->meta, 0, sizeof R->meta);
@@ -827,10 +915,15 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &R.o, &sf);
     if (rc) return rc;
     opts *o = &R.o;
-    const double t_start = now_s();
+    const double t_start = cli_now_s();
+    o->diff.learned_variance = o->learn_sigma;
     char resume_path[4096] = "";
     cld_model_meta stored_meta;
-    if (check_out(o->out)) return 1;
+    /* --resume reads the folder; a fresh run creates it only once data and config are known to be good */
+    if (o->resume && !cli_is_dir(o->out)) {
+        fprintf(stderr, "%s: --resume: no output folder '%s'\n", PROG, o->out);
+        return 1;
+    }
     if (o->resume) {
         /* the state's settings replace the defaults; a flag naming another value is an error */
         long st = newest_state(o->out, NULL, NULL, 0);
@@ -858,7 +951,8 @@ int main(int argc, char **argv)
         if (sf.optim && (stored.batch != o->batch || stored.lr != o->lr || stored.warmup != o->warmup ||
                          stored.wd != o->wd || stored.clip != o->clip || stored.ema != o->ema ||
                          stored.seed != o->seed || stored.cosine != o->cosine || stored.min_snr != o->min_snr ||
-                         stored.cfg_drop != o->cfg_drop || stored.t_max != o->t_max)) {
+                         stored.cfg_drop != o->cfg_drop || stored.t_max != o->t_max ||
+                         stored.vlb_weight != o->vlb_weight)) {
             fprintf(stderr, "%s: --resume: %s does not match the training settings of '%s'\n", PROG, sf.first_optim,
                     resume_path);
             return 1;
@@ -870,24 +964,25 @@ int main(int argc, char **argv)
             return 1;
         }
         long steps = o->steps;
-        int explicit_steps = 0;
-        for (int i = 1; i < argc; i++) explicit_steps |= !strncmp(argv[i], "--steps", 7);
-        *o = (opts){0};
+        int crop = o->crop, explicit_steps = 0, explicit_crop = 0;
+        for (int i = 1; i < argc; i++) {
+            explicit_steps |= !strncmp(argv[i], "--steps", 7);
+            explicit_crop |= !strncmp(argv[i], "--crop", 6); /* the data's; the model check below catches a misfit */
+        }
         *o = stored;
         if (explicit_steps) o->steps = steps;
+        if (explicit_crop) o->crop = crop;
         o->diff = *d;
+        o->learn_sigma |= d->learned_variance; /* the state's model; a conflicting --learn-sigma fails below */
     }
     if (!o->data) {
         fprintf(stderr, "%s: --data PATH is required (also with --resume)\n", PROG);
         return 2;
     }
     if ((rc = open_data(&R))) return rc;
-    if ((rc = build_config(&R))) return rc;
+    if ((rc = build_config(&R, o->resume ? &stored_meta.unet : NULL))) return rc;
     if (o->resume) {
         char *a = NULL, *b = NULL;
-        if (!sf.model) {
-            R.cfg = stored_meta.unet; /* no model flags: the state's model */
-        }
         cld_unet_config_to_json(&stored_meta.unet, &a);
         cld_unet_config_to_json(&R.cfg, &b);
         int same = a && b && !strcmp(a, b);
@@ -909,6 +1004,15 @@ int main(int argc, char **argv)
             R.meta.n_class_names = stored_meta.n_class_names;
         }
     }
+    if (o->eval_nll && !o->diff.learned_variance) {
+        fprintf(stderr, "%s: --eval-nll needs a model with a learned variance (--learn-sigma)\n", PROG);
+        return 2;
+    }
+    if (o->eval_nll && !R.val) {
+        fprintf(stderr, "%s: --eval-nll needs held-back data (--val-data, or t10k files beside --data)\n", PROG);
+        return 2;
+    }
+    if (check_out(o->out)) return 1;
     R.meta.unet = R.cfg;
     R.meta.diffusion = o->diff;
     cld_status s = cld_diffusion_schedule(&o->diff, &R.sched);
@@ -938,7 +1042,8 @@ int main(int argc, char **argv)
     R.hbuf = malloc((size_t)B * sizeof(float));
     R.hlab = malloc((size_t)B * sizeof(int));
     R.hti = malloc((size_t)B * sizeof(int));
-    if (!R.hx || !R.hbuf || !R.hlab || !R.hti) return fail("host buffers", CLD_ERR_NOMEM);
+    R.hcoefs = malloc((size_t)B * CLD_VLB_COEFS * sizeof(float));
+    if (!R.hx || !R.hbuf || !R.hlab || !R.hti || !R.hcoefs) return fail("host buffers", CLD_ERR_NOMEM);
     s = cld_buffer_alloc(R.ctx, (size_t)B * R.per * sizeof(float), &R.x0);
     if (s) return fail("device buffers", s);
     cld_augment aug = {o->hflip};
@@ -952,7 +1057,7 @@ int main(int argc, char **argv)
     }
     char csv[4096];
     snprintf(csv, sizeof csv, "%s/log.csv", o->out);
-    int new_csv = !file_exists(csv) || !o->resume;
+    int new_csv = !cli_is_file(csv) || !o->resume;
     R.csv = fopen(csv, new_csv ? "w" : "a");
     if (!R.csv) {
         fprintf(stderr, "%s: cannot write '%s': %s\n", PROG, csv, strerror(errno));
@@ -966,7 +1071,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     const long step0 = R.step;
-    double t_win = now_s(), loss_sum = 0, gn_last = 0;
+    double t_win = cli_now_s(), loss_sum = 0, gn_last = 0;
     long win_steps = 0;
     rc = 0;
     if (R.step == 0 && o->grid_every) rc = write_grid(&R);
@@ -977,7 +1082,7 @@ int main(int argc, char **argv)
         gn_last = gn;
         win_steps++;
         R.loss_ema = R.step == step0 + 1 ? loss : 0.98 * R.loss_ema + 0.02 * loss;
-        double el = now_s() - t_win;
+        double el = cli_now_s() - t_win;
         if (win_steps >= 5 && el > 0) R.img_s = (double)win_steps * B / el;
         const int last = R.step == o->steps || (o->stop_after && R.step - step0 >= o->stop_after);
         if (R.step % o->log_every == 0 || last) {
@@ -988,12 +1093,12 @@ int main(int argc, char **argv)
                 fprintf(stderr, "step %ld: validation loss %.5f (EMA %.5f)\n", R.step, vl, vle);
             }
             fprintf(R.csv, "%ld,%.6f,%.6f,%.6f,%.6g,%.4f,%.2f,%.1f\n", R.step, loss_sum / win_steps, vl, vle,
-                    lr_at(o, R.step - 1), gn_last, R.img_s, now_s() - t_start);
+                    lr_at(o, R.step - 1), gn_last, R.img_s, cli_now_s() - t_start);
             fflush(R.csv);
             progress(&R, loss_sum / win_steps, t_start, step0);
             loss_sum = 0;
             win_steps = 0;
-            t_win = now_s();
+            t_win = cli_now_s();
         } else if (!strcmp(o->progress, "bar")) {
             progress(&R, loss, t_start, step0);
         }
@@ -1009,12 +1114,13 @@ int main(int argc, char **argv)
         if (!rc) rc = 130;
     }
     if (!strcmp(o->progress, "bar")) fputc('\n', stderr);
+    if (!rc && o->eval_nll) rc = eval_nll(&R);
     double wait = 0;
     cld_loader_wait_seconds(R.loader, &wait);
     cld_device_info di;
     cld_ctx_device_info(R.ctx, &di);
     fprintf(stderr, "%s: %ld steps (%ld this run) on %s in %.1f s; data loader waits %.2f s in all\n", PROG, R.step,
-            R.step - step0, di.name, now_s() - t_start, wait);
+            R.step - step0, di.name, cli_now_s() - t_start, wait);
     if (R.csv) fclose(R.csv);
     cld_loader_free(R.loader);
     cld_unet_runner_free(R.vrun_raw);
@@ -1031,5 +1137,6 @@ int main(int argc, char **argv)
     free(R.hbuf);
     free(R.hlab);
     free(R.hti);
+    free(R.hcoefs);
     return rc;
 }

@@ -24,7 +24,7 @@
  * variant would reach with the cores to itself (other jobs on the machine
  * stretch wall time but not our CPU time; spinning threads would inflate
  * it, PoCL's workers sleep). Not built by CMake. */
-#include "blas.h"
+#include "runtime/blas.h"
 
 #include <clblast_c.h>
 #include <math.h>

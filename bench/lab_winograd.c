@@ -4,18 +4,16 @@
  * of 7 runs of each and the ratio. Not built by CMake.
  *
  *   cmake --build build-bench --target cldiffusion
- *   gcc -O2 -o /tmp/lab_winograd bench/lab_winograd.c -Iengine/include \
+ *   gcc -O2 -o /tmp/lab_winograd bench/lab_winograd.c -Iengine/include -Iengine/src \
  *       -Lbuild-bench -lcldiffusion -lclblast -lOpenCL -lcjson -lz -lm
  *   /tmp/lab_winograd N Ci Co H [train]     e.g. 16 128 128 32 1
  *
  * train = 1 adds an MSE loss and the backward pass (dx and dW). Uses the test
- * hook cld__conv_test_winograd (ops_conv.c): 1 never, 2 always. */
-#include <cldiffusion/cldiffusion.h>
+ * hook ctx->settings.conv_winograd_mode (runtime/internal.h): 1 never, 2 always. */
+#include "runtime/internal.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-void cld__conv_test_winograd(int mode);
 
 static double now(void)
 {
@@ -46,7 +44,7 @@ int main(int argc, char **argv)
     cld_graph *gs[2];
     double best[2] = {1e9, 1e9};
     for (int k = 0; k < 2; k++) {
-        cld__conv_test_winograd(k == 0 ? 1 : 2); /* 0: implicit GEMM, 1: Winograd */
+        ctx->settings.conv_winograd_mode = k == 0 ? 1 : 2; /* 0: implicit GEMM, 1: Winograd */
         cld_tensor *x, *w, *b, *y, *target, *loss;
         OK(cld_params_create(ctx, &ps[k]));
         OK(cld_graph_create(ctx, ps[k], &gs[k]));
@@ -64,7 +62,7 @@ int main(int argc, char **argv)
         }
         OK(cld_graph_plan(gs[k], NULL));
     }
-    cld__conv_test_winograd(0);
+    ctx->settings.conv_winograd_mode = 0;
     for (int r = 0; r < 8; r++)
         for (int k = 0; k < 2; k++) {
             double t0 = now();

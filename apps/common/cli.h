@@ -26,4 +26,17 @@ cld_status cli_ctx_create(const char *spec, FILE *log, cld_ctx **out);
 /* "device: <platform> / <name>" line for an info record. */
 void cli_print_device(FILE *f, const cld_device_info *info);
 
+/* 1 and *out = the number when v is all a number in [lo, hi]; else 0. */
+int cli_parse_num(const char *v, double lo, double hi, double *out);
+
+/* Seconds from a monotonic clock (for durations and rates). */
+double cli_now_s(void);
+
+/* 1 if path is a folder / a regular file (following links). */
+int cli_is_dir(const char *path);
+int cli_is_file(const char *path);
+
+/* s as a JSON string literal, quotes and escapes included. */
+void cli_json_str(FILE *f, const char *s);
+
 #endif

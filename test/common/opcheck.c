@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "ops/internal.h"
 #include "testutil.h"
 
 double opc_uniform(uint64_t *rng)

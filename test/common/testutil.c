@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h" /* host RNG */
+#include "runtime/internal.h" /* host RNG */
 
 cld_ctx *tu_ctx(void) {
     static cld_ctx *ctx;

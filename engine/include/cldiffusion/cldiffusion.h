@@ -130,8 +130,8 @@ cld_status cld_buffer_release(cl_mem buf);
 #include "cldiffusion/train.h"
 #include "cldiffusion/model.h"
 #include "cldiffusion/io.h"
-#include "cldiffusion/bench.h"
 #include "cldiffusion/vlb.h"
 #include "cldiffusion/sample.h"
+#include "cldiffusion/denoise.h"
 
 #endif

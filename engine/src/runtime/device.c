@@ -1,10 +1,8 @@
 /* The runtime's device layer: enumerate and select OpenCL devices, create a
  * context with one in-order queue, thin buffer helpers, and kernel launch. */
 #include "internal.h"
-#include "blas.h"
 
 #include <ctype.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -268,11 +266,6 @@ cld_status cld_device_select(const char *spec, int *index) {
 }
 
 /* ---------------------------------------------------------------- context */
-static int env_is_zero(const char *name) {
-    const char *v = getenv(name);
-    return v && strcmp(v, "0") == 0;
-}
-
 cld_status cld_ctx_create(const char *device_spec, cld_ctx **out) {
     if (!out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_ctx_create: out is NULL");
     *out = NULL;
@@ -283,6 +276,7 @@ cld_status cld_ctx_create(const char *device_spec, cld_ctx **out) {
     if (!ctx) return cld__fail(CLD_ERR_NOMEM, "cld_ctx_create: out of host memory");
     cld_status s = cld_device_info_get(index, &ctx->info);
     if (s != CLD_OK) goto fail;
+    cld__settings_read(&ctx->settings, &ctx->info);
 
     cl_int err = CL_SUCCESS;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM,
@@ -300,12 +294,6 @@ cld_status cld_ctx_create(const char *device_spec, cld_ctx **out) {
                       cld_cl_error_name(err), (int)err);
         goto fail;
     }
-
-    static atomic_int tune_warned;
-    if (!env_is_zero("CLD_CLBLAST_TUNE") && cld__blas_tune(ctx) != CLD_OK &&
-        !atomic_exchange(&tune_warned, 1))
-        fprintf(stderr, "cldiffusion: warning: %s; continuing with CLBlast's defaults\n",
-                cld_last_error());
 
     *out = ctx;
     return CLD_OK;

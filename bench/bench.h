@@ -1,7 +1,11 @@
-/* Micro-benchmarks of engine internals, for cld-bench. Not a stable API:
- * the rows and their definitions may change with the benchmark. */
+/* Micro-benchmarks of engine internals, for cld-bench only (bench/bench.c is
+ * linked into cld-bench, not into the library). Not a stable API: the rows
+ * and their definitions may change with the benchmark. Same thread-safety as
+ * the engine: one cld_ctx per thread. */
 #ifndef CLDIFFUSION_BENCH_H
 #define CLDIFFUSION_BENCH_H
+
+#include "cldiffusion/cldiffusion.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "apptest.h"
 #include "testutil.h"
 
 #define T_STEPS 100
@@ -82,52 +83,6 @@ static void make_model(const char *path, int classes, int out_channels, int nan)
     cld_params_free(p);
 }
 
-static unsigned char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = tu_malloc((size_t)n + 1);
-    size_t got = fread(b, 1, (size_t)n, f);
-    fclose(f);
-    b[got] = 0;
-    *len = got;
-    return b;
-}
-
-static void write_all(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_msg(f != NULL, "cannot write %s", path);
-    ck_assert(fwrite(data, 1, n, f) == n);
-    fclose(f);
-}
-
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-static void files_equal(const char *a, const char *b)
-{
-    size_t la = 0, lb = 0;
-    unsigned char *x = read_all(a, &la), *y = read_all(b, &lb);
-    ck_assert_msg(x && y, "missing %s or %s", a, b);
-    ck_assert_msg(la == lb && memcmp(x, y, la) == 0, "%s (%zu bytes) and %s (%zu bytes) differ", a, la, b, lb);
-    free(x);
-    free(y);
-}
-
-static char *path_in(const char *dir, const char *name)
-{
-    char *p = tu_malloc(strlen(dir) + strlen(name) + 2);
-    sprintf(p, "%s/%s", dir, name);
-    return p;
-}
-
 /* A tiny model file in a fresh folder, loaded. */
 typedef struct fixture {
     char *dir, *path;
@@ -138,7 +93,7 @@ static fixture open_tiny(int classes, int out_channels, int nan)
 {
     fixture f;
     f.dir = tu_mkdtemp("cld-sample");
-    f.path = path_in(f.dir, "m.safetensors");
+    f.path = at_path(f.dir, "m.safetensors");
     make_model(f.path, classes, out_channels, nan);
     TU_OK(cld_model_load(tu_ctx(), f.path, &f.m));
     return f;
@@ -214,12 +169,12 @@ static void mock_free(mock *m)
 
 START_TEST(test_file_hash_and_assets)
 {
-    char *dir = tu_mkdtemp("cld-sample"), *f = path_in(dir, "h.bin");
+    char *dir = tu_mkdtemp("cld-sample"), *f = at_path(dir, "h.bin");
     const char *text[3] = {"", "a", "foobar"};
     const uint64_t want[3] = {0xcbf29ce484222325ull, 0xaf63dc4c8601ec8cull, 0x85944171f73967e8ull}; /* FNV-1a 64 */
     for (int i = 0; i < 3; i++) {
         uint64_t h = 0;
-        write_all(f, text[i], strlen(text[i]));
+        at_write_file(f, text[i], strlen(text[i]));
         TU_OK(cld_file_hash(f, &h));
         ck_assert_msg(h == want[i], "fnv1a64('%s') = %016llx, want %016llx", text[i], (unsigned long long)h,
                       (unsigned long long)want[i]);
@@ -227,8 +182,8 @@ START_TEST(test_file_hash_and_assets)
     uint64_t h;
     TU_STATUS(cld_file_hash("/nonexistent/x", &h), CLD_ERR_IO);
 
-    char *asset = path_in(dir, "thing.safetensors"), buf[4096];
-    write_all(asset, "x", 1);
+    char *asset = at_path(dir, "thing.safetensors"), buf[4096];
+    at_write_file(asset, "x", 1);
     setenv("CLD_ASSETS", dir, 1);
     TU_OK(cld_asset_path("thing.safetensors", buf, sizeof buf));
     ck_assert_str_eq(buf, asset);
@@ -246,7 +201,7 @@ END_TEST
 START_TEST(test_model_load)
 {
     cld_ctx *ctx = tu_ctx();
-    char *dir = tu_mkdtemp("cld-sample"), *path = path_in(dir, "m.safetensors"), *bad = path_in(dir, "bad.safetensors");
+    char *dir = tu_mkdtemp("cld-sample"), *path = at_path(dir, "m.safetensors"), *bad = at_path(dir, "bad.safetensors");
     make_model(path, 3, 1, 0);
     cld_model *m;
     TU_OK(cld_model_load(ctx, path, &m));
@@ -273,11 +228,11 @@ START_TEST(test_model_load)
     TU_STATUS(cld_model_load(ctx, "/nonexistent/m.safetensors", &m), CLD_ERR_IO);
     ck_assert(m == NULL);
     size_t len = 0;
-    unsigned char *bytes = read_all(path, &len);
-    write_all(bad, bytes, len / 2);
+    unsigned char *bytes = at_read_file(path, &len);
+    at_write_file(bad, bytes, len / 2);
     TU_STATUS(cld_model_load(ctx, bad, &m), CLD_ERR_FORMAT);
     ck_assert_msg(strstr(cld_last_error(), bad), "%s", cld_last_error());
-    write_all(bad, "this is not a model at all, just some text", 42);
+    at_write_file(bad, "this is not a model at all, just some text", 42);
     TU_STATUS(cld_model_load(ctx, bad, &m), CLD_ERR_FORMAT);
     cld_params *p;
     TU_OK(cld_params_create(ctx, &p));
@@ -332,7 +287,7 @@ START_TEST(test_deterministic_and_batch_independent)
 {
     fixture f = open_tiny(3, 1, 0);
     cld_model *m = f.m;
-    char *p1 = path_in(f.dir, "a.png"), *p2 = path_in(f.dir, "b.png");
+    char *p1 = at_path(f.dir, "a.png"), *p2 = at_path(f.dir, "b.png");
     const cld_sampler_kind kinds[3] = {CLD_SAMPLER_DPMPP_2M, CLD_SAMPLER_EULER_A, CLD_SAMPLER_DDPM};
     const size_t per = m->per_sample;
     float *a = tu_malloc(7 * per * sizeof(float)), *b = tu_malloc(7 * per * sizeof(float)),
@@ -373,7 +328,7 @@ START_TEST(test_deterministic_and_batch_independent)
     TU_OK(cld_grid_pixels(b, 7, 1, 8, 3, 2, &px, &w, &h));
     TU_OK(cld_png_write(p2, w, h, 1, 8, px, 1, keys, vals));
     free(px);
-    files_equal(p1, p2);
+    at_files_equal(p1, p2);
     free(a);
     free(b);
     free(one);
@@ -677,41 +632,10 @@ END_TEST
 
 /* ------------------------------------------------------------- the app */
 
-static char g_bin[4096];
-
-/* The cld-sample binary: $CLD_SAMPLE, else the build folder above this test. */
-static const char *app(void)
-{
-    const char *env = getenv("CLD_SAMPLE");
-    if (env && *env) return env;
-    ssize_t n = readlink("/proc/self/exe", g_bin, sizeof g_bin - 32);
-    ck_assert(n > 0);
-    g_bin[n] = 0;
-    for (int up = 0; up < 2; up++) *strrchr(g_bin, '/') = 0;
-    strcat(g_bin, "/cld-sample");
-    ck_assert_msg(access(g_bin, X_OK) == 0, "no cld-sample at %s (set CLD_SAMPLE)", g_bin);
-    return g_bin;
-}
-
-/* Run cld-sample with `args` in `dir`; stdout and stderr into *out, *err
- * (malloc'd, may be NULL). Returns the exit status. */
+/* Run cld-sample ($CLD_SAMPLE, else the build folder) with `args` in `dir`. */
 static int run_app(const char *dir, const char *args, char **out, char **err)
 {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s/stdout' 2>'%s/stderr' </dev/null", dir, app(), args, dir, dir);
-    int st = system(cmd);
-    ck_assert(st != -1 && WIFEXITED(st));
-    char p[4200];
-    size_t len = 0;
-    snprintf(p, sizeof p, "%s/stdout", dir);
-    char *o = (char *)read_all(p, &len);
-    snprintf(p, sizeof p, "%s/stderr", dir);
-    char *e = (char *)read_all(p, &len);
-    if (out) *out = o;
-    else free(o);
-    if (err) *err = e;
-    else free(e);
-    return WEXITSTATUS(st);
+    return at_run(at_app("cld-sample", "CLD_SAMPLE"), dir, args, out, err);
 }
 
 /* A small grey (or RGB) PNG of random pixels, dir/name. */
@@ -723,35 +647,29 @@ static void write_image(const char *dir, const char *name, int size, int channel
         st = st * 6364136223846793005ull + 1442695040888963407ull;
         px[i] = (uint8_t)(st >> 56);
     }
-    char *path = path_in(dir, name);
+    char *path = at_path(dir, name);
     TU_OK(cld_png_write(path, size, size, channels, 8, px, 0, NULL, NULL));
     free(path);
 }
 
-typedef struct app_case {
-    const char *args;
-    int status;
-    const char *message;
-} app_case;
-
 START_TEST(test_app_errors)
 {
     char *dir = tu_mkdtemp("cld-sample-app");
-    char *model = path_in(dir, "m.safetensors"), *unc = path_in(dir, "u.safetensors"), *nan = path_in(dir, "nan.safetensors");
-    char *cut = path_in(dir, "cut.safetensors"), *text = path_in(dir, "text.safetensors"), *out = path_in(dir, "o.png");
+    char *model = at_path(dir, "m.safetensors"), *unc = at_path(dir, "u.safetensors"), *nan = at_path(dir, "nan.safetensors");
+    char *cut = at_path(dir, "cut.safetensors"), *text = at_path(dir, "text.safetensors"), *out = at_path(dir, "o.png");
     make_model(model, 3, 1, 0);
     make_model(unc, 0, 1, 0);
     make_model(nan, 3, 1, 1);
     size_t len = 0;
-    unsigned char *bytes = read_all(model, &len);
-    write_all(cut, bytes, len - 100);
+    unsigned char *bytes = at_read_file(model, &len);
+    at_write_file(cut, bytes, len - 100);
     free(bytes);
-    write_all(text, "hello", 5);
+    at_write_file(text, "hello", 5);
     write_image(dir, "big.png", 9, 1, 1);
     write_image(dir, "rgb.png", 8, 3, 2);
     write_image(dir, "in.png", 8, 1, 3);
-    char *afile = path_in(dir, "afile");
-    write_all(afile, "x", 1);
+    char *afile = at_path(dir, "afile");
+    at_write_file(afile, "x", 1);
     free(afile);
     const app_case cases[] = {
         {"--bogus", 2, "unknown option '--bogus'"},
@@ -789,7 +707,7 @@ START_TEST(test_app_errors)
         int st = run_app(dir, args, &so, &err);
         ck_assert_msg(st == cases[i].status, "'%s': exit %d, want %d; stderr: %s", args, st, cases[i].status, err);
         ck_assert_msg(strstr(err, cases[i].message), "'%s': stderr lacks '%s': %s", args, cases[i].message, err);
-        ck_assert_msg(!exists(out), "'%s' left an output file", args);
+        ck_assert_msg(!at_exists(out), "'%s' left an output file", args);
         ck_assert_msg(so[0] == 0, "'%s' printed to stdout: %s", args, so);
         free(err);
         free(so);
@@ -816,7 +734,7 @@ END_TEST
  * for a grid and for one file of a folder made in a batch of 4. */
 START_TEST(test_app_identical_and_replay)
 {
-    char *dir = tu_mkdtemp("cld-sample-app"), *model = path_in(dir, "m.safetensors");
+    char *dir = tu_mkdtemp("cld-sample-app"), *model = at_path(dir, "m.safetensors");
     make_model(model, 3, 1, 0);
     char *so = NULL, *err = NULL;
     const char *common = "--model m.safetensors --steps 4 --n 5 --seed 9 --class beta --class 0";
@@ -830,8 +748,8 @@ START_TEST(test_app_identical_and_replay)
     free(err);
     snprintf(args, sizeof args, "%s --out b.png", common);
     ck_assert_int_eq(run_app(dir, args, NULL, NULL), 0);
-    char *a = path_in(dir, "a.png"), *b = path_in(dir, "b.png"), *c = path_in(dir, "c.png");
-    files_equal(a, b);
+    char *a = at_path(dir, "a.png"), *b = at_path(dir, "b.png"), *c = at_path(dir, "c.png");
+    at_files_equal(a, b);
     char *recipe = NULL;
     TU_OK(cld_png_read_text(a, CLD_RECIPE_KEY, &recipe));
     ck_assert_msg(strstr(recipe, "\"seed\":\"9\"") && strstr(recipe, "\"classes\":[1,0]") &&
@@ -840,16 +758,16 @@ START_TEST(test_app_identical_and_replay)
     free(recipe);
     /* no --spacing: the sampler's default (Heun: Karras sigmas) */
     ck_assert_int_eq(run_app(dir, "--model m.safetensors --sampler heun --steps 2 --n 1 --out h.png", NULL, NULL), 0);
-    char *hp = path_in(dir, "h.png");
+    char *hp = at_path(dir, "h.png");
     TU_OK(cld_png_read_text(hp, CLD_RECIPE_KEY, &recipe));
     ck_assert_msg(strstr(recipe, "\"sampler\":\"heun\",\"spacing\":\"karras\""), "%s", recipe);
     free(recipe);
     free(hp);
     ck_assert_int_eq(run_app(dir, "--replay a.png --out c.png", NULL, NULL), 0);
-    files_equal(a, c);
+    at_files_equal(a, c);
     ck_assert_int_eq(run_app(dir, "--replay a.png", NULL, NULL), 0);
-    char *ar = path_in(dir, "a-replay.png");
-    files_equal(a, ar);
+    char *ar = at_path(dir, "a-replay.png");
+    at_files_equal(a, ar);
 
     /* a folder: one PNG per sample named by index, class and seed */
     snprintf(args, sizeof args, "--model m.safetensors --steps 3 --n 4 --batch 4 --seed 5 --sampler euler-a --out "
@@ -859,8 +777,8 @@ START_TEST(test_app_identical_and_replay)
                          "dir/sample-00002-gamma-seed5.png\ndir/sample-00003-alpha-seed5.png\n");
     free(so);
     ck_assert_int_eq(run_app(dir, "--replay dir/sample-00002-gamma-seed5.png --out one.png", NULL, NULL), 0);
-    char *f2 = path_in(dir, "dir/sample-00002-gamma-seed5.png"), *one = path_in(dir, "one.png");
-    files_equal(f2, one);
+    char *f2 = at_path(dir, "dir/sample-00002-gamma-seed5.png"), *one = at_path(dir, "one.png");
+    at_files_equal(f2, one);
     /* a changed model is refused */
     make_model(model, 3, 1, 1);
     ck_assert_int_eq(run_app(dir, "--replay a.png --out d.png", NULL, &err), 1);
@@ -883,7 +801,7 @@ END_TEST
  * default model through CLD_ASSETS. */
 START_TEST(test_app_progress_inpaint_defaults)
 {
-    char *dir = tu_mkdtemp("cld-sample-app"), *model = path_in(dir, "fashion-mnist.safetensors");
+    char *dir = tu_mkdtemp("cld-sample-app"), *model = at_path(dir, "fashion-mnist.safetensors");
     make_model(model, 3, 1, 0);
     char *so = NULL, *err = NULL;
     ck_assert_int_eq(run_app(dir, "--model fashion-mnist.safetensors --steps 3 --n 4 --batch 2 --progress json --out "
@@ -906,7 +824,7 @@ START_TEST(test_app_progress_inpaint_defaults)
     /* inpainting: mask white on the left half */
     uint8_t mask[64], init_px[64];
     for (int p = 0; p < 64; p++) mask[p] = (p % 8) < 4 ? 255 : 0;
-    char *mp = path_in(dir, "mask.png"), *ip = path_in(dir, "in.png"), *op = path_in(dir, "inpaint/");
+    char *mp = at_path(dir, "mask.png"), *ip = at_path(dir, "in.png"), *op = at_path(dir, "inpaint/");
     TU_OK(cld_png_write(mp, 8, 8, 1, 8, mask, 0, NULL, NULL));
     write_image(dir, "in.png", 8, 1, 4);
     ck_assert_int_eq(run_app(dir, "--model fashion-mnist.safetensors --steps 4 --n 3 --init in.png --mask mask.png "
@@ -931,13 +849,13 @@ START_TEST(test_app_progress_inpaint_defaults)
     ck_assert_msg(differ > 3 * 32 / 2, "only %d regenerated pixels changed", differ);
     cld_image_free(&in);
     ck_assert_int_eq(run_app(dir, "--replay inpaint/sample-00001-beta-seed0.png --out again.png", NULL, NULL), 0);
-    char *f1 = path_in(dir, "inpaint/sample-00001-beta-seed0.png"), *again = path_in(dir, "again.png");
-    files_equal(f1, again);
+    char *f1 = at_path(dir, "inpaint/sample-00001-beta-seed0.png"), *again = at_path(dir, "again.png");
+    at_files_equal(f1, again);
 
     /* img2img and a trajectory strip: 3 samples x (4 steps + 1) frames */
     ck_assert_int_eq(run_app(dir, "--model fashion-mnist.safetensors --steps 8 --n 3 --init in.png --strength 0.5 "
                                   "--trajectory --out traj.png", NULL, NULL), 0);
-    char *tp = path_in(dir, "traj.png");
+    char *tp = at_path(dir, "traj.png");
     int w, h, c;
     TU_OK(cld_image_info(tp, &w, &h, &c));
     ck_assert_msg(w == 5 * 10 + 2 && h == 3 * 10 + 2 && c == 1, "strip %d x %d x %d", w, h, c);
@@ -950,21 +868,21 @@ START_TEST(test_app_progress_inpaint_defaults)
     ck_assert_msg(strstr(err, model), "%s", err);
     free(so);
     free(err);
-    char *def = path_in(dir, "def.png"), *recipe = NULL;
+    char *def = at_path(dir, "def.png"), *recipe = NULL;
     TU_OK(cld_png_read_text(def, CLD_RECIPE_KEY, &recipe));
     ck_assert_msg(strstr(recipe, "\"model\":\"asset:fashion-mnist.safetensors\""), "%s", recipe);
     free(recipe);
     /* the recipe names the asset, not where it lay: a replay finds it wherever CLD_ASSETS says */
-    char *moved = path_in(dir, "moved"), *moved_model = path_in(dir, "moved/fashion-mnist.safetensors");
+    char *moved = at_path(dir, "moved"), *moved_model = at_path(dir, "moved/fashion-mnist.safetensors");
     ck_assert(mkdir(moved, 0777) == 0 && rename(model, moved_model) == 0);
     setenv("CLD_ASSETS", moved, 1);
     ck_assert_int_eq(run_app(dir, "--replay def.png --out def2.png", NULL, NULL), 0);
     ck_assert_int_eq(run_app(dir, "--model asset:fashion-mnist.safetensors --steps 2 --n 3 --out def3.png", NULL, NULL),
                      0);
     unsetenv("CLD_ASSETS");
-    char *def2 = path_in(dir, "def2.png"), *def3 = path_in(dir, "def3.png");
-    files_equal(def, def2);
-    files_equal(def, def3);
+    char *def2 = at_path(dir, "def2.png"), *def3 = at_path(dir, "def3.png");
+    at_files_equal(def, def2);
+    at_files_equal(def, def3);
     free(def);
     free(def2);
     free(def3);

@@ -6,6 +6,7 @@
 
 #include <clblast_c.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,17 @@ static const char *blas_status_name(CLBlastStatusCode s) {
 
 static CLBlastTranspose tr(int t) { return t ? CLBlastTransposeYes : CLBlastTransposeNo; }
 
+/* CLBlast's parameters for ctx's device, installed before its first CLBlast
+ * call (here rather than in cld_ctx_create, so the context knows nothing of
+ * BLAS); a failure only warns, once per process. */
+static void tune_once(cld_ctx *ctx) {
+    static atomic_int warned;
+    ctx->blas_tuned = 1;
+    if (ctx->settings.clblast_tune && cld__blas_tune(ctx) != CLD_OK && !atomic_exchange(&warned, 1))
+        fprintf(stderr, "cldiffusion: warning: %s; continuing with CLBlast's defaults\n",
+                cld_last_error());
+}
+
 cld_status cld__gemm_clblast(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n,
                              size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                              size_t a_stride, cl_mem b, size_t b_off, size_t ldb,
@@ -37,6 +49,7 @@ cld_status cld__gemm_clblast(cld_ctx *ctx, int trans_a, int trans_b, size_t m, s
                              size_t c_stride, size_t batch) {
     if (!ctx) return cld__fail(CLD_ERR_INVALID_ARG, "gemm: ctx is NULL");
     if (m == 0 || n == 0 || batch == 0) return CLD_OK;
+    if (!ctx->blas_tuned) tune_once(ctx);
     CLBlastStatusCode s;
     if (batch == 1)
         s = CLBlastSgemm(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, alpha, a,
@@ -68,12 +81,7 @@ cld__gemm_cfg cld__gemm_default_cfg(const cld_ctx *ctx) {
     return c;
 }
 
-int cld__gemm_backend(const cld_ctx *ctx) {
-    const char *v = getenv("CLD_GEMM");
-    if (v && strcmp(v, "clblast") == 0) return CLD__GEMM_CLBLAST;
-    if (v && strcmp(v, "own") == 0) return CLD__GEMM_OWN;
-    return ctx->info.is_cpu ? CLD__GEMM_OWN : CLD__GEMM_CLBLAST;
-}
+int cld__gemm_backend(const cld_ctx *ctx) { return ctx->settings.gemm_backend; }
 
 /* Is the last float index into a matrix (rows x cols, leading dim ld, batch
  * stride st) safely inside the kernels' int arithmetic? */

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "ops/internal.h"
 #include "opcheck.h"
 #include "testutil.h"
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "graph/internal.h"
 #include "testutil.h"
 
 enum { N = 3, C = 5, H = 7, W = 9, NX = N * C * H * W, R = 4 };
@@ -321,19 +321,57 @@ START_TEST(test_temporary_access)
     B(cld_op_scale(g, a, 2.0f, &b));
     B(cld_op_reshape(g, b, 1, rs, &v));
     B(cld_graph_set_output(g, v));
-    float buf[35] = {0};
-    TU_STATUS(cld_tensor_write(g, x, buf), CLD_ERR_STATE); /* not planned */
+    float xv[35], buf[35] = {0};
+    tu_fill_uniform(xv, 35, 11, -2, 2);
+    TU_STATUS(cld_tensor_write(g, x, xv), CLD_ERR_STATE); /* not planned */
     B(cld_graph_plan(g, NULL));
     TU_STATUS(cld_tensor_read(g, a, buf), CLD_ERR_STATE);
     ck_assert_msg(strstr(cld_last_error(), "temporary") != NULL, "message: %s", cld_last_error());
     TU_STATUS(cld_tensor_write(g, a, buf), CLD_ERR_STATE);
     TU_STATUS(cld_op_silu(g, x, &a), CLD_ERR_STATE); /* no nodes after planning */
-    B(cld_tensor_write(g, x, buf));
+    B(cld_tensor_write(g, x, xv));
     B(cld_graph_run(g));
-    B(cld_tensor_read(g, v, buf));
-    B(cld_tensor_read(g, b, buf)); /* the root of an output view is pinned too */
-    for (int i = 0; i < 35; i++) ck_assert_float_eq(buf[i], 0.0f);
+    /* v and its root b read back 2 silu(x), each into a buffer first set to
+     * NaN, so a read that does nothing fails */
+    cld_tensor *reads[2] = {v, b}; /* the root of an output view is pinned too */
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < 35; i++) buf[i] = NAN;
+        B(cld_tensor_read(g, reads[k], buf));
+        for (int i = 0; i < 35; i++) {
+            double want = 2.0 * xv[i] / (1 + exp(-(double)xv[i]));
+            ck_assert_msg(fabs(buf[i] - want) <= 1e-5, "%s[%d] = %.7g, want %.7g", k ? "b" : "v", i,
+                          (double)buf[i], want);
+        }
+    }
     cld_graph_free(g);
+}
+END_TEST
+
+/* Kernels index the arena with int: a plan needing more than 2^31 - 1
+ * floats of activations, or of inputs and outputs, is refused with a clear
+ * error before anything is allocated (no device buffer of 8 GiB here). */
+START_TEST(test_int_offsets_refused)
+{
+    for (int k = 0; k < 2; k++) {
+        cld_graph *g;
+        B(cld_graph_create(tu_ctx(), NULL, &g));
+        cld_tensor *x, *y, *loss;
+        if (k == 0) { /* pinned: an input of 2^31 floats */
+            B(cld_graph_input(g, "x", 2, (int[]){1 << 16, 1 << 15}, 0, &x));
+            B(cld_graph_set_output(g, x));
+        } else { /* arena: 2^30 floats in, 2^32 upsampled, one loss out */
+            B(cld_graph_input(g, "x", 4, (int[]){1, 1, 1 << 15, 1 << 15}, 0, &x));
+            B(cld_op_upsample2x(g, x, &y));
+            B(cld_op_mse_loss(g, y, y, NULL, &loss));
+            B(cld_graph_set_output(g, loss));
+        }
+        TU_STATUS(cld_graph_plan(g, NULL), CLD_ERR_NOMEM);
+        const char *msg = cld_last_error();
+        ck_assert_msg(strstr(msg, "2^31 - 1") && strstr(msg, k == 0 ? "inputs and outputs" : "activations"),
+                      "message: %s", msg);
+        ck_assert_ptr_null(cld__graph_arena(g));
+        cld_graph_free(g);
+    }
 }
 END_TEST
 
@@ -343,6 +381,7 @@ static Suite *planner_suite(void)
     TCase *tc = tcase_create("planner");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_poison_bit_identical);
+    tcase_add_test(tc, test_int_offsets_refused);
     tcase_add_test(tc, test_chain_reuse);
     tcase_add_test(tc, test_inplace_only_at_last_use);
     tcase_add_test(tc, test_temporary_access);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "models/internal.h"
 #include "testutil.h"
 
 static int contains(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
@@ -413,7 +413,6 @@ END_TEST
  * double reference per conv, the direct kernel ~2e-7); through ~30 conv
  * layers that stays near 1e-5, so 2e-4 relative to the tensor's largest
  * entry leaves 10x margin while a wrong tile, lane or transform gives O(1). */
-void cld__conv_test_winograd(int mode);
 START_TEST(test_winograd_matches_direct)
 {
     cld_unet_config cfg;
@@ -424,12 +423,12 @@ START_TEST(test_winograd_matches_direct)
     TU_OK(cld_params_create(tu_ctx(), &p));
     net nets[2];
     for (int k = 0; k < 2; k++) {
-        cld__conv_test_winograd(k == 0 ? 2 : 1); /* 0: always Winograd, 1: never */
+        tu_ctx()->settings.conv_winograd_mode = k == 0 ? 2 : 1; /* 0: always Winograd, 1: never */
         net_build(&nets[k], p, &cfg, batch, 1, 1);
         TU_OK(cld_graph_set_poison(nets[k].g, 1)); /* stale workspace reads turn to NaN */
         TU_OK(cld_graph_plan(nets[k].g, NULL));
     }
-    cld__conv_test_winograd(0);
+    tu_ctx()->settings.conv_winograd_mode = 0;
     randomize_params(p, 4321);
     double L[2];
     int count;

@@ -11,19 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* Work-group size of the row-reduction kernels (norm.cl, softmax.cl): 1 on
- * CPUs, where PoCL runs a one-item work-group as plain vector code (10x
- * faster than 64 items with barriers), 64 elsewhere. CLD_REDUCE_LS (a power
- * of two up to 256) overrides it, so the tests can run the GPU shape. */
-static size_t reduce_ls(cld_ctx *ctx)
-{
-    const char *e = getenv("CLD_REDUCE_LS");
-    if (e && *e) {
-        long v = strtol(e, NULL, 10);
-        if (v >= 1 && v <= 256 && !(v & (v - 1))) return (size_t)v;
-    }
-    return ctx->info.is_cpu ? 1 : 64;
-}
+/* Work-group size of the row reductions: ctx->settings.reduce_ls (1 on
+ * CPUs, 64 elsewhere, CLD_REDUCE_LS overrides it: runtime/settings.c). */
+static size_t reduce_ls(const cld_ctx *ctx) { return ctx->settings.reduce_ls; }
 
 /* Launch kernel k with one work-group per row; `part_bytes` of local memory
  * per work-item go in argument `part_arg` (skipped if part_bytes is 0). */

@@ -6,16 +6,21 @@
 #include <string.h>
 
 #include "opcheck.h"
+#include "runtime/internal.h" /* cld__settings: the conv test hooks */
 #include "testutil.h"
 
-/* Test hook in ops_conv.c, for conv nodes built next: at most max_chunk
- * samples per chunk (0: no cap); im2col path even where the implicit
- * stride-1 path applies. */
-void cld__conv_test_config(int max_chunk, int force_im2col);
+/* The conv test hooks (runtime/internal.h, cld__settings), on the shared
+ * context, for conv nodes built next: at most max_chunk samples per chunk
+ * (0: no cap); im2col path even where the implicit stride-1 path applies. */
+static void conv_config(int max_chunk, int force_im2col)
+{
+    tu_ctx()->settings.conv_max_chunk = max_chunk;
+    tu_ctx()->settings.conv_force_im2col = force_im2col;
+}
 /* Winograd F(4x4, 3x3) for 3x3 s1 p1 convs: 0 where it pays, 1 never, 2 always */
-void cld__conv_test_winograd(int mode);
+static void conv_winograd(int mode) { tu_ctx()->settings.conv_winograd_mode = mode; }
 /* Winograd's 36 products through cld__gemm_batched (the GPU route) on any device */
-void cld__conv_test_winograd_blas(int on);
+static void conv_winograd_blas(int on) { tu_ctx()->settings.conv_wino_blas = on; }
 
 /* ------------------------------------------------------------- conv2d */
 typedef struct conv_cfg {
@@ -141,11 +146,11 @@ END_TEST
 /* The im2col path on shapes the implicit stride-1 path would take. */
 START_TEST(test_conv_im2col_path)
 {
-    cld__conv_test_config(0, 1);
+    conv_config(0, 1);
     conv_run("im2col conv 3x3 s1 p1 N3 3->5 7x7", (conv_cfg){3, 3, 7, 7, 5, 3, 1, 1, 1, 0}, 14);
     conv_run("im2col conv 3x3 s1 p1 N1 2->3 28x28", (conv_cfg){1, 2, 28, 28, 3, 3, 1, 1, 1, 1}, 15);
     conv_run("im2col conv 1x1 N3 5->3 5x6", (conv_cfg){3, 5, 5, 6, 3, 1, 1, 0, 0, 0}, 16);
-    cld__conv_test_config(0, 0);
+    conv_config(0, 0);
 }
 END_TEST
 
@@ -153,14 +158,14 @@ END_TEST
  * on both paths; weight gradients accumulate over the chunks. */
 START_TEST(test_conv_chunked)
 {
-    cld__conv_test_config(1, 0);
+    conv_config(1, 0);
     conv_run("chunk1 conv 3x3 s1 N3 3->5 7x7", (conv_cfg){3, 3, 7, 7, 5, 3, 1, 1, 1, 1}, 17);
-    cld__conv_test_config(2, 0);
+    conv_config(2, 0);
     conv_run("chunk2 conv 3x3 s1 N3 3->5 5x6", (conv_cfg){3, 3, 5, 6, 5, 3, 1, 1, 1, 0}, 18);
     conv_run("chunk2 conv 3x3 s2 N3 3->5 7x7", (conv_cfg){3, 3, 7, 7, 5, 3, 2, 1, 0, 0}, 19);
-    cld__conv_test_config(2, 1);
+    conv_config(2, 1);
     conv_run("chunk2 im2col conv 3x3 s1 N3 3->5 7x7", (conv_cfg){3, 3, 7, 7, 5, 3, 1, 1, 1, 1}, 20);
-    cld__conv_test_config(0, 0);
+    conv_config(0, 0);
 }
 END_TEST
 
@@ -172,7 +177,7 @@ END_TEST
  * channels both ways) against the same double reference and tolerances. */
 START_TEST(test_conv_winograd)
 {
-    cld__conv_test_winograd(2);
+    conv_winograd(2);
     conv_run("wino conv 3x3 N3 3->5 7x7 bias", (conv_cfg){3, 3, 7, 7, 5, 3, 1, 1, 1, 0}, 41);
     conv_run("wino conv 3x3 N1 7->13 5x6 param", (conv_cfg){1, 7, 5, 6, 13, 3, 1, 1, 1, 1}, 42);
     conv_run("wino conv 3x3 N2 5->3 13x9 nobias", (conv_cfg){2, 5, 13, 9, 3, 3, 1, 1, 0, 0}, 43);
@@ -183,15 +188,15 @@ START_TEST(test_conv_winograd)
     conv_run("wino conv 3x3 N3 3->2 5x26 bias", (conv_cfg){3, 3, 5, 26, 2, 3, 1, 1, 1, 0}, 50);
     /* planes of whole tiles: the weight gradient reads dy in place */
     conv_run("wino conv 3x3 N2 3->5 8x16 param", (conv_cfg){2, 3, 8, 16, 5, 3, 1, 1, 1, 1}, 55);
-    cld__conv_test_config(2, 0);
+    conv_config(2, 0);
     conv_run("wino chunk2 conv 3x3 N3 4->7 9x5", (conv_cfg){3, 4, 9, 5, 7, 3, 1, 1, 1, 1}, 45);
     conv_run("wino chunk2 conv 3x3 N3 2->3 4x8", (conv_cfg){3, 2, 4, 8, 3, 3, 1, 1, 1, 1}, 56);
-    cld__conv_test_config(0, 0);
-    cld__conv_test_winograd_blas(1); /* the route GPUs take */
+    conv_config(0, 0);
+    conv_winograd_blas(1); /* the route GPUs take */
     conv_run("wino blas conv 3x3 N2 7->13 6x37 param", (conv_cfg){2, 7, 6, 37, 13, 3, 1, 1, 1, 1}, 51);
     conv_run("wino blas conv 3x3 N3 5->3 7x7 bias", (conv_cfg){3, 5, 7, 7, 3, 3, 1, 1, 1, 0}, 52);
-    cld__conv_test_winograd_blas(0);
-    cld__conv_test_winograd(0);
+    conv_winograd_blas(0);
+    conv_winograd(0);
     conv_run("auto conv 3x3 N2 33->34 10x9 param", (conv_cfg){2, 33, 10, 9, 34, 3, 1, 1, 1, 1}, 46);
     conv_run("auto conv 3x3 N1 70->33 8x8 bias", (conv_cfg){1, 70, 8, 8, 33, 3, 1, 1, 1, 0}, 47);
 }

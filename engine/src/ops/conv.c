@@ -35,35 +35,20 @@
 /* Workspace limit of one conv node in floats (64 MB); at least one sample. */
 #define CONV_WS_LIMIT ((size_t)16 << 20)
 
-/* Test hooks (declared by test/test_ops_conv.c), for nodes built afterwards:
- * at most max_chunk samples per chunk (0: no cap), and the im2col path even
- * where the implicit one applies. */
-static int conv_max_chunk, conv_force_im2col, conv_winograd_mode;
-void cld__conv_test_config(int max_chunk, int force_im2col);
-void cld__conv_test_config(int max_chunk, int force_im2col)
-{
-    conv_max_chunk = max_chunk;
-    conv_force_im2col = force_im2col;
-}
-/* Winograd for 3x3 stride-1 pad-1 convs: 0 where it pays (channels >=
- * CONV_WINO_MIN_CH), 1 never, 2 always. */
-void cld__conv_test_winograd(int mode);
-void cld__conv_test_winograd(int mode) { conv_winograd_mode = mode; }
-
 /* Below this many input or output channels the transforms cost about what
  * the 4x fewer multiply-adds save (bench/lab_winograd.c, PoCL on 2 cores:
  * 16 -> 16 channels 0.80x forward, 32 -> 32 1.13x, 128 -> 128 2.7x). */
 #define CONV_WINO_MIN_CH 32
 
 /* Whether a conv of this geometry runs Winograd F(4x4, 3x3): 3x3, stride 1,
- * pad 1, enough channels, and not switched off by CLD_CONV_WINOGRAD=0. */
-static int conv_use_winograd(int Ci, int Co, int K, int stride, int pad)
+ * pad 1, enough channels, and not switched off by CLD_CONV_WINOGRAD=0 (or
+ * forced either way by the test hook conv_winograd_mode: runtime/internal.h). */
+static int conv_use_winograd(const cld__settings *st, int Ci, int Co, int K, int stride, int pad)
 {
-    if (K != 3 || stride != 1 || pad != 1 || conv_force_im2col || conv_winograd_mode == 1)
+    if (K != 3 || stride != 1 || pad != 1 || st->conv_force_im2col || st->conv_winograd_mode == 1)
         return 0;
-    if (conv_winograd_mode == 2) return 1;
-    const char *e = getenv("CLD_CONV_WINOGRAD");
-    if (e && strcmp(e, "0") == 0) return 0;
+    if (st->conv_winograd_mode == 2) return 1;
+    if (!st->conv_winograd) return 0;
     return Ci >= CONV_WINO_MIN_CH && Co >= CONV_WINO_MIN_CH;
 }
 
@@ -127,10 +112,7 @@ static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int
 /* Winograd's 36 products through cld__gemm_batched (CLBlast, tuned per
  * device) on GPUs, where wino_gemm's one work-item per group is wrong; on
  * CPUs wino_gemm (or through the batched GEMM when a test asks for it). */
-static int conv_wino_blas_test;
-void cld__conv_test_winograd_blas(int on);
-void cld__conv_test_winograd_blas(int on) { conv_wino_blas_test = on; }
-static int wino_blas(const cld_ctx *ctx) { return conv_wino_blas_test || !ctx->info.is_cpu; }
+static int wino_blas(const cld_ctx *ctx) { return ctx->settings.conv_wino_blas || !ctx->info.is_cpu; }
 
 /* Winograd workspace of a chunk of nb samples, M outputs of C inputs, in
  * floats from the start: U (36 x M x C; packed for wino_gemm, row-major on
@@ -569,8 +551,9 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
     cld_tensor *src[3] = {x, w, b};
     CLD_TRY(cld__node(g, &op_conv, 4, shape, b ? 3 : 2, src, y));
     /* samples per chunk: as many as fit the workspace limit, at least one */
-    int path = stride == 1 && pad <= K - 1 && !conv_force_im2col ? CONV_IMPLICIT : CONV_IM2COL;
-    if (conv_use_winograd(x->shape[1], w->shape[0], K, stride, pad)) path = CONV_WINOGRAD;
+    const cld__settings *st = &cld__graph_ctx(g)->settings;
+    int path = stride == 1 && pad <= K - 1 && !st->conv_force_im2col ? CONV_IMPLICIT : CONV_IM2COL;
+    if (conv_use_winograd(st, x->shape[1], w->shape[0], K, stride, pad)) path = CONV_WINOGRAD;
     int ip[4] = {stride, pad, 1, path};
     /* workspace = fixed + B * per_sample (the fixed part: packed weights) */
     size_t B = CONV_WS_LIMIT;
@@ -589,7 +572,7 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
     }
     if (B < 1) B = 1;
     if (B > (size_t)x->shape[0]) B = (size_t)x->shape[0];
-    if (conv_max_chunk > 0 && B > (size_t)conv_max_chunk) B = (size_t)conv_max_chunk;
+    if (st->conv_max_chunk > 0 && B > (size_t)st->conv_max_chunk) B = (size_t)st->conv_max_chunk;
     ip[2] = (int)B;
     conv_geom d = geom_of(x->shape, w->shape, shape, ip);
     conv_setup(*y, WS_FWD, ip, &d);

@@ -1,7 +1,7 @@
 /* Micro-benchmarks of engine internals for cld-bench (cldiffusion/bench.h):
  * the GEMM as the ops call it, and conv2d through the graph executor. */
-#include "internal.h"
-#include "cldiffusion/bench.h"
+#include "graph/internal.h"
+#include "bench.h"
 
 #include <stdlib.h>
 #include <string.h>

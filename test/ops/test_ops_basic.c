@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "ops/internal.h"
 #include "opcheck.h"
 #include "testutil.h"
 

@@ -8,7 +8,8 @@
 /* Install tuned CLBlast parameters ("Xgemm", and the size below which
  * CLBlast runs its untuned XgemmDirect) for devices that CLBlast's own
  * database does not cover well (today: PoCL on CPUs; see PERF-FACTS.md).
- * A no-op (CLD_OK) on other devices. Failure is not fatal for the caller. */
+ * A no-op (CLD_OK) on other devices. Failure is not fatal for the caller.
+ * cld__gemm_clblast calls it before a context's first CLBlast call. */
 cld_status cld__blas_tune(cld_ctx *ctx);
 
 /* Parameters of our kernels (cl/gemm.cl, see there) and of the choice
@@ -27,7 +28,8 @@ typedef struct cld__gemm_cfg {
 /* The default configuration for ctx's device. */
 cld__gemm_cfg cld__gemm_default_cfg(const cld_ctx *ctx);
 
-/* Which implementation cld__gemm* use on ctx: CLD_GEMM=clblast|own, else
+/* Which implementation cld__gemm* use on ctx (ctx->settings.gemm_backend,
+ * read once from CLD_GEMM=clblast|own when the context is made), else
  * own on CPU devices and CLBlast on others. */
 enum { CLD__GEMM_CLBLAST = 0, CLD__GEMM_OWN = 1 };
 int cld__gemm_backend(const cld_ctx *ctx);

@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "blas.h"
-#include "internal.h"
+#include "runtime/blas.h"
+#include "runtime/internal.h"
 #include "testutil.h"
 
 /* Each cache test starts from a clean environment and its own cache dir. */

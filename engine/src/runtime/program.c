@@ -518,8 +518,45 @@ cld_status cld_ctx_kernel(cld_ctx *ctx, const char *program, const char *options
     return CLD_OK;
 }
 
+/* Does entry e hold kernel `name` of `program` with default options (key
+ * "program\n\nname")? */
+static int entry_is(const cld__kernel_entry *e, const char *program, const char *name) {
+    size_t n = strlen(program);
+    return strncmp(e->key, program, n) == 0 && e->key[n] == '\n' && e->key[n + 1] == '\n' &&
+           strcmp(e->key + n + 2, name) == 0;
+}
+
+/* Ops ask for their kernels on every run of every node, with the same
+ * string literals: a small open-addressed table keyed by the two pointers
+ * finds the cached entry without building a key (no malloc, no scan); the
+ * strings are compared once more on a hit, so a caller reusing a buffer for
+ * another name still gets the right kernel. Misses take cld_ctx_kernel. */
 cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out) {
-    return cld_ctx_kernel(ctx, program, NULL, name, out);
+    if (!ctx || !program || !name || !out)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld__kernel: NULL argument");
+    uint64_t h = ((uint64_t)(uintptr_t)program * 0x9E3779B97F4A7C15ull) ^ (uint64_t)(uintptr_t)name;
+    h *= 0xBF58476D1CE4E5B9ull;
+    size_t start = (size_t)(h >> 56) % CLD__KERNEL_SLOTS, put = start;
+    for (int probe = 0; probe < 8; probe++) {
+        size_t at = (start + (size_t)probe) % CLD__KERNEL_SLOTS;
+        cld__kernel_slot *sl = &ctx->kernel_slots[at];
+        if (!sl->program) {
+            put = at;
+            break;
+        }
+        if (sl->program == program && sl->name == name && entry_is(&ctx->kernels[sl->entry], program, name)) {
+            *out = ctx->kernels[sl->entry].kernel;
+            return CLD_OK;
+        }
+    }
+    CLD_TRY(cld_ctx_kernel(ctx, program, NULL, name, out));
+    for (int i = 0; i < ctx->n_kernels; i++) /* once per (program, name) pointer pair */
+        if (ctx->kernels[i].kernel == *out) {
+            /* an empty slot, else (8 taken) the first of the run */
+            ctx->kernel_slots[put] = (cld__kernel_slot){program, name, i};
+            break;
+        }
+    return CLD_OK;
 }
 
 cld_status cld_ctx_build_all(cld_ctx *ctx) {

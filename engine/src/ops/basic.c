@@ -1,5 +1,6 @@
-/* Element-wise ops: fill, add and mul with broadcast, scale, SiLU, reshape,
- * and the broadcast-gradient reduction. Forward and backward side by side. */
+/* Element-wise ops: add and mul with broadcast, scale, SiLU, and the
+ * broadcast-gradient reduction. Forward and backward side by side. (fill and
+ * reshape are the graph layer's: autodiff emits them.) */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -11,16 +12,6 @@ static cld_status launch_chunks(cld_graph *g, cl_kernel k, const cld_tensor *t)
 {
     return cld__launch1d(g, k, t, (t->n + 7) / 8);
 }
-
-/* ------------------------------------------------------------------ fill */
-static cld_status fill_forward(cld_graph *g, cld_tensor *t)
-{
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", "fill", &k));
-    CLD_TRY(cld__kargs(k, "fill", "biif", t->buf, (int)t->off, (int)t->n, (double)t->fp[0]));
-    return launch_chunks(g, k, t);
-}
-const cld_op_def cld__op_fill = {"fill", fill_forward, NULL, 0, 0};
 
 /* ------------------------------------------------------- add / mul (broadcast)
  * ip[0] = mode (0 same shape, 1 per (n,c), 2 per c), ip[1] = inner, ip[2] = C */
@@ -122,15 +113,9 @@ cld_status cld_op_mul(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor **y
 }
 
 /* ------------------------------------------------- reduce to broadcast shape */
-/* Work-group size of reduce_rows: 1 on CPUs (no barriers: plain vector code),
- * 64 elsewhere; CLD_REDUCE_LS overrides it as for the norm kernels. */
-static size_t reduce_ls(cld_ctx *ctx)
-{
-    const char *e = getenv("CLD_REDUCE_LS");
-    long v = e && *e ? strtol(e, NULL, 10) : 0;
-    if (v >= 1 && v <= 256 && !(v & (v - 1))) return (size_t)v;
-    return ctx->info.is_cpu ? 1 : 64;
-}
+/* Work-group size of the row reductions: ctx->settings.reduce_ls (1 on
+ * CPUs, 64 elsewhere, CLD_REDUCE_LS overrides it: runtime/settings.c). */
+static size_t reduce_ls(const cld_ctx *ctx) { return ctx->settings.reduce_ls; }
 
 static cld_status reduce_forward(cld_graph *g, cld_tensor *t)
 {
@@ -219,25 +204,4 @@ cld_status cld_op_silu(cld_graph *g, cld_tensor *x, cld_tensor **y)
 {
     if (!x) return cld__fail(CLD_ERR_INVALID_ARG, "silu: NULL input");
     return cld__node(g, &op_silu, x->ndim, x->shape, 1, &x, y);
-}
-
-/* --------------------------------------------------------------- reshape */
-static cld_status reshape_backward(cld_graph *g, cld_tensor *t)
-{
-    return cld__grad_add(g, t->src[0], t->grad); /* grad_add reshapes */
-}
-static const cld_op_def op_reshape = {"reshape", NULL, reshape_backward, 0, 1};
-
-cld_status cld_op_reshape(cld_graph *g, cld_tensor *x, int ndim, const int *shape, cld_tensor **y)
-{
-    if (!x || !shape) return cld__fail(CLD_ERR_INVALID_ARG, "reshape: NULL argument");
-    size_t n = 1;
-    for (int i = 0; i < ndim && i < CLD_MAX_DIMS; i++) n *= shape[i] > 0 ? (size_t)shape[i] : 0;
-    if (n != x->n) {
-        cld_tensor tmp = {0};
-        tmp.ndim = ndim < 1 ? 1 : (ndim > CLD_MAX_DIMS ? CLD_MAX_DIMS : ndim);
-        memcpy(tmp.shape, shape, (size_t)tmp.ndim * sizeof(int));
-        return cld__shape_fail("reshape", "element count differs", x, &tmp);
-    }
-    return cld__node(g, &op_reshape, ndim, shape, 1, &x, y);
 }

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
+#include "runtime/blas.h"
 #include "testutil.h"
 
 #define TOL 1e-4
@@ -234,15 +234,23 @@ START_TEST(test_backend_switch)
     cld_ctx *ctx = tu_ctx();
     cld_device_info info;
     TU_OK(cld_ctx_device_info(ctx, &info));
+    /* CLD_GEMM is read once per context (runtime/settings.c) */
+    const char *names[3] = {NULL, "clblast", "own"};
+    const int want[3] = {info.is_cpu ? CLD__GEMM_OWN : CLD__GEMM_CLBLAST, CLD__GEMM_CLBLAST,
+                         CLD__GEMM_OWN};
+    for (int i = 0; i < 3; i++) {
+        if (names[i]) setenv("CLD_GEMM", names[i], 1);
+        else unsetenv("CLD_GEMM");
+        cld_ctx *c;
+        TU_OK(cld_ctx_create(NULL, &c));
+        setenv("CLD_GEMM", "clblast", 1); /* read at creation only */
+        ck_assert_int_eq(cld__gemm_backend(c), want[i]);
+        TU_OK(cld_ctx_free(c));
+    }
     unsetenv("CLD_GEMM");
-    ck_assert_int_eq(cld__gemm_backend(ctx), info.is_cpu ? CLD__GEMM_OWN : CLD__GEMM_CLBLAST);
-    setenv("CLD_GEMM", "clblast", 1);
-    ck_assert_int_eq(cld__gemm_backend(ctx), CLD__GEMM_CLBLAST);
-    setenv("CLD_GEMM", "own", 1);
-    ck_assert_int_eq(cld__gemm_backend(ctx), CLD__GEMM_OWN);
+    ctx->settings.gemm_backend = CLD__GEMM_OWN;
     gcase g = shapes[3];
     all_transposes(g, VIA_ROUTED, NULL, "routed, CLD_GEMM=own");
-    unsetenv("CLD_GEMM");
 }
 END_TEST
 

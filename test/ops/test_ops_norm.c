@@ -1,12 +1,11 @@
 /* Group norm and softmax against double references (opcheck), shape errors,
  * and the in-place forward path. */
-#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h" /* cld__op_group_norm_silu */
+#include "ops/internal.h" /* cld__op_group_norm_silu */
 #include "opcheck.h"
 #include "testutil.h"
 
@@ -206,7 +205,7 @@ END_TEST
  * host picks 1 on CPUs): strided float8 chunks, tails and the local trees. */
 START_TEST(test_gn_workgroup_64)
 {
-    setenv("CLD_REDUCE_LS", "64", 1); /* Check forks each test: no leak */
+    tu_ctx()->settings.reduce_ls = 64; /* as CLD_REDUCE_LS=64; Check forks each test: no leak */
     gn_run("group_norm ls=64 (3,6,5,3) G=3", gn4(3, 6, 5, 3, 3), 0);
     gn_run("group_norm ls=64 (1,10,28,28) G=2", gn4(1, 10, 28, 28, 2), 0);
     gn_case p = {3, 12, 1, 4, 1e-5f, 2, {3, 12}, 0.0, 0.0, 0};
@@ -309,7 +308,7 @@ END_TEST
 
 START_TEST(test_softmax_workgroup_64)
 {
-    setenv("CLD_REDUCE_LS", "64", 1);
+    tu_ctx()->settings.reduce_ls = 64;
     sm_run("softmax ls=64 (3,7,49)", 3, (int[]){3, 7, 49}, 3.0, 0, 0.0);
     sm_run("softmax ls=64 (3,7,1000)", 3, (int[]){3, 7, 1000}, 3.0, 0, 0.0);
 }

@@ -1,0 +1,78 @@
+/* Photo denoising with a local diffusion UNet: the UNet run on images of
+ * any size in overlapping tiles, the noise level of a photo estimated per
+ * channel, and the denoising run itself (one-step x0 estimate or DDIM from
+ * the matching timestep). What cld-denoise does, as a library. Included by
+ * cldiffusion.h. Thread safety: a cld_tiled belongs to one thread.
+ *
+ * Tiling. A local UNet (cld_unet_config_is_local: no normalisation, no
+ * attention) computes each output pixel from a bounded neighbourhood, its
+ * receptive field (cld_unet_receptive_radius). The image is reflect-padded;
+ * square tiles of side `tile` (a multiple of 2^(n_levels-1)) start on a
+ * grid of that multiple, so every tile's downsampled grids coincide with the
+ * whole image's. A tile's outer `margin` pixels are computed and dropped;
+ * next to them, over `blend` pixels, neighbouring tiles cross-fade with
+ * sin^2 weights (weights of overlapping tiles sum to 1, normalised anyway).
+ * With margin >= the receptive radius every kept pixel is the UNet's value
+ * on the whole padded image, whatever the tile size (float rounding aside);
+ * a smaller margin trades an error in the receptive field's tail (small for
+ * a trained denoiser: measured in the README) for far less overlap.
+ */
+#ifndef CLDIFFUSION_DENOISE_H
+#define CLDIFFUSION_DENOISE_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------ tiled UNet */
+/* Radius in input pixels of a local UNet's receptive field: output pixel
+ * (y, x) depends on input pixels within [y - r, y + r] x [x - r, x + r]
+ * only (a bound from the architecture, taking every 3x3 conv at its scale
+ * and the down/upsampling alignment). CLD_ERR_INVALID_ARG for a non-local
+ * config. */
+cld_status cld_unet_receptive_radius(const cld_unet_config *cfg, int *radius);
+
+#define CLD_TILE_DEFAULT_BLEND 16
+#define CLD_TILE_AUTO_MAX 1024     /* largest tile the automatic choice takes */
+
+typedef struct cld_tile_opts {
+    int tile;     /* tile side (multiple of 2^(n_levels-1)); 0: chosen per image from the device memory */
+    int margin;   /* context pixels dropped at each tile side; -1: the receptive radius (exact) */
+    int blend;    /* cross-fade width between neighbours, >= 1 (0: CLD_TILE_DEFAULT_BLEND) */
+    int max_tile; /* with tile 0: upper bound of the choice (0: CLD_TILE_AUTO_MAX) */
+} cld_tile_opts;
+
+/* How an image of H x W is cut. */
+typedef struct cld_tile_plan {
+    int tile, margin, blend;   /* blend: the effective cross-fade (>= the asked one) */
+    int stride;                /* tile origins: k * stride in padded coordinates */
+    int offset;                /* image pixel (0, 0) sits at padded (offset, offset) */
+    int nx, ny;                /* tiles per row, per column */
+    size_t device_bytes;       /* planned device memory of one tile's UNet pass (arena + staging) */
+    size_t budget_bytes;       /* what a run may use: half the device memory, less the parameters */
+} cld_tile_plan;
+
+typedef struct cld_tiled cld_tiled;
+/* A runner of `cfg` (which must be local) on params for images of any
+ * size. The UNet graph is built on first use at the plan's tile side (a
+ * copy of cfg with image_size = tile, dropout 0) and kept while the side
+ * stays the same. */
+cld_status cld_tiled_create(cld_ctx *ctx, cld_params *params, const cld_unet_config *cfg, const cld_tile_opts *opts,
+                            cld_tiled **out);
+cld_status cld_tiled_free(cld_tiled *t);
+/* The cut of an H x W image: with opts.tile 0 the side that computes the
+ * fewest pixels among those whose planned memory fits the budget;
+ * CLD_ERR_NOMEM if not even the smallest fits, CLD_ERR_INVALID_ARG for a
+ * tile side that is not a multiple of 2^(n_levels-1) or leaves no room
+ * inside its margins. */
+cld_status cld_tiled_plan(cld_tiled *t, int height, int width, cld_tile_plan *plan);
+/* out (out_channels, H, W) = the UNet on x (in_channels, H, W) at timestep
+ * t (continuous, as the samplers pass it), tile by tile. progress (or NULL)
+ * after each tile. A NaN or Inf in the output is CLD_ERR_STATE. */
+cld_status cld_tiled_run(cld_tiled *t, const float *x, int height, int width, float timestep, float *out,
+                         void (*progress)(void *user, int done, int total), void *user);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

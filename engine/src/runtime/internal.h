@@ -1,0 +1,111 @@
+/* Runtime layer internals: errors, the context (device, queue, program and
+ * kernel caches), kernel launches, GEMM routing, host RNG. Not installed. */
+#ifndef CLD_RUNTIME_INTERNAL_H
+#define CLD_RUNTIME_INTERNAL_H
+
+#include "cldiffusion/cldiffusion.h"
+#include <stdarg.h>
+#include <stdio.h>
+
+/* ---------------------------------------------------------------- errors */
+/* Record a formatted message as this thread's last error; returns `s`. */
+cld_status cld__fail(cld_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Record "what: CL_ERROR_NAME (code)" if err != CL_SUCCESS. */
+cld_status cld__cl_check(cl_int err, const char *what);
+#define CLD_TRY(expr)                 \
+    do {                              \
+        cld_status s__ = (expr);      \
+        if (s__ != CLD_OK) return s__; \
+    } while (0)
+#define CLD_CL_TRY(expr, what) CLD_TRY(cld__cl_check((expr), (what)))
+
+/* ---------------------------------------------------------------- context */
+typedef struct cld__kernel_entry {
+    char *key;        /* program \n options \n kernel */
+    cl_kernel kernel;
+} cld__kernel_entry;
+
+/* cld__kernel's lookup table (program.c): (program, name) string pointers
+ * -> index in ctx->kernels. */
+#define CLD__KERNEL_SLOTS 256
+typedef struct cld__kernel_slot {
+    const char *program, *name;
+    int entry;
+} cld__kernel_slot;
+
+typedef struct cld__program_entry {
+    char *key;        /* program \n options */
+    cl_program program;
+} cld__program_entry;
+
+/* Settings from the environment, read once when the context is created
+ * (settings.c), resolved against the device: nothing on a launch path calls
+ * getenv. Tests change them on their context directly (Check runs each test
+ * in its own process, so nothing leaks into the next test). */
+typedef struct cld__settings {
+    size_t launch1d_ls;     /* work-group size of cld__launch1d: CLD_LAUNCH1D_LS, else 1 on CPUs, 64 */
+    size_t launch1d_groups; /* most work-groups: CLD_LAUNCH1D_GROUPS, else 8 (CPU) or 1024 per unit */
+    size_t reduce_ls;       /* row reductions (basic.cl, norm.cl, softmax.cl): CLD_REDUCE_LS, else 1 (CPU), 64 */
+    int gemm_backend;       /* CLD__GEMM_CLBLAST or CLD__GEMM_OWN: CLD_GEMM, else own on CPUs */
+    int clblast_tune;       /* install the PoCL CLBlast parameters (0 if CLD_CLBLAST_TUNE=0) */
+    int conv_winograd;      /* Winograd where it pays (0 if CLD_CONV_WINOGRAD=0) */
+    int poison;             /* new graphs poison released memory (CLD_POISON) */
+    /* Test hooks, never from the environment (test/ops/test_ops_conv.c,
+     * test/models/test_unet.c, bench/lab_winograd.c), for conv nodes built
+     * afterwards: at most conv_max_chunk samples per chunk (0: no cap), the
+     * im2col path where the implicit one applies, Winograd 0 where it pays /
+     * 1 never / 2 always, and Winograd's products through the batched GEMM
+     * (the GPU route) on CPUs too. */
+    int conv_max_chunk, conv_force_im2col, conv_winograd_mode, conv_wino_blas;
+} cld__settings;
+/* Fill s from the environment for the device `info` (settings.c). */
+void cld__settings_read(cld__settings *s, const cld_device_info *info);
+
+struct cld_ctx {
+    cld_device_info info;
+    cld__settings settings;
+    cl_context context;
+    cl_command_queue queue;
+    cld__program_entry *programs;
+    int n_programs, cap_programs;
+    cld__kernel_entry *kernels;
+    int n_kernels, cap_kernels;
+    cld__kernel_slot kernel_slots[CLD__KERNEL_SLOTS];
+    cld_compile_stats stats;
+    cl_mem gemm_scratch;          /* packed GEMM panels, reused (blas.c) */
+    size_t gemm_scratch_bytes;
+    int blas_tuned;               /* cld__blas_tune ran (first CLBlast call, blas.c) */
+};
+
+/* Set kernel arguments from a format string: 'b' cl_mem, 'i' int,
+ * 'u' unsigned, 'f' float (passed as double), 'l' __local bytes (size_t),
+ * 'L' uint64 (cl_ulong). */
+cld_status cld__kargs(cl_kernel k, const char *what, const char *fmt, ...);
+/* Enqueue an NDRange; global sizes are rounded up to multiples of local. */
+cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims,
+                       const size_t *global, const size_t *local);
+/* Shorthand: get kernel `name` of `program` with default options. After the
+ * first call from a call site (same string pointers) a table lookup: no
+ * malloc, no scan of the context's kernels (program.c). */
+cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out);
+
+/* CLBlast wrappers (row-major). Offsets and leading dims in floats. */
+cld_status cld__gemm(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                     float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem b, size_t b_off,
+                     size_t ldb, float beta, cl_mem c, size_t c_off, size_t ldc);
+cld_status cld__gemm_batched(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n,
+                             size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
+                             size_t a_stride, cl_mem b, size_t b_off, size_t ldb,
+                             size_t b_stride, float beta, cl_mem c, size_t c_off, size_t ldc,
+                             size_t c_stride, size_t batch);
+
+/* Host-side deterministic RNG (splitmix64 / Box-Muller), for init and tests. */
+uint64_t cld__splitmix64(uint64_t *state);
+double cld__rand_uniform(uint64_t *state);   /* [0, 1) */
+double cld__rand_normal(uint64_t *state);
+
+#endif
