@@ -13,4 +13,10 @@
 typedef int (*cld__tensor_name_map)(const char *file_name, char *out, size_t cap);
 cld_status cld__params_load_mapped(cld_params *p, const char *path, cld__tensor_name_map map, int check_only);
 
+/* JPEG through libjpeg (jpeg.c): is f (at its current position) a JPEG;
+ * header and optionally pixels (8-bit, nc channels, malloc'd). */
+int cld__is_jpeg(FILE *f);
+cld_status cld__jpeg_read(FILE *f, const char *path, int nc, size_t max_pixels, int *w, int *h, int *c,
+                          unsigned char **px);
+
 #endif
