@@ -1,5 +1,7 @@
 /* The graph executor: parameters, tensors, ops with forward and backward,
  * reverse-mode autodiff and memory planning. Included by cldiffusion.h.
+ * Thread safety: a graph and a parameter store belong to their context's
+ * thread (one context per thread: cldiffusion.h).
  *
  * Life cycle:
  *   cld_params_create            one store per model (values, grads, AdamW m, v

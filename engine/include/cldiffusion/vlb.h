@@ -1,6 +1,8 @@
 /* Learned variance and the variational bound (Improved DDPM, Nichol &
  * Dhariwal 2021; formulas as OpenAI's improved-diffusion gaussian_diffusion.py).
- * Included by cldiffusion.h.
+ * Included by cldiffusion.h. Thread safety: the double references may run on
+ * any thread; the loss op and the bound work on a graph or context, which
+ * belong to one thread (cldiffusion.h).
  *
  * A learned-variance model returns 2C channels for a C-channel x_t: the
  * first C are its prediction p (eps, v or x_0: the x_0 estimate is
