@@ -119,7 +119,9 @@ cld_status cld_ctx_compile_stats(const cld_ctx *ctx, cld_compile_stats *out);
  * `program` (a file in cl/ without ".cl") specialised with `options`
  * (e.g. "-DTILE=16"; NULL = none). The kernel is owned by the context.
  * Environment: CLD_KERNEL_DIR=dir reads sources from disk; CLD_CACHE=0
- * disables the binary cache; CLD_CACHE_DIR overrides its location;
+ * disables the binary cache, CLD_CACHE=1 turns it on also on PoCL (off there
+ * by default: PoCL caches compiled kernels itself, and exporting a binary
+ * compiles every kernel of the program); CLD_CACHE_DIR overrides its location;
  * CLD_FORBID_COMPILE=1 makes any real compilation fail (for tests). */
 cld_status cld_ctx_kernel(cld_ctx *ctx, const char *program, const char *options,
                           const char *kernel_name, cl_kernel *out);

@@ -351,11 +351,41 @@ static int cmp_begin(const void *a, const void *b)
     return (x->begin > y->begin) - (x->begin < y->begin);
 }
 
+/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
+ * U+10FFFF. cJSON takes any bytes; the safetensors format says UTF-8. */
+static size_t utf8_bad_at(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        const unsigned c = s[i];
+        size_t len;
+        unsigned min, cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) len = 2, min = 0x80, cp = c & 0x1F;
+        else if ((c & 0xF0) == 0xE0) len = 3, min = 0x800, cp = c & 0x0F;
+        else if ((c & 0xF8) == 0xF0) len = 4, min = 0x10000, cp = c & 0x07;
+        else return i;
+        if (n - i < len) return i;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+            cp = cp << 6 | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+        i += len;
+    }
+    return n;
+}
+
 /* Parse and validate the header: entries (unsorted) and the metadata object. */
 static cld_status parse_header(const char *text, size_t hlen, uint64_t data_len, const char *path, cJSON **root,
                                st_entry **entries, int *n_entries, const cJSON **meta)
 {
     const char *end = NULL;
+    const size_t bad = utf8_bad_at((const unsigned char *)text, hlen);
+    if (bad < hlen)
+        return cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is not valid UTF-8 (byte %zu)", path, bad);
     *root = cJSON_ParseWithLengthOpts(text, hlen, &end, 0);
     if (!*root) return cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is not valid JSON", path);
     for (const char *c = end; c < text + hlen; c++)
