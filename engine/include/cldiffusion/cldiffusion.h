@@ -147,6 +147,7 @@ cld_status cld_buffer_release(cl_mem buf);
 #include "cldiffusion/model.h"
 #include "cldiffusion/io.h"
 #include "cldiffusion/vlb.h"
+#include "cldiffusion/diffusers.h"
 #include "cldiffusion/sample.h"
 #include "cldiffusion/denoise.h"
 

@@ -215,6 +215,11 @@ typedef struct cld_sampler_opts {
     cld_pred_type pred;      /* what the model returns                          */
     double guidance;         /* classifier-free guidance scale (1: off)         */
     int null_label;          /* label of the unconditional branch               */
+    double clip_sample;      /* DDPM, DDIM: clamp the x_0 estimate to [-c, c] (0: off), as
+                                diffusers' clip_sample (DDIM keeps the unclipped eps for the
+                                direction term, as its default use_clipped_model_output) */
+    int final_alpha_bar0;    /* DDIM: the last step goes to alpha_bar[0] instead of the clean
+                                end (diffusers' set_alpha_to_one = false) */
 } cld_sampler_opts;
 
 /* Defaults for `kind`: 50 steps (DDPM: T = 1000), trailing spacing, no

@@ -144,6 +144,8 @@ cld_status cld_op_slice_channels(cld_graph *g, cld_tensor *x, int c0, int count,
 cld_status cld_op_concat(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor **y);
 /* Nearest-neighbour 2x upsample: (N,C,H,W) -> (N,C,2H,2W). */
 cld_status cld_op_upsample2x(cld_graph *g, cld_tensor *x, cld_tensor **y);
+/* Zero padding: (N,C,H,W) -> (N,C,H+top+bottom,W+left+right). */
+cld_status cld_op_pad2d(cld_graph *g, cld_tensor *x, int top, int bottom, int left, int right, cld_tensor **y);
 /* A view with another shape of the same element count (no copy). */
 cld_status cld_op_reshape(cld_graph *g, cld_tensor *x, int ndim, const int *shape, cld_tensor **y);
 /* Batched matrix product over dim 0: a (B,M,K) (or (B,K,M) if trans_a),

@@ -146,3 +146,50 @@ cld_status cld_op_upsample2x(cld_graph *g, cld_tensor *x, cld_tensor **y)
     int shape[4] = {x->shape[0], x->shape[1], 2 * x->shape[2], 2 * x->shape[3]};
     return cld__node(g, &op_upsample, 4, shape, 1, &x, y);
 }
+
+/* --------------------------------------------------------------- pad2d
+ * y (N, C, H + top + bottom, W + left + right): x placed at (top, left),
+ * zeros around; the gradient is the same kernel cropping dy back. */
+static cld_status pad_kernel(cld_graph *g, cld_tensor *t, int top, int left)
+{
+    cl_kernel k;
+    const cld_tensor *x = t->src[0];
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "pad2d", &k));
+    CLD_TRY(cld__kargs(k, "pad2d", "bibiiiiiiii", x->buf, (int)x->off, t->buf, (int)t->off,
+                       x->shape[0] * x->shape[1], x->shape[2], x->shape[3], t->shape[2], t->shape[3], top, left));
+    return cld__launch1d(g, k, t, t->n);
+}
+
+static cld_status pad_forward(cld_graph *g, cld_tensor *t)
+{
+    return pad_kernel(g, t, t->ip[0], t->ip[1]);
+}
+
+static cld_status crop_forward(cld_graph *g, cld_tensor *t)
+{
+    return pad_kernel(g, t, -t->ip[0], -t->ip[1]);
+}
+static const cld_op_def op_pad_grad = {"pad2d_grad", crop_forward, NULL, 0, 0};
+
+static cld_status pad_backward(cld_graph *g, cld_tensor *t)
+{
+    cld_tensor *x = t->src[0], *dx;
+    CLD_TRY(cld__node(g, &op_pad_grad, x->ndim, x->shape, 1, &t->grad, &dx));
+    dx->ip[0] = t->ip[0];
+    dx->ip[1] = t->ip[1];
+    return cld__grad_add(g, x, dx);
+}
+static const cld_op_def op_pad = {"pad2d", pad_forward, pad_backward, 0, 0};
+
+cld_status cld_op_pad2d(cld_graph *g, cld_tensor *x, int top, int bottom, int left, int right, cld_tensor **y)
+{
+    if (!g || !x || !y) return cld__fail(CLD_ERR_INVALID_ARG, "pad2d: NULL argument");
+    if (x->ndim != 4) return cld__shape_fail("pad2d", "input must be (N, C, H, W)", x, NULL);
+    if (top < 0 || bottom < 0 || left < 0 || right < 0)
+        return cld__fail(CLD_ERR_INVALID_ARG, "pad2d: negative padding (%d, %d, %d, %d)", top, bottom, left, right);
+    int shape[4] = {x->shape[0], x->shape[1], x->shape[2] + top + bottom, x->shape[3] + left + right};
+    CLD_TRY(cld__node(g, &op_pad, 4, shape, 1, &x, y));
+    (*y)->ip[0] = top;
+    (*y)->ip[1] = left;
+    return CLD_OK;
+}
