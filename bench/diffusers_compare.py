@@ -20,11 +20,15 @@ test/fixtures/make_diffusers_fixtures.py.
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures"))
+from make_diffusers_fixtures import randomise  # noqa: E402  (the same random weights as the fixtures)
 
 COMMON = dict(act_fn="silu", attention_head_dim=None, center_input_sample=False, downsample_padding=0,
               flip_sin_to_cos=False, freq_shift=1, in_channels=3, out_channels=3, layers_per_block=2,
@@ -41,16 +45,6 @@ CONFIGS = {
 }
 SCHED = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
              variance_type="fixed_large", clip_sample=True)
-
-
-def randomise(model, gen):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1:
-                base = 1.0 if ("norm" in name and name.endswith("weight")) else 0.0
-                p.copy_(base + 0.2 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * (1.5 / p[0].numel() ** 0.5))
 
 
 def timed(fn, iters):
