@@ -1,5 +1,8 @@
 /* Diffusion core: noise schedules, the forward process q(x_t | x_0), training
  * objectives, samplers and reproducible noise. Included by cldiffusion.h.
+ * Thread safety: a cld_schedule is read-only once made and may be shared
+ * between threads; calls that take a context (noise on the device,
+ * samplers) follow the one-context-per-thread rule of cldiffusion.h.
  *
  * Notation (variance preserving, as in DDPM):
  *   x_t = a_t x_0 + b_t eps,   a_t = sqrt(alpha_bar_t),  b_t = sqrt(1 - alpha_bar_t)

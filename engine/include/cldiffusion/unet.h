@@ -1,4 +1,8 @@
-/* The DDPM UNet (Ho et al. 2020) built on the graph executor. */
+/* The DDPM UNet (Ho et al. 2020) built on the graph executor: its config
+ * (presets, JSON, checks), the builder that adds it to a graph, and timing.
+ * Included by cldiffusion.h. Thread safety: configs are plain values; the
+ * builder works on a graph, which belongs to its context's thread
+ * (cldiffusion.h). */
 #ifndef CLDIFFUSION_UNET_H
 #define CLDIFFUSION_UNET_H
 

@@ -1,6 +1,9 @@
-/* Layout ops: channel concat (backward: channel slices) and nearest 2x
- * upsampling (backward: 2x2 block sums). Forward and backward side by side. */
+/* Layout ops: channel slices (backward: zero padding), channel concat
+ * (backward: channel slices) and nearest 2x upsampling (backward: 2x2 block
+ * sums). Forward and backward side by side. */
 #include "internal.h"
+
+#include <string.h>
 
 /* Product of the dims after the channel dim. */
 static int inner_of(const cld_tensor *t)
@@ -11,24 +14,51 @@ static int inner_of(const cld_tensor *t)
 }
 
 /* ------------------------------------------------------- channel slice
- * y (N, Cs, ...) = x[:, c0:c0+Cs, ...]; ip[0] = c0 */
+ * y (N, Cs, ...) = x[:, c0 : c0 + Cs, ...]; ip[0] = c0. Backward: dy padded
+ * with zero channels (concat's backward uses the forward alone). */
 static cld_status slice_forward(cld_graph *g, cld_tensor *t)
 {
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "channel_slice", &k));
     const cld_tensor *x = t->src[0];
-    CLD_TRY(cld__kargs(k, "channel_slice", "bibiiiiii", x->buf, (int)x->off, t->buf, (int)t->off,
+    CLD_TRY(cld__kargs(k, t->name, "bibiiiiii", x->buf, (int)x->off, t->buf, (int)t->off,
                        t->shape[0], x->shape[1], t->ip[0], t->shape[1], inner_of(t)));
     return cld__launch1d(g, k, t, (size_t)t->shape[0] * (size_t)t->shape[1]); // rows of y
 }
-static const cld_op_def op_channel_slice = {"channel_slice", slice_forward, NULL, 0, 0};
 
-static cld_status channel_slice(cld_graph *g, cld_tensor *x, int c0, int cs, cld_tensor **y)
+/* Zeros shaped like x with `c` channels, concatenated before (or after) *acc. */
+static cld_status pad_channels(cld_graph *g, const cld_tensor *x, int c, int before, cld_tensor **acc)
 {
+    if (c == 0) return CLD_OK;
     int shape[CLD_MAX_DIMS];
-    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
-    shape[1] = cs;
-    CLD_TRY(cld__node(g, &op_channel_slice, x->ndim, shape, 1, &x, y));
+    memcpy(shape, x->shape, sizeof shape);
+    shape[1] = c;
+    cld_tensor *z;
+    CLD_TRY(cld__node(g, &cld__op_fill, x->ndim, shape, 0, NULL, &z));
+    z->fp[0] = 0.0f;
+    return before ? cld_op_concat(g, z, *acc, acc) : cld_op_concat(g, *acc, z, acc);
+}
+
+static cld_status slice_backward(cld_graph *g, cld_tensor *t)
+{
+    cld_tensor *x = t->src[0], *dx = t->grad;
+    CLD_TRY(pad_channels(g, x, t->ip[0], 1, &dx));
+    CLD_TRY(pad_channels(g, x, x->shape[1] - t->ip[0] - t->shape[1], 0, &dx));
+    return cld__grad_add(g, x, dx);
+}
+static const cld_op_def op_slice = {"slice_channels", slice_forward, slice_backward, 0, 0};
+
+cld_status cld_op_slice_channels(cld_graph *g, cld_tensor *x, int c0, int count, cld_tensor **y)
+{
+    if (!g || !x || !y) return cld__fail(CLD_ERR_INVALID_ARG, "slice_channels: NULL argument");
+    if (x->ndim < 2) return cld__shape_fail("slice_channels", "input must be (N, C, ...)", x, NULL);
+    if (c0 < 0 || count < 1 || c0 + count > x->shape[1])
+        return cld__fail(CLD_ERR_SHAPE, "slice_channels: channels %d .. %d of %d", c0, c0 + count - 1,
+                         x->shape[1]);
+    int shape[CLD_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[1] = count;
+    CLD_TRY(cld__node(g, &op_slice, x->ndim, shape, 1, &x, y));
     (*y)->ip[0] = c0;
     return CLD_OK;
 }
@@ -49,11 +79,11 @@ static cld_status concat_backward(cld_graph *g, cld_tensor *t)
 {
     cld_tensor *a = t->src[0], *b = t->src[1], *da, *db;
     if (a->flags & CLD_TF_NEEDS_GRAD) {
-        CLD_TRY(channel_slice(g, t->grad, 0, a->shape[1], &da));
+        CLD_TRY(cld_op_slice_channels(g, t->grad, 0, a->shape[1], &da));
         CLD_TRY(cld__grad_add(g, a, da));
     }
     if (b->flags & CLD_TF_NEEDS_GRAD) {
-        CLD_TRY(channel_slice(g, t->grad, a->shape[1], b->shape[1], &db));
+        CLD_TRY(cld_op_slice_channels(g, t->grad, a->shape[1], b->shape[1], &db));
         CLD_TRY(cld__grad_add(g, b, db));
     }
     return CLD_OK;
