@@ -157,6 +157,14 @@ cld_status cld_tiled_free(cld_tiled *t)
     return CLD_OK;
 }
 
+cld_status cld_tiled_channels(const cld_tiled *t, int *in, int *out)
+{
+    if (!t) return cld__fail(CLD_ERR_INVALID_ARG, "cld_tiled_channels: NULL argument");
+    if (in) *in = t->cfg.in_channels;
+    if (out) *out = t->cfg.out_channels;
+    return CLD_OK;
+}
+
 static int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }
 
 /* Tiles along an axis of n pixels. */
