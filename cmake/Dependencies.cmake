@@ -24,6 +24,11 @@ if(NOT CJSON_FOUND)
   message(FATAL_ERROR "cJSON not found: install 'libcjson-dev'")
 endif()
 
+pkg_check_modules(EXIF QUIET libexif)
+if(NOT EXIF_FOUND)
+  message(FATAL_ERROR "libexif not found: install 'libexif-dev' (JPEG orientation)")
+endif()
+
 find_path(STB_INCLUDE_DIR stb_image.h PATHS /usr/include/stb NO_DEFAULT_PATH)
 if(NOT STB_INCLUDE_DIR)
   find_path(STB_INCLUDE_DIR stb/stb_image.h)

@@ -17,7 +17,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 PACKAGES=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
-          libclblast-dev check libsubunit-dev libstb-dev zlib1g-dev libcjson-dev clinfo)
+          libclblast-dev check libsubunit-dev libstb-dev zlib1g-dev libcjson-dev libexif-dev clinfo)
 
 say() { printf '==> %s\n' "$*" >&2; }
 

@@ -37,7 +37,8 @@ cld_status cld_unet_receptive_radius(const cld_unet_config *cfg, int *radius);
 
 typedef struct cld_tile_opts {
     int tile;     /* tile side (multiple of 2^(n_levels-1)); 0: chosen per image from the device memory */
-    int margin;   /* context pixels dropped at each tile side; -1: the receptive radius (exact) */
+    int margin;   /* context pixels dropped at each tile side; -1 (or more than the
+                     receptive radius): the receptive radius (exact) */
     int blend;    /* cross-fade width between neighbours, >= 1 (0: CLD_TILE_DEFAULT_BLEND) */
     int max_tile; /* with tile 0: upper bound of the choice (0: CLD_TILE_AUTO_MAX) */
 } cld_tile_opts;

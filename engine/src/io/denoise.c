@@ -141,6 +141,7 @@ cld_status cld_noise_estimate(const float *x, int C, int H, int W, double range,
         for (int it = 0; it < 12 && s > 0; it++) {
             double next;
             CLD_TRY(plane_stat(p, H, W, range, range, cal, s, &next));
+            if (next > range / 2) next = range / 2; /* no sd of values in [0, range] is larger */
             const int done = fabs(next - s) < 1e-3 * s;
             s = next;
             if (done) break;
