@@ -5,7 +5,8 @@
 #
 # Creates bench/.venv with PyTorch from PyPI on first use (a few GB: PyPI's
 # Linux wheels carry the CUDA libraries; there is no CPU-only wheel there),
-# builds cld-bench in build-bench/, runs cld-bench (PoCL threads:
+# builds cld-bench and cld-sample (its cold-start rows run the default
+# cld-sample command) in build-bench/, runs cld-bench (PoCL threads:
 # POCL_CPU_MAX_CU_COUNT) and bench/torch_reference.py (torch.set_num_threads)
 # one after the other, and prints the table of ours, PyTorch and ours/PyTorch.
 # With --rounds R both run R times, alternating, and each engine's row shows
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
         --threads) threads=$2; shift ;;
         --device) device=$2; shift ;;
         --rounds) rounds=$2; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
     shift
@@ -45,7 +46,7 @@ fi
 
 echo "== building cld-bench" >&2
 cmake -S "$root" -B "$root/build-bench" -DCMAKE_BUILD_TYPE=Release -DCLD_BUILD_TESTS=OFF >/dev/null
-cmake --build "$root/build-bench" --target cld-bench -j "$(nproc)" >/dev/null
+cmake --build "$root/build-bench" --target cld-bench cld-sample -j "$(nproc)" >/dev/null
 
 out=${BENCH_OUT:-$(mktemp -d /tmp/cld-bench-run-XXXXXX)}
 mkdir -p "$out"

@@ -29,6 +29,11 @@ if(NOT EXIF_FOUND)
   message(FATAL_ERROR "libexif not found: install 'libexif-dev' (JPEG orientation)")
 endif()
 
+find_package(JPEG QUIET)
+if(NOT JPEG_FOUND)
+  message(FATAL_ERROR "libjpeg not found: install 'libjpeg62-turbo-dev' (Ubuntu: 'libjpeg-turbo8-dev')")
+endif()
+
 find_path(STB_INCLUDE_DIR stb_image.h PATHS /usr/include/stb NO_DEFAULT_PATH)
 if(NOT STB_INCLUDE_DIR)
   find_path(STB_INCLUDE_DIR stb/stb_image.h)

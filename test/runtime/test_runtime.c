@@ -13,11 +13,13 @@
 #include "runtime/internal.h"
 #include "testutil.h"
 
-/* Each cache test starts from a clean environment and its own cache dir. */
+/* Each cache test starts from a clean environment and its own cache dir,
+ * with the disk cache on (CLD_CACHE=1: by default it is off on PoCL, which
+ * caches compiled kernels itself; see test_cache_default_per_driver). */
 static char *fresh_cache_env(void) {
     unsetenv("CLD_FORBID_COMPILE");
     unsetenv("CLD_KERNEL_DIR");
-    unsetenv("CLD_CACHE");
+    setenv("CLD_CACHE", "1", 1);
     char *dir = tu_mkdtemp("cld-test-cache");
     setenv("CLD_CACHE_DIR", dir, 1);
     return dir;
@@ -537,6 +539,42 @@ START_TEST(test_cache_disabled) {
 }
 END_TEST
 
+/* Without CLD_CACHE, our cache stays off where the driver caches compiled
+ * kernels itself (PoCL, unless POCL_KERNEL_CACHE=0): storing a PoCL binary
+ * makes PoCL compile every kernel of the program first. */
+START_TEST(test_cache_default_per_driver) {
+    char *dir = fresh_cache_env();
+    unsetenv("CLD_CACHE");
+    cld_ctx *ctx = NULL;
+    TU_OK(cld_ctx_create(NULL, &ctx));
+    cld_device_info info;
+    TU_OK(cld_ctx_device_info(ctx, &info));
+    TU_OK(cld_ctx_free(ctx));
+    const int pocl = strstr(info.platform_name, "Portable Computing Language") != NULL;
+    const char *pk = getenv("POCL_KERNEL_CACHE");
+    char *saved = pk ? strdup(pk) : NULL;
+    unsetenv("POCL_KERNEL_CACHE");
+    cld_compile_stats st;
+    float v = 0;
+    TU_OK(selftest_in_new_ctx(&st, &v));
+    ck_assert_float_eq(v, 2.5f);
+    ck_assert_int_eq(st.programs_built, 1);
+    ck_assert_int_eq(cache_files(dir, NULL, 0), pocl ? 0 : 1);
+    if (pocl) { /* PoCL without its own cache: ours is on */
+        setenv("POCL_KERNEL_CACHE", "0", 1);
+        TU_OK(selftest_in_new_ctx(&st, &v));
+        ck_assert_int_eq(cache_files(dir, NULL, 0), 1);
+        TU_OK(selftest_in_new_ctx(&st, &v));
+        ck_assert_int_eq(st.programs_from_cache, 1);
+    }
+    if (saved) setenv("POCL_KERNEL_CACHE", saved, 1);
+    else unsetenv("POCL_KERNEL_CACHE");
+    free(saved);
+    tu_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_build_all) {
     char *dir = fresh_cache_env();
     const char *const *names = NULL, *const *sources = NULL;
@@ -674,6 +712,7 @@ static Suite *runtime_suite(void) {
     tcase_add_test(tc, test_corrupt_cache_rebuilt);
     tcase_add_test(tc, test_unwritable_cache_dir);
     tcase_add_test(tc, test_cache_disabled);
+    tcase_add_test(tc, test_cache_default_per_driver);
     tcase_add_test(tc, test_build_all);
     suite_add_tcase(s, tc);
 

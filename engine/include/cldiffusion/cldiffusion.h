@@ -6,6 +6,20 @@
  *  - Tensors are float32, contiguous, row-major, up to 4 dimensions; image
  *    tensors are NCHW. Shapes are written in comments as (N, C, H, W).
  *  - The library never calls exit() or abort().
+ *
+ * This header is the runtime (devices, contexts, buffers, kernel builds) and
+ * includes every other public header: graph.h (graph executor and ops),
+ * diffusion.h, unet.h, train.h, model.h, io.h, vlb.h, sample.h, denoise.h.
+ *
+ * Thread safety: one context per thread. A cld_ctx and everything made on
+ * it (buffers, parameter stores, graphs, runners, models) belong to one
+ * thread at a time: the context shares its cl_kernel objects (whose
+ * arguments are set at each launch), its command queue and its GEMM scratch
+ * between all the graphs made on it, so two threads using one context race.
+ * Distinct contexts share no mutable state and may run on different
+ * threads at once (on the same device too). cld_last_error() is per thread;
+ * functions that take no context (names, parsing, host references) may run
+ * on any thread.
  */
 #ifndef CLDIFFUSION_H
 #define CLDIFFUSION_H
@@ -105,7 +119,9 @@ cld_status cld_ctx_compile_stats(const cld_ctx *ctx, cld_compile_stats *out);
  * `program` (a file in cl/ without ".cl") specialised with `options`
  * (e.g. "-DTILE=16"; NULL = none). The kernel is owned by the context.
  * Environment: CLD_KERNEL_DIR=dir reads sources from disk; CLD_CACHE=0
- * disables the binary cache; CLD_CACHE_DIR overrides its location;
+ * disables the binary cache, CLD_CACHE=1 turns it on also on PoCL (off there
+ * by default: PoCL caches compiled kernels itself, and exporting a binary
+ * compiles every kernel of the program); CLD_CACHE_DIR overrides its location;
  * CLD_FORBID_COMPILE=1 makes any real compilation fail (for tests). */
 cld_status cld_ctx_kernel(cld_ctx *ctx, const char *program, const char *options,
                           const char *kernel_name, cl_kernel *out);
@@ -131,6 +147,7 @@ cld_status cld_buffer_release(cl_mem buf);
 #include "cldiffusion/model.h"
 #include "cldiffusion/io.h"
 #include "cldiffusion/vlb.h"
+#include "cldiffusion/diffusers.h"
 #include "cldiffusion/sample.h"
 #include "cldiffusion/denoise.h"
 

@@ -143,10 +143,24 @@ static int mkdir_p(const char *dir) {
     return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
 }
 
-/* The cache directory, created; 0 if the cache is off or unusable. */
-static int cache_dir(char *dst, size_t cap) {
+/* Does the driver keep its own disk cache of compiled kernels, so that ours
+ * would only cost? PoCL does (POCL_CACHE_DIR, on unless POCL_KERNEL_CACHE=0),
+ * and it compiles kernels lazily, at their first launch per work-group
+ * size: fetching a program's binary for our cache makes it compile every
+ * kernel of the program first (conv.cl 1.55 s -> 3.45 s; the default
+ * cld-sample command 21 s of compiling against ~4 s, bench/NOTES.md). */
+static int driver_caches(const cld_ctx *ctx) {
+    if (strstr(ctx->info.platform_name, "Portable Computing Language") == NULL) return 0;
+    const char *v = getenv("POCL_KERNEL_CACHE");
+    return !(v && strcmp(v, "0") == 0);
+}
+
+/* The cache directory, created; 0 if the cache is off or unusable.
+ * CLD_CACHE=0: off; =1: on; unset: on unless the driver caches itself. */
+static int cache_dir(const cld_ctx *ctx, char *dst, size_t cap) {
     const char *v = getenv("CLD_CACHE");
     if (v && strcmp(v, "0") == 0) return 0;
+    if (!(v && *v) && driver_caches(ctx)) return 0;
     const char *dir = getenv("CLD_CACHE_DIR");
     int n;
     if (dir && *dir) {
@@ -385,7 +399,7 @@ static cld_status obtain_program(cld_ctx *ctx, const char *program, const char *
     if (s != CLD_OK) goto done;
 
     char dir[4096], path[4200];
-    int use_cache = cache_dir(dir, sizeof dir);
+    int use_cache = cache_dir(ctx, dir, sizeof dir);
     if (use_cache) {
         key = make_key_text(ctx, program, options, source);
         if (!key) {
