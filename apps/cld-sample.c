@@ -30,7 +30,7 @@ static const char *PROG = "cld-sample";
 #define MAX_FRAMES 8
 
 typedef struct opts {
-    const char *model, *device, *out, *init, *mask, *replay, *progress;
+    const char *model, *device, *out, *init, *mask, *replay, *progress, *noise;
     const char *classes[CLD_MODEL_MAX_CLASSES];
     int n_classes;
     cld_sampler_kind sampler;
@@ -48,9 +48,12 @@ static void usage(FILE *f)
             "Samples images from a diffusion model. With no options: the bundled Fashion-MNIST model, %d samples\n"
             "of every class, DPM-Solver++(2M) with %d steps, guidance %g, seed 0, into samples.png.\n"
             "\n"
-            "  --model FILE         model (safetensors written by cld-train; default: the bundled %s,\n"
+            "  --model FILE|DIR     model (safetensors written by cld-train; default: the bundled %s,\n"
             "                       found next to the program, in the install prefix or through CLD_ASSETS;\n"
-            "                       asset:NAME names another bundled file)\n"
+            "                       asset:NAME names another bundled file), or a diffusers UNet2DModel folder\n"
+            "                       (save_pretrained in safetensors form; its scheduler config sets the\n"
+            "                       schedule, prediction type and the defaults of --spacing, DDPM variance,\n"
+            "                       clip_sample, steps_offset and DDIM's set_alpha_to_one)\n"
             "  --device SPEC        OpenCL device (see cld-devices)\n"
             "  --sampler NAME       ddpm, ddim, dpm++2m (default), euler, euler-a, heun\n"
             "  --spacing NAME       leading, trailing (default; heun: karras), linspace, karras\n"
@@ -67,6 +70,8 @@ static void usage(FILE *f)
             "  --trajectory         a strip of %d intermediate states per sample instead of a grid\n"
             "  --init IMAGE         start from an image (img2img, SDEdit) ...\n"
             "  --strength S         ... noised to strength S in (0, 1] (default 1: pure noise level)\n"
+            "  --noise FILE         x_T from a safetensors file of one F32 tensor (n, C, S, S): row i starts\n"
+            "                       sample i, as diffusers pipelines' latents (default: the seed's noise)\n"
             "  --mask MASK          inpainting (RePaint): regenerate where MASK is white, keep --init elsewhere\n"
             "                       (default sampler ddpm; ddim with --eta also works)\n"
             "  --resample R         inpainting: each step done R times, jumping back in between (default 1)\n"
@@ -160,6 +165,7 @@ static int parse_args(int argc, char **argv, opts *o)
         else if (OPT("--batch")) { NUM(1, 1e6); if (d != floor(d)) BAD("--batch: '%s' is not an integer", v); o->batch = (int)d; }
         else if (OPT("--grid-cols")) { NUM(1, 4096); o->grid_cols = (int)d; }
         else if (OPT("--init")) { VAL(); o->init = v; }
+        else if (OPT("--noise")) { VAL(); o->noise = v; }
         else if (OPT("--strength")) { NUM(1e-6, 1); o->strength = d; o->strength_set = 1; }
         else if (OPT("--mask")) { VAL(); o->mask = v; }
         else if (OPT("--resample")) { NUM(1, 1000); o->resample = (int)d; o->resample_set = 1; }
@@ -175,6 +181,7 @@ static int parse_args(int argc, char **argv, opts *o)
         return 0;
     }
     if (o->strength_set && !o->init) BAD("--strength needs --init IMAGE");
+    if (o->noise && o->init) BAD("--noise gives x_T; --init starts from an image instead: not both");
     if (o->mask && !o->init) BAD("--mask needs --init IMAGE");
     if (o->resample_set && !o->mask) BAD("--resample and --jump need --mask (inpainting)");
     if (o->mask && !o->sampler_set) o->sampler = CLD_SAMPLER_DDPM;
@@ -308,6 +315,29 @@ static int load_input(const char *what, const char *path, const cld_model *m, in
     return rc;
 }
 
+/* --noise: rows first .. first + n - 1 of a safetensors tensor (N, C, S, S), N >= first + n;
+ * *n 0: all N - first rows. */
+static int load_noise(const char *path, const cld_model *m, uint32_t first, int *np, float **out)
+{
+    int nd = 0, sh[CLD_MAX_DIMS];
+    float *v = NULL;
+    cld_status s = cld_safetensors_read(path, NULL, &nd, sh, &v);
+    if (s) return cli_fail(PROG, "--noise", s);
+    const int C = m->meta.unet.in_channels, S = m->meta.unet.image_size;
+    const int n = *np ? *np : nd == 4 && (long)sh[0] > (long)first ? sh[0] - (int)first : 1;
+    if (nd != 4 || sh[1] != C || sh[2] != S || sh[3] != S || (long)sh[0] < (long)first + n) {
+        fprintf(stderr, "%s: --noise: '%s' holds a tensor of rank %d (", PROG, path, nd);
+        for (int i = 0; i < nd; i++) fprintf(stderr, i ? ", %d" : "%d", sh[i]);
+        fprintf(stderr, "); the model needs (N, %d, %d, %d) with N >= %ld samples\n", C, S, S, (long)first + n);
+        free(v);
+        return 1;
+    }
+    memmove(v, v + (size_t)first * m->per_sample, (size_t)n * m->per_sample * sizeof *v);
+    *out = v;
+    *np = n;
+    return 0;
+}
+
 /* --replay: the options of a PNG's recipe. */
 static int from_recipe(opts *o, cld_recipe *r, char *out_buf, size_t cap)
 {
@@ -336,6 +366,7 @@ static int from_recipe(opts *o, cld_recipe *r, char *out_buf, size_t cap)
     o->mask = r->mask[0] ? r->mask : NULL;
     o->resample = r->resample;
     o->jump = r->jump;
+    o->noise = r->noise[0] ? r->noise : NULL;
     if (!o->out) {
         size_t n = strlen(o->replay);
         snprintf(out_buf, cap, "%.*s-replay.png", (int)(ends_with_png(o->replay) ? n - 4 : n), o->replay);
@@ -365,7 +396,7 @@ typedef struct state {
     int replaying;
     cld_ctx *ctx;
     cld_model *m;
-    float *init, *mask, *out, *traj;
+    float *init, *mask, *out, *traj, *noise;
     int *labels, classes[CLD_MODEL_MAX_CLASSES], n_classes;
 } state;
 
@@ -403,6 +434,13 @@ static int run(state *S)
     fprintf(stderr, "model: %s (fnv1a64:%016llx): %dx%dx%d, %zu parameters, %d classes, %s schedule T=%d, %s prediction\n",
             o->model, (unsigned long long)m->hash, SZ, SZ, C, np, nc, cld_schedule_name(meta->diffusion.schedule),
             meta->diffusion.T, cld_pred_name(meta->diffusion.pred));
+    if (m->diffusers)
+        fprintf(stderr, "diffusers folder: %s%s: %s spacing, steps_offset %d, DDPM variance %s, clip_sample %g, "
+                "set_alpha_to_one %s\n", m->sched.present ? m->sched.class_name : "no scheduler config, DDPMScheduler",
+                m->sched.present ? "" : " defaults",
+                m->sched.spacing == 0 ? "leading" : m->sched.spacing == 1 ? "trailing" : "linspace",
+                m->sched.steps_offset, m->sched.variance == CLD_VAR_BETA ? "fixed_large" : "fixed_small",
+                m->sched.clip_sample, m->sched.set_alpha_to_one ? "true" : "false");
     if (S->replaying && m->hash != S->rec.model_hash) {
         fprintf(stderr, "%s: --replay: model '%s' has hash fnv1a64:%016llx, the recipe's was fnv1a64:%016llx\n", PROG,
                 o->model, (unsigned long long)m->hash, (unsigned long long)S->rec.model_hash);
@@ -435,12 +473,19 @@ static int run(state *S)
                 o->guidance, o->model);
         return CLI_EXIT_USAGE;
     }
-    if (!o->guidance_set) o->guidance = nc ? DEFAULT_GUIDANCE : 1.0;
+    if (o->guidance_set && o->guidance != 1.0 && meta->unet.class_no_null) {
+        fprintf(stderr, "%s: --guidance %g: the model '%s' has no null class (a diffusers num_class_embeds table), so "
+                "no classifier-free guidance\n", PROG, o->guidance, o->model);
+        return CLI_EXIT_USAGE;
+    }
+    if (!o->guidance_set) o->guidance = nc && !meta->unet.class_no_null ? DEFAULT_GUIDANCE : 1.0;
     if (!o->steps) o->steps = DEFAULT_STEPS;
     if (o->steps > meta->diffusion.T) {
         fprintf(stderr, "%s: --steps %d: the model has T = %d timesteps\n", PROG, o->steps, meta->diffusion.T);
         return CLI_EXIT_USAGE;
     }
+    if (S->replaying && o->noise && check_hash("noise", o->noise, S->rec.noise_hash)) return 1;
+    if (o->noise && load_noise(o->noise, m, S->replaying ? S->rec.first_index : 0, &o->n, &S->noise)) return 1;
     if (!o->n) o->n = S->n_classes ? DEFAULT_PER_CLASS * S->n_classes : DEFAULT_UNCOND;
     S->labels = S->n_classes ? malloc((size_t)o->n * sizeof *S->labels) : NULL;
     S->out = malloc((size_t)o->n * m->per_sample * sizeof(float));
@@ -453,10 +498,12 @@ static int run(state *S)
     if (S->replaying && o->init && check_hash("init image", o->init, S->rec.init_hash)) return 1;
     if (S->replaying && o->mask && check_hash("mask", o->mask, S->rec.mask_hash)) return 1;
 
+
     /* the spec, the batch */
     cld_sample_spec sp;
     cld_sample_spec_default(&sp);
     cld_sampler_opts_default(o->sampler, &sp.opts);
+    if (m->diffusers) cld_diffusers_sampler_defaults(&m->sched, &sp.opts); /* the scheduler config's */
     sp.opts.steps = o->steps;
     if (o->spacing_set) { /* else the sampler's default (Heun: Karras) */
         sp.opts.spacing = (cld_spacing)o->spacing;
@@ -469,6 +516,7 @@ static int run(state *S)
     sp.seed = o->seed;
     sp.first_index = S->replaying ? S->rec.first_index : 0;
     sp.init = S->init;
+    sp.noise = S->noise;
     sp.strength = o->strength;
     sp.mask = S->mask;
     sp.resample = o->resample;
@@ -535,6 +583,10 @@ static int run(state *S)
     if (o->mask) {
         snprintf(r.mask, sizeof r.mask, "%s", o->mask);
         cld_file_hash(o->mask, &r.mask_hash);
+    }
+    if (o->noise) {
+        snprintf(r.noise, sizeof r.noise, "%s", o->noise);
+        cld_file_hash(o->noise, &r.noise_hash);
     }
     int cols = o->grid_cols ? o->grid_cols
                : S->n_classes && S->n_classes <= 16 ? S->n_classes
@@ -621,6 +673,7 @@ int main(int argc, char **argv)
     free(S.mask);
     free(S.out);
     free(S.traj);
+    free(S.noise);
     free(S.labels);
     return rc;
 }

@@ -335,3 +335,10 @@ __kernel void denoise(__global const float *x, int xo, __global const float *p, 
     if (cx != 0.0f) acc += cx * x[xo + i];
     d[dof + i] = acc;
 }
+
+/* out = clamp(in, -c, c): the clipped x_0 estimate (diffusers' clip_sample). */
+__kernel void clip_copy(__global const float *in, int io, __global float *out, int oo, int n, float c)
+{
+    int i = get_global_id(0);
+    if (i < n) out[oo + i] = clamp(in[io + i], -c, c);
+}

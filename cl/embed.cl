@@ -39,6 +39,31 @@ __kernel void timestep_embedding(__global const float *t, int to, __global float
     }
 }
 
+/* The same embedding as diffusers' get_timestep_embedding computes it in
+ * float32 (torch): e_k = (-ln(10000) k) / (nh - shift) in float, f_k =
+ * exp(e_k) rounded to float, a = t f_k in float, then sin and cos of that
+ * float (in double where available, so the result is the correctly rounded
+ * float torch's sinf gives). flip: [cos, sin] instead of [sin, cos]. */
+__kernel void timestep_embedding_torch(__global const float *t, int to, __global float *y, int yo,
+                                       int N, int dim, int flip, float shift)
+{
+    FOR_ITEMS(i, N * dim) {
+        int n = i / dim, j = i % dim;
+        int nh = dim / 2;
+        if (j >= 2 * nh) {
+            y[yo + i] = 0.0f;
+            continue;
+        }
+        int k = j < nh ? j : j - nh;
+        int first = j < nh; /* first half: sin, or cos when flipped */
+        float e = (-9.2103404f * (float)k) / ((float)nh - shift);
+        float f = (float)exp((TS_REAL)e);
+        float a = t[to + n] * f;
+        int use_sin = flip ? !first : first;
+        y[yo + i] = (float)(use_sin ? sin((TS_REAL)a) : cos((TS_REAL)a));
+    }
+}
+
 /* Row index of a label stored as float: nearest integer, or -1 if it is
  * outside [0, R) or NaN (such rows read nothing and give zeros). */
 inline int label_row(float v, int R)

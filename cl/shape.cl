@@ -84,3 +84,16 @@ __kernel void upsample2x_grad(__global const float *dy, int dyo, __global float 
             d[ix] = (s0[2 * ix] + s0[2 * ix + 1]) + (s1[2 * ix] + s1[2 * ix + 1]);
     }
 }
+
+/* Zero padding (or cropping, with negative top/left and a smaller output):
+ * y[n, c, i, j] = x[n, c, i - top, j - left], 0 outside x. x (R, H, W) with
+ * R = N*C rows of planes, y (R, Ho, Wo); one item per output element. */
+__kernel void pad2d(__global const float *x, int xo, __global float *y, int yo, int R, int H, int W,
+                    int Ho, int Wo, int top, int left)
+{
+    FOR_ITEMS(e, R * Ho * Wo) {
+        int j = e % Wo, i = (e / Wo) % Ho, r = e / (Wo * Ho);
+        int si = i - top, sj = j - left;
+        y[yo + e] = (si >= 0 && si < H && sj >= 0 && sj < W) ? x[xo + (r * H + si) * W + sj] : 0.0f;
+    }
+}

@@ -123,7 +123,7 @@ __kernel void vlb_grad(__global const float *el, int eo, __global const float *d
 __kernel void lv_ddpm_step(__global float *x, int xo, __global const float *mo, int moo,
                            __global const float *z, int zo, int n, int M, int cfg, float g,
                            float cx, float cp, float c0, float ct, float sd, float half_dlog,
-                           int has_noise)
+                           int has_noise, float clip)
 {
     int i = get_global_id(0);
     if (i >= n * M) return;
@@ -137,6 +137,7 @@ __kernel void lv_ddpm_step(__global float *x, int xo, __global const float *mo, 
     float xv = x[xo + i];
     float d = cp * p;
     if (cx != 0.0f) d += cx * xv;
+    if (clip > 0.0f) d = clamp(d, -clip, clip); /* diffusers' clip_sample */
     float acc = 0.0f;
     if (ct != 0.0f) acc += ct * xv;
     if (c0 != 0.0f) acc += c0 * d;

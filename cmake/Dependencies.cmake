@@ -24,6 +24,11 @@ if(NOT CJSON_FOUND)
   message(FATAL_ERROR "cJSON not found: install 'libcjson-dev'")
 endif()
 
+find_package(JPEG QUIET)
+if(NOT JPEG_FOUND)
+  message(FATAL_ERROR "libjpeg not found: install 'libjpeg62-turbo-dev' (Ubuntu: 'libjpeg-turbo8-dev')")
+endif()
+
 find_path(STB_INCLUDE_DIR stb_image.h PATHS /usr/include/stb NO_DEFAULT_PATH)
 if(NOT STB_INCLUDE_DIR)
   find_path(STB_INCLUDE_DIR stb/stb_image.h)

@@ -4,7 +4,6 @@
  *    Simpson integration of the approximate CDF's density over each bin
  *    (edges open), and of the true Gaussian within the approximation's
  *    measured error;
- *  - cld_op_slice_channels through the op harness;
  *  - cld_op_vlb_loss against improved-diffusion's _vb_terms_bpd written in
  *    double here from the schedule (not from cld_vlb_coefs), for every
  *    prediction type, t = 0, 1, mid, T-1, decoder tails and the 1e-12
@@ -129,58 +128,6 @@ START_TEST(test_discretized_gaussian)
     /* a far-off mean: the clamp */
     TU_OK(cld_vlb_discretized_gaussian_nll(0.0, 0.5, log(0.001), &nll));
     ck_assert_msg(fabs(nll + log(1e-12)) < 1e-12, "clamped nll %.17g", nll);
-}
-END_TEST
-
-/* ------------------------------------------------------------ slice op */
-typedef struct slice_case {
-    int c0, count;
-} slice_case;
-
-static cld_status slice_build(cld_graph *g, cld_tensor **x, cld_tensor **y, void *user)
-{
-    const slice_case *c = user;
-    return cld_op_slice_channels(g, x[0], c->c0, c->count, y);
-}
-#define SN 3
-#define SC 7
-#define SHW 15 /* 5 x 3 */
-static void slice_fwd(const double *const *x, double *y, void *user)
-{
-    const slice_case *c = user;
-    for (int n = 0; n < SN; n++)
-        for (int k = 0; k < c->count; k++)
-            memcpy(y + ((size_t)n * c->count + k) * SHW, x[0] + ((size_t)n * SC + c->c0 + k) * SHW, SHW * sizeof(double));
-}
-static void slice_bwd(const double *const *x, const double *dy, double **dx, void *user)
-{
-    (void)x;
-    const slice_case *c = user;
-    for (int n = 0; n < SN; n++)
-        for (int k = 0; k < c->count; k++)
-            for (int j = 0; j < SHW; j++)
-                dx[0][((size_t)n * SC + c->c0 + k) * SHW + j] += dy[((size_t)n * c->count + k) * SHW + j];
-}
-
-START_TEST(test_slice_channels)
-{
-    slice_case cases[] = {{2, 3}, {0, 4}, {4, 3}, {0, SC}};
-    for (int i = 0; i < 4; i++) {
-        char name[64];
-        snprintf(name, sizeof name, "slice_channels %d+%d of %d", cases[i].c0, cases[i].count, SC);
-        opc_case c = {name, 1, {{"x", 4, {SN, SC, 5, 3}, 0, 0, NULL}}, slice_build, slice_fwd, slice_bwd, &cases[i], 0};
-        opc_check(&c, 31 + i, 1e-6, 1e-6);
-    }
-    /* bad channel ranges */
-    cld_graph *g;
-    cld_tensor *x, *y;
-    int shape[4] = {2, 4, 3, 3};
-    TU_OK(cld_graph_create(tu_ctx(), NULL, &g));
-    TU_OK(cld_graph_input(g, "x", 4, shape, 0, &x));
-    TU_STATUS(cld_op_slice_channels(g, x, 3, 2, &y), CLD_ERR_SHAPE);
-    TU_STATUS(cld_op_slice_channels(g, x, -1, 2, &y), CLD_ERR_SHAPE);
-    TU_STATUS(cld_op_slice_channels(g, x, 0, 0, &y), CLD_ERR_SHAPE);
-    cld_graph_free(g);
 }
 END_TEST
 
@@ -1045,7 +992,6 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_normal_kl);
     tcase_add_test(tc, test_discretized_gaussian);
-    tcase_add_test(tc, test_slice_channels);
     tcase_add_loop_test(tc, test_vlb_loss, 0, (int)(sizeof LOSS_CASES / sizeof LOSS_CASES[0]));
     tcase_add_test(tc, test_hybrid_loss);
     tcase_add_test(tc, test_vlb_arguments);

@@ -343,6 +343,16 @@ START_TEST(test_bad_headers)
         {"{\"__metadata__\":{\"n\":3},\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
          "__metadata__", 8},
         {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}} x", "after the header", 8},
+        /* shape product overflow: 2^31-1 cubed F32 is far past 2^64 bytes */
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2147483647,2147483647,2147483647],\"data_offsets\":[0,8]}}",
+         "too large", 8},
+        /* not UTF-8: a lone continuation byte, an overlong '/', a surrogate */
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"__metadata__\":{\"k\":\"\x80\"}}",
+         "UTF-8", 8},
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"__metadata__\":{\"k\":\"\xc0\xaf\"}}",
+         "UTF-8", 8},
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"__metadata__\":{\"k\":\"\xed\xa0\x80\"}}",
+         "UTF-8", 8},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_st(path, bad[i].header, data, bad[i].data_len);
@@ -358,6 +368,20 @@ START_TEST(test_bad_headers)
     raw[0] = 9, memset(raw + 1, 0, 7);
     write_bytes(path, raw, sizeof raw);
     TU_STATUS(cld_params_load(p, path, NULL), CLD_ERR_FORMAT);
+    /* a header of 100 MB + 1 in a file that holds it: over the format's limit */
+    {
+        const uint64_t hl = 100000001ull;
+        FILE *f = fopen(path, "wb");
+        ck_assert(f != NULL);
+        for (int i = 0; i < 8; i++) fputc((int)(hl >> (8 * i) & 0xff), f);
+        ck_assert(fseek(f, (long)hl + 7, SEEK_SET) == 0 && fputc(' ', f) != EOF); /* sparse */
+        fclose(f);
+        TU_STATUS(cld_params_load(p, path, NULL), CLD_ERR_FORMAT);
+        ck_assert_msg(contains(cld_last_error(), "header length"), "%s", cld_last_error());
+    }
+    /* a valid multi-byte UTF-8 name still loads */
+    write_st(path, "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"__metadata__\":{\"k\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}}", data, 8);
+    TU_OK(cld_params_load(p, path, NULL));
     /* and a good one still loads */
     write_st(path, "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", data, 8);
     TU_OK(cld_params_load(p, path, NULL));

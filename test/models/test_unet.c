@@ -403,16 +403,16 @@ START_TEST(test_tiny_unet_gradients)
 }
 END_TEST
 
-/* With the default (DDPM) init conv_out starts at zero: the output is 0,
- * and the gradient reaches conv_out's weights and bias only. */
 /* The Fashion-MNIST UNet (6.5 M parameters, batch 2) with every 3x3 stride-1
  * conv on Winograd F(4x4, 3x3) against the same network with none (the
  * implicit GEMM): the loss and all parameter gradients of one step (the
  * backward uses Winograd for dx) must agree. Error budget: Winograd's
  * transforms cost a few ulps per layer (opcheck: ~3e-6 relative against a
  * double reference per conv, the direct kernel ~2e-7); through ~30 conv
- * layers that stays near 1e-5, so 2e-4 relative to the tensor's largest
- * entry leaves 10x margin while a wrong tile, lane or transform gives O(1). */
+ * layers that stays near 1e-5 (README: 1.4e-5; measured on PoCL: worst
+ * gradient 1.37e-5 of its tensor's largest entry, loss 1e-7), so gradients
+ * are held to 4e-5 and the loss to 1e-5 relative, while a wrong tile, lane
+ * or transform gives O(1). */
 START_TEST(test_winograd_matches_direct)
 {
     cld_unet_config cfg;
@@ -447,7 +447,7 @@ START_TEST(test_winograd_matches_direct)
             TU_OK(cld_params_read_grad(p, i, grads[k][i]));
         }
     }
-    ck_assert_msg(isfinite(L[0]) && fabs(L[0] - L[1]) <= 2e-4 * fabs(L[1]), "loss: winograd %.9g, direct %.9g",
+    ck_assert_msg(isfinite(L[0]) && fabs(L[0] - L[1]) <= 1e-5 * fabs(L[1]), "loss: winograd %.9g, direct %.9g",
                   L[0], L[1]);
     /* tensors whose gradient is zero in exact arithmetic (the key bias of
      * attention: softmax ignores a constant added to every key score) hold
@@ -474,7 +474,7 @@ START_TEST(test_winograd_matches_direct)
         }
         double rel = amax > 0 ? dmax / amax : dmax;
         ck_assert_msg(gmax > 0, "all gradients are zero");
-        ck_assert_msg(rel <= 2e-4, "%s: gradients differ by %.3g of their largest entry %.3g", name, rel, amax);
+        ck_assert_msg(rel <= 4e-5, "%s: gradients differ by %.3g of their largest entry %.3g", name, rel, amax);
         if (rel > worst) {
             worst = rel;
             worst_name = name;
@@ -491,6 +491,8 @@ START_TEST(test_winograd_matches_direct)
 }
 END_TEST
 
+/* With the default (DDPM) init conv_out and each res block's conv2 start at
+ * zero, so the output is 0; the other weights look like U(-b, b). */
 START_TEST(test_default_init)
 {
     cld_unet_config cfg = tiny_config(1);

@@ -1,11 +1,64 @@
-/* concat (channels) and nearest 2x upsample: forward and backward against
- * double references (opcheck), and shape errors. */
+/* channel slice, concat (channels) and nearest 2x upsample: forward and
+ * backward against double references (opcheck), and shape errors. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "opcheck.h"
 #include "testutil.h"
+
+/* ------------------------------------------------------ channel slice */
+typedef struct slice_case {
+    int c0, count;
+} slice_case;
+
+static cld_status slice_build(cld_graph *g, cld_tensor **x, cld_tensor **y, void *user)
+{
+    const slice_case *c = user;
+    return cld_op_slice_channels(g, x[0], c->c0, c->count, y);
+}
+#define SN 3
+#define SC 7
+#define SHW 15 /* 5 x 3 */
+static void slice_fwd(const double *const *x, double *y, void *user)
+{
+    const slice_case *c = user;
+    for (int n = 0; n < SN; n++)
+        for (int k = 0; k < c->count; k++)
+            memcpy(y + ((size_t)n * c->count + k) * SHW, x[0] + ((size_t)n * SC + c->c0 + k) * SHW, SHW * sizeof(double));
+}
+static void slice_bwd(const double *const *x, const double *dy, double **dx, void *user)
+{
+    (void)x;
+    const slice_case *c = user;
+    for (int n = 0; n < SN; n++)
+        for (int k = 0; k < c->count; k++)
+            for (int j = 0; j < SHW; j++)
+                dx[0][((size_t)n * SC + c->c0 + k) * SHW + j] += dy[((size_t)n * c->count + k) * SHW + j];
+}
+
+START_TEST(test_slice_channels)
+{
+    slice_case cases[] = {{2, 3}, {0, 4}, {4, 3}, {0, SC}};
+    for (int i = 0; i < 4; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "slice_channels %d+%d of %d", cases[i].c0, cases[i].count, SC);
+        opc_case c = {name, 1, {{"x", 4, {SN, SC, 5, 3}, 0, 0, NULL}}, slice_build, slice_fwd, slice_bwd, &cases[i], 0};
+        opc_check(&c, 31 + i, 1e-6, 1e-6);
+    }
+    /* bad channel ranges */
+    cld_graph *g;
+    cld_tensor *x, *y;
+    int shape[4] = {2, 4, 3, 3};
+    TU_OK(cld_graph_create(tu_ctx(), NULL, &g));
+    TU_OK(cld_graph_input(g, "x", 4, shape, 0, &x));
+    TU_STATUS(cld_op_slice_channels(g, x, 3, 2, &y), CLD_ERR_SHAPE);
+    TU_STATUS(cld_op_slice_channels(g, x, -1, 2, &y), CLD_ERR_SHAPE);
+    TU_STATUS(cld_op_slice_channels(g, x, 0, 0, &y), CLD_ERR_SHAPE);
+    cld_graph_free(g);
+}
+END_TEST
 
 /* ------------------------------------------------------------- concat */
 typedef struct cat_cfg {
@@ -192,6 +245,7 @@ int main(void)
     Suite *s = suite_create("ops_shape");
     TCase *tc = tcase_create("shape");
     tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_slice_channels);
     tcase_add_test(tc, test_concat);
     tcase_add_test(tc, test_concat_self);
     tcase_add_test(tc, test_upsample);

@@ -6,6 +6,20 @@
  *  - Tensors are float32, contiguous, row-major, up to 4 dimensions; image
  *    tensors are NCHW. Shapes are written in comments as (N, C, H, W).
  *  - The library never calls exit() or abort().
+ *
+ * This header is the runtime (devices, contexts, buffers, kernel builds) and
+ * includes every other public header: graph.h (graph executor and ops),
+ * diffusion.h, unet.h, train.h, model.h, io.h, vlb.h, sample.h, denoise.h.
+ *
+ * Thread safety: one context per thread. A cld_ctx and everything made on
+ * it (buffers, parameter stores, graphs, runners, models) belong to one
+ * thread at a time: the context shares its cl_kernel objects (whose
+ * arguments are set at each launch), its command queue and its GEMM scratch
+ * between all the graphs made on it, so two threads using one context race.
+ * Distinct contexts share no mutable state and may run on different
+ * threads at once (on the same device too). cld_last_error() is per thread;
+ * functions that take no context (names, parsing, host references) may run
+ * on any thread.
  */
 #ifndef CLDIFFUSION_H
 #define CLDIFFUSION_H
@@ -133,6 +147,7 @@ cld_status cld_buffer_release(cl_mem buf);
 #include "cldiffusion/model.h"
 #include "cldiffusion/io.h"
 #include "cldiffusion/vlb.h"
+#include "cldiffusion/diffusers.h"
 #include "cldiffusion/sample.h"
 #include "cldiffusion/denoise.h"
 

@@ -1,5 +1,8 @@
 /* Diffusion core: noise schedules, the forward process q(x_t | x_0), training
  * objectives, samplers and reproducible noise. Included by cldiffusion.h.
+ * Thread safety: a cld_schedule is read-only once made and may be shared
+ * between threads; calls that take a context (noise on the device,
+ * samplers) follow the one-context-per-thread rule of cldiffusion.h.
  *
  * Notation (variance preserving, as in DDPM):
  *   x_t = a_t x_0 + b_t eps,   a_t = sqrt(alpha_bar_t),  b_t = sqrt(1 - alpha_bar_t)
@@ -212,6 +215,11 @@ typedef struct cld_sampler_opts {
     cld_pred_type pred;      /* what the model returns                          */
     double guidance;         /* classifier-free guidance scale (1: off)         */
     int null_label;          /* label of the unconditional branch               */
+    double clip_sample;      /* DDPM, DDIM: clamp the x_0 estimate to [-c, c] (0: off), as
+                                diffusers' clip_sample (DDIM keeps the unclipped eps for the
+                                direction term, as its default use_clipped_model_output) */
+    int final_alpha_bar0;    /* DDIM: the last step goes to alpha_bar[0] instead of the clean
+                                end (diffusers' set_alpha_to_one = false) */
 } cld_sampler_opts;
 
 /* Defaults for `kind`: 50 steps (DDPM: T = 1000), trailing spacing, no

@@ -1,5 +1,7 @@
 /* The graph executor: parameters, tensors, ops with forward and backward,
  * reverse-mode autodiff and memory planning. Included by cldiffusion.h.
+ * Thread safety: a graph and a parameter store belong to their context's
+ * thread (one context per thread: cldiffusion.h).
  *
  * Life cycle:
  *   cld_params_create            one store per model (values, grads, AdamW m, v
@@ -135,10 +137,15 @@ cld_status cld_op_add(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor **y
 cld_status cld_op_mul(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor **y);
 /* y = alpha * x */
 cld_status cld_op_scale(cld_graph *g, cld_tensor *x, float alpha, cld_tensor **y);
+/* y (N, count, ...) = x[:, c0 : c0 + count, ...] of x (N, C, ...). Backward:
+ * dy into those channels, zero elsewhere. */
+cld_status cld_op_slice_channels(cld_graph *g, cld_tensor *x, int c0, int count, cld_tensor **y);
 /* Concatenate (N,Ca,H,W) and (N,Cb,H,W) along channels. */
 cld_status cld_op_concat(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor **y);
 /* Nearest-neighbour 2x upsample: (N,C,H,W) -> (N,C,2H,2W). */
 cld_status cld_op_upsample2x(cld_graph *g, cld_tensor *x, cld_tensor **y);
+/* Zero padding: (N,C,H,W) -> (N,C,H+top+bottom,W+left+right). */
+cld_status cld_op_pad2d(cld_graph *g, cld_tensor *x, int top, int bottom, int left, int right, cld_tensor **y);
 /* A view with another shape of the same element count (no copy). */
 cld_status cld_op_reshape(cld_graph *g, cld_tensor *x, int ndim, const int *shape, cld_tensor **y);
 /* Batched matrix product over dim 0: a (B,M,K) (or (B,K,M) if trans_a),

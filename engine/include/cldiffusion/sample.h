@@ -53,9 +53,12 @@ typedef struct cld_model {
     size_t plan_bytes[2];       /* planned runner bytes at model batch 1 and 2 */
     cld_unet_runner *runner;    /* at model batch runner_batch */
     int runner_batch;
+    int diffusers;              /* 1: loaded from a diffusers folder */
+    cld_diffusers_scheduler sched; /* its scheduler's sampler defaults (diffusers = 1) */
 } cld_model;
 
-/* Load a model file (safetensors with cld-train's metadata). A missing
+/* Load a model file (safetensors with cld-train's metadata), or a
+ * diffusers folder (see diffusers.h; hash: of its weights file). A missing
  * file is CLD_ERR_IO; a truncated, corrupt or non-model file
  * CLD_ERR_FORMAT, naming the problem. */
 cld_status cld_model_load(cld_ctx *ctx, const char *path, cld_model **out);
@@ -92,6 +95,8 @@ typedef struct cld_sample_spec {
     int batch;               /* samples per sampler run; 0: cld_model_fit_batch (at most 64) */
     /* img2img and inpainting */
     const float *init;       /* (C, S, S) in [-1, 1], the same for every sample, or NULL */
+    const float *noise;      /* (n, C, S, S): x_T of each sample instead of noise step 0 (as
+                                diffusers pipelines' latents), or NULL; not with init */
     double strength;         /* with init: start at timestep round(strength T) - 1 with
                                 round(strength steps) steps (SDEdit); 1: from pure noise */
     const float *mask;       /* (S, S) in [0, 1], 1 = regenerate; needs init (RePaint) */
@@ -172,6 +177,8 @@ typedef struct cld_recipe {
     char mask[CLD_RECIPE_PATH];      /* "" or the mask */
     uint64_t mask_hash;
     int resample, jump;
+    char noise[CLD_RECIPE_PATH];     /* "" or the file of x_T (row i: sample index i) */
+    uint64_t noise_hash;
 } cld_recipe;
 
 /* JSON text (malloc'd) of a recipe, with the engine and noise versions and

@@ -35,6 +35,10 @@ cld_status cld_params_load_state(cld_params *p, cld_params *ema, const char *pat
 /* The "__metadata__" object of a safetensors file (malloc'd JSON text), after
  * validating the whole header; CLD_ERR_FORMAT if there is none. */
 cld_status cld_safetensors_metadata(const char *path, char **metadata_json);
+/* One tensor of a safetensors file as floats (F32, F16, BF16; *data
+ * malloc'd, the caller frees): `name`, or with name NULL the file's only
+ * tensor (CLD_ERR_FORMAT if it has several). The whole header is checked. */
+cld_status cld_safetensors_read(const char *path, const char *name, int *ndim, int shape[CLD_MAX_DIMS], float **data);
 
 #ifdef __cplusplus
 }

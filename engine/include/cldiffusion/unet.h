@@ -1,4 +1,8 @@
-/* The DDPM UNet (Ho et al. 2020) built on the graph executor. */
+/* The DDPM UNet (Ho et al. 2020) built on the graph executor: its config
+ * (presets, JSON, checks), the builder that adds it to a graph, and timing.
+ * Included by cldiffusion.h. Thread safety: configs are plain values; the
+ * builder works on a graph, which belongs to its context's thread
+ * (cldiffusion.h). */
 #ifndef CLDIFFUSION_UNET_H
 #define CLDIFFUSION_UNET_H
 
@@ -23,6 +27,21 @@ typedef struct cld_unet_config {
     int no_mid_attn;                 /* 1 = the middle block has no self-attention */
     float dropout;                   /* e.g. 0.1 */
     int num_classes;                 /* 0 = unconditional; else +1 'null' class */
+    /* diffusers UNet2DModel options (set by the diffusers folder loader).
+     * With diffusers = 0 they are ignored (and must be 0): the net is the
+     * one described above, GroupNorm eps 1e-6, the DDPM timestep
+     * embedding, symmetric downsampling pads and attention by resolution. */
+    int diffusers;
+    float norm_eps;                  /* GroupNorm eps (norm_eps) */
+    int flip_sin_to_cos;             /* [cos, sin] embedding halves */
+    float freq_shift;                /* f_i = exp(-ln(10000) i / (half - freq_shift)) */
+    int head_dim;                    /* attention_head_dim: heads = C / head_dim in each
+                                        attention; 0 = one head of all channels */
+    int downsample_padding;          /* 1: pad 1 all round; 0: pad right and bottom by one */
+    int down_attn[CLD_UNET_MAX_LEVELS]; /* 1: down block i is an AttnDownBlock2D */
+    int up_attn[CLD_UNET_MAX_LEVELS];   /* 1: up block u (u = 0 the deepest) is an AttnUpBlock2D */
+    int class_no_null;               /* class table of num_classes rows (num_class_embeds),
+                                        no null class: no classifier-free guidance */
 } cld_unet_config;
 
 /* Presets: "cifar10" (35,746,307 params), "fashion-mnist" (6,469,889).

@@ -1,6 +1,8 @@
 /* Learned variance and the variational bound (Improved DDPM, Nichol &
  * Dhariwal 2021; formulas as OpenAI's improved-diffusion gaussian_diffusion.py).
- * Included by cldiffusion.h.
+ * Included by cldiffusion.h. Thread safety: the double references may run on
+ * any thread; the loss op and the bound work on a graph or context, which
+ * belong to one thread (cldiffusion.h).
  *
  * A learned-variance model returns 2C channels for a C-channel x_t: the
  * first C are its prediction p (eps, v or x_0: the x_0 estimate is
@@ -57,9 +59,6 @@ cld_status cld_vlb_coefs(const cld_schedule *s, cld_pred_type pred, int n, const
                          float *coefs);
 
 /* -------------------------------------------------------------- graph ops */
-/* y (N, count, ...) = x[:, c0 : c0 + count, ...] of x (N, C, ...). Backward:
- * dy into those channels, zero elsewhere. */
-cld_status cld_op_slice_channels(cld_graph *g, cld_tensor *x, int c0, int count, cld_tensor **y);
 /* loss (1) = (1/N) sum_n L_n, L_n the term of sample n in bits/dim (KL for
  * t > 0, decoder NLL at t = 0) for model_out (N, 2C, ...), x_t and x_0
  * (N, C, ...), coefs (N, CLD_VLB_COEFS) from cld_vlb_coefs. The mean is

@@ -93,6 +93,9 @@ static cld_status check_opts(const cld_schedule *s, const cld_sampler_opts *o)
                          (int)o->variance);
     if (!isfinite(o->guidance))
         return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: guidance %g", name, o->guidance);
+    if (!(o->clip_sample >= 0.0) || !isfinite(o->clip_sample))
+        return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: clip_sample %g (0 = off, else > 0)", name,
+                         o->clip_sample);
     return CLD_OK;
 }
 
@@ -150,6 +153,10 @@ cld_status cld_sampler_points(const cld_schedule *s, const cld_sampler_opts *o,
     pts[N].t = -1.0;
     pts[N].a = 1.0;
     pts[N].b = 0.0;
+    if (o->final_alpha_bar0 && o->kind == CLD_SAMPLER_DDIM) {
+        pts[N].a = sqrt(s->alpha_bar[0]);
+        pts[N].b = sqrt(1.0 - s->alpha_bar[0]);
+    }
     if (count) *count = N + 1;
     return CLD_OK;
 }
@@ -197,6 +204,17 @@ static cld_status denoise(run *r, cl_mem xb, size_t xo, const cld_sampler_point 
     return cld__launch(r->ctx, k, "denoise", 1, &gs, &ls);
 }
 
+/* ws[dst] = clamp(ws[src], -c, c) over the run's samples. */
+static cld_status clip_estimate(run *r, size_t src, size_t dst)
+{
+    cl_kernel k;
+    CLD_TRY(cld__kernel(r->ctx, "diffusion", "clip_copy", &k));
+    CLD_TRY(cld__kargs(k, "clip_copy", "bibiif", r->ws, (int)src, r->ws, (int)dst, (int)r->total,
+                       (float)r->o->clip_sample));
+    size_t ls = 64, gs = (r->total + ls - 1) / ls * ls;
+    return cld__launch(r->ctx, k, "clip_copy", 1, &gs, &ls);
+}
+
 /* Coefficients of the first-order step P -> Q: x' = wx x + wd D. */
 static void first_order(const cld_sampler_point *P, const cld_sampler_point *Q, double *wx,
                         double *wd)
@@ -219,6 +237,8 @@ static cld_status run_steps(run *r, const cld_schedule *s, const cld_sampler_poi
         cld_lincomb_term t[4] = {{x, xo, 0}, {ws, r->d, 0}, {NULL, 0, 0}, {NULL, 0, 0}};
         double wn = 0.0;
         CLD_TRY(denoise(r, x, xo, P, r->d));
+        const int clip = o->clip_sample > 0.0 && (o->kind == CLD_SAMPLER_DDPM || o->kind == CLD_SAMPLER_DDIM);
+        if (clip) CLD_TRY(clip_estimate(r, r->d, o->kind == CLD_SAMPLER_DDPM ? r->d : r->d_prev));
         switch (o->kind) {
         case CLD_SAMPLER_DDPM: {
             double c0, ct, var;
@@ -237,6 +257,10 @@ static cld_status run_steps(run *r, const cld_schedule *s, const cld_sampler_poi
             double dir = sqrt(fmax(0.0, Q->b * Q->b - se * se));
             t[0].w = dir / P->b;
             t[1].w = Q->a - dir * P->a / P->b;
+            if (clip) { /* a' clip(D) + dir eps, eps = (x - a D) / b from the unclipped D */
+                t[1].w = -dir * P->a / P->b;
+                t[2] = (cld_lincomb_term){ws, r->d_prev, Q->a};
+            }
             wn = se;
             break;
         }

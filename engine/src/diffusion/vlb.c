@@ -75,57 +75,6 @@ cld_status cld_vlb_coefs(const cld_schedule *s, cld_pred_type pred, int n, const
     return CLD_OK;
 }
 
-/* ---------------------------------------------------------- channel slice
- * y (N, Cs, ...) = x[:, c0 : c0 + Cs, ...]; ip[0] = c0. The forward is
- * cl/shape.cl's channel_slice (ops_shape.c uses it for concat's backward,
- * without a backward of its own); the backward pads dy with zero channels. */
-static cld_status slice_forward(cld_graph *g, cld_tensor *t)
-{
-    cl_kernel k;
-    const cld_tensor *x = t->src[0];
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "channel_slice", &k));
-    CLD_TRY(cld__kargs(k, t->name, "bibiiiiii", x->buf, (int)x->off, t->buf, (int)t->off, t->shape[0],
-                       x->shape[1], t->ip[0], t->shape[1], (int)(t->n / ((size_t)t->shape[0] * t->shape[1]))));
-    return cld__launch1d(g, k, t, (size_t)t->shape[0] * (size_t)t->shape[1]); /* rows of y */
-}
-
-/* Zeros shaped like x with `c` channels, concatenated before (or after) *acc. */
-static cld_status pad_channels(cld_graph *g, const cld_tensor *x, int c, int before, cld_tensor **acc)
-{
-    if (c == 0) return CLD_OK;
-    int shape[CLD_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[1] = c;
-    cld_tensor *z;
-    CLD_TRY(cld__node(g, &cld__op_fill, x->ndim, shape, 0, NULL, &z));
-    z->fp[0] = 0.0f;
-    return before ? cld_op_concat(g, z, *acc, acc) : cld_op_concat(g, *acc, z, acc);
-}
-
-static cld_status slice_backward(cld_graph *g, cld_tensor *t)
-{
-    cld_tensor *x = t->src[0], *dx = t->grad;
-    CLD_TRY(pad_channels(g, x, t->ip[0], 1, &dx));
-    CLD_TRY(pad_channels(g, x, x->shape[1] - t->ip[0] - t->shape[1], 0, &dx));
-    return cld__grad_add(g, x, dx);
-}
-static const cld_op_def op_slice = {"slice_channels", slice_forward, slice_backward, 0, 0};
-
-cld_status cld_op_slice_channels(cld_graph *g, cld_tensor *x, int c0, int count, cld_tensor **y)
-{
-    if (!g || !x || !y) return cld__fail(CLD_ERR_INVALID_ARG, "slice_channels: NULL argument");
-    if (x->ndim < 2) return cld__shape_fail("slice_channels", "input must be (N, C, ...)", x, NULL);
-    if (c0 < 0 || count < 1 || c0 + count > x->shape[1])
-        return cld__fail(CLD_ERR_SHAPE, "slice_channels: channels %d .. %d of %d", c0, c0 + count - 1,
-                         x->shape[1]);
-    int shape[CLD_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[1] = count;
-    CLD_TRY(cld__node(g, &op_slice, x->ndim, shape, 1, &x, y));
-    (*y)->ip[0] = c0;
-    return CLD_OK;
-}
-
 /* ------------------------------------------------------------- VLB loss
  * Two nodes. elems (2, N, M) = each element's term (nats) and its derivative
  * by v, src = {model_out, x_t, x_0, coefs}, ip = {N, M}. mean (1) = sum of
@@ -440,8 +389,9 @@ cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s, cons
             st = cld_noise_fill(ctx, &key, n, M, ws, z);
         }
         if (st == CLD_OK)
-            st = cld__kargs(k, "lv_ddpm_step", "bibibiiiifffffffi", job->out, (int)job->out_off, ws, (int)m_out, ws,
-                            (int)z, n, (int)M, cfg, o->guidance, kx, kp, c0, ct, sqrt(var), 0.5 * dlog, !last);
+            st = cld__kargs(k, "lv_ddpm_step", "bibibiiiifffffffif", job->out, (int)job->out_off, ws, (int)m_out, ws,
+                            (int)z, n, (int)M, cfg, o->guidance, kx, kp, c0, ct, sqrt(var), 0.5 * dlog, !last,
+                            o->clip_sample);
         size_t gs = total, ls = VLB_LS;
         if (st == CLD_OK) st = cld__launch(ctx, k, "lv_ddpm_step", 1, &gs, &ls);
         if (st == CLD_OK && job->progress) job->progress(job->progress_user, i + 1, N);

@@ -69,8 +69,11 @@ static cld_status gz_read_all(gzFile f, void *dst, size_t n, const char *path, c
     return CLD_OK;
 }
 
-/* Header: magic 0 0 0x08 ndim, then ndim big-endian u32 dims. */
-static cld_status idx_open(const char *path, int want_ndim, gzFile *out, uint32_t dims[3])
+/* Header: magic 0 0 0x08 ndim, then ndim big-endian u32 dims. *most is the
+ * most payload bytes the file can hold: its size less the header when raw,
+ * deflate's best ratio (1032:1) times its size when gzipped. A header that
+ * declares more is refused before anything is allocated for it. */
+static cld_status idx_open(const char *path, int want_ndim, gzFile *out, uint32_t dims[3], uint64_t *most)
 {
     struct stat st;
     if (stat(path, &st) != 0) return cld__fail(CLD_ERR_IO, "cannot open IDX file '%s': %s", path, strerror(errno));
@@ -93,6 +96,8 @@ static cld_status idx_open(const char *path, int want_ndim, gzFile *out, uint32_
         gzclose(f);
         return s;
     }
+    const uint64_t size = (uint64_t)st.st_size, hdr = 4 + 4 * (uint64_t)want_ndim;
+    *most = gzdirect(f) ? (size > hdr ? size - hdr : 0) : size * 1032;
     *out = f;
     return CLD_OK;
 }
@@ -112,14 +117,18 @@ cld_status cld_dataset_open_idx(const char *images, const char *labels, cld_data
     *out = NULL;
     gzFile f = NULL;
     uint32_t d[3];
-    CLD_TRY(idx_open(images, 3, &f, d));
+    uint64_t most = 0;
+    CLD_TRY(idx_open(images, 3, &f, d, &most));
     cld_dataset *ds = NULL;
     cld_status s = CLD_OK;
     if (!d[0] || !d[1] || !d[2] || d[1] > 4096 || d[2] > 4096 || d[0] > (1u << 28))
         s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s': %u images of %u x %u is not a usable size", images, d[0], d[1],
                       d[2]);
-    if (s == CLD_OK) s = ds_alloc(&ds);
     const size_t n = (size_t)d[0] * d[1] * d[2];
+    if (s == CLD_OK && n > most)
+        s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s' declares %u images of %u x %u, more than its %llu bytes can hold "
+                      "(truncated file?)", images, d[0], d[1], d[2], (unsigned long long)most);
+    if (s == CLD_OK) s = ds_alloc(&ds);
     if (s == CLD_OK && !(ds->u8 = malloc(n))) s = cld__fail(CLD_ERR_NOMEM, "IDX file '%s': out of host memory", images);
     if (s == CLD_OK) s = gz_read_all(f, ds->u8, n, images, "the pixels");
     if (s == CLD_OK) {
@@ -137,10 +146,13 @@ cld_status cld_dataset_open_idx(const char *images, const char *labels, cld_data
     if (s == CLD_OK && labels) {
         uint32_t ld[3];
         f = NULL;
-        s = idx_open(labels, 1, &f, ld);
+        s = idx_open(labels, 1, &f, ld, &most);
         if (s == CLD_OK && ld[0] != d[0])
             s = cld__fail(CLD_ERR_FORMAT, "labels '%s' hold %u labels but images '%s' hold %u images", labels, ld[0],
                           images, d[0]);
+        if (s == CLD_OK && ld[0] > most)
+            s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s' declares %u labels, more than its %llu bytes can hold "
+                          "(truncated file?)", labels, ld[0], (unsigned long long)most);
         unsigned char *lb = NULL;
         if (s == CLD_OK && (!(lb = malloc(d[0])) || !(ds->labels = malloc(d[0] * sizeof(int)))))
             s = cld__fail(CLD_ERR_NOMEM, "IDX file '%s': out of host memory", labels);

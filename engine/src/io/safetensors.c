@@ -351,11 +351,41 @@ static int cmp_begin(const void *a, const void *b)
     return (x->begin > y->begin) - (x->begin < y->begin);
 }
 
+/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
+ * U+10FFFF. cJSON takes any bytes; the safetensors format says UTF-8. */
+static size_t utf8_bad_at(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        const unsigned c = s[i];
+        size_t len;
+        unsigned min, cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) len = 2, min = 0x80, cp = c & 0x1F;
+        else if ((c & 0xF0) == 0xE0) len = 3, min = 0x800, cp = c & 0x0F;
+        else if ((c & 0xF8) == 0xF0) len = 4, min = 0x10000, cp = c & 0x07;
+        else return i;
+        if (n - i < len) return i;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+            cp = cp << 6 | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+        i += len;
+    }
+    return n;
+}
+
 /* Parse and validate the header: entries (unsorted) and the metadata object. */
 static cld_status parse_header(const char *text, size_t hlen, uint64_t data_len, const char *path, cJSON **root,
                                st_entry **entries, int *n_entries, const cJSON **meta)
 {
     const char *end = NULL;
+    const size_t bad = utf8_bad_at((const unsigned char *)text, hlen);
+    if (bad < hlen)
+        return cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is not valid UTF-8 (byte %zu)", path, bad);
     *root = cJSON_ParseWithLengthOpts(text, hlen, &end, 0);
     if (!*root) return cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is not valid JSON", path);
     for (const char *c = end; c < text + hlen; c++)
@@ -454,8 +484,76 @@ static cld_status read_tensors(FILE *f, const cld_params *p, const st_entry *es,
     return s;
 }
 
+/* Mapped loading (diffusers checkpoints): every file tensor's name goes
+ * through `map` (its canonical store name into out, 0 if it has none), and
+ * the file must match
+ * the store exactly: the first store parameter that is missing, of another
+ * shape or not a float dtype, or the first file tensor the store does not
+ * have (or that fills a parameter twice), is named in the error. Checked
+ * from the header alone, before any data is read. */
+static cld_status map_entries(const cld_params *p, st_entry *es, int n, const char *path, cld__tensor_name_map map,
+                              char (*names)[160])
+{
+    char sa[96], sb[96];
+    int *owner = calloc((size_t)p->count + 1, sizeof *owner);
+    if (!owner) return cld__fail(CLD_ERR_NOMEM, "cld_params_load: out of host memory");
+    cld_status s = CLD_OK;
+    for (int j = 0; j < n && s == CLD_OK; j++) {
+        const char *orig = es[j].name;
+        if (!map(orig, names[j], sizeof names[j])) {
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': unexpected tensor '%s' (not a parameter of the model)",
+                          path, orig);
+            break;
+        }
+        int i = 0;
+        while (i < p->count && strcmp(p->items[i].name, names[j])) i++;
+        if (i == p->count) {
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': unexpected tensor '%s' (not a parameter of the model)",
+                          path, orig);
+            break;
+        }
+        if (owner[i]) {
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensors '%s' and '%s' are both parameter '%s'", path,
+                          es[owner[i] - 1].name, orig, names[j]);
+            break;
+        }
+        owner[i] = j + 1;
+    }
+    for (int i = 0; i < p->count && s == CLD_OK; i++) {
+        const cld__param *q = &p->items[i];
+        if (!owner[i]) {
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' is missing", path, q->name);
+            break;
+        }
+        const st_entry *e = &es[owner[i] - 1];
+        if (e->ndim != q->ndim || memcmp(e->shape, q->shape, (size_t)q->ndim * sizeof(int))) {
+            if (e->ndim > CLD_MAX_DIMS) snprintf(sa, sizeof sa, "of rank %d", e->ndim);
+            else shape_text(e->ndim, e->shape, sa, sizeof sa);
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has shape %s in the file, %s in the model",
+                          path, e->name, sa, shape_text(q->ndim, q->shape, sb, sizeof sb));
+        } else if (dtypes[e->dtype].kind == DT_OTHER) {
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has dtype %s (F32, F16 or BF16 needed)",
+                          path, e->name, dtypes[e->dtype].name);
+        }
+    }
+    for (int j = 0; j < n && s == CLD_OK; j++) es[j].name = names[j];
+    free(owner);
+    return s;
+}
+
+static cld_status load_sections_mapped(cld_params *p, const char *path, char **metadata_json_out,
+                                       const char *const *prefixes, const cl_mem *bufs, int nsec,
+                                       cld__tensor_name_map map, int check_only);
+
 static cld_status load_sections(cld_params *p, const char *path, char **metadata_json_out,
                                 const char *const *prefixes, const cl_mem *bufs, int nsec)
+{
+    return load_sections_mapped(p, path, metadata_json_out, prefixes, bufs, nsec, NULL, 0);
+}
+
+static cld_status load_sections_mapped(cld_params *p, const char *path, char **metadata_json_out,
+                                       const char *const *prefixes, const cl_mem *bufs, int nsec,
+                                       cld__tensor_name_map map, int check_only)
 {
     if (metadata_json_out) *metadata_json_out = NULL;
     if (!p || !path) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_load: NULL argument");
@@ -492,6 +590,20 @@ static cld_status load_sections(cld_params *p, const char *path, char **metadata
         else header[hlen] = 0;
     }
     if (s == CLD_OK) s = parse_header(header, (size_t)hlen, size - 8 - hlen, path, &root, &es, &n, &meta);
+    char (*names)[160] = NULL;
+    if (s == CLD_OK && map) {
+        names = calloc((size_t)n + 1, sizeof *names);
+        s = names ? map_entries(p, es, n, path, map, names)
+                  : cld__fail(CLD_ERR_NOMEM, "cld_params_load: out of host memory");
+    }
+    if (s == CLD_OK && check_only) {
+        free(names);
+        free(es);
+        cJSON_Delete(root);
+        free(header);
+        fclose(f);
+        return CLD_OK;
+    }
     if (s == CLD_OK) {
         stage = calloc(p->total * (size_t)nsec + 1, sizeof *stage);
         if (!stage) s = cld__fail(CLD_ERR_NOMEM, "cld_params_load: out of host memory");
@@ -518,11 +630,20 @@ static cld_status load_sections(cld_params *p, const char *path, char **metadata
     }
     free(meta_text);
     free(stage);
+    free(names);
     free(es);
     cJSON_Delete(root);
     free(header);
     fclose(f);
     return s;
+}
+
+cld_status cld__params_load_mapped(cld_params *p, const char *path, cld__tensor_name_map map, int check_only)
+{
+    if (!map) return cld__fail(CLD_ERR_INVALID_ARG, "cld__params_load_mapped: NULL map");
+    const char *prefix = "";
+    cl_mem buf = NULL;
+    return load_sections_mapped(p, path, NULL, &prefix, &buf, 1, map, check_only);
 }
 
 cld_status cld_params_load(cld_params *p, const char *path, char **metadata_json_out)
@@ -565,52 +686,117 @@ cld_status cld_params_load_state(cld_params *p, cld_params *ema, const char *pat
     return load_sections(p, path, metadata_json_out, state_prefixes, bufs, 4);
 }
 
+/* A file's parsed and validated header (the metadata and read paths). */
+typedef struct st_file {
+    FILE *f;
+    uint64_t hlen;
+    char *header;
+    cJSON *root;
+    st_entry *es;
+    int n;
+    const cJSON *meta;
+} st_file;
+
+static void st_close(st_file *h)
+{
+    free(h->es);
+    cJSON_Delete(h->root);
+    free(h->header);
+    if (h->f) fclose(h->f);
+    memset(h, 0, sizeof *h);
+}
+
+static cld_status st_open(const char *path, st_file *h)
+{
+    memset(h, 0, sizeof *h);
+    h->f = fopen(path, "rb");
+    if (!h->f) return cld__fail(CLD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    unsigned char len8[8];
+    uint64_t size = 0;
+    cld_status s = CLD_OK;
+    if (fstat(fileno(h->f), &st) != 0) s = cld__fail(CLD_ERR_IO, "stat '%s': %s", path, strerror(errno));
+    else size = (uint64_t)st.st_size;
+    if (s == CLD_OK && (size < 8 || fread(len8, 1, 8, h->f) != 8))
+        s = cld__fail(CLD_ERR_FORMAT, "'%s' (%llu bytes) is not a safetensors file: too short", path,
+                      (unsigned long long)size);
+    if (s == CLD_OK) {
+        for (int i = 0; i < 8; i++) h->hlen |= (uint64_t)len8[i] << (8 * i);
+        if (h->hlen < 2 || h->hlen > ST_MAX_HEADER || h->hlen > size - 8)
+            s = cld__fail(CLD_ERR_FORMAT, "'%s' is not a safetensors file: header length %llu out of range (file "
+                          "has %llu bytes)", path, (unsigned long long)h->hlen, (unsigned long long)size);
+    }
+    if (s == CLD_OK) {
+        h->header = malloc((size_t)h->hlen + 1);
+        if (!h->header) s = cld__fail(CLD_ERR_NOMEM, "safetensors '%s': out of host memory", path);
+        else if (fread(h->header, 1, (size_t)h->hlen, h->f) != h->hlen)
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is truncated", path);
+        else h->header[h->hlen] = 0;
+    }
+    if (s == CLD_OK)
+        s = parse_header(h->header, (size_t)h->hlen, size - 8 - h->hlen, path, &h->root, &h->es, &h->n, &h->meta);
+    if (s != CLD_OK) st_close(h);
+    return s;
+}
+
 cld_status cld_safetensors_metadata(const char *path, char **metadata_json)
 {
     if (!path || !metadata_json) return cld__fail(CLD_ERR_INVALID_ARG, "cld_safetensors_metadata: NULL argument");
     *metadata_json = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return cld__fail(CLD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    struct stat st;
-    unsigned char len8[8];
-    uint64_t hlen = 0, size = 0;
-    char *header = NULL;
-    cJSON *root = NULL;
-    st_entry *es = NULL;
-    int n = 0;
-    const cJSON *meta = NULL;
+    st_file h;
+    CLD_TRY(st_open(path, &h));
     cld_status s = CLD_OK;
-    if (fstat(fileno(f), &st) != 0) s = cld__fail(CLD_ERR_IO, "stat '%s': %s", path, strerror(errno));
-    else size = (uint64_t)st.st_size;
-    if (s == CLD_OK && (size < 8 || fread(len8, 1, 8, f) != 8))
-        s = cld__fail(CLD_ERR_FORMAT, "'%s' (%llu bytes) is not a safetensors file: too short", path,
-                      (unsigned long long)size);
-    if (s == CLD_OK) {
-        for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
-        if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > size - 8)
-            s = cld__fail(CLD_ERR_FORMAT, "'%s' is not a safetensors file: header length %llu out of range (file "
-                          "has %llu bytes)", path, (unsigned long long)hlen, (unsigned long long)size);
-    }
-    if (s == CLD_OK) {
-        header = malloc((size_t)hlen + 1);
-        if (!header) s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_metadata: out of host memory");
-        else if (fread(header, 1, (size_t)hlen, f) != hlen)
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is truncated", path);
-        else header[hlen] = 0;
-    }
-    if (s == CLD_OK) s = parse_header(header, (size_t)hlen, size - 8 - hlen, path, &root, &es, &n, &meta);
-    if (s == CLD_OK && meta) {
-        char *text = cJSON_PrintUnformatted(meta);
+    if (h.meta) {
+        char *text = cJSON_PrintUnformatted(h.meta);
         *metadata_json = text ? malloc(strlen(text) + 1) : NULL;
         if (*metadata_json) strcpy(*metadata_json, text);
         else s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_metadata: out of host memory");
         if (text) cJSON_free(text);
-    } else if (s == CLD_OK) {
+    } else {
         s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s' has no __metadata__", path);
     }
-    free(es);
-    cJSON_Delete(root);
-    free(header);
-    fclose(f);
+    st_close(&h);
+    return s;
+}
+
+cld_status cld_safetensors_read(const char *path, const char *name, int *ndim, int shape[CLD_MAX_DIMS], float **data)
+{
+    if (!path || !ndim || !shape || !data) return cld__fail(CLD_ERR_INVALID_ARG, "cld_safetensors_read: NULL argument");
+    *data = NULL;
+    st_file h;
+    CLD_TRY(st_open(path, &h));
+    unsigned char *raw = NULL;
+    float *out = NULL;
+    cld_status s = CLD_OK;
+    const st_entry *e = NULL;
+    for (int j = 0; j < h.n && !e && name; j++)
+        if (!strcmp(h.es[j].name, name)) e = &h.es[j];
+    if (!name && h.n == 1) e = &h.es[0];
+    if (!e && name) s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': no tensor '%s'", path, name);
+    else if (!e) s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': %d tensors, one expected", path, h.n);
+    if (s == CLD_OK && e->ndim > CLD_MAX_DIMS)
+        s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has rank %d (at most %d)", path, e->name, e->ndim,
+                      CLD_MAX_DIMS);
+    if (s == CLD_OK && dtypes[e->dtype].kind == DT_OTHER)
+        s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has dtype %s (F32, F16 or BF16 needed)", path,
+                      e->name, dtypes[e->dtype].name);
+    if (s == CLD_OK) {
+        const size_t esz = (size_t)dtypes[e->dtype].size, count = (size_t)((e->end - e->begin) / esz);
+        raw = malloc(count * esz + 1);
+        out = malloc(count * sizeof *out + 1);
+        if (!raw || !out) s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_read: out of host memory");
+        else if (fseeko(h.f, (off_t)(8 + h.hlen + e->begin), SEEK_SET) != 0 || fread(raw, esz, count, h.f) != count)
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s': file ends early (truncated)", path, e->name);
+        else convert(dtypes[e->dtype].kind, raw, count, out);
+    }
+    if (s == CLD_OK) {
+        *ndim = e->ndim;
+        memcpy(shape, e->shape, (size_t)e->ndim * sizeof(int));
+        *data = out;
+        out = NULL;
+    }
+    free(out);
+    free(raw);
+    st_close(&h);
     return s;
 }

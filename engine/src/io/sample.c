@@ -129,9 +129,22 @@ cld_status cld_model_load(cld_ctx *ctx, const char *path, cld_model **out)
     if (!m) return cld__fail(CLD_ERR_NOMEM, "cld_model_load: out of host memory");
     m->ctx = ctx;
     char *mj = NULL;
-    cld_status s = cld_safetensors_metadata(path, &mj);
-    if (s == CLD_OK) s = cld_model_meta_from_json(mj, &m->meta);
-    free(mj);
+    struct stat st;
+    cld_diffusers_model *dm = NULL;
+    cld_status s = CLD_OK;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) { /* a diffusers folder, header-checked before device memory */
+        m->diffusers = 1;
+        dm = malloc(sizeof *dm);
+        s = dm ? cld_diffusers_open(path, dm) : cld__fail(CLD_ERR_NOMEM, "cld_model_load: out of host memory");
+        if (s == CLD_OK) {
+            m->meta = dm->meta;
+            m->sched = dm->sched;
+        }
+    } else {
+        s = cld_safetensors_metadata(path, &mj);
+        if (s == CLD_OK) s = cld_model_meta_from_json(mj, &m->meta);
+        free(mj);
+    }
     if (s == CLD_OK) s = cld_diffusion_schedule(&m->meta.diffusion, &m->schedule);
     if (s == CLD_OK) s = cld_params_create(ctx, &m->params);
     /* the batch-2 runner only measures the plan's growth; batch 1 declares the parameters */
@@ -139,8 +152,9 @@ cld_status cld_model_load(cld_ctx *ctx, const char *path, cld_model **out)
         s = model_runner(m, b);
         if (s == CLD_OK) s = cld_unet_runner_bytes(m->runner, &m->plan_bytes[b - 1]);
     }
-    if (s == CLD_OK) s = cld_params_load(m->params, path, NULL);
-    if (s == CLD_OK) s = cld_file_hash(path, &m->hash);
+    if (s == CLD_OK) s = dm ? cld_diffusers_load_weights(m->params, dm->weights) : cld_params_load(m->params, path, NULL);
+    if (s == CLD_OK) s = cld_file_hash(dm ? dm->weights : path, &m->hash);
+    free(dm);
     if (s != CLD_OK) {
         s = model_fail(s, path);
         cld_model_free(m);
@@ -435,6 +449,7 @@ static cld_status run_batch(sampling *r, const cld_sampler_point *pts, const int
     const size_t n = (size_t)r->nb * r->per;
     cld_noise_key key = {sp->seed, CLD_NOISE_STREAM_SAMPLER, sp->first_index + (uint32_t)r->i0, 0};
     if (sp->init) CLD_TRY(cld_q_sample(r->ctx, r->s, r->nb, r->per, t_start, x0, 0, &key, r->x, 0, CLD_PRED_X0, NULL, 0));
+    else if (sp->noise) CLD_TRY(cld_buffer_write(r->ctx, r->x, 0, n * sizeof(float), sp->noise + (size_t)r->i0 * r->per));
     else CLD_TRY(cld_noise_fill(r->ctx, &key, r->nb, r->per, r->x, 0));
     float *dst = r->out + (size_t)r->i0 * r->per;
     if (sp->mask) return repaint(r, pts, dst);
@@ -463,6 +478,8 @@ static cld_status check_spec(const cld_sample_spec *sp, int C, int S)
 {
     if (sp->n < 1 || sp->batch < 1 || C < 1 || S < 1)
         return cld__fail(CLD_ERR_INVALID_ARG, "sampling: %d samples in batches of %d", sp->n, sp->batch);
+    if (sp->noise && sp->init)
+        return cld__fail(CLD_ERR_INVALID_ARG, "sampling: an initial noise x_T and an init image exclude each other");
     if ((sp->mask || sp->strength != 1.0) && !sp->init)
         return cld__fail(CLD_ERR_INVALID_ARG, "sampling: a mask or a strength needs an init image");
     if (!(sp->strength > 0.0 && sp->strength <= 1.0))
@@ -574,6 +591,9 @@ cld_status cld_model_sample(cld_model *m, const cld_sample_spec *spec, float *ou
     if (spec->opts.guidance != 1.0 && nc == 0)
         return cld__fail(CLD_ERR_INVALID_ARG, "sampling: guidance %g needs a class-conditional model (this one has no "
                          "classes)", spec->opts.guidance);
+    if (spec->opts.guidance != 1.0 && m->meta.unet.class_no_null)
+        return cld__fail(CLD_ERR_INVALID_ARG, "sampling: guidance %g needs a null class, and this model's class table "
+                         "(num_class_embeds) has none", spec->opts.guidance);
     for (int i = 0; spec->labels && i < spec->n; i++)
         if (spec->labels[i] < 0 || spec->labels[i] >= nc)
             return cld__fail(CLD_ERR_INVALID_ARG, "sampling: sample %d has class %d (the model has 0 .. %d)", i,
@@ -678,6 +698,8 @@ cld_status cld_recipe_to_json(const cld_recipe *r, const cld_model_meta *meta, c
             ok = cJSON_AddStringToObject(o, "mask", r->mask) && add_hash(o, "mask_hash", r->mask_hash) &&
                  cJSON_AddNumberToObject(o, "resample", r->resample) && cJSON_AddNumberToObject(o, "jump", r->jump);
     }
+    if (ok && r->noise[0])
+        ok = cJSON_AddStringToObject(o, "noise", r->noise) && add_hash(o, "noise_hash", r->noise_hash);
     char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     cJSON_Delete(cl);
@@ -789,6 +811,10 @@ cld_status cld_recipe_from_json(const char *json, cld_recipe *out)
             r.resample = (int)num(&d, "resample", 1, 1e6);
             r.jump = (int)num(&d, "jump", 1, 1e6);
         }
+    }
+    if (d.s == CLD_OK && cJSON_GetObjectItemCaseSensitive(o, "noise")) {
+        str(&d, "noise", r.noise, sizeof r.noise);
+        r.noise_hash = hash_field(&d, "noise_hash");
     }
     cJSON_Delete(o);
     if (d.s == CLD_OK) *out = r;

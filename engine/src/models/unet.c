@@ -75,11 +75,61 @@ cld_status cld_unet_config_preset(const char *name, cld_unet_config *cfg)
     return CLD_OK;
 }
 
+/* diffusers configs: attention by block type; classic: by resolution */
+static int attn_down(const cld_unet_config *cfg, int level, int res);
+static int attn_up(const cld_unet_config *cfg, int u, int res);
+
 static int attn_at(const cld_unet_config *cfg, int res)
 {
     for (int i = 0; i < cfg->n_attn; i++)
         if (cfg->attn_res[i] == res) return 1;
     return 0;
+}
+
+static int attn_down(const cld_unet_config *cfg, int level, int res)
+{
+    return cfg->diffusers ? cfg->down_attn[level] != 0 : attn_at(cfg, res);
+}
+
+static int attn_up(const cld_unet_config *cfg, int u, int res)
+{
+    return cfg->diffusers ? cfg->up_attn[u] != 0 : attn_at(cfg, res);
+}
+
+/* The diffusers fields of a config: all zero unless cfg->diffusers. */
+static cld_status check_diffusers(const cld_unet_config *cfg)
+{
+#define BAD(...) return cld__fail(CLD_ERR_INVALID_ARG, "unet config: " __VA_ARGS__)
+    int any = cfg->norm_eps != 0.0f || cfg->flip_sin_to_cos || cfg->freq_shift != 0.0f || cfg->head_dim ||
+              cfg->downsample_padding || cfg->class_no_null;
+    for (int i = 0; i < CLD_UNET_MAX_LEVELS; i++) any = any || cfg->down_attn[i] || cfg->up_attn[i];
+    if (!cfg->diffusers) {
+        if (any) BAD("diffusers options (norm_eps, head_dim, down_attn, ...) set but diffusers = 0");
+        return CLD_OK;
+    }
+    if (!(cfg->norm_eps > 0.0f)) BAD("norm_eps = %g (must be > 0)", (double)cfg->norm_eps);
+    if (!((float)(cfg->base_channels / 2) - cfg->freq_shift > 0.0f))
+        BAD("freq_shift = %g (must be below half the embedding size, %d)", (double)cfg->freq_shift,
+            cfg->base_channels / 2);
+    if (cfg->downsample_padding != 0 && cfg->downsample_padding != 1)
+        BAD("downsample_padding = %d (0 or 1)", cfg->downsample_padding);
+    if (cfg->head_dim < 0) BAD("head_dim = %d (must be >= 0)", cfg->head_dim);
+    if (cfg->n_attn) BAD("attn_res is not used with diffusers = 1 (attention is by block: down_attn, up_attn)");
+    if (cfg->heads != 1) BAD("heads = %d: diffusers configs give head_dim instead", cfg->heads);
+    if (cfg->class_no_null && cfg->num_classes < 1) BAD("class_no_null needs num_classes >= 1");
+    for (int i = cfg->n_levels; i < CLD_UNET_MAX_LEVELS; i++)
+        if (cfg->down_attn[i] || cfg->up_attn[i]) BAD("down_attn / up_attn set past the %d levels", cfg->n_levels);
+    if (cfg->head_dim) {
+        for (int i = 0; i < cfg->n_levels; i++) {
+            const int ch = cfg->base_channels * cfg->mult[i];
+            const int used = cfg->down_attn[i] || cfg->up_attn[cfg->n_levels - 1 - i] ||
+                             (i == cfg->n_levels - 1 && !cfg->no_mid_attn);
+            if (used && ch % cfg->head_dim)
+                BAD("head_dim = %d does not divide the %d channels of level %d", cfg->head_dim, ch, i);
+        }
+    }
+#undef BAD
+    return CLD_OK;
 }
 
 cld_status cld_unet_config_check(const cld_unet_config *cfg)
@@ -96,7 +146,11 @@ cld_status cld_unet_config_check(const cld_unet_config *cfg)
     if (cfg->num_res_blocks < 1) BAD("num_res_blocks = %d (must be >= 1)", cfg->num_res_blocks);
     if (cfg->heads < 1) BAD("heads = %d (must be >= 1)", cfg->heads);
     if (cfg->norm_groups < 0) BAD("norm_groups = %d (must be >= 1, or 0 for none)", cfg->norm_groups);
-    if (cfg->norm_groups == 0 && (cfg->n_attn > 0 || !cfg->no_mid_attn))
+    CLD_TRY(check_diffusers(cfg));
+    int any_block_attn = 0;
+    for (int i = 0; i < cfg->n_levels && i < CLD_UNET_MAX_LEVELS; i++)
+        any_block_attn = any_block_attn || cfg->down_attn[i] || cfg->up_attn[i];
+    if (cfg->norm_groups == 0 && (cfg->n_attn > 0 || any_block_attn || !cfg->no_mid_attn))
         BAD("norm_groups = 0 (no normalisation) needs a net without attention (attn_res [], mid_attention false)");
     const int groups = cfg->norm_groups ? cfg->norm_groups : 1;
     if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f)) BAD("dropout = %g (must be in [0, 1))", cfg->dropout);
@@ -163,6 +217,18 @@ cld_status cld_unet_config_to_json(const cld_unet_config *cfg, char **json)
     if (cfg->no_mid_attn) ok = ok && cJSON_AddBoolToObject(o, "mid_attention", 0);
     ok = ok && cJSON_AddNumberToObject(o, "dropout", short_float(cfg->dropout));
     ok = ok && cJSON_AddNumberToObject(o, "num_classes", cfg->num_classes);
+    if (ok && cfg->diffusers) {
+        cJSON *d = cJSON_AddObjectToObject(o, "diffusers");
+        ok = d != NULL;
+        ok = ok && cJSON_AddNumberToObject(d, "norm_eps", short_float(cfg->norm_eps));
+        ok = ok && cJSON_AddBoolToObject(d, "flip_sin_to_cos", cfg->flip_sin_to_cos);
+        ok = ok && cJSON_AddNumberToObject(d, "freq_shift", short_float(cfg->freq_shift));
+        ok = ok && cJSON_AddNumberToObject(d, "head_dim", cfg->head_dim);
+        ok = ok && cJSON_AddNumberToObject(d, "downsample_padding", cfg->downsample_padding);
+        ok = ok && cJSON_AddItemToObject(d, "down_attn", cJSON_CreateIntArray(cfg->down_attn, cfg->n_levels));
+        ok = ok && cJSON_AddItemToObject(d, "up_attn", cJSON_CreateIntArray(cfg->up_attn, cfg->n_levels));
+        ok = ok && cJSON_AddBoolToObject(d, "class_no_null", cfg->class_no_null);
+    }
     char *text = ok ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
     if (!text) return cld__fail(CLD_ERR_NOMEM, "cld_unet_config_to_json: out of host memory");
@@ -198,6 +264,36 @@ static cld_status json_int_array(const cJSON *v, const char *key, int *dst, int 
     return CLD_OK;
 }
 
+/* The "diffusers" object of a config's JSON (every key required). */
+static cld_status diffusers_from_json(const cJSON *d, cld_unet_config *c)
+{
+#define BADD(...) return cld__fail(CLD_ERR_FORMAT, "unet config JSON: diffusers: " __VA_ARGS__)
+    if (!cJSON_IsObject(d)) BADD("not an object");
+    static const char *const keys[] = {"norm_eps", "flip_sin_to_cos", "freq_shift", "head_dim",
+                                       "downsample_padding", "down_attn", "up_attn", "class_no_null"};
+    for (const cJSON *e = d->child; e; e = e->next) {
+        int k = 0;
+        while (k < 8 && strcmp(keys[k], e->string)) k++;
+        if (k == 8) BADD("unknown key '%s'", e->string);
+    }
+    const cJSON *v[8];
+    for (int k = 0; k < 8; k++)
+        if (!(v[k] = cJSON_GetObjectItemCaseSensitive(d, keys[k]))) BADD("missing key '%s'", keys[k]);
+    if (!cJSON_IsNumber(v[0]) || !cJSON_IsBool(v[1]) || !cJSON_IsNumber(v[2]) || !json_int(v[3], &c->head_dim) ||
+        !json_int(v[4], &c->downsample_padding) || !cJSON_IsBool(v[7]))
+        BADD("a key has the wrong type");
+    c->diffusers = 1;
+    c->norm_eps = (float)v[0]->valuedouble;
+    c->flip_sin_to_cos = cJSON_IsTrue(v[1]);
+    c->freq_shift = (float)v[2]->valuedouble;
+    c->class_no_null = cJSON_IsTrue(v[7]);
+    int n;
+    CLD_TRY(json_int_array(v[5], "down_attn", c->down_attn, &n));
+    CLD_TRY(json_int_array(v[6], "up_attn", c->up_attn, &n));
+#undef BADD
+    return CLD_OK;
+}
+
 cld_status cld_unet_config_from_json(const char *json, cld_unet_config *cfg)
 {
     if (!json || !cfg) return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_config_from_json: NULL argument");
@@ -213,9 +309,9 @@ cld_status cld_unet_config_from_json(const char *json, cld_unet_config *cfg)
     /* required keys: the first six */
     static const char *const keys[] = {"in_channels", "out_channels", "image_size", "base_channels",
                                        "mult", "num_res_blocks", "attn_res", "heads", "norm_groups",
-                                       "dropout", "num_classes", "mid_attention"};
+                                       "dropout", "num_classes", "mid_attention", "diffusers"};
     int *ints[] = {&c.in_channels, &c.out_channels, &c.image_size, &c.base_channels, NULL,
-                   &c.num_res_blocks, NULL, &c.heads, &c.norm_groups, NULL, &c.num_classes, NULL};
+                   &c.num_res_blocks, NULL, &c.heads, &c.norm_groups, NULL, &c.num_classes, NULL, NULL};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     if (!cJSON_IsObject(o)) s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: not an object");
     for (const cJSON *e = o->child; s == CLD_OK && e; e = e->next) {
@@ -229,6 +325,8 @@ cld_status cld_unet_config_from_json(const char *json, cld_unet_config *cfg)
             s = json_int_array(e, "mult", c.mult, &c.n_levels);
         } else if (!strcmp(keys[k], "attn_res")) {
             s = json_int_array(e, "attn_res", c.attn_res, &c.n_attn);
+        } else if (!strcmp(keys[k], "diffusers")) {
+            s = diffusers_from_json(e, &c);
         } else if (!strcmp(keys[k], "mid_attention")) {
             if (!cJSON_IsBool(e)) s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: 'mid_attention' is not true/false");
             else c.no_mid_attn = cJSON_IsFalse(e);
@@ -292,8 +390,8 @@ enum { CONV_ZERO = 1, CONV_LINEAR_SHAPE = 2 };
  * (so a mismatched input fails in conv2d), or (co, ci) for K = 1 with
  * CONV_LINEAR_SHAPE (diffusers' attention projections are nn.Linear).
  * CONV_ZERO: zero init. */
-static cld_status conv(unet_builder *b, const char *module, cld_tensor *x, int ci, int co, int k, int stride,
-                       unsigned flags, cld_tensor **y)
+static cld_status conv_pad(unet_builder *b, const char *module, cld_tensor *x, int ci, int co, int k, int stride,
+                           int pad, unsigned flags, cld_tensor **y)
 {
     enter(b, module);
     const int zero = flags & CONV_ZERO, linear_shape = flags & CONV_LINEAR_SHAPE;
@@ -305,7 +403,13 @@ static cld_status conv(unet_builder *b, const char *module, cld_tensor *x, int c
     CLD_TRY(param(b, module, "bias", 1, &co, CLD_INIT_ZERO, 0.0f, &bias));
     if (linear_shape) CLD_TRY(cld_op_reshape(b->g, w, 4, ws, &w)); // (co, ci) -> (co, ci, 1, 1)
     enter(b, module);
-    return cld_op_conv2d(b->g, x, w, bias, stride, k / 2, y);
+    return cld_op_conv2d(b->g, x, w, bias, stride, pad, y);
+}
+
+static cld_status conv(unet_builder *b, const char *module, cld_tensor *x, int ci, int co, int k, int stride,
+                       unsigned flags, cld_tensor **y)
+{
+    return conv_pad(b, module, x, ci, co, k, stride, k / 2, flags, y);
 }
 
 /* x (N, K) -> (N, co) */
@@ -336,7 +440,8 @@ static cld_status group_norm_act(unet_builder *b, const char *module, cld_tensor
     CLD_TRY(param(b, module, "weight", 1, &c, CLD_INIT_ONE, 0.0f, &gamma));
     CLD_TRY(param(b, module, "bias", 1, &c, CLD_INIT_ZERO, 0.0f, &beta));
     return (act ? cld__op_group_norm_silu : cld_op_group_norm)(b->g, x, gamma, beta,
-                                                               b->cfg->norm_groups, UNET_GN_EPS, y);
+                                                               b->cfg->norm_groups,
+                                                               b->cfg->diffusers ? b->cfg->norm_eps : UNET_GN_EPS, y);
 }
 
 static cld_status group_norm(unet_builder *b, const char *module, cld_tensor *x, cld_tensor **y)
@@ -382,7 +487,7 @@ static cld_status attention(unet_builder *b, const char *module, cld_tensor *x, 
 {
     char m[96];
     const int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
-    const int heads = b->cfg->heads, d = C / heads, L = H * W;
+    const int heads = b->cfg->head_dim ? C / b->cfg->head_dim : b->cfg->heads, d = C / heads, L = H * W;
     const int s3[3] = {N * heads, d, L};
     cld_tensor *h, *q, *k, *v, *s, *a, *o;
     CLD_TRY(sub(m, sizeof m, module, "group_norm"));
@@ -420,12 +525,15 @@ static cld_status build(unet_builder *b, cld_tensor *x, cld_tensor *t, cld_tenso
 
     /* time (and class) embedding: (N, T) */
     enter(b, "time_proj");
-    CLD_TRY(cld_op_timestep_embedding(g, t, base, &e));
+    if (cfg->diffusers)
+        CLD_TRY(cld__op_timestep_embedding_torch(g, t, base, cfg->flip_sin_to_cos, cfg->freq_shift, &e));
+    else
+        CLD_TRY(cld_op_timestep_embedding(g, t, base, &e));
     CLD_TRY(linear(b, "time_embedding.linear_1", e, T, &e));
     CLD_TRY(cld_op_silu(g, e, &e));
     CLD_TRY(linear(b, "time_embedding.linear_2", e, T, &e));
     if (cfg->num_classes > 0) {
-        const int ts[2] = {cfg->num_classes + 1, T};
+        const int ts[2] = {cfg->num_classes + (cfg->class_no_null ? 0 : 1), T};
         cld_tensor *table, *ce;
         enter(b, "class_embedding");
         CLD_TRY(param(b, "class_embedding", "weight", 2, ts, CLD_INIT_NORMAL, 1.0f, &table));
@@ -447,7 +555,7 @@ static cld_status build(unet_builder *b, cld_tensor *x, cld_tensor *t, cld_tenso
             ch = base * cfg->mult[i];
             snprintf(m, sizeof m, "down_blocks.%d.resnets.%d", i, j);
             s = resblock(b, m, h, ch, &h);
-            if (s == CLD_OK && attn_at(cfg, res)) {
+            if (s == CLD_OK && attn_down(cfg, i, res)) {
                 snprintf(m, sizeof m, "down_blocks.%d.attentions.%d", i, j);
                 s = attention(b, m, h, &h);
             }
@@ -455,7 +563,13 @@ static cld_status build(unet_builder *b, cld_tensor *x, cld_tensor *t, cld_tenso
         }
         if (i != cfg->n_levels - 1 && s == CLD_OK) {
             snprintf(m, sizeof m, "down_blocks.%d.downsamplers.0.conv", i);
-            s = conv(b, m, h, ch, ch, 3, 2, 0, &h);
+            if (cfg->diffusers && cfg->downsample_padding == 0) { // F.pad (0, 1, 0, 1), then no pad
+                enter(b, m);
+                s = cld_op_pad2d(g, h, 0, 1, 0, 1, &h);
+                if (s == CLD_OK) s = conv_pad(b, m, h, ch, ch, 3, 2, 0, 0, &h);
+            } else {
+                s = conv(b, m, h, ch, ch, 3, 2, 0, &h);
+            }
             res /= 2;
             if (s == CLD_OK) skip[ns++] = h;
         }
@@ -473,7 +587,7 @@ static cld_status build(unet_builder *b, cld_tensor *x, cld_tensor *t, cld_tenso
             s = cld_op_concat(g, h, skip[--ns], &h); // (N, ch + skip channels, res, res)
             ch = base * cfg->mult[i];
             if (s == CLD_OK) s = resblock(b, m, h, ch, &h);
-            if (s == CLD_OK && attn_at(cfg, res)) {
+            if (s == CLD_OK && attn_up(cfg, u, res)) {
                 snprintf(m, sizeof m, "up_blocks.%d.attentions.%d", u, j);
                 s = attention(b, m, h, &h);
             }
@@ -527,7 +641,7 @@ cld_status cld_unet_build(cld_graph *g, const cld_unet_config *cfg, cld_tensor *
 
 int cld_unet_config_is_local(const cld_unet_config *cfg)
 {
-    return cfg && cfg->norm_groups == 0 && cfg->n_attn == 0 && cfg->no_mid_attn;
+    return cfg && !cfg->diffusers && cfg->norm_groups == 0 && cfg->n_attn == 0 && cfg->no_mid_attn;
 }
 
 cld_status cld_unet_param_count(const cld_unet_config *cfg, size_t *count)

@@ -2,7 +2,8 @@
  * by side.
  *
  * conv2d runs on our own register-tiled GEMM kernels (conv.cl, winograd.cl):
- * on PoCL/CPU they are 2-3x faster than CLBlast's SGEMM on these shapes. The
+ * on PoCL/CPU they are 2-3x faster than CLBlast's SGEMM on these shapes; only
+ * Winograd's 36 products go through cld__gemm_batched on GPUs (wino_blas). The
  * batch is processed in chunks of B samples so the workspace stays bounded.
  * Three paths:
  *
@@ -26,7 +27,8 @@
  *   dx:      col (CKK, B*P) = W^T dy; dx = col2im(col) (one writer per row)
  *   dW:      dW (Co, CKK) (+)= dy (Co, B*P) im2col(x)^T
  * db is the sum of dy over N, H, W (cld__reduce_to) on all paths.
- * linear uses CLBlast (cld__gemm): its matrices are small. */
+ * linear uses cld__gemm (runtime/blas.c: our GEMM kernels on CPUs, CLBlast
+ * elsewhere): its matrices are small. */
 #include "internal.h"
 
 #include <stdlib.h>

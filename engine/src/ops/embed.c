@@ -2,6 +2,8 @@
  * Forward and backward side by side. */
 #include "internal.h"
 
+#include <string.h>
+
 /* ---------------------------------------------------- timestep embedding
  * t (N) -> y (N, dim). ip[0] = dim.
  * Timesteps are data: no gradient flows to t. If t needs a gradient anyway
@@ -33,6 +35,38 @@ cld_status cld_op_timestep_embedding(cld_graph *g, cld_tensor *t, int dim, cld_t
     int shape[2] = {t->shape[0], dim};
     CLD_TRY(cld__node(g, &op_tsemb, 2, shape, 1, &t, y));
     (*y)->ip[0] = dim;
+    return CLD_OK;
+}
+
+/* diffusers' variant (float32 arithmetic as torch, flip_sin_to_cos,
+ * downscale_freq_shift): ip[0] dim, ip[1] flip, fp in ip[2] as float bits. */
+static cld_status tsemb_torch_forward(cld_graph *g, cld_tensor *t)
+{
+    cl_kernel k;
+    CLD_TRY(cld__kernel(cld__graph_ctx(g), "embed", "timestep_embedding_torch", &k));
+    const cld_tensor *ts = t->src[0];
+    float shift;
+    memcpy(&shift, &t->ip[2], sizeof shift);
+    CLD_TRY(cld__kargs(k, t->name, "bibiiiif", ts->buf, (int)ts->off, t->buf, (int)t->off, t->shape[0], t->ip[0],
+                       t->ip[1], shift));
+    return cld__launch1d(g, k, t, t->n);
+}
+static const cld_op_def op_tsemb_torch = {"timestep_embedding", tsemb_torch_forward, tsemb_backward, 0, 0};
+
+cld_status cld__op_timestep_embedding_torch(cld_graph *g, cld_tensor *t, int dim, int flip, float shift,
+                                            cld_tensor **y)
+{
+    if (!g || !t || !y) return cld__fail(CLD_ERR_INVALID_ARG, "timestep_embedding: NULL argument");
+    if (t->ndim != 1) return cld__shape_fail("timestep_embedding", "timesteps must be (N)", t, NULL);
+    if (dim < 2) return cld__fail(CLD_ERR_INVALID_ARG, "timestep_embedding: dim %d < 2", dim);
+    if (!((float)(dim / 2) - shift > 0.0f))
+        return cld__fail(CLD_ERR_INVALID_ARG, "timestep_embedding: freq_shift %g must be below dim / 2 = %d",
+                         (double)shift, dim / 2);
+    int shape[2] = {t->shape[0], dim};
+    CLD_TRY(cld__node(g, &op_tsemb_torch, 2, shape, 1, &t, y));
+    (*y)->ip[0] = dim;
+    (*y)->ip[1] = flip ? 1 : 0;
+    memcpy(&(*y)->ip[2], &shift, sizeof shift);
     return CLD_OK;
 }
 

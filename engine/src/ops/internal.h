@@ -13,5 +13,8 @@ cld_status cld__reduce_to(cld_graph *g, cld_tensor *x, const cld_tensor *like, c
 /* y = silu(group_norm(x)) in one pass, as cld_op_group_norm then cld_op_silu (ops_norm.c). */
 cld_status cld__op_group_norm_silu(cld_graph *g, cld_tensor *x, cld_tensor *gamma,
                                    cld_tensor *beta, int groups, float eps, cld_tensor **y);
+/* diffusers' timestep embedding (float32 as torch; flip_sin_to_cos, freq_shift) (embed.c). */
+cld_status cld__op_timestep_embedding_torch(cld_graph *g, cld_tensor *t, int dim, int flip, float shift,
+                                            cld_tensor **y);
 
 #endif

@@ -93,7 +93,8 @@ cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims
  * malloc, no scan of the context's kernels (program.c). */
 cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out);
 
-/* CLBlast wrappers (row-major). Offsets and leading dims in floats. */
+/* Matrix products (row-major), routed by blas.c to our kernels (cl/gemm.cl)
+ * or CLBlast (cld__gemm_backend). Offsets and leading dims in floats. */
 cld_status cld__gemm(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n, size_t k,
                      float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem b, size_t b_off,
                      size_t ldb, float beta, cl_mem c, size_t c_off, size_t ldc);
