@@ -428,7 +428,9 @@ START_TEST(test_app)
                       cases[i].args, st, e);
         free(e);
     }
-    ck_assert(!at_exists(at_path(dir, "x.png")));
+    char *x = at_path(dir, "x.png");
+    ck_assert(!at_exists(x));
+    free(x);
     tu_rm_rf(dir);
     free(dir), free(xt), free(bad), free(a), free(b), free(c), free(r);
 }
