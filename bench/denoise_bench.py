@@ -29,6 +29,7 @@ def psnr(x, y):
 def row(name, outs, secs, s):
     p = np.mean([psnr(c, o) for c, o in zip(clean, outs)])
     res[(name, s)] = (p, secs / mp if secs is not None else None)
+    print('  sigma %d, %s: %.2f dB%s' % (s, name, p, '' if secs is None else ', %.1f s/MP' % (secs / mp)), file=sys.stderr, flush=True)
 
 res = {}
 sigmas = [int(s) for s in a.sigmas.split(',')]
