@@ -91,11 +91,16 @@ typedef struct workload {
     const char *tag, *preset;
     int batch;
     size_t params;
+    int train_group;         /* 1: a row of the train group, not of unet/mem */
+    int base, groups, classes; /* > 0: override the preset (dropout then 0), as cld-train --preset small */
 } workload;
 
 static const workload workloads[] = {
-    {"a", "fashion-mnist", 64, 6469889},
-    {"b", "cifar10", 16, 35746307},
+    {"a", "fashion-mnist", 64, 6469889, 0, 0, 0, 0},
+    {"b", "cifar10", 16, 35746307, 0, 0, 0, 0},
+    /* the shipped Fashion-MNIST model (cld-train --preset small, 10 classes): the UNet step
+     * alone, against which bench/run.sh puts cld-train's whole step */
+    {"s", "fashion-mnist", 64, 1624577, 1, 32, 16, 10},
 };
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
@@ -151,22 +156,23 @@ static void bench_conv(cld_ctx *ctx, int quick)
 static const char *only_workload;
 static int batch_override;
 
-static void bench_unet(cld_ctx *ctx, int quick, int want_unet, int want_mem)
+static void bench_unet(cld_ctx *ctx, int quick, int want_unet, int want_mem, int train_group)
 {
     for (size_t i = 0; i < N_OF(workloads); i++) {
         workload wl = workloads[i];
         const workload *w = &wl;
-        if (only_workload && strcmp(only_workload, w->tag) != 0) continue;
+        if (only_workload ? strcmp(only_workload, w->tag) != 0 : w->train_group != train_group) continue;
         if (batch_override > 0) wl.batch = batch_override;
         char key[48], label[96];
         row *rf = NULL, *rt = NULL, *mf = NULL, *mt = NULL;
         if (want_unet) {
             snprintf(key, sizeof key, "unet_%s_fwd", w->tag);
-            snprintf(label, sizeof label, "UNet forward (%s) %s batch %d", w->tag, w->preset, w->batch);
+            snprintf(label, sizeof label, "UNet forward (%s) %s batch %d", w->tag,
+                     w->base > 0 ? "shipped fashion-mnist" : w->preset, w->batch);
             rf = add_row(key, label, "img/s", 1);
             snprintf(key, sizeof key, "unet_%s_train", w->tag);
-            snprintf(label, sizeof label, "UNet train step (AdamW) (%s) %s batch %d", w->tag, w->preset,
-                     w->batch);
+            snprintf(label, sizeof label, "UNet train step (AdamW) (%s) %s batch %d", w->tag,
+                     w->base > 0 ? "shipped fashion-mnist" : w->preset, w->batch);
             rt = add_row(key, label, "img/s", 1);
         }
         if (want_mem) {
@@ -180,6 +186,8 @@ static void bench_unet(cld_ctx *ctx, int quick, int want_unet, int want_mem)
         cld_unet_config cfg;
         cld_unet_timing t;
         cld_status s = cld_unet_config_preset(w->preset, &cfg);
+        if (w->base > 0) cfg.base_channels = w->base, cfg.norm_groups = w->groups, cfg.num_classes = w->classes,
+                         cfg.dropout = 0.0f;
         if (s == CLD_OK) s = cld_unet_time(ctx, &cfg, w->batch, quick ? 1 : 3, &t);
         if (s == CLD_OK && t.n_params != w->params) {
             fprintf(stderr, "%s: %s has %zu parameters, expected %zu\n", prog, w->preset, t.n_params,
@@ -593,9 +601,11 @@ static void usage(FILE *f)
             "  --device SPEC  OpenCL device (index or name substring; default $CLD_DEVICE)\n"
             "  --quick        fewer iterations\n"
             "  --json         JSON instead of a table (same keys as bench/torch_reference.py)\n"
-            "  --only GROUPS  comma list of gemm,conv,unet,sample,start,mem; cli-start: only the\n"
-            "                 cold/warm rows of the default cld-sample command (next to cld-bench)\n"
-            "  --workload a|b, --batch N   UNet rows of one workload / at another batch\n"
+            "  --only GROUPS  comma list of gemm,conv,unet,sample,start,mem,train; cli-start: only the\n"
+            "                 cold/warm rows of the default cld-sample command (next to cld-bench);\n"
+            "                 train: the UNet step of the shipped Fashion-MNIST config (s)\n"
+            "                 (bench/run.sh adds cld-train's whole step)\n"
+            "  --workload a|b|s, --batch N   UNet rows of one workload / at another batch\n"
             "                 (for profiling; the rows then differ from PyTorch's)\n",
             prog);
 }
@@ -648,7 +658,8 @@ int main(int argc, char **argv)
     if (has_group(only, "gemm")) bench_gemm(ctx, quick);
     if (has_group(only, "conv")) bench_conv(ctx, quick);
     if (has_group(only, "unet") || has_group(only, "mem"))
-        bench_unet(ctx, quick, has_group(only, "unet"), has_group(only, "mem"));
+        bench_unet(ctx, quick, has_group(only, "unet"), has_group(only, "mem"), 0);
+    if (has_group(only, "train")) bench_unet(ctx, quick, 1, 0, 1);
     if (has_group(only, "sample")) bench_sample(ctx);
     cld_ctx_free(ctx);
     if (has_group(only, "start")) bench_start(device);

@@ -312,6 +312,9 @@ typedef struct run {
     /* validation */
     cld_unet_runner *vrun_raw, *vrun_ema;
     int vb;
+    /* seconds summed over this process's steps: data and inputs, UNet forward + backward
+     * (zero_grad, run, loss read back), optimizer (norm, clipping, AdamW, EMA, to the finish) */
+    double t_data, t_unet, t_optim;
 } run;
 
 static int fail(const char *what, cld_status s) { return cli_fail(PROG, what, s); }
@@ -558,6 +561,7 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
 {
     const int B = R->o.batch;
     uint64_t g0;
+    const double t0 = cli_now_s();
     cld_status s = cld_loader_next(R->loader, R->hx, R->hlab, &g0);
     if (s) return fail("loading data", s);
     for (int b = 0; b < B; b++) {
@@ -587,11 +591,14 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     if (!s && R->x_0) s = cld_tensor_write(R->g, R->x_0, R->hx);
     if (!s && R->coefs) s = cld_vlb_coefs(R->sched, R->o.diff.pred, B, R->hti, R->hcoefs);
     if (!s && R->coefs) s = cld_tensor_write(R->g, R->coefs, R->hcoefs);
+    if (!s) s = cld_ctx_finish(R->ctx);
+    const double t1 = cli_now_s();
     if (!s) s = cld_params_zero_grad(R->p);
     if (!s) s = cld_graph_set_seed(R->g, mix64(R->o.seed + 0x5151ull * (uint64_t)(R->step + 1)));
     if (!s) s = cld_graph_run(R->g);
     float loss = 0;
     if (!s) s = cld_tensor_read(R->g, R->loss, &loss);
+    const double t2 = cli_now_s();
     if (s) return fail("training step", s);
     if (!isfinite(loss)) {
         /* the step ran forward and backward: name the first tensor that went bad */
@@ -623,7 +630,11 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     double decay = R->o.ema, warm = (1.0 + (double)R->step) / (10.0 + (double)R->step);
     if (warm < decay) decay = warm;
     if (!s) s = cld_params_ema_update(R->ema, R->p, (float)decay);
+    if (!s) s = cld_ctx_finish(R->ctx);
     if (s) return fail("optimizer step", s);
+    R->t_data += t1 - t0;
+    R->t_unet += t2 - t1;
+    R->t_optim += cli_now_s() - t2;
     R->step++;
     *loss_out = loss;
     *gnorm_out = gn;
@@ -808,7 +819,7 @@ static void progress(run *R, double loss, double t_start, long step0)
     const double el = cli_now_s() - t_start, rate = (R->step - step0) / (el > 0 ? el : 1);
     const double eta = rate > 0 ? (R->o.steps - R->step) / rate : 0;
     if (!strcmp(R->o.progress, "json")) {
-        printf("{\"step\": %ld, \"total\": %ld, \"loss\": %.6g, \"images_per_s\": %.2f, \"elapsed\": %.1f, \"eta\": %.1f}\n",
+        printf("{\"step\": %ld, \"total\": %ld, \"loss\": %.6g, \"images_per_s\": %.2f, \"elapsed\": %.3f, \"eta\": %.1f}\n",
                R->step, R->o.steps, loss, R->img_s, el, eta);
         fflush(stdout);
     } else if (!strcmp(R->o.progress, "bar")) {
@@ -1071,19 +1082,21 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     const long step0 = R.step;
+    double t_loop = 0; /* the training loop's steps with their logging, checkpoints and grids */
     double t_win = cli_now_s(), loss_sum = 0, gn_last = 0;
     long win_steps = 0;
     rc = 0;
     if (R.step == 0 && o->grid_every) rc = write_grid(&R);
     while (!rc && R.step < o->steps && !g_signal) {
-        double loss = 0, gn = 0;
+        double loss = 0, gn = 0, t_it = cli_now_s();
         if ((rc = train_step(&R, &loss, &gn))) break;
         loss_sum += loss;
         gn_last = gn;
         win_steps++;
         R.loss_ema = R.step == step0 + 1 ? loss : 0.98 * R.loss_ema + 0.02 * loss;
         double el = cli_now_s() - t_win;
-        if (win_steps >= 5 && el > 0) R.img_s = (double)win_steps * B / el;
+        /* the rate over the window since the last log line (at least 5 steps, or the whole window) */
+        if ((win_steps >= 5 || R.step % o->log_every == 0) && el > 0) R.img_s = (double)win_steps * B / el;
         const int last = R.step == o->steps || (o->stop_after && R.step - step0 >= o->stop_after);
         if (R.step % o->log_every == 0 || last) {
             double vl = NAN, vle = NAN;
@@ -1104,6 +1117,7 @@ int main(int argc, char **argv)
         }
         if (R.step % o->ckpt_every == 0 || last) rc = save_checkpoint(&R);
         if (!rc && o->grid_every && (R.step % o->grid_every == 0 || R.step == o->steps)) rc = write_grid(&R);
+        t_loop += cli_now_s() - t_it;
         if (last) break;
     }
     if (!rc && g_signal) {
@@ -1121,6 +1135,12 @@ int main(int argc, char **argv)
     cld_ctx_device_info(R.ctx, &di);
     fprintf(stderr, "%s: %ld steps (%ld this run) on %s in %.1f s; data loader waits %.2f s in all\n", PROG, R.step,
             R.step - step0, di.name, cli_now_s() - t_start, wait);
+    if (R.step > step0) {
+        const double n = (double)(R.step - step0);
+        fprintf(stderr, "%s: per step: data and inputs %.1f ms, UNet forward + backward %.1f ms, optimizer "
+                        "(norm, clip, AdamW, EMA) %.1f ms; loop %.1f ms\n", PROG, 1e3 * R.t_data / n,
+                1e3 * R.t_unet / n, 1e3 * R.t_optim / n, 1e3 * t_loop / n);
+    }
     if (R.csv) fclose(R.csv);
     cld_loader_free(R.loader);
     cld_unet_runner_free(R.vrun_raw);

@@ -41,6 +41,9 @@ WORKLOADS = {
               attn=(7,), groups=32, dropout=0.1, batch=64, params=6_469_889),
     "b": dict(name="cifar10", in_ch=3, size=32, ch=128, mult=(1, 2, 2, 2), nres=2,
               attn=(16,), groups=32, dropout=0.1, batch=16, params=35_746_307),
+    # (s) the shipped Fashion-MNIST model: cld-train --preset small, 10 classes (train group)
+    "s": dict(name="shipped fashion-mnist", in_ch=1, size=28, ch=32, mult=(1, 2, 2), nres=2,
+              attn=(7,), groups=16, dropout=0.0, classes=10, batch=64, params=1_624_577),
 }
 
 # GEMM rows: (key, label, batch, M, N, K). C (M,N) = A (M,K) B (K,N), row-major.
@@ -112,12 +115,14 @@ class AttnBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, in_ch, size, ch, mult, nres, attn, groups, dropout, **_):
+    def __init__(self, in_ch, size, ch, mult, nres, attn, groups, dropout, classes=0, **_):
         super().__init__()
         self.ch = ch
         temb = 4 * ch
         self.temb0 = nn.Linear(ch, temb)
         self.temb1 = nn.Linear(temb, temb)
+        # class table with a last row for the null class (classifier-free guidance)
+        self.class_emb = nn.Embedding(classes + 1, temb) if classes else None
         self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
         self.down = nn.ModuleList()
         skips = [ch]
@@ -151,8 +156,10 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(groups, cur, eps=1e-6)
         self.conv_out = nn.Conv2d(cur, in_ch, 3, padding=1)
 
-    def forward(self, x, t):
+    def forward(self, x, t, labels=None):
         temb = self.temb1(F.silu(self.temb0(timestep_embedding(t, self.ch))))
+        if self.class_emb is not None:
+            temb = temb + self.class_emb(labels)
         h = self.conv_in(x)
         hs = [h]
         for blk in self.down:
@@ -254,15 +261,16 @@ def unet_rows(tag, wl, device, iters):
     x = torch.randn(b, c, s, s, device=device)
     t = torch.randint(0, 1000, (b,), device=device).float()
     noise = torch.randn_like(x)
+    labels = torch.randint(0, wl["classes"] + 1, (b,), device=device) if wl.get("classes") else None
     model.eval()
     with torch.no_grad():
-        tf = timeit(lambda: model(x, t), device, iters)
+        tf = timeit(lambda: model(x, t, labels), device, iters)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.0)
 
     def step():
         opt.zero_grad(set_to_none=False)
-        loss = F.mse_loss(model(x, t), noise)
+        loss = F.mse_loss(model(x, t, labels), noise)
         loss.backward()
         opt.step()
 
@@ -361,6 +369,81 @@ def bench_mem(device, threads):
     return out
 
 
+# ------------------------------------------------------------ training loop
+def read_idx(path):
+    """IDX file (gzipped or not) as a uint8 tensor."""
+    import gzip
+    import numpy as np
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        data = f.read()
+    nd = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
+    return torch.from_numpy(np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims).copy())
+
+
+def train_app_rows(data_dir, steps, device):
+    """What cld-train does per step, in PyTorch, on the real Fashion-MNIST
+    files: a shuffled batch of 64 from the uint8 images, t uniform, class
+    dropout 0.1 (null class 10), v-prediction target on the cosine schedule,
+    Min-SNR-5 weights, MSE, backward, global-norm clipping at 1, AdamW
+    (lr 5e-4 after a 500-step warmup), EMA 0.9995 of all weights, and the
+    loss read back every step (as cld-train's NaN check and log do).
+    images/s over steps 3..steps (the first two warm up)."""
+    wl = WORKLOADS["s"]
+    torch.manual_seed(1)
+    x_all = read_idx(os.path.join(data_dir, "train-images-idx3-ubyte.gz"))[:, None].to(device)
+    y_all = read_idx(os.path.join(data_dir, "train-labels-idx1-ubyte.gz")).long().to(device)
+    model = build(wl, device).train()
+    ema = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    T, B, n = 1000, wl["batch"], x_all.shape[0]
+    s_ = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((s_ + 0.008) / 1.008 * math.pi / 2) ** 2
+    ab = (f[1:] / f[0]).clamp(min=1e-12)
+    betas = (1 - ab / torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])).clamp(max=0.999)
+    ab = torch.cumprod(1 - betas, 0).float().to(device)
+    perm, pos = torch.randperm(n, device=device), 0
+    params = list(model.parameters())
+    times = []
+    for step in range(steps):
+        t0 = time.perf_counter()
+        if pos + B > n:
+            perm, pos = torch.randperm(n, device=device), 0
+        idx = perm[pos:pos + B]
+        pos += B
+        x0 = x_all[idx].float() / 127.5 - 1
+        labels = torch.where(torch.rand(B, device=device) < 0.1, torch.full_like(y_all[idx], 10), y_all[idx])
+        t = torch.randint(0, T, (B,), device=device)
+        a = ab[t].sqrt()[:, None, None, None]
+        sg = (1 - ab[t]).sqrt()[:, None, None, None]
+        noise = torch.randn_like(x0)
+        xt = a * x0 + sg * noise
+        target = a * noise - sg * x0
+        snr = ab[t] / (1 - ab[t])
+        w = torch.minimum(snr, torch.full_like(snr, 5.0)) / (snr + 1)
+        lr = 5e-4 * min(1.0, (step + 1) / 500)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=False)
+        pred = model(xt, t.float(), labels)
+        loss = (w * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(0.9995, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        loss_v = loss.item()
+        assert math.isfinite(loss_v)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    rate = B * (steps - 2) / sum(times[2:])
+    note = (f"whole training step (data, noise, loss weights, clip, AdamW, EMA, loss read back), "
+            f"steps 3..{steps}")
+    return [row("train_s_app", f"training, shipped config (s) batch {B}: cld-train vs a torch loop", "img/s",
+                rate, note=note)]
+
+
 # -------------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -370,6 +453,9 @@ def main():
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--only", default="", help="comma list of groups: gemm,conv,unet,sample,mem,start")
     ap.add_argument("--mem-probe", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
+                    help="Fashion-MNIST IDX files for the train group")
+    ap.add_argument("--train-steps", type=int, default=0, help="train group: steps (default 12, quick 6)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -389,7 +475,7 @@ def main():
 
     iters = 1 if args.quick else 3
     groups = set(filter(None, args.only.split(","))) or {"gemm", "conv", "unet", "sample",
-                                                        "mem", "start"}
+                                                        "mem", "start", "train"}
     rows = []
     if "gemm" in groups:
         rows += bench_gemm(device, 3 if args.quick else 7)
@@ -400,6 +486,9 @@ def main():
             rows += unet_rows(tag, WORKLOADS[tag], device, iters)
     if "sample" in groups:
         rows += bench_sample(device, 1)
+    if "train" in groups:
+        rows += unet_rows("s", WORKLOADS["s"], device, iters)
+        rows += train_app_rows(args.data, args.train_steps or (6 if args.quick else 12), device)
     if "start" in groups:
         note = (f"no kernel compilation: import torch {T_IMPORTED - T_START:.2f} s + build + "
                 "first forward (a) batch 1, in this process")

@@ -132,7 +132,7 @@ float q59_to_float(long v)
 {
     if (v == 0) return 0.0f;
     uint sign = v < 0 ? 0x80000000u : 0u;
-    ulong a = v < 0 ? (ulong)(-v) : (ulong)v;
+    ulong a = abs(v); /* the builtin: clang makes llvm.abs of "v < 0 ? -v : v", which Oclgrind lacks */
     int msb = 63 - (int)clz(a);
     int ex = msb - 59;
     ulong mant;
@@ -226,7 +226,9 @@ float2 box_muller_fixed(uint w0, uint w1)
     pc = INV2 - mul_hi(d2, pc);
     ulong cd = Q63_ONE - mul_hi(d2, pc);           /* cos d, Q63 */
     ulong ca = mul_hi(COS_Q63[ka], cd), cb = mul_hi(SIN_Q63[ka], sd);
-    ulong c62 = ca > cb ? ca - cb : 0;
+    /* sub_sat, not "ca > cb ? ca - cb : 0": clang turns that into the
+     * llvm.usub.sat intrinsic, which Oclgrind cannot run */
+    ulong c62 = sub_sat(ca, cb);
     ulong s62 = mul_hi(SIN_Q63[ka], cd) + mul_hi(COS_Q63[ka], sd);
     long c = (long)((c62 + ((ulong)1 << 31)) >> 32), s = (long)((s62 + ((ulong)1 << 31)) >> 32);
     uint q = w1 >> 30;

@@ -24,6 +24,11 @@ if(NOT CJSON_FOUND)
   message(FATAL_ERROR "cJSON not found: install 'libcjson-dev'")
 endif()
 
+pkg_check_modules(EXIF QUIET libexif)
+if(NOT EXIF_FOUND)
+  message(FATAL_ERROR "libexif not found: install 'libexif-dev' (JPEG orientation)")
+endif()
+
 find_package(JPEG QUIET)
 if(NOT JPEG_FOUND)
   message(FATAL_ERROR "libjpeg not found: install 'libjpeg62-turbo-dev' (Ubuntu: 'libjpeg-turbo8-dev')")

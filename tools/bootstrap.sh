@@ -6,8 +6,9 @@
 #   tools/bootstrap.sh devices   install packages if missing, build, list OpenCL devices
 #   tools/bootstrap.sh test      install packages if missing, build, run the test suite; then the
 #                                whole suite again under ASan + UBSan (build-asan/) and a smoke run
-#                                of each libFuzzer harness (clang, build-fuzz/); CLD_QUICK=1 skips
-#                                those two
+#                                of each libFuzzer harness (clang, build-fuzz/) and the op tests on
+#                                Oclgrind, a simulated GPU that checks memory accesses and races;
+#                                CLD_QUICK=1 skips those three
 #   tools/bootstrap.sh build     install packages if missing, build
 #
 # Packages are installed only when some are missing, and only as root or
@@ -20,7 +21,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 PACKAGES=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
-          libclblast-dev check libsubunit-dev libstb-dev zlib1g-dev libcjson-dev libjpeg-dev clinfo clang)
+          libclblast-dev check libsubunit-dev libstb-dev zlib1g-dev libcjson-dev libjpeg-dev libexif-dev clinfo clang oclgrind)
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -87,7 +88,8 @@ run_tests() {
 # signal stack do not mix (crashes inside PoCL otherwise).
 run_hardening() {
     local rc=0 pocl=/etc/OpenCL/vendors/pocl.icd
-    local env=(ASAN_OPTIONS=use_sigaltstack=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1)
+    local env=(ASAN_OPTIONS=use_sigaltstack=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+               LSAN_OPTIONS=suppressions=$PWD/tools/lsan.supp)
     [ -f "$pocl" ] && env+=(OCL_ICD_VENDORS=$pocl)
     say "building with ASan + UBSan into build-asan"
     cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLD_SANITIZE=ON >/dev/null
@@ -105,6 +107,8 @@ run_hardening() {
         say "clang not found: fuzz smoke runs skipped"
         rc=1
     fi
+    say "op tests on Oclgrind (simulated GPU: out-of-bounds accesses, data races, divergence)"
+    tools/oclgrind_tests.sh "$BUILD_DIR" || rc=$?
     return $rc
 }
 

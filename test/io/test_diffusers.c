@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "apptest.h"
 #include "testutil.h"
 
 #define FIX CLD_SOURCE_DIR "/test/fixtures/diffusers"
@@ -371,6 +372,70 @@ START_TEST(test_folders)
 }
 END_TEST
 
+/* ------------------------------------------------------------ cld-sample */
+
+/* A safetensors file of one (n, 3, 8, 8) normal tensor named `name`. */
+static void write_noise(const char *path, const char *name, int n, uint64_t seed)
+{
+    cld_params *p;
+    const int shape[4] = {n, 3, 8, 8};
+    TU_OK(cld_params_create(tu_ctx(), &p));
+    TU_OK(cld_params_set_seed(p, seed));
+    TU_OK(cld_params_declare(p, name, 4, shape, CLD_INIT_NORMAL, 1.0f, NULL));
+    TU_OK(cld_params_alloc(p));
+    TU_OK(cld_params_save(p, path, NULL));
+    cld_params_free(p);
+}
+
+START_TEST(test_app)
+{
+    char *dir = tu_mkdtemp("cld-diffusers-app");
+    char *xt = at_path(dir, "xt.safetensors"), *bad = at_path(dir, "bad.safetensors");
+    char *a = at_path(dir, "a.png"), *b = at_path(dir, "b.png"), *c = at_path(dir, "c.png"), *r = at_path(dir, "r.png");
+    write_noise(xt, "latents", 3, 5);
+    write_noise(bad, "latents", 1, 5);
+    char args[2048], *err = NULL;
+    const char *common = "--model " FIX "/ddpm_old --sampler ddim --steps 4 --progress none";
+    snprintf(args, sizeof args, "%s --noise xt.safetensors --out a.png", common);
+    ck_assert_int_eq(at_run(at_app("cld-sample", "CLD_SAMPLE"), dir, args, NULL, &err), 0);
+    ck_assert_msg(contains(err, "DDPMScheduler") && contains(err, "clip_sample 1"), "%s", err);
+    free(err);
+    /* all three rows by default; the recipe names the noise file and replays it */
+    snprintf(args, sizeof args, "%s --noise xt.safetensors --n 3 --out b.png", common);
+    ck_assert_int_eq(at_run(at_app("cld-sample", "CLD_SAMPLE"), dir, args, NULL, NULL), 0);
+    at_files_equal(a, b);
+    ck_assert_int_eq(at_run(at_app("cld-sample", "CLD_SAMPLE"), dir, "--replay a.png --out r.png --progress none", NULL,
+                            NULL), 0);
+    at_files_equal(a, r);
+    /* without --noise: the seed's noise, another picture */
+    snprintf(args, sizeof args, "%s --n 3 --out c.png", common);
+    ck_assert_int_eq(at_run(at_app("cld-sample", "CLD_SAMPLE"), dir, args, NULL, NULL), 0);
+    size_t la, lc;
+    unsigned char *pa = at_read_file(a, &la), *pc = at_read_file(c, &lc);
+    ck_assert(la != lc || memcmp(pa, pc, la) != 0);
+    free(pa), free(pc);
+    const app_case cases[] = {
+        {"--model " FIX "/ddpm_old --noise bad.safetensors --n 2 --out x.png", 1, "N >= 2"},
+        {"--model " FIX "/ddpm_old --noise missing.safetensors --out x.png", 1, "missing.safetensors"},
+        {"--model " FIX "/ddpm_old --noise xt.safetensors --init a.png --out x.png", 2, "not both"},
+        {"--model " FIX "/heads_classes_f16 --guidance 2 --out x.png", 2, "no null class"},
+        {"--model " FIX " --out x.png", 1, "config.json"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *e = NULL;
+        int st = at_run(at_app("cld-sample", "CLD_SAMPLE"), dir, cases[i].args, NULL, &e);
+        ck_assert_msg(st == cases[i].status && contains(e, cases[i].message), "'%s': status %d, stderr: %s",
+                      cases[i].args, st, e);
+        free(e);
+    }
+    char *x = at_path(dir, "x.png");
+    ck_assert(!at_exists(x));
+    free(x);
+    tu_rm_rf(dir);
+    free(dir), free(xt), free(bad), free(a), free(b), free(c), free(r);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("diffusers");
@@ -383,6 +448,7 @@ int main(void)
     tcase_add_test(tc, test_config_mapping);
     tcase_add_test(tc, test_config_refused);
     tcase_add_test(tc, test_folders);
+    tcase_add_test(tc, test_app);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

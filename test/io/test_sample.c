@@ -282,7 +282,7 @@ START_TEST(test_batch_memory)
 END_TEST
 
 /* Same seed: the same floats and the same PNG bytes; a sample is the same
- * alone, in a batch of 7 (position 3) and in runs of 3. */
+ * alone, in a batch of 7 (position 3), in runs of 3, and in a batch of 20. */
 START_TEST(test_deterministic_and_batch_independent)
 {
     fixture f = open_tiny(3, 1, 0);
@@ -310,6 +310,17 @@ START_TEST(test_deterministic_and_batch_independent)
         worst = tu_max_abs_err(one, a + 3 * per, per, NULL);
         ck_assert_msg(worst == 0.0, "%s: sample 3 alone vs in a batch of 7: max difference %g",
                       cld_sampler_name(kinds[k]), worst);
+        if (k == 0) { /* a batch of 20, 40 UNet rows with guidance: past every GEMM size threshold */
+            float *big = tu_malloc(20 * per * sizeof(float));
+            cld_sample_spec s20 = sp;
+            s20.n = 20;
+            s20.batch = 20;
+            TU_OK(cld_model_sample(m, &s20, big));
+            worst = tu_max_abs_err(one, big + 3 * per, per, NULL);
+            ck_assert_msg(worst == 0.0, "%s: sample 3 alone vs in a batch of 20: max difference %g",
+                          cld_sampler_name(kinds[k]), worst);
+            free(big);
+        }
         for (size_t i = 0; i < 7 * per; i++) ck_assert(isfinite(a[i]));
         sp.seed++;
         TU_OK(cld_model_sample(m, &sp, b));

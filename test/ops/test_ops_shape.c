@@ -1,4 +1,4 @@
-/* channel slice, concat (channels) and nearest 2x upsample: forward and
+/* channel slice, concat (channels), nearest 2x upsample and zero padding: forward and
  * backward against double references (opcheck), and shape errors. */
 #include <check.h>
 #include <stdio.h>
@@ -213,6 +213,67 @@ START_TEST(test_upsample)
 }
 END_TEST
 
+/* -------------------------------------------------------------- pad2d */
+typedef struct pad_cfg {
+    int N, C, H, W, top, bottom, left, right;
+} pad_cfg;
+
+static cld_status pad_build(cld_graph *g, cld_tensor **x, cld_tensor **y, void *user)
+{
+    const pad_cfg *c = user;
+    return cld_op_pad2d(g, x[0], c->top, c->bottom, c->left, c->right, y);
+}
+
+/* visit every output element: its index and the input index (or -1) */
+#define PAD_FOR(c, body)                                                                           \
+    do {                                                                                           \
+        const int Ho_ = (c)->H + (c)->top + (c)->bottom, Wo_ = (c)->W + (c)->left + (c)->right;    \
+        size_t o_ = 0;                                                                             \
+        for (int nc = 0; nc < (c)->N * (c)->C; nc++)                                               \
+            for (int i = 0; i < Ho_; i++)                                                          \
+                for (int j = 0; j < Wo_; j++, o_++) {                                              \
+                    int si = i - (c)->top, sj = j - (c)->left;                                     \
+                    long src_ = si >= 0 && si < (c)->H && sj >= 0 && sj < (c)->W                   \
+                                    ? ((long)nc * (c)->H + si) * (c)->W + sj                       \
+                                    : -1;                                                          \
+                    body;                                                                          \
+                }                                                                                  \
+    } while (0)
+
+static void pad_ref_fwd(const double *const *x, double *y, void *user)
+{
+    const pad_cfg *c = user;
+    PAD_FOR(c, y[o_] = src_ >= 0 ? x[0][src_] : 0.0);
+}
+
+static void pad_ref_bwd(const double *const *x, const double *dy, double **dx, void *user)
+{
+    const pad_cfg *c = user;
+    (void)x;
+    PAD_FOR(c, if (src_ >= 0) dx[0][src_] += dy[o_]);
+}
+
+static void pad_run(const char *name, pad_cfg cfg, uint64_t seed)
+{
+    opc_case c = {0};
+    c.name = name;
+    c.n_operands = 1;
+    c.op[0] = (opc_operand){"x", 4, {cfg.N, cfg.C, cfg.H, cfg.W}, 0, 0, NULL};
+    c.build = pad_build;
+    c.ref_forward = pad_ref_fwd;
+    c.ref_backward = pad_ref_bwd;
+    c.user = &cfg;
+    opc_check(&c, seed, 0, 0);
+}
+
+START_TEST(test_pad2d)
+{
+    pad_run("pad2d (0,1,0,1) N2 3 6x6 (diffusers' downsampling)", (pad_cfg){2, 3, 6, 6, 0, 1, 0, 1}, 21);
+    pad_run("pad2d (2,0,1,3) N1 2 5x7", (pad_cfg){1, 2, 5, 7, 2, 0, 1, 3}, 22);
+    pad_run("pad2d (0,0,0,0) N1 1 3x3", (pad_cfg){1, 1, 3, 3, 0, 0, 0, 0}, 23);
+}
+END_TEST
+
 START_TEST(test_shape_errors)
 {
     cld_graph *g;
@@ -230,6 +291,8 @@ START_TEST(test_shape_errors)
     TU_STATUS(cld_op_concat(g, a, v, &y), CLD_ERR_SHAPE);
     TU_STATUS(cld_op_upsample2x(g, v, &y), CLD_ERR_SHAPE);
     ck_assert_msg(strstr(cld_last_error(), "upsample2x") != NULL, "%s", cld_last_error());
+    TU_STATUS(cld_op_pad2d(g, v, 0, 1, 0, 1, &y), CLD_ERR_SHAPE);
+    TU_STATUS(cld_op_pad2d(g, a, 0, -1, 0, 1, &y), CLD_ERR_INVALID_ARG);
     ck_assert_ptr_null(y);
     TU_OK(cld_op_upsample2x(g, a, &y));
     int nd, shape[4];
@@ -248,6 +311,7 @@ int main(void)
     tcase_add_test(tc, test_slice_channels);
     tcase_add_test(tc, test_concat);
     tcase_add_test(tc, test_concat_self);
+    tcase_add_test(tc, test_pad2d);
     tcase_add_test(tc, test_upsample);
     tcase_add_test(tc, test_shape_errors);
     suite_add_tcase(s, tc);

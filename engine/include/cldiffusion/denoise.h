@@ -37,7 +37,8 @@ cld_status cld_unet_receptive_radius(const cld_unet_config *cfg, int *radius);
 
 typedef struct cld_tile_opts {
     int tile;     /* tile side (multiple of 2^(n_levels-1)); 0: chosen per image from the device memory */
-    int margin;   /* context pixels dropped at each tile side; -1: the receptive radius (exact) */
+    int margin;   /* context pixels dropped at each tile side; -1 (or more than the
+                     receptive radius): the receptive radius (exact) */
     int blend;    /* cross-fade width between neighbours, >= 1 (0: CLD_TILE_DEFAULT_BLEND) */
     int max_tile; /* with tile 0: upper bound of the choice (0: CLD_TILE_AUTO_MAX) */
 } cld_tile_opts;
@@ -60,6 +61,8 @@ typedef struct cld_tiled cld_tiled;
 cld_status cld_tiled_create(cld_ctx *ctx, cld_params *params, const cld_unet_config *cfg, const cld_tile_opts *opts,
                             cld_tiled **out);
 cld_status cld_tiled_free(cld_tiled *t);
+/* The UNet's input and output channels. */
+cld_status cld_tiled_channels(const cld_tiled *t, int *in, int *out);
 /* The cut of an H x W image: with opts.tile 0 the side that computes the
  * fewest pixels among those whose planned memory fits the budget;
  * CLD_ERR_NOMEM if not even the smallest fits, CLD_ERR_INVALID_ARG for a
@@ -71,6 +74,47 @@ cld_status cld_tiled_plan(cld_tiled *t, int height, int width, cld_tile_plan *pl
  * after each tile. A NaN or Inf in the output is CLD_ERR_STATE. */
 cld_status cld_tiled_run(cld_tiled *t, const float *x, int height, int width, float timestep, float *out,
                          void (*progress)(void *user, int done, int total), void *user);
+
+/* ------------------------------------------------------ noise estimation */
+/* Standard deviation of white Gaussian noise in each channel of an image
+ * (C, H, W) with values on the 0..`range` scale (255 for 8-bit photos in
+ * those units), as in the judging protocol: clipped to [0, range] and
+ * rounded. The statistic is Immerkaer's (1996) mean |Laplacian-difference|
+ * over 3x3 windows with no clipped pixel, in blocks of 16 x 16: the 10%
+ * quantile of the block values (flat parts of the photo, where texture adds
+ * least) divided by that quantile on pure noise, or the mean over all
+ * windows when too few blocks remain. Excluding clipped windows truncates
+ * the noise near 0 and range; that bias is corrected by the variance of the
+ * Gaussian truncated at each window's distance to the bounds (fixed-point
+ * iteration). sigma[c] 0 for a channel with no usable window (constant or
+ * all clipped). On real camera noise (not white, stronger in colour than
+ * in brightness, signal-dependent) this is the white-noise level that
+ * explains the finest-scale residual of the flattest areas. */
+cld_status cld_noise_estimate(const float *x, int channels, int height, int width, double range, double *sigma);
+
+/* ------------------------------------------------------------ denoising */
+/* The timestep whose noise level matches sigma (0..255 scale, of a photo
+ * in [0, 1] mapped to the model's [-1, 1]): the model sees y' = 2 y - 1 as
+ * x_t = a_t y' with sigma_t = b_t / a_t = 2 sigma / 255, t continuous
+ * (cld_schedule_sigma_to_t; the UNet's timestep embedding takes floats).
+ * Below the schedule's first level t is 0. */
+cld_status cld_denoise_timestep(const cld_schedule *s, double sigma255, double *t);
+/* Largest sigma (0..255) a model trained on timesteps 0 .. t_max accepts. */
+cld_status cld_denoise_max_sigma(const cld_schedule *s, int t_max, double *sigma255);
+
+typedef struct cld_denoise_opts {
+    double sigma;      /* noise level, 0..255 scale (> 0) */
+    int steps;         /* 1: the one-step x0 estimate (MMSE); N: N deterministic DDIM steps from t(sigma) */
+    double strength;   /* in [0, 1]: out = strength denoised + (1 - strength) input */
+    void (*progress)(void *user, int done, int total);  /* after each tile of each step */
+    void *progress_user;
+} cld_denoise_opts;
+
+/* Denoise img (C, H, W) in [0, 1] with model pred type `pred` on schedule
+ * s through the tiler into out (C, H, W), clamped to [0, 1]. C must be the
+ * UNet's channel count. A NaN or Inf anywhere is CLD_ERR_STATE. */
+cld_status cld_denoise_run(cld_tiled *t, const cld_schedule *s, cld_pred_type pred, const cld_denoise_opts *o,
+                           const float *img, int height, int width, float *out);
 
 #ifdef __cplusplus
 }

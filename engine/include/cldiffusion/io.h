@@ -36,6 +36,11 @@ cld_status cld_image_info(const char *path, int *width, int *height, int *channe
  * checked from the header before allocating. */
 cld_status cld_image_load(const char *path, int want_channels, size_t max_pixels, cld_image *out);
 cld_status cld_image_free(cld_image *img);
+/* EXIF orientation (1..8, 1 = as stored) of a file: 1 when it has no EXIF
+ * data or no valid tag (libexif parses; a damaged block reads as none). */
+cld_status cld_image_exif_orientation(const char *path, int *orientation);
+/* Apply an EXIF orientation to decoded pixels (5..8 swap width and height). */
+cld_status cld_image_orient(cld_image *img, int orientation);
 
 /* PNG of (height, width, channels) interleaved samples: bits 8 (uint8_t) or
  * 16 (uint16_t, host order), channels 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA.

@@ -124,7 +124,7 @@ cld_status cld_tiled_create(cld_ctx *ctx, cld_params *params, const cld_unet_con
     if (o.margin < -1 || o.blend < 0 || o.tile < 0 || o.max_tile < 0)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_tiled_create: tile %d, margin %d, blend %d, max_tile %d", o.tile,
                          o.margin, o.blend, o.max_tile);
-    if (o.margin < 0) o.margin = radius;
+    if (o.margin < 0 || o.margin > radius) o.margin = radius; /* more context than the reach changes nothing */
     if (!o.blend) o.blend = CLD_TILE_DEFAULT_BLEND;
     if (!o.max_tile) o.max_tile = CLD_TILE_AUTO_MAX;
     cld_tiled *t = calloc(1, sizeof *t);
@@ -154,6 +154,14 @@ cld_status cld_tiled_free(cld_tiled *t)
     if (t->xin) clReleaseMemObject(t->xin);
     if (t->yout) clReleaseMemObject(t->yout);
     free(t);
+    return CLD_OK;
+}
+
+cld_status cld_tiled_channels(const cld_tiled *t, int *in, int *out)
+{
+    if (!t) return cld__fail(CLD_ERR_INVALID_ARG, "cld_tiled_channels: NULL argument");
+    if (in) *in = t->cfg.in_channels;
+    if (out) *out = t->cfg.out_channels;
     return CLD_OK;
 }
 

@@ -175,12 +175,16 @@ static int aliases(size_t ld, size_t k) {
 /* Pack (cfg pack = 2)? Measured on PoCL/CPU (bench/NOTES.md, GEMM): A B
  * read in place is as fast as packed unless B's rows alias; A^T read in
  * place runs at half speed; A B^T: gemm_dot wins for long K. Packing does
- * not pay for small products. */
+ * not pay for small products. A B^T is decided by K alone: gemm_dot sums
+ * K in vector lanes, the other kernels in order, so they round differently,
+ * and m is the batch of a linear layer: a sample must not depend on its
+ * batch (it did, by up to 3.8e-6, from 32 UNet rows on; README, cld-sample). */
 static int worth_packing(const cld__gemm_cfg *p, int trans_a, int trans_b, size_t m, size_t n,
                          size_t k, size_t ldb) {
+    if (trans_b && !trans_a && p->tb_dot) return k < 512;
     if (m < 32 || n < 32) return 0;
     if (!trans_a && !trans_b) return aliases(ldb, k);
-    return !(trans_b && !trans_a && p->tb_dot && k >= 512);
+    return 1;
 }
 
 cld_status cld__gemm_own(cld_ctx *ctx, const cld__gemm_cfg *cfg, int trans_a, int trans_b,
