@@ -13,6 +13,8 @@
 
 static const char *blas_status_name(CLBlastStatusCode s) {
     switch (s) {
+    /* one case per E(), several to a line */
+    // clang-format off
 #define E(name) case CLBlast##name: return "CLBlast" #name;
     E(NotImplemented) E(InvalidMatrixA) E(InvalidMatrixB) E(InvalidMatrixC)
     E(InvalidVectorX) E(InvalidVectorY) E(InvalidDimension) E(InvalidLeadDimA)
@@ -25,6 +27,7 @@ static const char *blas_status_name(CLBlastStatusCode s) {
 #undef E
     default: break;
     }
+    // clang-format on
     /* The remaining codes mirror OpenCL's. */
     return cld_cl_error_name((cl_int)s);
 }

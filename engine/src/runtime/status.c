@@ -44,6 +44,7 @@ const char *cld_status_name(cld_status s) {
 
 const char *cld_cl_error_name(cl_int err) {
     switch (err) {
+    // clang-format off
 #define E(name, code) case code: return #name;
     E(CL_SUCCESS, 0)
     E(CL_DEVICE_NOT_FOUND, -1)
@@ -108,6 +109,7 @@ const char *cld_cl_error_name(cl_int err) {
     E(CL_PLATFORM_NOT_FOUND_KHR, -1001)
 #undef E
     }
+    // clang-format on
     return "CL_UNKNOWN_ERROR";
 }
 
