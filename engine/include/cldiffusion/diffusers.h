@@ -2,6 +2,9 @@
  * safetensors form (google/ddpm-cifar10-32, ddpm-celebahq-256, ... and
  * their fine-tunes), read as a cld_model_meta and a parameter store.
  * Included by cldiffusion.h. cld_model_load takes such a folder too.
+ * Thread safety: the reads take no shared state and may run on any thread;
+ * the parameter store they fill belongs to its context's thread
+ * (cldiffusion.h).
  *
  *   DIR/config.json or DIR/unet/config.json                    UNet2DModel config
  *   DIR[/unet]/diffusion_pytorch_model.safetensors             its weights (F32, F16, BF16)
