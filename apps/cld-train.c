@@ -980,7 +980,9 @@ static void progress(run *R, double loss, double t_start, long step0)
 static int open_data(run *R)
 {
     opts *o = &R->o;
-    char lab[4096], vimg[4096], vlab[4096];
+    /* static: o keeps pointers to the found validation files for the whole run */
+    static char vimg[4096], vlab[4096];
+    char lab[4096];
     cld_status s;
     if (cli_is_dir(o->data)) {
         s = cld_dataset_open_folder(o->data, o->channels, o->crop, &R->ds);
@@ -992,10 +994,10 @@ static int open_data(run *R)
         s = cld_dataset_open_idx(o->data, labels, &R->ds);
         if (s) return fail("--data", s);
         if (!o->val_data && sibling(o->data, "train-", "t10k-", vimg, sizeof vimg) && cli_is_file(vimg)) {
-            o->val_data = strdup(vimg);
+            o->val_data = vimg;
             if (!o->val_labels && sibling(vimg, "images-idx3", "labels-idx1", vlab, sizeof vlab) &&
                 cli_is_file(vlab))
-                o->val_labels = strdup(vlab);
+                o->val_labels = vlab;
         }
     }
     cld_dataset_get_info(R->ds, &R->info);
@@ -1068,8 +1070,9 @@ static int check_out(const char *dir)
 
 int main(int argc, char **argv)
 {
-    run R;
-    memset(&R, 0, sizeof R);
+    /* static: the run's state lives until exit, also on the early error
+     * returns below (the normal end frees it all) */
+    static run R;
     setflags sf;
     int rc = parse_args(argc, argv, &R.o, &sf);
     if (rc) return rc;
