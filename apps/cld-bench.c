@@ -91,7 +91,7 @@ typedef struct workload {
     const char *tag, *preset;
     int batch;
     size_t params;
-    int train_group;         /* 1: a row of the train group, not of unet/mem */
+    int train_group;           /* 1: a row of the train group, not of unet/mem */
     int base, groups, classes; /* > 0: override the preset (dropout then 0), as cld-train --preset small */
 } workload;
 
@@ -186,8 +186,9 @@ static void bench_unet(cld_ctx *ctx, int quick, int want_unet, int want_mem, int
         cld_unet_config cfg;
         cld_unet_timing t;
         cld_status s = cld_unet_config_preset(w->preset, &cfg);
-        if (w->base > 0) cfg.base_channels = w->base, cfg.norm_groups = w->groups, cfg.num_classes = w->classes,
-                         cfg.dropout = 0.0f;
+        if (w->base > 0)
+            cfg.base_channels = w->base, cfg.norm_groups = w->groups, cfg.num_classes = w->classes,
+            cfg.dropout = 0.0f;
         if (s == CLD_OK) s = cld_unet_time(ctx, &cfg, w->batch, quick ? 1 : 3, &t);
         if (s == CLD_OK && t.n_params != w->params) {
             fprintf(stderr, "%s: %s has %zu parameters, expected %zu\n", prog, w->preset, t.n_params,
@@ -207,7 +208,8 @@ static void bench_unet(cld_ctx *ctx, int quick, int want_unet, int want_mem, int
         double pb = 4.0 * (double)t.n_params;
         if (mf) {
             set_value(mf, ((double)t.fwd_peak_bytes + pb) / 1048576.0);
-            snprintf(mf->note, sizeof mf->note, "planned arena %.1f MiB + params %.1f MiB (sum of tensors %.1f MiB)",
+            snprintf(mf->note, sizeof mf->note,
+                     "planned arena %.1f MiB + params %.1f MiB (sum of tensors %.1f MiB)",
                      t.fwd_peak_bytes / 1048576.0, pb / 1048576.0, t.fwd_sum_bytes / 1048576.0);
         }
         if (mt) {
@@ -459,7 +461,8 @@ static void run_cli_sample(const char *cmd, const char *err_path, cli_run *r)
     if (!f) return;
     while (fgets(line, sizeof line, f)) {
         double e;
-        if (sscanf(line, "{\"step\": %d, \"total\": %d, \"elapsed\": %lf", &step, &total, &e) == 3 && n < 1024)
+        if (sscanf(line, "{\"step\": %d, \"total\": %d, \"elapsed\": %lf", &step, &total, &e) == 3 &&
+            n < 1024)
             el[n++] = e;
     }
     int rc = pclose(f);
@@ -516,7 +519,8 @@ static void bench_cli_start(const char *device)
                 if (!rr[pass][j]) continue;
                 snprintf(rr[pass][j]->note, sizeof rr[pass][j]->note,
                          "cld-sample failed or printed no timings (no bundled model? CLD_ASSETS); "
-                         "its stderr: %s", err);
+                         "its stderr: %s",
+                         err);
                 n_failed++;
             }
             continue;

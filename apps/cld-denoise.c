@@ -34,32 +34,39 @@ typedef struct opts {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: cld-denoise IN -o OUT [options]\n"
-            "\n"
-            "Denoises a photo (PNG, JPEG, BMP, TGA, PNM; grey or colour, 8 or 16 bits) into a PNG of the same\n"
-            "bit depth, or every image of the folder IN into the folder OUT (NAME.png each).\n"
-            "\n"
-            "  -o, --out PATH       output .png file (or folder when IN is a folder)\n"
-            "  --sigma S            noise sd on the 0..255 scale (default: estimated per channel, printed)\n"
-            "  --steps N            1 (default): one-step MMSE estimate, highest PSNR; N > 1: N deterministic\n"
-            "                       DDIM steps from the matching timestep (sharper texture, lower PSNR)\n"
-            "  --strength X         0..1: X denoised + (1 - X) input (default 1)\n"
-            "  --tile N             tile side (default: chosen from the device memory)\n"
-            "  --margin N           context pixels dropped at each tile side (default %d; 'exact' = the\n"
-            "                       receptive radius, tile-independent to float rounding, much slower)\n"
-            "  --model FILE         model (default: the bundled %s)\n"
-            "  --device SPEC        OpenCL device (see cld-devices)\n"
-            "  --progress bar|json|none  (default: bar on a terminal, else none)\n"
-            "  --help, --version\n"
-            "\n"
-            "Grey photos run through the RGB model as three equal channels and are written grey (the mean\n"
-            "of the three outputs); alpha is kept as it is. Written paths go to stdout, everything else to\n"
-            "stderr. Exit status: 0 done, 1 failure, 2 usage error.\n",
-            DEFAULT_MARGIN, DEFAULT_MODEL);
+    fprintf(
+        f,
+        "usage: cld-denoise IN -o OUT [options]\n"
+        "\n"
+        "Denoises a photo (PNG, JPEG, BMP, TGA, PNM; grey or colour, 8 or 16 bits) into a PNG of the same\n"
+        "bit depth, or every image of the folder IN into the folder OUT (NAME.png each).\n"
+        "\n"
+        "  -o, --out PATH       output .png file (or folder when IN is a folder)\n"
+        "  --sigma S            noise sd on the 0..255 scale (default: estimated per channel, printed)\n"
+        "  --steps N            1 (default): one-step MMSE estimate, highest PSNR; N > 1: N deterministic\n"
+        "                       DDIM steps from the matching timestep (sharper texture, lower PSNR)\n"
+        "  --strength X         0..1: X denoised + (1 - X) input (default 1)\n"
+        "  --tile N             tile side (default: chosen from the device memory)\n"
+        "  --margin N           context pixels dropped at each tile side (default %d; 'exact' = the\n"
+        "                       receptive radius, tile-independent to float rounding, much slower)\n"
+        "  --model FILE         model (default: the bundled %s)\n"
+        "  --device SPEC        OpenCL device (see cld-devices)\n"
+        "  --progress bar|json|none  (default: bar on a terminal, else none)\n"
+        "  --help, --version\n"
+        "\n"
+        "Grey photos run through the RGB model as three equal channels and are written grey (the mean\n"
+        "of the three outputs); alpha is kept as it is. Written paths go to stdout, everything else to\n"
+        "stderr. Exit status: 0 done, 1 failure, 2 usage error.\n",
+        DEFAULT_MARGIN, DEFAULT_MODEL);
 }
 
-#define BAD(...) do { fprintf(stderr, "%s: ", PROG); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); return CLI_EXIT_USAGE; } while (0)
+#define BAD(...)                       \
+    do {                               \
+        fprintf(stderr, "%s: ", PROG); \
+        fprintf(stderr, __VA_ARGS__);  \
+        fputc('\n', stderr);           \
+        return CLI_EXIT_USAGE;         \
+    } while (0)
 
 static int parse_args(int argc, char **argv, opts *o)
 {
@@ -72,33 +79,64 @@ static int parse_args(int argc, char **argv, opts *o)
         int r;
         double d;
 #define OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
-#define VAL() do { if (r < 0) return CLI_EXIT_USAGE; } while (0)
-#define NUM(lo, hi) do { VAL(); if (!cli_parse_num(v, lo, hi, &d)) BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); } while (0)
+#define VAL()                             \
+    do {                                  \
+        if (r < 0) return CLI_EXIT_USAGE; \
+    } while (0)
+#define NUM(lo, hi)                                                                        \
+    do {                                                                                   \
+        VAL();                                                                             \
+        if (!cli_parse_num(v, lo, hi, &d))                                                 \
+            BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); \
+    } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
         } else if (!strcmp(a, "--version")) {
             printf("cld-denoise %s\n", CLD_VERSION_STRING);
             exit(0);
-        } else if (OPT("--out") || OPT("-o")) { VAL(); o->out = v; }
-        else if (OPT("--model")) { VAL(); o->model = v; }
-        else if (OPT("--device")) { VAL(); o->device = v; }
-        else if (OPT("--progress")) {
+        } else if (OPT("--out") || OPT("-o")) {
             VAL();
-            if (strcmp(v, "bar") && strcmp(v, "json") && strcmp(v, "none")) BAD("--progress: bar, json or none, not '%s'", v);
+            o->out = v;
+        } else if (OPT("--model")) {
+            VAL();
+            o->model = v;
+        } else if (OPT("--device")) {
+            VAL();
+            o->device = v;
+        } else if (OPT("--progress")) {
+            VAL();
+            if (strcmp(v, "bar") && strcmp(v, "json") && strcmp(v, "none"))
+                BAD("--progress: bar, json or none, not '%s'", v);
             o->progress = v;
-        } else if (OPT("--sigma")) { NUM(1e-3, 1e6); o->sigma = d; }
-        else if (OPT("--steps")) { NUM(1, 1000); if (d != floor(d)) BAD("--steps: '%s' is not an integer", v); o->steps = (int)d; }
-        else if (OPT("--strength")) { NUM(0, 1); o->strength = d; }
-        else if (OPT("--tile")) { NUM(8, 1 << 16); if (d != floor(d)) BAD("--tile: '%s' is not an integer", v); o->tile = (int)d; }
-        else if (OPT("--margin")) {
+        } else if (OPT("--sigma")) {
+            NUM(1e-3, 1e6);
+            o->sigma = d;
+        } else if (OPT("--steps")) {
+            NUM(1, 1000);
+            if (d != floor(d)) BAD("--steps: '%s' is not an integer", v);
+            o->steps = (int)d;
+        } else if (OPT("--strength")) {
+            NUM(0, 1);
+            o->strength = d;
+        } else if (OPT("--tile")) {
+            NUM(8, 1 << 16);
+            if (d != floor(d)) BAD("--tile: '%s' is not an integer", v);
+            o->tile = (int)d;
+        } else if (OPT("--margin")) {
             VAL();
-            if (!strcmp(v, "exact")) o->margin = -1;
-            else if (!cli_parse_num(v, 0, 4096, &d) || d != floor(d)) BAD("--margin: '%s' is not an integer in [0, 4096] or 'exact'", v);
-            else o->margin = (int)d;
-        } else if (a[0] == '-' && a[1]) BAD("unknown option '%s' (see --help)", a);
-        else if (!o->in) o->in = a;
-        else BAD("one input (a file or a folder), not '%s' too", a);
+            if (!strcmp(v, "exact"))
+                o->margin = -1;
+            else if (!cli_parse_num(v, 0, 4096, &d) || d != floor(d))
+                BAD("--margin: '%s' is not an integer in [0, 4096] or 'exact'", v);
+            else
+                o->margin = (int)d;
+        } else if (a[0] == '-' && a[1])
+            BAD("unknown option '%s' (see --help)", a);
+        else if (!o->in)
+            o->in = a;
+        else
+            BAD("one input (a file or a folder), not '%s' too", a);
 #undef OPT
 #undef VAL
 #undef NUM
@@ -144,9 +182,12 @@ static int probe_writable(const char *dir)
 static void dir_of(const char *path, char *dir, size_t cap)
 {
     const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, cap, ".");
-    else if (slash == path) snprintf(dir, cap, "/");
-    else snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+    if (!slash)
+        snprintf(dir, cap, ".");
+    else if (slash == path)
+        snprintf(dir, cap, "/");
+    else
+        snprintf(dir, cap, "%.*s", (int)(slash - path), path);
 }
 
 /* A job: input path, output path. */
@@ -183,7 +224,8 @@ static int list_jobs(const opts *o, job **jobs, int *n)
     }
     char ri[PATH_MAX], ro[PATH_MAX];
     if (realpath(o->in, ri) && realpath(o->out, ro) && !strcmp(ri, ro)) {
-        fprintf(stderr, "%s: the output folder is the input folder '%s': the photos would be overwritten\n", PROG, o->in);
+        fprintf(stderr, "%s: the output folder is the input folder '%s': the photos would be overwritten\n",
+                PROG, o->in);
         return CLI_EXIT_USAGE;
     }
     if (probe_writable(o->out)) return 1;
@@ -314,7 +356,8 @@ static int denoise_one(state *S, const opts *o, const job *jb, double *mp, doubl
     }
     /* planes: grey photos repeated into the model's three channels */
     for (int c = 0; !rc && c < MC; c++)
-        for (size_t i = 0; i < plane; i++) x[(size_t)c * plane + i] = img.data[i * IC + (colour == 1 ? 0 : c)];
+        for (size_t i = 0; i < plane; i++)
+            x[(size_t)c * plane + i] = img.data[i * IC + (colour == 1 ? 0 : c)];
     double est[3] = {0, 0, 0}, sigma = o->sigma;
     if (!rc) {
         s = cld_noise_estimate(x, colour, H, W, 255.0, est);
@@ -322,19 +365,24 @@ static int denoise_one(state *S, const opts *o, const job *jb, double *mp, doubl
     }
     if (!rc) {
         if (colour == 3)
-            fprintf(stderr, "%s: %d x %d, %d bits, %s; estimated noise sd (0..255): R %.2f G %.2f B %.2f", jb->in, W,
-                    H, img.bits, "colour", est[0], est[1], est[2]);
-        else fprintf(stderr, "%s: %d x %d, %d bits, grey; estimated noise sd (0..255): %.2f", jb->in, W, H, img.bits, est[0]);
+            fprintf(stderr, "%s: %d x %d, %d bits, %s; estimated noise sd (0..255): R %.2f G %.2f B %.2f",
+                    jb->in, W, H, img.bits, "colour", est[0], est[1], est[2]);
+        else
+            fprintf(stderr, "%s: %d x %d, %d bits, grey; estimated noise sd (0..255): %.2f", jb->in, W, H,
+                    img.bits, est[0]);
         if (orient != 1) fprintf(stderr, "; EXIF orientation %d applied", orient);
         if (!(sigma > 0)) sigma = colour == 3 ? (est[0] + est[1] + est[2]) / 3 : est[0];
-        fprintf(stderr, "; denoising at sigma %.2f%s\n", sigma, o->sigma > 0 ? " (--sigma)" : " (the estimate's mean)");
+        fprintf(stderr, "; denoising at sigma %.2f%s\n", sigma,
+                o->sigma > 0 ? " (--sigma)" : " (the estimate's mean)");
         if (!(sigma > 0)) {
-            fprintf(stderr, "%s: '%s': no noise measurable (constant or fully clipped image); give --sigma\n", PROG,
-                    jb->in);
+            fprintf(stderr, "%s: '%s': no noise measurable (constant or fully clipped image); give --sigma\n",
+                    PROG, jb->in);
             rc = 1;
         } else if (sigma > S->max_sigma + 1e-9) {
-            fprintf(stderr, "%s: sigma %.2f is over the model's trained range (at most %.2f: timesteps 0 .. %d)%s\n",
-                    PROG, sigma, S->max_sigma, S->t_max, o->sigma > 0 ? "" : "; the estimate may be wrong: give --sigma");
+            fprintf(stderr,
+                    "%s: sigma %.2f is over the model's trained range (at most %.2f: timesteps 0 .. %d)%s\n",
+                    PROG, sigma, S->max_sigma, S->t_max,
+                    o->sigma > 0 ? "" : "; the estimate may be wrong: give --sigma");
             rc = o->sigma > 0 ? CLI_EXIT_USAGE : 1;
         }
     }
@@ -343,11 +391,15 @@ static int denoise_one(state *S, const opts *o, const job *jb, double *mp, doubl
         cld_denoise_timestep(S->m->schedule, sigma, &t);
         cld_tile_plan pl;
         s = cld_tiled_plan(S->tiled, H, W, &pl);
-        if (s) rc = cli_fail(PROG, "--tile", s);
+        if (s)
+            rc = cli_fail(PROG, "--tile", s);
         else
-            fprintf(stderr, "%s: timestep %.3f (continuous), %d step%s, strength %g; tiles %d x %d of %d (margin %d, blend "
-                    "%d), %.0f MiB device memory planned\n", PROG, t, o->steps, o->steps > 1 ? "s (DDIM)" : "",
-                    o->strength, pl.nx, pl.ny, pl.tile, pl.margin, pl.blend, pl.device_bytes / 1048576.0);
+            fprintf(
+                stderr,
+                "%s: timestep %.3f (continuous), %d step%s, strength %g; tiles %d x %d of %d (margin %d, blend "
+                "%d), %.0f MiB device memory planned\n",
+                PROG, t, o->steps, o->steps > 1 ? "s (DDIM)" : "", o->strength, pl.nx, pl.ny, pl.tile,
+                pl.margin, pl.blend, pl.device_bytes / 1048576.0);
     }
     if (!rc) {
         progress pr = {o->progress, jb->in, cli_now_s()};
@@ -366,13 +418,18 @@ static int denoise_one(state *S, const opts *o, const job *jb, double *mp, doubl
         for (size_t i = 0; !rc && i < plane; i++)
             for (int c = 0; c < IC; c++) {
                 double v;
-                if (alpha && c == IC - 1) v = img.data[i * IC + c];
-                else if (colour == 1) v = MC == 3 ? (y[i] + y[plane + i] + y[2 * plane + i]) / 3.0 : y[i];
-                else v = y[(size_t)c * plane + i];
+                if (alpha && c == IC - 1)
+                    v = img.data[i * IC + c];
+                else if (colour == 1)
+                    v = MC == 3 ? (y[i] + y[plane + i] + y[2 * plane + i]) / 3.0 : y[i];
+                else
+                    v = y[(size_t)c * plane + i];
                 long q = lround(v * maxv);
                 q = q < 0 ? 0 : q > maxv ? maxv : q;
-                if (bits == 16) ((uint16_t *)px)[i * IC + c] = (uint16_t)q;
-                else ((uint8_t *)px)[i * IC + c] = (uint8_t)q;
+                if (bits == 16)
+                    ((uint16_t *)px)[i * IC + c] = (uint16_t)q;
+                else
+                    ((uint8_t *)px)[i * IC + c] = (uint8_t)q;
             }
         if (!rc) {
             const char *keys[] = {"Software"}, *vals[] = {"cldiffusion cld-denoise " CLD_VERSION_STRING};
@@ -386,7 +443,8 @@ static int denoise_one(state *S, const opts *o, const job *jb, double *mp, doubl
             printf("{\"out\": ");
             cli_json_str(stdout, jb->out);
             printf("}\n");
-        } else printf("%s\n", jb->out);
+        } else
+            printf("%s\n", jb->out);
         fflush(stdout);
     }
     free(x);
@@ -406,7 +464,8 @@ static int run(state *S, opts *o)
         o->model = model_buf;
     }
     if (!o->progress) o->progress = isatty(2) ? "bar" : "none";
-    if (!rc && cli_ctx_create(o->device, stderr, &S->ctx)) rc = cli_fail(PROG, "device", cld_ctx_create(o->device, &S->ctx));
+    if (!rc && cli_ctx_create(o->device, stderr, &S->ctx))
+        rc = cli_fail(PROG, "device", cld_ctx_create(o->device, &S->ctx));
     cld_status s = CLD_OK;
     if (!rc && (s = cld_model_load(S->ctx, o->model, &S->m))) rc = cli_fail(PROG, "--model", s);
     if (!rc) {
@@ -415,15 +474,20 @@ static int run(state *S, opts *o)
         cld_denoise_max_sigma(S->m->schedule, S->t_max, &S->max_sigma);
         int radius = 0;
         s = cld_unet_receptive_radius(&mt->unet, &radius);
-        if (s) rc = cli_fail(PROG, "--model", s);
+        if (s)
+            rc = cli_fail(PROG, "--model", s);
         else {
-            fprintf(stderr, "model: %s (fnv1a64:%016llx): %d channels, %s schedule T=%d, %s prediction, trained on "
-                    "timesteps 0..%d (sigma up to %.1f), receptive radius %d px\n", o->model,
-                    (unsigned long long)S->m->hash, mt->unet.in_channels, cld_schedule_name(mt->diffusion.schedule),
-                    mt->diffusion.T, cld_pred_name(mt->diffusion.pred), S->t_max, S->max_sigma, radius);
+            fprintf(stderr,
+                    "model: %s (fnv1a64:%016llx): %d channels, %s schedule T=%d, %s prediction, trained on "
+                    "timesteps 0..%d (sigma up to %.1f), receptive radius %d px\n",
+                    o->model, (unsigned long long)S->m->hash, mt->unet.in_channels,
+                    cld_schedule_name(mt->diffusion.schedule), mt->diffusion.T,
+                    cld_pred_name(mt->diffusion.pred), S->t_max, S->max_sigma, radius);
             if (o->sigma > S->max_sigma) {
-                fprintf(stderr, "%s: --sigma %g is over the model's trained range (at most %.2f: timesteps 0 .. %d)\n",
-                        PROG, o->sigma, S->max_sigma, S->t_max);
+                fprintf(
+                    stderr,
+                    "%s: --sigma %g is over the model's trained range (at most %.2f: timesteps 0 .. %d)\n",
+                    PROG, o->sigma, S->max_sigma, S->t_max);
                 rc = CLI_EXIT_USAGE;
             }
             if (mt->unet.out_channels != mt->unet.in_channels || mt->unet.num_classes) {
@@ -446,8 +510,9 @@ static int run(state *S, opts *o)
     if (!rc) {
         cld_device_info info;
         cld_ctx_device_info(S->ctx, &info);
-        fprintf(stderr, "%s: %d photo%s, %.2f megapixels in %.2f s: %.2f s per megapixel on %s / %s\n", PROG, done,
-                done == 1 ? "" : "s", mp, secs, mp > 0 ? secs / mp : 0.0, info.platform_name, info.name);
+        fprintf(stderr, "%s: %d photo%s, %.2f megapixels in %.2f s: %.2f s per megapixel on %s / %s\n", PROG,
+                done, done == 1 ? "" : "s", mp, secs, mp > 0 ? secs / mp : 0.0, info.platform_name,
+                info.name);
     }
     for (int i = 0; i < n; i++) free(jobs[i].in), free(jobs[i].out);
     free(jobs);

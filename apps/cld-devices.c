@@ -8,7 +8,8 @@
 
 #include "cli.h"
 
-static void usage(FILE *f, const char *prog) {
+static void usage(FILE *f, const char *prog)
+{
     fprintf(f,
             "usage: %s [--device SPEC] [--json] [--build-all]\n"
             "\n"
@@ -27,7 +28,8 @@ static void usage(FILE *f, const char *prog) {
             prog);
 }
 
-static void human_bytes(char *dst, size_t cap, uint64_t b) {
+static void human_bytes(char *dst, size_t cap, uint64_t b)
+{
     const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double v = (double)b;
     int u = 0;
@@ -35,14 +37,15 @@ static void human_bytes(char *dst, size_t cap, uint64_t b) {
     snprintf(dst, cap, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
 }
 
-static void print_json(FILE *f, const cld_device_info *d, int n, int def, int env_sel,
-                       int selected) {
-    fprintf(f, "{\n  \"version\": \"%s\",\n  \"default\": %d,\n  \"selected\": %d,\n"
-               "  \"cld_device\": %d,\n  \"devices\": [",
+static void print_json(FILE *f, const cld_device_info *d, int n, int def, int env_sel, int selected)
+{
+    fprintf(f,
+            "{\n  \"version\": \"%s\",\n  \"default\": %d,\n  \"selected\": %d,\n"
+            "  \"cld_device\": %d,\n  \"devices\": [",
             CLD_VERSION_STRING, def, selected, env_sel);
     for (int i = 0; i < n; i++) {
-        fprintf(f, "%s\n    {\"index\": %d, \"platform_index\": %d, \"platform\": ", i ? "," : "",
-                d[i].index, d[i].platform_index);
+        fprintf(f, "%s\n    {\"index\": %d, \"platform_index\": %d, \"platform\": ", i ? "," : "", d[i].index,
+                d[i].platform_index);
         cli_json_str(f, d[i].platform_name);
         fprintf(f, ", \"platform_version\": ");
         cli_json_str(f, d[i].platform_version);
@@ -58,24 +61,25 @@ static void print_json(FILE *f, const cld_device_info *d, int n, int def, int en
                 ", \"type\": \"%s\", \"compute_units\": %u, \"global_mem_bytes\": %llu, "
                 "\"local_mem_bytes\": %llu, \"max_alloc_bytes\": %llu, "
                 "\"max_work_group_size\": %zu, \"fp16\": %s, \"fp64\": %s}",
-                d[i].is_gpu ? "gpu" : d[i].is_cpu ? "cpu" : "other", d[i].compute_units,
-                (unsigned long long)d[i].global_mem_bytes,
-                (unsigned long long)d[i].local_mem_bytes,
-                (unsigned long long)d[i].max_alloc_bytes, d[i].max_work_group_size,
-                d[i].has_fp16 ? "true" : "false", d[i].has_fp64 ? "true" : "false");
+                d[i].is_gpu   ? "gpu"
+                : d[i].is_cpu ? "cpu"
+                              : "other",
+                d[i].compute_units, (unsigned long long)d[i].global_mem_bytes,
+                (unsigned long long)d[i].local_mem_bytes, (unsigned long long)d[i].max_alloc_bytes,
+                d[i].max_work_group_size, d[i].has_fp16 ? "true" : "false", d[i].has_fp64 ? "true" : "false");
     }
     fprintf(f, "\n  ]\n}\n");
 }
 
-static void print_text(FILE *f, const cld_device_info *d, int n, int def, int env_sel,
-                       const char *spec, int selected) {
+static void print_text(FILE *f, const cld_device_info *d, int n, int def, int env_sel, const char *spec,
+                       int selected)
+{
     fprintf(f, "cldiffusion %s: %d OpenCL device%s\n", CLD_VERSION_STRING, n, n == 1 ? "" : "s");
     int last_platform = -1;
     for (int i = 0; i < n; i++) {
         if (d[i].platform_index != last_platform) {
             last_platform = d[i].platform_index;
-            fprintf(f, "\nplatform %d: %s (%s)\n", last_platform, d[i].platform_name,
-                    d[i].platform_version);
+            fprintf(f, "\nplatform %d: %s (%s)\n", last_platform, d[i].platform_name, d[i].platform_version);
         }
         char marks[128] = "";
         if (i == def) strcat(marks, " [default]");
@@ -87,12 +91,13 @@ static void print_text(FILE *f, const cld_device_info *d, int n, int def, int en
         human_bytes(ma, sizeof ma, d[i].max_alloc_bytes);
         fprintf(f, "  [%d] %s / %s%s\n", i, d[i].platform_name, d[i].name, marks);
         fprintf(f, "      type %s, %u compute units, max work-group %zu, fp16 %s, fp64 %s\n",
-                d[i].is_gpu ? "GPU" : d[i].is_cpu ? "CPU" : "other", d[i].compute_units,
-                d[i].max_work_group_size, d[i].has_fp16 ? "yes" : "no",
+                d[i].is_gpu   ? "GPU"
+                : d[i].is_cpu ? "CPU"
+                              : "other",
+                d[i].compute_units, d[i].max_work_group_size, d[i].has_fp16 ? "yes" : "no",
                 d[i].has_fp64 ? "yes" : "no");
         fprintf(f, "      global memory %s, local memory %s, max allocation %s\n", gm, lm, ma);
-        fprintf(f, "      vendor %s, driver %s, %s\n", d[i].vendor, d[i].driver_version,
-                d[i].device_version);
+        fprintf(f, "      vendor %s, driver %s, %s\n", d[i].vendor, d[i].driver_version, d[i].device_version);
     }
     fprintf(f, "\n");
     const char *env = getenv("CLD_DEVICE");
@@ -101,7 +106,8 @@ static void print_text(FILE *f, const cld_device_info *d, int n, int def, int en
     cli_print_device(f, &d[used]);
 }
 
-static int build_all(const char *prog, const char *spec) {
+static int build_all(const char *prog, const char *spec)
+{
     double t0 = cli_now_s();
     cld_ctx *ctx = NULL;
     cld_status s = cli_ctx_create(spec, stdout, &ctx);
@@ -126,7 +132,8 @@ static int build_all(const char *prog, const char *spec) {
     return CLI_EXIT_OK;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     const char *prog = "cld-devices";
     const char *spec = NULL;
     int json = 0, do_build = 0;

@@ -42,55 +42,58 @@ typedef struct opts {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: cld-sample [options]\n"
-            "\n"
-            "Samples images from a diffusion model. With no options: the bundled Fashion-MNIST model, %d samples\n"
-            "of every class, DPM-Solver++(2M) with %d steps, guidance %g, seed 0, into samples.png.\n"
-            "\n"
-            "  --model FILE|DIR     model (safetensors written by cld-train; default: the bundled %s,\n"
-            "                       found next to the program, in the install prefix or through CLD_ASSETS;\n"
-            "                       asset:NAME names another bundled file), or a diffusers UNet2DModel folder\n"
-            "                       (save_pretrained in safetensors form; its scheduler config sets the\n"
-            "                       schedule, prediction type and the defaults of --spacing, DDPM variance,\n"
-            "                       clip_sample, steps_offset and DDIM's set_alpha_to_one)\n"
-            "  --device SPEC        OpenCL device (see cld-devices)\n"
-            "  --sampler NAME       ddpm, ddim, dpm++2m (default), euler, euler-a, heun\n"
-            "  --spacing NAME       leading, trailing (default; heun: karras), linspace, karras\n"
-            "  --steps N            sampler steps, 1 .. the model's T (default %d)\n"
-            "  --eta X              ddim (default 0) and euler-a (default 1) noise\n"
-            "  --seed N             noise seed (default 0)\n"
-            "  --class C            class name or index; repeatable (default: every class)\n"
-            "  --guidance G         classifier-free guidance scale (default %g on class-conditional models)\n"
-            "  --n N                samples (default %d per class, %d without classes); classes are cycled\n"
-            "  --batch N            samples per sampler run (default: what fits the device, at most 64)\n"
-            "  --out PATH           a .png file for a grid, or a folder (existing, or ending in /) for one\n"
-            "                       PNG per sample named by index, class and seed (default samples.png)\n"
-            "  --grid-cols N        grid columns (default: one per class)\n"
-            "  --trajectory         a strip of %d intermediate states per sample instead of a grid\n"
-            "  --init IMAGE         start from an image (img2img, SDEdit) ...\n"
-            "  --strength S         ... noised to strength S in (0, 1] (default 1: pure noise level)\n"
-            "  --noise FILE         x_T from a safetensors file of one F32 tensor (n, C, S, S): row i starts\n"
-            "                       sample i, as diffusers pipelines' latents (default: the seed's noise)\n"
-            "  --mask MASK          inpainting (RePaint): regenerate where MASK is white, keep --init elsewhere\n"
-            "                       (default sampler ddpm; ddim with --eta also works)\n"
-            "  --resample R         inpainting: each step done R times, jumping back in between (default 1)\n"
-            "  --jump J             inpainting: steps per jump back (default 1)\n"
-            "  --replay FILE.png    make FILE.png again from its recipe (with --out, --device, --model, --progress)\n"
-            "  --progress bar|json|none  (default: bar on a terminal, else none)\n"
-            "  --help, --version\n"
-            "\n"
-            "The same seed and options give the same PNG bytes on the same device. Written paths go to\n"
-            "stdout, everything else to stderr. Exit status: 0 done, 1 failure, 2 usage error.\n",
-            DEFAULT_PER_CLASS, DEFAULT_STEPS, DEFAULT_GUIDANCE, DEFAULT_MODEL, DEFAULT_STEPS, DEFAULT_GUIDANCE,
-            DEFAULT_PER_CLASS, DEFAULT_UNCOND, MAX_FRAMES);
+    fprintf(
+        f,
+        "usage: cld-sample [options]\n"
+        "\n"
+        "Samples images from a diffusion model. With no options: the bundled Fashion-MNIST model, %d samples\n"
+        "of every class, DPM-Solver++(2M) with %d steps, guidance %g, seed 0, into samples.png.\n"
+        "\n"
+        "  --model FILE|DIR     model (safetensors written by cld-train; default: the bundled %s,\n"
+        "                       found next to the program, in the install prefix or through CLD_ASSETS;\n"
+        "                       asset:NAME names another bundled file), or a diffusers UNet2DModel folder\n"
+        "                       (save_pretrained in safetensors form; its scheduler config sets the\n"
+        "                       schedule, prediction type and the defaults of --spacing, DDPM variance,\n"
+        "                       clip_sample, steps_offset and DDIM's set_alpha_to_one)\n"
+        "  --device SPEC        OpenCL device (see cld-devices)\n"
+        "  --sampler NAME       ddpm, ddim, dpm++2m (default), euler, euler-a, heun\n"
+        "  --spacing NAME       leading, trailing (default; heun: karras), linspace, karras\n"
+        "  --steps N            sampler steps, 1 .. the model's T (default %d)\n"
+        "  --eta X              ddim (default 0) and euler-a (default 1) noise\n"
+        "  --seed N             noise seed (default 0)\n"
+        "  --class C            class name or index; repeatable (default: every class)\n"
+        "  --guidance G         classifier-free guidance scale (default %g on class-conditional models)\n"
+        "  --n N                samples (default %d per class, %d without classes); classes are cycled\n"
+        "  --batch N            samples per sampler run (default: what fits the device, at most 64)\n"
+        "  --out PATH           a .png file for a grid, or a folder (existing, or ending in /) for one\n"
+        "                       PNG per sample named by index, class and seed (default samples.png)\n"
+        "  --grid-cols N        grid columns (default: one per class)\n"
+        "  --trajectory         a strip of %d intermediate states per sample instead of a grid\n"
+        "  --init IMAGE         start from an image (img2img, SDEdit) ...\n"
+        "  --strength S         ... noised to strength S in (0, 1] (default 1: pure noise level)\n"
+        "  --noise FILE         x_T from a safetensors file of one F32 tensor (n, C, S, S): row i starts\n"
+        "                       sample i, as diffusers pipelines' latents (default: the seed's noise)\n"
+        "  --mask MASK          inpainting (RePaint): regenerate where MASK is white, keep --init elsewhere\n"
+        "                       (default sampler ddpm; ddim with --eta also works)\n"
+        "  --resample R         inpainting: each step done R times, jumping back in between (default 1)\n"
+        "  --jump J             inpainting: steps per jump back (default 1)\n"
+        "  --replay FILE.png    make FILE.png again from its recipe (with --out, --device, --model, --progress)\n"
+        "  --progress bar|json|none  (default: bar on a terminal, else none)\n"
+        "  --help, --version\n"
+        "\n"
+        "The same seed and options give the same PNG bytes on the same device. Written paths go to\n"
+        "stdout, everything else to stderr. Exit status: 0 done, 1 failure, 2 usage error.\n",
+        DEFAULT_PER_CLASS, DEFAULT_STEPS, DEFAULT_GUIDANCE, DEFAULT_MODEL, DEFAULT_STEPS, DEFAULT_GUIDANCE,
+        DEFAULT_PER_CLASS, DEFAULT_UNCOND, MAX_FRAMES);
 }
 
 /* The spellings (dpm++2m, euler-a) and the library's (dpmpp_2m, euler_a). */
 static int parse_sampler(const char *v, cld_sampler_kind *k)
 {
-    if (!strcmp(v, "dpm++2m") || !strcmp(v, "dpm++")) v = "dpmpp_2m";
-    else if (!strcmp(v, "euler-a")) v = "euler_a";
+    if (!strcmp(v, "dpm++2m") || !strcmp(v, "dpm++"))
+        v = "dpmpp_2m";
+    else if (!strcmp(v, "euler-a"))
+        v = "euler_a";
     return cld_sampler_parse(v, k) == CLD_OK;
 }
 
@@ -110,7 +113,13 @@ static int parse_spacing(const char *v, int *spacing, int *karras)
     return *karras || !strcmp(v, names[*spacing]);
 }
 
-#define BAD(...) do { fprintf(stderr, "%s: ", PROG); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); return CLI_EXIT_USAGE; } while (0)
+#define BAD(...)                       \
+    do {                               \
+        fprintf(stderr, "%s: ", PROG); \
+        fprintf(stderr, __VA_ARGS__);  \
+        fputc('\n', stderr);           \
+        return CLI_EXIT_USAGE;         \
+    } while (0)
 
 static int parse_args(int argc, char **argv, opts *o)
 {
@@ -127,57 +136,118 @@ static int parse_args(int argc, char **argv, opts *o)
         double d;
         int shared = 0;
 #define OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
-#define VAL() do { if (r < 0) return CLI_EXIT_USAGE; } while (0)
-#define NUM(lo, hi) do { VAL(); if (!cli_parse_num(v, lo, hi, &d)) BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); } while (0)
+#define VAL()                             \
+    do {                                  \
+        if (r < 0) return CLI_EXIT_USAGE; \
+    } while (0)
+#define NUM(lo, hi)                                                                        \
+    do {                                                                                   \
+        VAL();                                                                             \
+        if (!cli_parse_num(v, lo, hi, &d))                                                 \
+            BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); \
+    } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
         } else if (!strcmp(a, "--version")) {
             printf("cld-sample %s\n", CLD_VERSION_STRING);
             exit(0);
-        } else if (!strcmp(a, "--trajectory")) o->trajectory = 1;
-        else if (OPT("--model")) { VAL(); o->model = v; shared = 1; }
-        else if (OPT("--device")) { VAL(); o->device = v; shared = 1; }
-        else if (OPT("--out")) { VAL(); o->out = v; shared = 1; }
-        else if (OPT("--replay")) { VAL(); o->replay = v; shared = 1; }
-        else if (OPT("--progress")) {
+        } else if (!strcmp(a, "--trajectory"))
+            o->trajectory = 1;
+        else if (OPT("--model")) {
             VAL();
-            if (strcmp(v, "bar") && strcmp(v, "json") && strcmp(v, "none")) BAD("--progress: bar, json or none, not '%s'", v);
+            o->model = v;
+            shared = 1;
+        } else if (OPT("--device")) {
+            VAL();
+            o->device = v;
+            shared = 1;
+        } else if (OPT("--out")) {
+            VAL();
+            o->out = v;
+            shared = 1;
+        } else if (OPT("--replay")) {
+            VAL();
+            o->replay = v;
+            shared = 1;
+        } else if (OPT("--progress")) {
+            VAL();
+            if (strcmp(v, "bar") && strcmp(v, "json") && strcmp(v, "none"))
+                BAD("--progress: bar, json or none, not '%s'", v);
             o->progress = v;
             shared = 1;
         } else if (OPT("--sampler")) {
             VAL();
-            if (!parse_sampler(v, &o->sampler)) BAD("--sampler: unknown sampler '%s' (ddpm, ddim, dpm++2m, euler, euler-a, heun)", v);
+            if (!parse_sampler(v, &o->sampler))
+                BAD("--sampler: unknown sampler '%s' (ddpm, ddim, dpm++2m, euler, euler-a, heun)", v);
             o->sampler_set = 1;
         } else if (OPT("--spacing")) {
             VAL();
-            if (!parse_spacing(v, &o->spacing, &o->karras)) BAD("--spacing: unknown spacing '%s' (leading, trailing, linspace, karras)", v);
+            if (!parse_spacing(v, &o->spacing, &o->karras))
+                BAD("--spacing: unknown spacing '%s' (leading, trailing, linspace, karras)", v);
             o->spacing_set = 1;
-        } else if (OPT("--steps")) { NUM(1, 1e6); if (d != floor(d)) BAD("--steps: '%s' is not an integer", v); o->steps = (int)d; }
-        else if (OPT("--eta")) { NUM(0, 100); o->eta = d; o->eta_set = 1; }
-        else if (OPT("--seed")) { NUM(0, 9007199254740991.0); if (d != floor(d)) BAD("--seed: '%s' is not an integer", v); o->seed = (uint64_t)d; }
-        else if (OPT("--class")) {
+        } else if (OPT("--steps")) {
+            NUM(1, 1e6);
+            if (d != floor(d)) BAD("--steps: '%s' is not an integer", v);
+            o->steps = (int)d;
+        } else if (OPT("--eta")) {
+            NUM(0, 100);
+            o->eta = d;
+            o->eta_set = 1;
+        } else if (OPT("--seed")) {
+            NUM(0, 9007199254740991.0);
+            if (d != floor(d)) BAD("--seed: '%s' is not an integer", v);
+            o->seed = (uint64_t)d;
+        } else if (OPT("--class")) {
             VAL();
             if (o->n_classes == CLD_MODEL_MAX_CLASSES) BAD("--class: at most %d", CLD_MODEL_MAX_CLASSES);
             o->classes[o->n_classes++] = v;
-        } else if (OPT("--guidance")) { NUM(-100, 100); o->guidance = d; o->guidance_set = 1; }
-        else if (OPT("--n")) { NUM(1, 1e6); if (d != floor(d)) BAD("--n: '%s' is not an integer", v); o->n = (int)d; }
-        else if (OPT("--batch")) { NUM(1, 1e6); if (d != floor(d)) BAD("--batch: '%s' is not an integer", v); o->batch = (int)d; }
-        else if (OPT("--grid-cols")) { NUM(1, 4096); o->grid_cols = (int)d; }
-        else if (OPT("--init")) { VAL(); o->init = v; }
-        else if (OPT("--noise")) { VAL(); o->noise = v; }
-        else if (OPT("--strength")) { NUM(1e-6, 1); o->strength = d; o->strength_set = 1; }
-        else if (OPT("--mask")) { VAL(); o->mask = v; }
-        else if (OPT("--resample")) { NUM(1, 1000); o->resample = (int)d; o->resample_set = 1; }
-        else if (OPT("--jump")) { NUM(1, 1000); o->jump = (int)d; o->resample_set = 1; }
-        else BAD("unknown option '%s' (see --help)", a);
+        } else if (OPT("--guidance")) {
+            NUM(-100, 100);
+            o->guidance = d;
+            o->guidance_set = 1;
+        } else if (OPT("--n")) {
+            NUM(1, 1e6);
+            if (d != floor(d)) BAD("--n: '%s' is not an integer", v);
+            o->n = (int)d;
+        } else if (OPT("--batch")) {
+            NUM(1, 1e6);
+            if (d != floor(d)) BAD("--batch: '%s' is not an integer", v);
+            o->batch = (int)d;
+        } else if (OPT("--grid-cols")) {
+            NUM(1, 4096);
+            o->grid_cols = (int)d;
+        } else if (OPT("--init")) {
+            VAL();
+            o->init = v;
+        } else if (OPT("--noise")) {
+            VAL();
+            o->noise = v;
+        } else if (OPT("--strength")) {
+            NUM(1e-6, 1);
+            o->strength = d;
+            o->strength_set = 1;
+        } else if (OPT("--mask")) {
+            VAL();
+            o->mask = v;
+        } else if (OPT("--resample")) {
+            NUM(1, 1000);
+            o->resample = (int)d;
+            o->resample_set = 1;
+        } else if (OPT("--jump")) {
+            NUM(1, 1000);
+            o->jump = (int)d;
+            o->resample_set = 1;
+        } else
+            BAD("unknown option '%s' (see --help)", a);
         if (!shared && !replay_only) replay_only = 1, first_bad = a;
 #undef OPT
 #undef VAL
 #undef NUM
     }
     if (o->replay) {
-        if (replay_only) BAD("--replay takes every setting from the file; %s cannot be combined with it", first_bad);
+        if (replay_only)
+            BAD("--replay takes every setting from the file; %s cannot be combined with it", first_bad);
         return 0;
     }
     if (o->strength_set && !o->init) BAD("--strength needs --init IMAGE");
@@ -187,10 +257,12 @@ static int parse_args(int argc, char **argv, opts *o)
     if (o->mask && !o->sampler_set) o->sampler = CLD_SAMPLER_DDPM;
     if (o->eta_set && o->sampler != CLD_SAMPLER_DDIM && o->sampler != CLD_SAMPLER_EULER_A)
         BAD("--eta applies to ddim and euler-a, not %s", sampler_label(o->sampler));
-    if (o->karras && o->sampler == CLD_SAMPLER_DDPM) BAD("--spacing karras needs a continuous-time sampler (not ddpm)");
+    if (o->karras && o->sampler == CLD_SAMPLER_DDPM)
+        BAD("--spacing karras needs a continuous-time sampler (not ddpm)");
     if (o->mask && o->sampler != CLD_SAMPLER_DDPM && o->sampler != CLD_SAMPLER_DDIM)
         BAD("--mask (RePaint) steps with ddpm or ddim, not %s", sampler_label(o->sampler));
-    if (o->trajectory && o->out && o->out[strlen(o->out) - 1] == '/') BAD("--trajectory writes one strip: --out must be a .png file");
+    if (o->trajectory && o->out && o->out[strlen(o->out) - 1] == '/')
+        BAD("--trajectory writes one strip: --out must be a .png file");
     return 0;
 }
 
@@ -229,20 +301,25 @@ static int check_out(const char *out)
         return probe_dir(out, "into the folder") ? -1 : 1;
     }
     if (!ends_with_png(out)) {
-        fprintf(stderr, "%s: --out: '%s' is neither a .png file nor a folder (end it with / to make one)\n", PROG, out);
+        fprintf(stderr, "%s: --out: '%s' is neither a .png file nor a folder (end it with / to make one)\n",
+                PROG, out);
         return -1;
     }
     char dir[4096];
     const char *slash = strrchr(out, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == out) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - out), out);
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == out)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - out), out);
     return probe_dir(dir, "into the folder of") ? -1 : 0;
 }
 
 static int write_png(const char *path, const uint8_t *px, int w, int h, int c, const char *recipe)
 {
-    const char *keys[] = {"Software", CLD_RECIPE_KEY}, *vals[] = {"cldiffusion cld-sample " CLD_VERSION_STRING, recipe};
+    const char *keys[] = {"Software", CLD_RECIPE_KEY},
+               *vals[] = {"cldiffusion cld-sample " CLD_VERSION_STRING, recipe};
     cld_status s = cld_png_write(path, w, h, c, 8, px, 2, keys, vals);
     if (s) return cli_fail(PROG, path, s);
     return 0;
@@ -253,7 +330,8 @@ static void file_word(const char *in, char *out, size_t cap)
 {
     size_t k = 0;
     for (; *in && k + 1 < cap; in++)
-        out[k++] = (*in >= 'a' && *in <= 'z') || (*in >= 'A' && *in <= 'Z') || (*in >= '0' && *in <= '9') || *in == '-'
+        out[k++] = (*in >= 'a' && *in <= 'z') || (*in >= 'A' && *in <= 'Z') || (*in >= '0' && *in <= '9') ||
+                           *in == '-'
                        ? *in
                        : '_';
     out[k] = 0;
@@ -295,12 +373,15 @@ static int load_input(const char *what, const char *path, const cld_model *m, in
     if (s) return cli_fail(PROG, what, s);
     int rc = 0;
     if (img.width != S || img.height != S) {
-        fprintf(stderr, "%s: %s: '%s' is %d x %d, the model makes %d x %d images\n", PROG, what, path, img.width,
-                img.height, S, S);
+        fprintf(stderr, "%s: %s: '%s' is %d x %d, the model makes %d x %d images\n", PROG, what, path,
+                img.width, img.height, S, S);
         rc = 1;
     } else if (img.channels != C) {
-        fprintf(stderr, "%s: %s: '%s' has %d channels, the model takes %d (%s)\n", PROG, what, path, img.channels, C,
-                C == 1 ? "grey" : C == 3 ? "RGB" : "?");
+        fprintf(stderr, "%s: %s: '%s' has %d channels, the model takes %d (%s)\n", PROG, what, path,
+                img.channels, C,
+                C == 1   ? "grey"
+                : C == 3 ? "RGB"
+                         : "?");
         rc = 1;
     } else if (!(*out = malloc((size_t)C * S * S * sizeof(float)))) {
         rc = cli_fail(PROG, what, CLD_ERR_NOMEM);
@@ -328,7 +409,8 @@ static int load_noise(const char *path, const cld_model *m, uint32_t first, int 
     if (nd != 4 || sh[1] != C || sh[2] != S || sh[3] != S || (long)sh[0] < (long)first + n) {
         fprintf(stderr, "%s: --noise: '%s' holds a tensor of rank %d (", PROG, path, nd);
         for (int i = 0; i < nd; i++) fprintf(stderr, i ? ", %d" : "%d", sh[i]);
-        fprintf(stderr, "); the model needs (N, %d, %d, %d) with N >= %ld samples\n", C, S, S, (long)first + n);
+        fprintf(stderr, "); the model needs (N, %d, %d, %d) with N >= %ld samples\n", C, S, S,
+                (long)first + n);
         free(v);
         return 1;
     }
@@ -381,8 +463,10 @@ static int check_hash(const char *what, const char *path, uint64_t want)
     cld_status s = cld_file_hash(path, &h);
     if (s) return cli_fail(PROG, what, s);
     if (h != want) {
-        fprintf(stderr, "%s: --replay: %s '%s' has hash fnv1a64:%016llx, the recipe's was made with fnv1a64:%016llx\n",
-                PROG, what, path, (unsigned long long)h, (unsigned long long)want);
+        fprintf(
+            stderr,
+            "%s: --replay: %s '%s' has hash fnv1a64:%016llx, the recipe's was made with fnv1a64:%016llx\n",
+            PROG, what, path, (unsigned long long)h, (unsigned long long)want);
         return 1;
     }
     return 0;
@@ -392,7 +476,7 @@ static int check_hash(const char *what, const char *path, uint64_t want)
 
 typedef struct state {
     opts o;
-    cld_recipe rec;       /* recipe of this run (grid / trajectory), or the replayed one */
+    cld_recipe rec; /* recipe of this run (grid / trajectory), or the replayed one */
     int replaying;
     cld_ctx *ctx;
     cld_model *m;
@@ -414,8 +498,9 @@ static int run(state *S)
         return CLI_EXIT_USAGE;
     }
     const char *asset = !o->model ? DEFAULT_MODEL
-                        : !strncmp(o->model, ASSET_PREFIX, strlen(ASSET_PREFIX)) ? o->model + strlen(ASSET_PREFIX)
-                                                                                : NULL;
+                        : !strncmp(o->model, ASSET_PREFIX, strlen(ASSET_PREFIX))
+                            ? o->model + strlen(ASSET_PREFIX)
+                            : NULL;
     if (asset) {
         cld_status s = cld_asset_path(asset, model_buf, sizeof model_buf);
         if (s) return cli_fail(PROG, "the bundled model (use --model FILE)", s);
@@ -423,7 +508,8 @@ static int run(state *S)
     }
     if (!o->progress) o->progress = isatty(2) ? "bar" : "none";
 
-    if (cli_ctx_create(o->device, stderr, &S->ctx)) return cli_fail(PROG, "device", cld_ctx_create(o->device, &S->ctx));
+    if (cli_ctx_create(o->device, stderr, &S->ctx))
+        return cli_fail(PROG, "device", cld_ctx_create(o->device, &S->ctx));
     cld_status s = cld_model_load(S->ctx, o->model, &S->m);
     if (s) return cli_fail(PROG, "--model", s);
     const cld_model *m = S->m;
@@ -431,18 +517,25 @@ static int run(state *S)
     const int nc = meta->unet.num_classes, C = meta->unet.in_channels, SZ = meta->unet.image_size;
     size_t np = 0;
     cld_params_count(m->params, NULL, &np);
-    fprintf(stderr, "model: %s (fnv1a64:%016llx): %dx%dx%d, %zu parameters, %d classes, %s schedule T=%d, %s prediction\n",
-            o->model, (unsigned long long)m->hash, SZ, SZ, C, np, nc, cld_schedule_name(meta->diffusion.schedule),
-            meta->diffusion.T, cld_pred_name(meta->diffusion.pred));
+    fprintf(
+        stderr,
+        "model: %s (fnv1a64:%016llx): %dx%dx%d, %zu parameters, %d classes, %s schedule T=%d, %s prediction\n",
+        o->model, (unsigned long long)m->hash, SZ, SZ, C, np, nc, cld_schedule_name(meta->diffusion.schedule),
+        meta->diffusion.T, cld_pred_name(meta->diffusion.pred));
     if (m->diffusers)
-        fprintf(stderr, "diffusers folder: %s%s: %s spacing, steps_offset %d, DDPM variance %s, clip_sample %g, "
-                "set_alpha_to_one %s\n", m->sched.present ? m->sched.class_name : "no scheduler config, DDPMScheduler",
+        fprintf(stderr,
+                "diffusers folder: %s%s: %s spacing, steps_offset %d, DDPM variance %s, clip_sample %g, "
+                "set_alpha_to_one %s\n",
+                m->sched.present ? m->sched.class_name : "no scheduler config, DDPMScheduler",
                 m->sched.present ? "" : " defaults",
-                m->sched.spacing == 0 ? "leading" : m->sched.spacing == 1 ? "trailing" : "linspace",
+                m->sched.spacing == 0   ? "leading"
+                : m->sched.spacing == 1 ? "trailing"
+                                        : "linspace",
                 m->sched.steps_offset, m->sched.variance == CLD_VAR_BETA ? "fixed_large" : "fixed_small",
                 m->sched.clip_sample, m->sched.set_alpha_to_one ? "true" : "false");
     if (S->replaying && m->hash != S->rec.model_hash) {
-        fprintf(stderr, "%s: --replay: model '%s' has hash fnv1a64:%016llx, the recipe's was fnv1a64:%016llx\n", PROG,
+        fprintf(stderr,
+                "%s: --replay: model '%s' has hash fnv1a64:%016llx, the recipe's was fnv1a64:%016llx\n", PROG,
                 o->model, (unsigned long long)m->hash, (unsigned long long)S->rec.model_hash);
         return 1;
     }
@@ -469,23 +562,29 @@ static int run(state *S)
             return 1;
         }
     if (o->guidance_set && o->guidance != 1.0 && !nc) {
-        fprintf(stderr, "%s: --guidance %g: the model '%s' has no class conditioning (guidance needs classes)\n", PROG,
-                o->guidance, o->model);
+        fprintf(stderr,
+                "%s: --guidance %g: the model '%s' has no class conditioning (guidance needs classes)\n",
+                PROG, o->guidance, o->model);
         return CLI_EXIT_USAGE;
     }
     if (o->guidance_set && o->guidance != 1.0 && meta->unet.class_no_null) {
-        fprintf(stderr, "%s: --guidance %g: the model '%s' has no null class (a diffusers num_class_embeds table), so "
-                "no classifier-free guidance\n", PROG, o->guidance, o->model);
+        fprintf(
+            stderr,
+            "%s: --guidance %g: the model '%s' has no null class (a diffusers num_class_embeds table), so "
+            "no classifier-free guidance\n",
+            PROG, o->guidance, o->model);
         return CLI_EXIT_USAGE;
     }
     if (!o->guidance_set) o->guidance = nc && !meta->unet.class_no_null ? DEFAULT_GUIDANCE : 1.0;
     if (!o->steps) o->steps = DEFAULT_STEPS;
     if (o->steps > meta->diffusion.T) {
-        fprintf(stderr, "%s: --steps %d: the model has T = %d timesteps\n", PROG, o->steps, meta->diffusion.T);
+        fprintf(stderr, "%s: --steps %d: the model has T = %d timesteps\n", PROG, o->steps,
+                meta->diffusion.T);
         return CLI_EXIT_USAGE;
     }
     if (S->replaying && o->noise && check_hash("noise", o->noise, S->rec.noise_hash)) return 1;
-    if (o->noise && load_noise(o->noise, m, S->replaying ? S->rec.first_index : 0, &o->n, &S->noise)) return 1;
+    if (o->noise && load_noise(o->noise, m, S->replaying ? S->rec.first_index : 0, &o->n, &S->noise))
+        return 1;
     if (!o->n) o->n = S->n_classes ? DEFAULT_PER_CLASS * S->n_classes : DEFAULT_UNCOND;
     S->labels = S->n_classes ? malloc((size_t)o->n * sizeof *S->labels) : NULL;
     S->out = malloc((size_t)o->n * m->per_sample * sizeof(float));
@@ -497,7 +596,6 @@ static int run(state *S)
     if (o->mask && load_input("--mask", o->mask, m, 1, &S->mask)) return 1;
     if (S->replaying && o->init && check_hash("init image", o->init, S->rec.init_hash)) return 1;
     if (S->replaying && o->mask && check_hash("mask", o->mask, S->rec.mask_hash)) return 1;
-
 
     /* the spec, the batch */
     cld_sample_spec sp;
@@ -522,8 +620,10 @@ static int run(state *S)
     sp.resample = o->resample;
     sp.jump = o->jump;
     const int guided = S->labels && o->guidance != 1.0;
-    if (o->batch) s = cld_model_check_batch(m, o->batch, guided);
-    else s = cld_model_fit_batch(m, guided, o->n < 64 ? o->n : 64, &o->batch);
+    if (o->batch)
+        s = cld_model_check_batch(m, o->batch, guided);
+    else
+        s = cld_model_fit_batch(m, guided, o->n < 64 ? o->n : 64, &o->batch);
     if (s) return cli_fail(PROG, "--batch", s);
     sp.batch = o->batch;
     cld_batch_memory mem;
@@ -536,9 +636,13 @@ static int run(state *S)
         sp.trajectory = S->traj;
     }
     fprintf(stderr, "sampler: %s, %s spacing, %d steps", sampler_label(o->sampler),
-            sp.opts.karras ? "karras" : sp.opts.spacing == 0 ? "leading" : sp.opts.spacing == 1 ? "trailing" : "linspace",
+            sp.opts.karras         ? "karras"
+            : sp.opts.spacing == 0 ? "leading"
+            : sp.opts.spacing == 1 ? "trailing"
+                                   : "linspace",
             o->steps);
-    if (o->sampler == CLD_SAMPLER_DDIM || o->sampler == CLD_SAMPLER_EULER_A) fprintf(stderr, ", eta %g", sp.opts.eta);
+    if (o->sampler == CLD_SAMPLER_DDIM || o->sampler == CLD_SAMPLER_EULER_A)
+        fprintf(stderr, ", eta %g", sp.opts.eta);
     fprintf(stderr, ", guidance %g, seed %llu; %d samples in runs of %d (%.0f MiB planned)", o->guidance,
             (unsigned long long)o->seed, o->n, sp.batch, mem.total_bytes / 1048576.0);
     if (o->init) fprintf(stderr, "; init %s, strength %g", o->init, o->strength);
@@ -558,8 +662,10 @@ static int run(state *S)
     /* the recipe and the PNGs */
     cld_recipe r;
     memset(&r, 0, sizeof r);
-    if (asset) snprintf(r.model, sizeof r.model, "%s%s", ASSET_PREFIX, asset);
-    else snprintf(r.model, sizeof r.model, "%s", o->model);
+    if (asset)
+        snprintf(r.model, sizeof r.model, "%s%s", ASSET_PREFIX, asset);
+    else
+        snprintf(r.model, sizeof r.model, "%s", o->model);
     r.model_hash = m->hash;
     r.sampler = o->sampler;
     r.spacing = sp.opts.spacing;
@@ -588,11 +694,11 @@ static int run(state *S)
         snprintf(r.noise, sizeof r.noise, "%s", o->noise);
         cld_file_hash(o->noise, &r.noise_hash);
     }
-    int cols = o->grid_cols ? o->grid_cols
+    int cols = o->grid_cols                         ? o->grid_cols
                : S->n_classes && S->n_classes <= 16 ? S->n_classes
                                                     : (int)ceil(sqrt((double)o->n));
     int rc = 0, written = 0;
-    char (*paths)[4200] = folder ? calloc((size_t)o->n, sizeof *paths) : NULL;
+    char(*paths)[4200] = folder ? calloc((size_t)o->n, sizeof *paths) : NULL;
     if (folder && !paths) return cli_fail(PROG, "host memory", CLD_ERR_NOMEM);
     const int single = S->replaying && !strcmp(S->rec.layout, "single");
     for (int i = 0; i < (folder ? o->n : 1) && !rc; i++) {
@@ -622,13 +728,15 @@ static int run(state *S)
             char cls[64] = "";
             if (S->labels) {
                 char w[CLD_MODEL_CLASS_NAME + 8];
-                if (meta->n_class_names) file_word(meta->class_names[S->labels[i]], w, sizeof w);
-                else snprintf(w, sizeof w, "class%d", S->labels[i]);
+                if (meta->n_class_names)
+                    file_word(meta->class_names[S->labels[i]], w, sizeof w);
+                else
+                    snprintf(w, sizeof w, "class%d", S->labels[i]);
                 snprintf(cls, sizeof cls, "-%s", w);
             }
             size_t L = strlen(o->out);
-            snprintf(paths[i], sizeof paths[i], "%s%ssample-%05u%s-seed%llu.png", o->out, o->out[L - 1] == '/' ? "" : "/",
-                     r.first_index, cls, (unsigned long long)o->seed);
+            snprintf(paths[i], sizeof paths[i], "%s%ssample-%05u%s-seed%llu.png", o->out,
+                     o->out[L - 1] == '/' ? "" : "/", r.first_index, cls, (unsigned long long)o->seed);
             path = paths[i];
         }
         uint8_t *px = NULL;
@@ -653,9 +761,11 @@ static int run(state *S)
     free(paths);
     cld_compile_stats cs;
     cld_ctx_compile_stats(S->ctx, &cs);
-    fprintf(stderr, "%s: %d samples in %.2f s of sampling; %.2f s in all; kernels: %d programs compiled, %d from the "
+    fprintf(stderr,
+            "%s: %d samples in %.2f s of sampling; %.2f s in all; kernels: %d programs compiled, %d from the "
             "cache, %.2f s\n",
-            PROG, o->n, sample_s, cli_now_s() - t_start, cs.programs_built, cs.programs_from_cache, cs.seconds);
+            PROG, o->n, sample_s, cli_now_s() - t_start, cs.programs_built, cs.programs_from_cache,
+            cs.seconds);
     return 0;
 }
 

@@ -34,12 +34,13 @@ typedef struct opts {
     int crop, channels, hflip;
     /* model */
     const char *preset, *config_file;
-    int base, res_blocks, groups, heads, local, mult[CLD_UNET_MAX_LEVELS], n_mult, attn[CLD_UNET_MAX_LEVELS], n_attn;
+    int base, res_blocks, groups, heads, local, mult[CLD_UNET_MAX_LEVELS], n_mult, attn[CLD_UNET_MAX_LEVELS],
+        n_attn;
     double dropout;
     /* diffusion */
     cld_diffusion_config diff;
     double min_snr, cfg_drop;
-    int t_max; /* train on timesteps 0 .. t_max only (a denoiser's range); 0 = all */
+    int t_max;         /* train on timesteps 0 .. t_max only (a denoiser's range); 0 = all */
     int learn_sigma;   /* the model predicts its variance too (Improved DDPM), hybrid loss */
     double vlb_weight; /* lambda of L_simple + lambda L_vlb */
     /* optimiser */
@@ -50,62 +51,63 @@ typedef struct opts {
     /* run */
     const char *out, *device, *progress;
     int resume, val_every, val_n, ckpt_every, keep, grid_every, log_every;
-    long stop_after; /* testing: stop (with a checkpoint) after this many steps of this process */
+    long stop_after;          /* testing: stop (with a checkpoint) after this many steps of this process */
     int eval_nll, nll_stride; /* after training: the bound in bits/dim on eval_nll test images */
     int val_n_all;            /* held-back samples there are */
 } opts;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: cld-train --data PATH --out DIR [options]\n"
-            "\n"
-            "Trains a diffusion UNet. Writes DIR/model.safetensors (EMA weights, all settings in its metadata,\n"
-            "ready for cld-sample and cld-denoise), DIR/state-STEP.safetensors (full state for --resume),\n"
-            "DIR/log.csv and DIR/grid-STEP.png.\n"
-            "\n"
-            "data:\n"
-            "  --data PATH         IDX images (gzipped or not; labels beside it are found by name) or a folder\n"
-            "                      of images (class = subfolder name)\n"
-            "  --labels PATH       IDX labels (default: the -labels-idx1-ubyte file beside --data)\n"
-            "  --val-data PATH     held-back IDX images or folder for the validation loss (default: the\n"
-            "                      t10k files beside an IDX --data; else the validation loss is off)\n"
-            "  --val-labels PATH\n"
-            "  --class-names LIST  comma-separated names stored in the model (default: folder names)\n"
-            "  --crop N            folder data: random N x N crops (default 64)\n"
-            "  --channels 1|3      folder data: grey or RGB (default 3)\n"
-            "  --hflip             random horizontal flips\n"
-            "model (default preset fashion-mnist for 28x28 data):\n"
-            "  --preset NAME       fashion-mnist, cifar10, small (base 32)\n"
-            "  --config FILE       UNet config JSON (as stored in models)\n"
-            "  --base N  --mult 1,2,2  --res-blocks N  --attn 7[,14]  --groups N  --heads N  --dropout P\n"
-            "  --local             no normalisation and no attention: a net that runs in tiles on any\n"
-            "                      image size with the same result (for cld-denoise)\n"
-            "diffusion:\n"
-            "  --schedule linear|cosine|scaled-linear (cosine)  --T N (1000)  --pred eps|v|x0 (v)\n"
-            "  --min-snr G         Min-SNR-gamma loss weights (5; 0 = uniform)\n"
-            "  --cfg-drop P        class label dropped with probability P, for guidance (0.1)\n"
-            "  --t-max N           train on timesteps 0..N only (a denoiser's noise range; default all)\n"
-            "  --learn-sigma       the model also predicts its variance (Improved DDPM, 2x output channels),\n"
-            "                      trained with L_simple + lambda L_vlb; DDPM sampling uses it\n"
-            "  --vlb-weight X      lambda of the hybrid loss (0.001)\n"
-            "optimiser:\n"
-            "  --steps N (20000)  --batch N (64)  --lr X (5e-4)  --warmup N (500)  --cosine (decay to 0)\n"
-            "  --wd X (0)  --clip X (1.0; 0 = off)  --ema X (0.9995)  --seed N (0)\n"
-            "run:\n"
-            "  --out DIR           output folder (created)\n"
-            "  --resume            continue from the newest DIR/state-*.safetensors (exactly)\n"
-            "  --device SPEC       OpenCL device\n"
-            "  --val-every N (500) --val-n N (1000) --ckpt-every N (500) --keep K (3) --grid-every N (2000)\n"
-            "  --log-every N (50)  --progress bar|json|none (bar on a terminal, else none)\n"
-            "  --eval-nll [N]      at the end (also of a finished --resume): the variational bound in bits/dim\n"
-            "                      of the EMA weights on N test images (default 1000; --learn-sigma models),\n"
-            "                      appended to DIR/nll.csv\n"
-            "  --nll-stride K      evaluate every K-th timestep of the bound (an estimate, K times faster; 1)\n"
-            "  --help, --version\n"
-            "\n"
-            "SIGINT/SIGTERM write a checkpoint and stop. Exit status: 0 done, 1 failure, 2 usage error,\n"
-            "130 interrupted (checkpoint written).\n");
+    fprintf(
+        f,
+        "usage: cld-train --data PATH --out DIR [options]\n"
+        "\n"
+        "Trains a diffusion UNet. Writes DIR/model.safetensors (EMA weights, all settings in its metadata,\n"
+        "ready for cld-sample and cld-denoise), DIR/state-STEP.safetensors (full state for --resume),\n"
+        "DIR/log.csv and DIR/grid-STEP.png.\n"
+        "\n"
+        "data:\n"
+        "  --data PATH         IDX images (gzipped or not; labels beside it are found by name) or a folder\n"
+        "                      of images (class = subfolder name)\n"
+        "  --labels PATH       IDX labels (default: the -labels-idx1-ubyte file beside --data)\n"
+        "  --val-data PATH     held-back IDX images or folder for the validation loss (default: the\n"
+        "                      t10k files beside an IDX --data; else the validation loss is off)\n"
+        "  --val-labels PATH\n"
+        "  --class-names LIST  comma-separated names stored in the model (default: folder names)\n"
+        "  --crop N            folder data: random N x N crops (default 64)\n"
+        "  --channels 1|3      folder data: grey or RGB (default 3)\n"
+        "  --hflip             random horizontal flips\n"
+        "model (default preset fashion-mnist for 28x28 data):\n"
+        "  --preset NAME       fashion-mnist, cifar10, small (base 32)\n"
+        "  --config FILE       UNet config JSON (as stored in models)\n"
+        "  --base N  --mult 1,2,2  --res-blocks N  --attn 7[,14]  --groups N  --heads N  --dropout P\n"
+        "  --local             no normalisation and no attention: a net that runs in tiles on any\n"
+        "                      image size with the same result (for cld-denoise)\n"
+        "diffusion:\n"
+        "  --schedule linear|cosine|scaled-linear (cosine)  --T N (1000)  --pred eps|v|x0 (v)\n"
+        "  --min-snr G         Min-SNR-gamma loss weights (5; 0 = uniform)\n"
+        "  --cfg-drop P        class label dropped with probability P, for guidance (0.1)\n"
+        "  --t-max N           train on timesteps 0..N only (a denoiser's noise range; default all)\n"
+        "  --learn-sigma       the model also predicts its variance (Improved DDPM, 2x output channels),\n"
+        "                      trained with L_simple + lambda L_vlb; DDPM sampling uses it\n"
+        "  --vlb-weight X      lambda of the hybrid loss (0.001)\n"
+        "optimiser:\n"
+        "  --steps N (20000)  --batch N (64)  --lr X (5e-4)  --warmup N (500)  --cosine (decay to 0)\n"
+        "  --wd X (0)  --clip X (1.0; 0 = off)  --ema X (0.9995)  --seed N (0)\n"
+        "run:\n"
+        "  --out DIR           output folder (created)\n"
+        "  --resume            continue from the newest DIR/state-*.safetensors (exactly)\n"
+        "  --device SPEC       OpenCL device\n"
+        "  --val-every N (500) --val-n N (1000) --ckpt-every N (500) --keep K (3) --grid-every N (2000)\n"
+        "  --log-every N (50)  --progress bar|json|none (bar on a terminal, else none)\n"
+        "  --eval-nll [N]      at the end (also of a finished --resume): the variational bound in bits/dim\n"
+        "                      of the EMA weights on N test images (default 1000; --learn-sigma models),\n"
+        "                      appended to DIR/nll.csv\n"
+        "  --nll-stride K      evaluate every K-th timestep of the bound (an estimate, K times faster; 1)\n"
+        "  --help, --version\n"
+        "\n"
+        "SIGINT/SIGTERM write a checkpoint and stop. Exit status: 0 done, 1 failure, 2 usage error,\n"
+        "130 interrupted (checkpoint written).\n");
 }
 
 static int parse_int_list(const char *s, int *dst, int max, int *n)
@@ -117,8 +119,10 @@ static int parse_int_list(const char *s, int *dst, int max, int *n)
         if (end == s || v < 1 || v > 4096 || k == max) return 0;
         dst[k++] = (int)v;
         s = end;
-        if (*s == ',') s++;
-        else if (*s) return 0;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return 0;
     }
     *n = k;
     return k > 0;
@@ -171,87 +175,205 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         int r;
         double d;
 #define OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
-#define BAD(...) do { fprintf(stderr, "%s: ", PROG); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); return CLI_EXIT_USAGE; } while (0)
-#define NUM(lo, hi) do { if (r < 0) return CLI_EXIT_USAGE; if (!cli_parse_num(v, lo, hi, &d)) BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); } while (0)
+#define BAD(...)                       \
+    do {                               \
+        fprintf(stderr, "%s: ", PROG); \
+        fprintf(stderr, __VA_ARGS__);  \
+        fputc('\n', stderr);           \
+        return CLI_EXIT_USAGE;         \
+    } while (0)
+#define NUM(lo, hi)                                                                        \
+    do {                                                                                   \
+        if (r < 0) return CLI_EXIT_USAGE;                                                  \
+        if (!cli_parse_num(v, lo, hi, &d))                                                 \
+            BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); \
+    } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
         } else if (!strcmp(a, "--version")) {
             printf("cld-train %s\n", CLD_VERSION_STRING);
             exit(0);
-        } else if (!strcmp(a, "--hflip")) o->hflip = 1;
-        else if (!strcmp(a, "--resume")) o->resume = 1;
-        else if (!strcmp(a, "--cosine")) { o->cosine = 1; mark(sf->first_optim, &sf->optim, a); }
-        else if (OPT("--data")) { if (r < 0) return 2; o->data = v; }
-        else if (OPT("--labels")) { if (r < 0) return 2; o->labels = v; }
-        else if (OPT("--val-data")) { if (r < 0) return 2; o->val_data = v; }
-        else if (OPT("--val-labels")) { if (r < 0) return 2; o->val_labels = v; }
-        else if (OPT("--class-names")) { if (r < 0) return 2; o->class_names = v; }
-        else if (OPT("--crop")) { NUM(8, 4096); o->crop = (int)d; }
-        else if (OPT("--channels")) { NUM(1, 3); if (d != 1 && d != 3) BAD("--channels: 1 or 3"); o->channels = (int)d; }
-        else if (OPT("--preset")) { if (r < 0) return 2; o->preset = v; mark(sf->first_model, &sf->model, a); }
-        else if (OPT("--config")) { if (r < 0) return 2; o->config_file = v; mark(sf->first_model, &sf->model, a); }
-        else if (OPT("--base")) { NUM(4, 4096); o->base = (int)d; mark(sf->first_model, &sf->model, a); }
-        else if (OPT("--res-blocks")) { NUM(1, 16); o->res_blocks = (int)d; mark(sf->first_model, &sf->model, a); }
-        else if (OPT("--groups")) { NUM(1, 1024); o->groups = (int)d; mark(sf->first_model, &sf->model, a); }
-        else if (!strcmp(a, "--local")) { o->local = 1; mark(sf->first_model, &sf->model, a); }
-        else if (!strcmp(a, "--learn-sigma")) { o->learn_sigma = 1; mark(sf->first_model, &sf->model, a); }
-        else if (!strcmp(a, "--eval-nll")) {
+        } else if (!strcmp(a, "--hflip"))
+            o->hflip = 1;
+        else if (!strcmp(a, "--resume"))
+            o->resume = 1;
+        else if (!strcmp(a, "--cosine")) {
+            o->cosine = 1;
+            mark(sf->first_optim, &sf->optim, a);
+        } else if (OPT("--data")) {
+            if (r < 0) return 2;
+            o->data = v;
+        } else if (OPT("--labels")) {
+            if (r < 0) return 2;
+            o->labels = v;
+        } else if (OPT("--val-data")) {
+            if (r < 0) return 2;
+            o->val_data = v;
+        } else if (OPT("--val-labels")) {
+            if (r < 0) return 2;
+            o->val_labels = v;
+        } else if (OPT("--class-names")) {
+            if (r < 0) return 2;
+            o->class_names = v;
+        } else if (OPT("--crop")) {
+            NUM(8, 4096);
+            o->crop = (int)d;
+        } else if (OPT("--channels")) {
+            NUM(1, 3);
+            if (d != 1 && d != 3) BAD("--channels: 1 or 3");
+            o->channels = (int)d;
+        } else if (OPT("--preset")) {
+            if (r < 0) return 2;
+            o->preset = v;
+            mark(sf->first_model, &sf->model, a);
+        } else if (OPT("--config")) {
+            if (r < 0) return 2;
+            o->config_file = v;
+            mark(sf->first_model, &sf->model, a);
+        } else if (OPT("--base")) {
+            NUM(4, 4096);
+            o->base = (int)d;
+            mark(sf->first_model, &sf->model, a);
+        } else if (OPT("--res-blocks")) {
+            NUM(1, 16);
+            o->res_blocks = (int)d;
+            mark(sf->first_model, &sf->model, a);
+        } else if (OPT("--groups")) {
+            NUM(1, 1024);
+            o->groups = (int)d;
+            mark(sf->first_model, &sf->model, a);
+        } else if (!strcmp(a, "--local")) {
+            o->local = 1;
+            mark(sf->first_model, &sf->model, a);
+        } else if (!strcmp(a, "--learn-sigma")) {
+            o->learn_sigma = 1;
+            mark(sf->first_model, &sf->model, a);
+        } else if (!strcmp(a, "--eval-nll")) {
             /* optional count */
             o->eval_nll = 1000;
             if (i + 1 < argc && argv[i + 1][0] != '-') {
-                if (!cli_parse_num(argv[++i], 1, 1e7, &d)) BAD("--eval-nll: '%s' is not a number in [1, 1e7]", argv[i]);
+                if (!cli_parse_num(argv[++i], 1, 1e7, &d))
+                    BAD("--eval-nll: '%s' is not a number in [1, 1e7]", argv[i]);
                 o->eval_nll = (int)d;
             }
-        }
-        else if (OPT("--nll-stride")) { NUM(1, 100000); o->nll_stride = (int)d; }
-        else if (OPT("--vlb-weight")) { NUM(0, 1e6); o->vlb_weight = d; mark(sf->first_optim, &sf->optim, a); }
-        else if (OPT("--heads")) { NUM(1, 64); o->heads = (int)d; mark(sf->first_model, &sf->model, a); }
-        else if (OPT("--dropout")) { NUM(0, 0.9); o->dropout = d; mark(sf->first_model, &sf->model, a); }
-        else if (OPT("--mult")) {
+        } else if (OPT("--nll-stride")) {
+            NUM(1, 100000);
+            o->nll_stride = (int)d;
+        } else if (OPT("--vlb-weight")) {
+            NUM(0, 1e6);
+            o->vlb_weight = d;
+            mark(sf->first_optim, &sf->optim, a);
+        } else if (OPT("--heads")) {
+            NUM(1, 64);
+            o->heads = (int)d;
+            mark(sf->first_model, &sf->model, a);
+        } else if (OPT("--dropout")) {
+            NUM(0, 0.9);
+            o->dropout = d;
+            mark(sf->first_model, &sf->model, a);
+        } else if (OPT("--mult")) {
             if (r < 0) return 2;
-            if (!parse_int_list(v, o->mult, CLD_UNET_MAX_LEVELS, &o->n_mult)) BAD("--mult: '%s' is not a list like 1,2,2", v);
+            if (!parse_int_list(v, o->mult, CLD_UNET_MAX_LEVELS, &o->n_mult))
+                BAD("--mult: '%s' is not a list like 1,2,2", v);
             mark(sf->first_model, &sf->model, a);
         } else if (OPT("--attn")) {
             if (r < 0) return 2;
-            if (!strcmp(v, "none")) o->n_attn = 0, o->attn[0] = -1;
-            else if (!parse_int_list(v, o->attn, CLD_UNET_MAX_LEVELS, &o->n_attn)) BAD("--attn: '%s' is not a list of resolutions", v);
+            if (!strcmp(v, "none"))
+                o->n_attn = 0, o->attn[0] = -1;
+            else if (!parse_int_list(v, o->attn, CLD_UNET_MAX_LEVELS, &o->n_attn))
+                BAD("--attn: '%s' is not a list of resolutions", v);
             if (!o->n_attn) o->n_attn = -1; /* explicit none */
             mark(sf->first_model, &sf->model, a);
         } else if (OPT("--schedule")) {
             if (r < 0) return 2;
             if (cld_schedule_parse(v, &o->diff.schedule) != CLD_OK) BAD("%s", cld_last_error());
             mark(sf->first_diff, &sf->diff, a);
-        } else if (OPT("--T")) { NUM(2, 100000); o->diff.T = (int)d; mark(sf->first_diff, &sf->diff, a); }
-        else if (OPT("--pred")) {
+        } else if (OPT("--T")) {
+            NUM(2, 100000);
+            o->diff.T = (int)d;
+            mark(sf->first_diff, &sf->diff, a);
+        } else if (OPT("--pred")) {
             if (r < 0) return 2;
             if (cld_pred_parse(v, &o->diff.pred) != CLD_OK) BAD("%s", cld_last_error());
             mark(sf->first_diff, &sf->diff, a);
-        } else if (OPT("--min-snr")) { NUM(0, 1e6); o->min_snr = d; mark(sf->first_diff, &sf->diff, a); }
-        else if (OPT("--cfg-drop")) { NUM(0, 1); o->cfg_drop = d; mark(sf->first_diff, &sf->diff, a); }
-        else if (OPT("--t-max")) { NUM(1, 100000); o->t_max = (int)d; mark(sf->first_diff, &sf->diff, a); }
-        else if (OPT("--steps")) { NUM(1, 1e12); o->steps = (long)d; }
-        else if (OPT("--batch")) { NUM(1, 65536); o->batch = (int)d; mark(sf->first_optim, &sf->optim, a); }
-        else if (OPT("--lr")) { NUM(0, 1); o->lr = d; mark(sf->first_optim, &sf->optim, a); }
-        else if (OPT("--warmup")) { NUM(0, 1e9); o->warmup = (int)d; mark(sf->first_optim, &sf->optim, a); }
-        else if (OPT("--wd")) { NUM(0, 10); o->wd = d; mark(sf->first_optim, &sf->optim, a); }
-        else if (OPT("--clip")) { NUM(0, 1e9); o->clip = d; mark(sf->first_optim, &sf->optim, a); }
-        else if (OPT("--ema")) { NUM(0, 1); o->ema = d; mark(sf->first_optim, &sf->optim, a); }
-        else if (OPT("--seed")) { NUM(0, 9007199254740991.0); o->seed = (uint64_t)d; mark(sf->first_optim, &sf->optim, a); }
-        else if (OPT("--out")) { if (r < 0) return 2; o->out = v; }
-        else if (OPT("--device")) { if (r < 0) return 2; o->device = v; }
-        else if (OPT("--progress")) {
+        } else if (OPT("--min-snr")) {
+            NUM(0, 1e6);
+            o->min_snr = d;
+            mark(sf->first_diff, &sf->diff, a);
+        } else if (OPT("--cfg-drop")) {
+            NUM(0, 1);
+            o->cfg_drop = d;
+            mark(sf->first_diff, &sf->diff, a);
+        } else if (OPT("--t-max")) {
+            NUM(1, 100000);
+            o->t_max = (int)d;
+            mark(sf->first_diff, &sf->diff, a);
+        } else if (OPT("--steps")) {
+            NUM(1, 1e12);
+            o->steps = (long)d;
+        } else if (OPT("--batch")) {
+            NUM(1, 65536);
+            o->batch = (int)d;
+            mark(sf->first_optim, &sf->optim, a);
+        } else if (OPT("--lr")) {
+            NUM(0, 1);
+            o->lr = d;
+            mark(sf->first_optim, &sf->optim, a);
+        } else if (OPT("--warmup")) {
+            NUM(0, 1e9);
+            o->warmup = (int)d;
+            mark(sf->first_optim, &sf->optim, a);
+        } else if (OPT("--wd")) {
+            NUM(0, 10);
+            o->wd = d;
+            mark(sf->first_optim, &sf->optim, a);
+        } else if (OPT("--clip")) {
+            NUM(0, 1e9);
+            o->clip = d;
+            mark(sf->first_optim, &sf->optim, a);
+        } else if (OPT("--ema")) {
+            NUM(0, 1);
+            o->ema = d;
+            mark(sf->first_optim, &sf->optim, a);
+        } else if (OPT("--seed")) {
+            NUM(0, 9007199254740991.0);
+            o->seed = (uint64_t)d;
+            mark(sf->first_optim, &sf->optim, a);
+        } else if (OPT("--out")) {
             if (r < 0) return 2;
-            if (strcmp(v, "bar") && strcmp(v, "json") && strcmp(v, "none")) BAD("--progress: bar, json or none, not '%s'", v);
+            o->out = v;
+        } else if (OPT("--device")) {
+            if (r < 0) return 2;
+            o->device = v;
+        } else if (OPT("--progress")) {
+            if (r < 0) return 2;
+            if (strcmp(v, "bar") && strcmp(v, "json") && strcmp(v, "none"))
+                BAD("--progress: bar, json or none, not '%s'", v);
             o->progress = v;
-        } else if (OPT("--val-every")) { NUM(0, 1e9); o->val_every = (int)d; }
-        else if (OPT("--val-n")) { NUM(1, 1e7); o->val_n = (int)d; }
-        else if (OPT("--ckpt-every")) { NUM(1, 1e9); o->ckpt_every = (int)d; }
-        else if (OPT("--keep")) { NUM(1, 1000); o->keep = (int)d; }
-        else if (OPT("--grid-every")) { NUM(0, 1e9); o->grid_every = (int)d; }
-        else if (OPT("--log-every")) { NUM(1, 1e9); o->log_every = (int)d; }
-        else if (OPT("--stop-after")) { NUM(1, 1e12); o->stop_after = (long)d; }
-        else BAD("unknown option '%s' (see --help)", a);
+        } else if (OPT("--val-every")) {
+            NUM(0, 1e9);
+            o->val_every = (int)d;
+        } else if (OPT("--val-n")) {
+            NUM(1, 1e7);
+            o->val_n = (int)d;
+        } else if (OPT("--ckpt-every")) {
+            NUM(1, 1e9);
+            o->ckpt_every = (int)d;
+        } else if (OPT("--keep")) {
+            NUM(1, 1000);
+            o->keep = (int)d;
+        } else if (OPT("--grid-every")) {
+            NUM(0, 1e9);
+            o->grid_every = (int)d;
+        } else if (OPT("--log-every")) {
+            NUM(1, 1e9);
+            o->log_every = (int)d;
+        } else if (OPT("--stop-after")) {
+            NUM(1, 1e12);
+            o->stop_after = (long)d;
+        } else
+            BAD("unknown option '%s' (see --help)", a);
 #undef OPT
 #undef NUM
     }
@@ -302,7 +424,7 @@ typedef struct run {
     cld_tensor *x_t, *t, *labels, *target, *weights, *loss;
     cld_tensor *x_0, *coefs; /* learned variance: the hybrid loss's inputs */
     float *hcoefs;           /* (batch, CLD_VLB_COEFS) */
-    cl_mem x0; /* (batch, C, H, W) staging on the device */
+    cl_mem x0;               /* (batch, C, H, W) staging on the device */
     size_t per;
     float *hx, *hbuf;
     int *hlab, *hti;
@@ -330,7 +452,10 @@ static int build_config(run *R, const cld_unet_config *resumed)
         c = *resumed;
     } else if (o->config_file) {
         FILE *f = fopen(o->config_file, "rb");
-        if (!f) { fprintf(stderr, "%s: --config: cannot open '%s': %s\n", PROG, o->config_file, strerror(errno)); return 1; }
+        if (!f) {
+            fprintf(stderr, "%s: --config: cannot open '%s': %s\n", PROG, o->config_file, strerror(errno));
+            return 1;
+        }
         char buf[8192];
         size_t n = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
@@ -338,7 +463,8 @@ static int build_config(run *R, const cld_unet_config *resumed)
         cld_status s = cld_unet_config_from_json(buf, &c);
         if (s) return fail("--config", s);
     } else {
-        if (!preset) preset = R->info.height == 28 ? "fashion-mnist" : R->info.height == 32 ? "cifar10" : "small";
+        if (!preset)
+            preset = R->info.height == 28 ? "fashion-mnist" : R->info.height == 32 ? "cifar10" : "small";
         int small = !strcmp(preset, "small");
         cld_status s = cld_unet_config_preset(small ? "fashion-mnist" : preset, &c);
         if (s) return fail("--preset", s);
@@ -362,7 +488,8 @@ static int build_config(run *R, const cld_unet_config *resumed)
     if (o->local) c.norm_groups = 0, c.n_attn = 0, c.no_mid_attn = 1;
     if (o->learn_sigma) c.out_channels = 2 * c.in_channels;
     if (!resumed) c.num_classes = R->info.num_classes > 1 ? R->info.num_classes : 0;
-    if (!resumed && (c.in_channels != R->info.channels || c.image_size != R->info.height || R->info.height != R->info.width)) {
+    if (!resumed && (c.in_channels != R->info.channels || c.image_size != R->info.height ||
+                     R->info.height != R->info.width)) {
         fprintf(stderr, "%s: the model takes %d x %d x %d, the data is %d x %d x %d\n", PROG, c.in_channels,
                 c.image_size, c.image_size, R->info.channels, R->info.height, R->info.width);
         return 1;
@@ -401,7 +528,8 @@ static int train_from_json(const char *text, opts *o)
 {
     cJSON *j = cJSON_Parse(text);
     if (!j) return 0;
-    const char *k[] = {"batch", "lr", "warmup", "wd", "clip", "ema", "seed", "min_snr", "cfg_drop", "crop", "steps"};
+    const char *k[] = {"batch", "lr",      "warmup",   "wd",   "clip", "ema",
+                       "seed",  "min_snr", "cfg_drop", "crop", "steps"};
     double v[11];
     for (int i = 0; i < 11; i++) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, k[i]);
@@ -543,7 +671,8 @@ static int build_train_graph(run *R)
     if (!s) s = cld_graph_backward(R->g, R->loss);
     if (!s) s = cld_graph_plan(R->g, &st);
     if (s) return fail("building the training graph", s);
-    fprintf(stderr, "training graph: batch %d, arena %.1f MiB, parameters %.1f MiB (x4 with grads and moments)\n", B,
+    fprintf(stderr,
+            "training graph: batch %d, arena %.1f MiB, parameters %.1f MiB (x4 with grads and moments)\n", B,
             st.peak_bytes / 1048576.0, st.param_bytes / 1048576.0);
     return 0;
 }
@@ -575,7 +704,8 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     s = cld_buffer_write(R->ctx, R->x0, 0, (size_t)B * R->per * sizeof(float), R->hx);
     if (!s) s = cld_tensor_buffer(R->x_t, &xb, &xo);
     if (!s) s = cld_tensor_buffer(R->target, &tb, &to);
-    if (!s) s = cld_q_sample(R->ctx, R->sched, B, R->per, R->hti, R->x0, 0, &key, xb, xo, R->o.diff.pred, tb, to);
+    if (!s)
+        s = cld_q_sample(R->ctx, R->sched, B, R->per, R->hti, R->x0, 0, &key, xb, xo, R->o.diff.pred, tb, to);
     for (int b = 0; b < B; b++) R->hbuf[b] = (float)R->hti[b];
     if (!s) s = cld_tensor_write(R->g, R->t, R->hbuf);
     if (!s && R->labels) {
@@ -584,7 +714,8 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     }
     for (int b = 0; b < B && !s; b++) {
         double w = 1.0;
-        if (R->o.min_snr > 0) s = cld_loss_weight(R->sched, R->hti[b], R->o.diff.pred, CLD_LOSS_MIN_SNR, R->o.min_snr, &w);
+        if (R->o.min_snr > 0)
+            s = cld_loss_weight(R->sched, R->hti[b], R->o.diff.pred, CLD_LOSS_MIN_SNR, R->o.min_snr, &w);
         R->hbuf[b] = (float)w;
     }
     if (!s) s = cld_tensor_write(R->g, R->weights, R->hbuf);
@@ -608,9 +739,11 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
             cld_params_find_nonfinite(R->p, 1, &bad) == CLD_OK && bad >= 0)
             grads = 1;
         if (bad >= 0) cld_params_info(R->p, bad, &name, NULL, NULL, NULL);
-        fprintf(stderr, "%s: step %ld: the loss is %g (%s%s%s); stopping (the last checkpoint is kept)\n", PROG,
-                R->step + 1, loss, name ? (grads ? "first non-finite gradient: '" : "first non-finite weight: '") : "",
-                name ? name : "weights and gradients are finite: the activations overflowed", name ? "'" : "");
+        fprintf(stderr, "%s: step %ld: the loss is %g (%s%s%s); stopping (the last checkpoint is kept)\n",
+                PROG, R->step + 1, loss,
+                name ? (grads ? "first non-finite gradient: '" : "first non-finite weight: '") : "",
+                name ? name : "weights and gradients are finite: the activations overflowed",
+                name ? "'" : "");
         return 1;
     }
     double gn = 0;
@@ -619,14 +752,18 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     if (!isfinite(gn)) {
         int bad = -1;
         const char *name = "?";
-        if (cld_params_find_nonfinite(R->p, 1, &bad) == CLD_OK && bad >= 0) cld_params_info(R->p, bad, &name, NULL, NULL, NULL);
-        fprintf(stderr, "%s: step %ld: the gradient of '%s' holds NaN or Inf; stopping (the last checkpoint is kept)\n",
-                PROG, R->step + 1, name);
+        if (cld_params_find_nonfinite(R->p, 1, &bad) == CLD_OK && bad >= 0)
+            cld_params_info(R->p, bad, &name, NULL, NULL, NULL);
+        fprintf(
+            stderr,
+            "%s: step %ld: the gradient of '%s' holds NaN or Inf; stopping (the last checkpoint is kept)\n",
+            PROG, R->step + 1, name);
         return 1;
     }
     if (R->o.clip > 0 && gn > R->o.clip) s = cld_params_grad_scale(R->p, (float)(R->o.clip / gn));
-    if (!s) s = cld_params_adamw(R->p, (float)lr_at(&R->o, R->step), (float)R->o.beta1, (float)R->o.beta2,
-                                 (float)R->o.adam_eps, (float)R->o.wd, (int)(R->step + 1));
+    if (!s)
+        s = cld_params_adamw(R->p, (float)lr_at(&R->o, R->step), (float)R->o.beta1, (float)R->o.beta2,
+                             (float)R->o.adam_eps, (float)R->o.wd, (int)(R->step + 1));
     double decay = R->o.ema, warm = (1.0 + (double)R->step) / (10.0 + (double)R->step);
     if (warm < decay) decay = warm;
     if (!s) s = cld_params_ema_update(R->ema, R->p, (float)decay);
@@ -651,7 +788,8 @@ static int validate(run *R, cld_unet_runner *vr, double *out)
     double sum = 0;
     size_t count = 0;
     cl_mem x0 = NULL, xt = NULL, tg = NULL, pr = NULL;
-    float *hx = malloc((size_t)VB * R->per * sizeof(float)), *ht = malloc((size_t)VB * R->per * sizeof(float)),
+    float *hx = malloc((size_t)VB * R->per * sizeof(float)),
+          *ht = malloc((size_t)VB * R->per * sizeof(float)),
           *hp = malloc((size_t)VB * R->per * sizeof(float)), tf[4096];
     int ti[4096], lab[4096];
     cld_pred_half half = {R->ctx, cld_unet_runner_fn, vr, R->per};
@@ -724,14 +862,16 @@ static int write_grid(run *R)
     if (!s) s = cld_unet_runner_create(R->ctx, R->ema, &R->cfg, sp.opts.guidance != 1.0 ? 2 * n : n, &gr);
     cld_pred_half half = {R->ctx, cld_unet_runner_fn, gr, R->per};
     const int learned = R->o.diff.learned_variance;
-    if (!s) s = cld_sample_with(R->ctx, R->sched, learned ? cld_pred_half_fn : cld_unet_runner_fn,
-                                learned ? (void *)&half : (void *)gr, C, S, &sp, h);
+    if (!s)
+        s = cld_sample_with(R->ctx, R->sched, learned ? cld_pred_half_fn : cld_unet_runner_fn,
+                            learned ? (void *)&half : (void *)gr, C, S, &sp, h);
     if (!s) s = cld_grid_pixels(h, n, C, S, cols, 2, &px, &W, &H);
     if (!s) {
         char path[4096], stepv[32];
         snprintf(path, sizeof path, "%s/grid-%09ld.png", R->o.out, R->step);
         snprintf(stepv, sizeof stepv, "%ld", R->step);
-        const char *keys[] = {"Software", "cld.step"}, *vals[] = {"cldiffusion cld-train " CLD_VERSION_STRING, stepv};
+        const char *keys[] = {"Software", "cld.step"},
+                   *vals[] = {"cldiffusion cld-train " CLD_VERSION_STRING, stepv};
         s = cld_png_write(path, W, H, C, 8, px, 2, keys, vals);
     }
     cld_unet_runner_free(gr);
@@ -744,8 +884,10 @@ static int write_grid(run *R)
 static void nll_progress(void *user, long done, long total)
 {
     const run *R = user;
-    if (!strcmp(R->o.progress, "json")) printf("{\"nll_pairs\": %ld, \"total\": %ld}\n", done, total), fflush(stdout);
-    else if (!strcmp(R->o.progress, "bar")) fprintf(stderr, "\rbound: %ld/%ld (image, t) pairs ", done, total);
+    if (!strcmp(R->o.progress, "json"))
+        printf("{\"nll_pairs\": %ld, \"total\": %ld}\n", done, total), fflush(stdout);
+    else if (!strcmp(R->o.progress, "bar"))
+        fprintf(stderr, "\rbound: %ld/%ld (image, t) pairs ", done, total);
 }
 
 /* --eval-nll: the variational bound of the EMA weights in bits/dim on the
@@ -795,11 +937,13 @@ static int eval_nll(run *R)
     for (int i = 0; i < N; i++) var += (bpd[i] - mean) * (bpd[i] - mean) / (N > 1 ? N - 1 : 1);
     free(bpd);
     const double se = sqrt(var / N);
-    fprintf(stderr, "step %ld: variational bound %.4f +- %.4f bits/dim (EMA weights, %d test images, t stride %d, "
-                    "%.1f s)\n", R->step, mean, se, N, R->o.nll_stride, cli_now_s() - t0);
+    fprintf(stderr,
+            "step %ld: variational bound %.4f +- %.4f bits/dim (EMA weights, %d test images, t stride %d, "
+            "%.1f s)\n",
+            R->step, mean, se, N, R->o.nll_stride, cli_now_s() - t0);
     if (!strcmp(R->o.progress, "json"))
-        printf("{\"step\": %ld, \"nll_bpd\": %.6f, \"nll_se\": %.6f, \"images\": %d, \"t_stride\": %d}\n", R->step,
-               mean, se, N, R->o.nll_stride);
+        printf("{\"step\": %ld, \"nll_bpd\": %.6f, \"nll_se\": %.6f, \"images\": %d, \"t_stride\": %d}\n",
+               R->step, mean, se, N, R->o.nll_stride);
     char path[4096];
     snprintf(path, sizeof path, "%s/nll.csv", R->o.out);
     const int fresh = !cli_is_file(path);
@@ -819,16 +963,17 @@ static void progress(run *R, double loss, double t_start, long step0)
     const double el = cli_now_s() - t_start, rate = (R->step - step0) / (el > 0 ? el : 1);
     const double eta = rate > 0 ? (R->o.steps - R->step) / rate : 0;
     if (!strcmp(R->o.progress, "json")) {
-        printf("{\"step\": %ld, \"total\": %ld, \"loss\": %.6g, \"images_per_s\": %.2f, \"elapsed\": %.3f, \"eta\": %.1f}\n",
-               R->step, R->o.steps, loss, R->img_s, el, eta);
+        printf(
+            "{\"step\": %ld, \"total\": %ld, \"loss\": %.6g, \"images_per_s\": %.2f, \"elapsed\": %.3f, \"eta\": %.1f}\n",
+            R->step, R->o.steps, loss, R->img_s, el, eta);
         fflush(stdout);
     } else if (!strcmp(R->o.progress, "bar")) {
         int w = 30, fill = (int)(w * (double)R->step / R->o.steps);
         char bar[64];
         for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
         bar[w] = 0;
-        fprintf(stderr, "\rstep %ld/%ld [%s] loss %.4f  %.1f img/s  ETA %02d:%02d:%02d ", R->step, R->o.steps, bar,
-                R->loss_ema, R->img_s, (int)(eta / 3600), (int)(eta / 60) % 60, (int)eta % 60);
+        fprintf(stderr, "\rstep %ld/%ld [%s] loss %.4f  %.1f img/s  ETA %02d:%02d:%02d ", R->step, R->o.steps,
+                bar, R->loss_ema, R->img_s, (int)(eta / 3600), (int)(eta / 60) % 60, (int)eta % 60);
     }
 }
 
@@ -844,12 +989,14 @@ static int open_data(run *R)
         if (s) return fail("--data", s);
     } else {
         const char *labels = o->labels;
-        if (!labels && (sibling(o->data, "images-idx3", "labels-idx1", lab, sizeof lab) && cli_is_file(lab))) labels = lab;
+        if (!labels && (sibling(o->data, "images-idx3", "labels-idx1", lab, sizeof lab) && cli_is_file(lab)))
+            labels = lab;
         s = cld_dataset_open_idx(o->data, labels, &R->ds);
         if (s) return fail("--data", s);
         if (!o->val_data && sibling(o->data, "train-", "t10k-", vimg, sizeof vimg) && cli_is_file(vimg)) {
             o->val_data = vimg;
-            if (!o->val_labels && sibling(vimg, "images-idx3", "labels-idx1", vlab, sizeof vlab) && cli_is_file(vlab))
+            if (!o->val_labels && sibling(vimg, "images-idx3", "labels-idx1", vlab, sizeof vlab) &&
+                cli_is_file(vlab))
                 o->val_labels = vlab;
         }
     }
@@ -857,12 +1004,12 @@ static int open_data(run *R)
     if (o->val_data) {
         cld_dataset_info vi;
         s = cli_is_dir(o->val_data) ? cld_dataset_open_folder(o->val_data, o->channels, o->crop, &R->val)
-                                : cld_dataset_open_idx(o->val_data, o->val_labels, &R->val);
+                                    : cld_dataset_open_idx(o->val_data, o->val_labels, &R->val);
         if (s) return fail("--val-data", s);
         cld_dataset_get_info(R->val, &vi);
         if (vi.channels != R->info.channels || vi.height != R->info.height || vi.width != R->info.width) {
-            fprintf(stderr, "%s: --val-data: samples are %dx%dx%d, the training data's %dx%dx%d\n", PROG, vi.channels,
-                    vi.height, vi.width, R->info.channels, R->info.height, R->info.width);
+            fprintf(stderr, "%s: --val-data: samples are %dx%dx%d, the training data's %dx%dx%d\n", PROG,
+                    vi.channels, vi.height, vi.width, R->info.channels, R->info.height, R->info.width);
             return 1;
         }
         if (o->val_n > vi.n) o->val_n = vi.n;
@@ -885,7 +1032,8 @@ static int open_data(run *R)
             c = e ? e + 1 : c + l;
         }
         if (k != R->info.num_classes) {
-            fprintf(stderr, "%s: --class-names gives %d names, the data has %d classes\n", PROG, k, R->info.num_classes);
+            fprintf(stderr, "%s: --class-names gives %d names, the data has %d classes\n", PROG, k,
+                    R->info.num_classes);
             return 2;
         }
         R->meta.n_class_names = k;
@@ -959,35 +1107,38 @@ int main(int argc, char **argv)
         cJSON_Delete(root);
         free(mj);
         if (!ok) {
-            fprintf(stderr, "%s: --resume: '%s' lacks its training settings (cld.train)\n", PROG, resume_path);
+            fprintf(stderr, "%s: --resume: '%s' lacks its training settings (cld.train)\n", PROG,
+                    resume_path);
             return 1;
         }
-        if (sf.optim && (stored.batch != o->batch || stored.lr != o->lr || stored.warmup != o->warmup ||
-                         stored.wd != o->wd || stored.clip != o->clip || stored.ema != o->ema ||
-                         stored.seed != o->seed || stored.cosine != o->cosine || stored.min_snr != o->min_snr ||
-                         stored.cfg_drop != o->cfg_drop || stored.t_max != o->t_max ||
-                         stored.vlb_weight != o->vlb_weight)) {
-            fprintf(stderr, "%s: --resume: %s does not match the training settings of '%s'\n", PROG, sf.first_optim,
-                    resume_path);
+        if (sf.optim &&
+            (stored.batch != o->batch || stored.lr != o->lr || stored.warmup != o->warmup ||
+             stored.wd != o->wd || stored.clip != o->clip || stored.ema != o->ema || stored.seed != o->seed ||
+             stored.cosine != o->cosine || stored.min_snr != o->min_snr || stored.cfg_drop != o->cfg_drop ||
+             stored.t_max != o->t_max || stored.vlb_weight != o->vlb_weight)) {
+            fprintf(stderr, "%s: --resume: %s does not match the training settings of '%s'\n", PROG,
+                    sf.first_optim, resume_path);
             return 1;
         }
         const cld_diffusion_config *d = &stored_meta.diffusion;
         if (sf.diff && (d->schedule != o->diff.schedule || d->T != o->diff.T || d->pred != o->diff.pred)) {
-            fprintf(stderr, "%s: --resume: %s does not match the diffusion settings of '%s'\n", PROG, sf.first_diff,
-                    resume_path);
+            fprintf(stderr, "%s: --resume: %s does not match the diffusion settings of '%s'\n", PROG,
+                    sf.first_diff, resume_path);
             return 1;
         }
         long steps = o->steps;
         int crop = o->crop, explicit_steps = 0, explicit_crop = 0;
         for (int i = 1; i < argc; i++) {
             explicit_steps |= !strncmp(argv[i], "--steps", 7);
-            explicit_crop |= !strncmp(argv[i], "--crop", 6); /* the data's; the model check below catches a misfit */
+            explicit_crop |=
+                !strncmp(argv[i], "--crop", 6); /* the data's; the model check below catches a misfit */
         }
         *o = stored;
         if (explicit_steps) o->steps = steps;
         if (explicit_crop) o->crop = crop;
         o->diff = *d;
-        o->learn_sigma |= d->learned_variance; /* the state's model; a conflicting --learn-sigma fails below */
+        o->learn_sigma |=
+            d->learned_variance; /* the state's model; a conflicting --learn-sigma fails below */
     }
     if (!o->data) {
         fprintf(stderr, "%s: --data PATH is required (also with --resume)\n", PROG);
@@ -1003,13 +1154,14 @@ int main(int argc, char **argv)
         free(a);
         free(b);
         if (!same) {
-            fprintf(stderr, "%s: --resume: the model config from %s does not match the checkpoint '%s'\n", PROG,
-                    sf.first_model, resume_path);
+            fprintf(stderr, "%s: --resume: the model config from %s does not match the checkpoint '%s'\n",
+                    PROG, sf.first_model, resume_path);
             return 1;
         }
         if (R.cfg.in_channels != R.info.channels || R.cfg.image_size != R.info.height ||
             R.cfg.num_classes != (R.info.num_classes > 1 ? R.info.num_classes : 0)) {
-            fprintf(stderr, "%s: --resume: the data (%d x %d x %d, %d classes) does not fit the checkpoint's model\n",
+            fprintf(stderr,
+                    "%s: --resume: the data (%d x %d x %d, %d classes) does not fit the checkpoint's model\n",
                     PROG, R.info.channels, R.info.height, R.info.width, R.info.num_classes);
             return 1;
         }
@@ -1023,7 +1175,8 @@ int main(int argc, char **argv)
         return 2;
     }
     if (o->eval_nll && !R.val) {
-        fprintf(stderr, "%s: --eval-nll needs held-back data (--val-data, or t10k files beside --data)\n", PROG);
+        fprintf(stderr, "%s: --eval-nll needs held-back data (--val-data, or t10k files beside --data)\n",
+                PROG);
         return 2;
     }
     if (check_out(o->out)) return 1;
@@ -1048,9 +1201,11 @@ int main(int argc, char **argv)
         if (s) return fail("--resume", s);
         fprintf(stderr, "resumed from %s (step %ld)\n", resume_path, R.step);
     }
-    fprintf(stderr, "model: UNet %zu parameters, %d classes, %s schedule T=%d, %s prediction; data: %d samples of %dx%dx%d\n",
-            np, R.cfg.num_classes, cld_schedule_name(o->diff.schedule), o->diff.T, cld_pred_name(o->diff.pred),
-            R.info.n, R.info.channels, R.info.height, R.info.width);
+    fprintf(
+        stderr,
+        "model: UNet %zu parameters, %d classes, %s schedule T=%d, %s prediction; data: %d samples of %dx%dx%d\n",
+        np, R.cfg.num_classes, cld_schedule_name(o->diff.schedule), o->diff.T, cld_pred_name(o->diff.pred),
+        R.info.n, R.info.channels, R.info.height, R.info.width);
     const int B = o->batch;
     R.hx = malloc((size_t)B * R.per * sizeof(float));
     R.hbuf = malloc((size_t)B * sizeof(float));
@@ -1125,8 +1280,8 @@ int main(int argc, char **argv)
     }
     if (!rc && g_signal) {
         if (!strcmp(o->progress, "bar")) fputc('\n', stderr);
-        fprintf(stderr, "%s: %s: writing a checkpoint at step %ld\n", PROG, g_signal == SIGINT ? "interrupted" : "terminated",
-                R.step);
+        fprintf(stderr, "%s: %s: writing a checkpoint at step %ld\n", PROG,
+                g_signal == SIGINT ? "interrupted" : "terminated", R.step);
         rc = save_checkpoint(&R);
         if (!rc) rc = 130;
     }
@@ -1136,13 +1291,14 @@ int main(int argc, char **argv)
     cld_loader_wait_seconds(R.loader, &wait);
     cld_device_info di;
     cld_ctx_device_info(R.ctx, &di);
-    fprintf(stderr, "%s: %ld steps (%ld this run) on %s in %.1f s; data loader waits %.2f s in all\n", PROG, R.step,
-            R.step - step0, di.name, cli_now_s() - t_start, wait);
+    fprintf(stderr, "%s: %ld steps (%ld this run) on %s in %.1f s; data loader waits %.2f s in all\n", PROG,
+            R.step, R.step - step0, di.name, cli_now_s() - t_start, wait);
     if (R.step > step0) {
         const double n = (double)(R.step - step0);
-        fprintf(stderr, "%s: per step: data and inputs %.1f ms, UNet forward + backward %.1f ms, optimizer "
-                        "(norm, clip, AdamW, EMA) %.1f ms; loop %.1f ms\n", PROG, 1e3 * R.t_data / n,
-                1e3 * R.t_unet / n, 1e3 * R.t_optim / n, 1e3 * t_loop / n);
+        fprintf(stderr,
+                "%s: per step: data and inputs %.1f ms, UNet forward + backward %.1f ms, optimizer "
+                "(norm, clip, AdamW, EMA) %.1f ms; loop %.1f ms\n",
+                PROG, 1e3 * R.t_data / n, 1e3 * R.t_unet / n, 1e3 * R.t_optim / n, 1e3 * t_loop / n);
     }
     if (R.csv) fclose(R.csv);
     cld_loader_free(R.loader);

@@ -61,8 +61,8 @@ static cld_status gemm_sample(const gemm_job *j, double *seconds)
         if (j->batch == 1)
             CLD_TRY(cld__gemm(j->ctx, 0, 0, m, n, k, 1.0f, j->a, 0, k, j->b, 0, n, 0.0f, j->c, 0, n));
         else
-            CLD_TRY(cld__gemm_batched(j->ctx, 0, 0, m, n, k, 1.0f, j->a, 0, k, m * k, j->b, 0, n, k * n,
-                                      0.0f, j->c, 0, n, m * n, (size_t)j->batch));
+            CLD_TRY(cld__gemm_batched(j->ctx, 0, 0, m, n, k, 1.0f, j->a, 0, k, m * k, j->b, 0, n, k * n, 0.0f,
+                                      j->c, 0, n, m * n, (size_t)j->batch));
     }
     CLD_TRY(cld_ctx_finish(j->ctx));
     *seconds = (bench_now() - t0) / j->reps;
@@ -121,8 +121,7 @@ static cld_status time_graph(cld_ctx *ctx, cld_graph *g, int iters, double *out)
 
 /* y = conv3x3(x) + b on a new graph over params p; with `bwd`, also the
  * gradients of x, w and b from a random seed gradient dy. */
-static cld_status conv_graph(cld_ctx *ctx, cld_params *p, const int xs[4], int co, int bwd,
-                             cld_graph **out)
+static cld_status conv_graph(cld_ctx *ctx, cld_params *p, const int xs[4], int co, int bwd, cld_graph **out)
 {
     const int ws[4] = {co, xs[1], 3, 3}, ys[4] = {xs[0], co, xs[2], xs[3]};
     cld_tensor *x, *w, *b, *y, *dy = NULL;
@@ -143,8 +142,8 @@ static cld_status conv_graph(cld_ctx *ctx, cld_params *p, const int xs[4], int c
     return CLD_OK;
 }
 
-cld_status cld_bench_conv(cld_ctx *ctx, int n, int c, int h, int w, int co, int iters,
-                          double *fwd_gflops, double *bwd_gflops)
+cld_status cld_bench_conv(cld_ctx *ctx, int n, int c, int h, int w, int co, int iters, double *fwd_gflops,
+                          double *bwd_gflops)
 {
     if (!ctx || !fwd_gflops || !bwd_gflops || n < 1 || c < 1 || h < 1 || w < 1 || co < 1 || iters < 1)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_bench_conv: bad argument");

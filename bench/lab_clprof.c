@@ -77,8 +77,7 @@ static void drain(void)
         clWaitForEvents(1, &pend[i].ev);
         if (clGetEventProfilingInfo(pend[i].ev, CL_PROFILING_COMMAND_START, sizeof a, &a, NULL) ==
                 CL_SUCCESS &&
-            clGetEventProfilingInfo(pend[i].ev, CL_PROFILING_COMMAND_END, sizeof b, &b, NULL) ==
-                CL_SUCCESS) {
+            clGetEventProfilingInfo(pend[i].ev, CL_PROFILING_COMMAND_END, sizeof b, &b, NULL) == CL_SUCCESS) {
             seg_ms += (double)(b - a) * 1e-6;
             if (count) {
                 stat_entry *s = find_stat(pend[i].key);
@@ -89,8 +88,8 @@ static void drain(void)
         clReleaseEvent(pend[i].ev);
     }
     if (getenv("CLPROF_SEGMENTS"))
-        fprintf(stderr, "clprof: segment %d: %d commands, %.1f ms device time%s\n", segment, n_pend,
-                seg_ms, count ? "" : " (not counted)");
+        fprintf(stderr, "clprof: segment %d: %d commands, %.1f ms device time%s\n", segment, n_pend, seg_ms,
+                count ? "" : " (not counted)");
     n_pend = 0;
     segment++;
 }
@@ -99,7 +98,8 @@ static void record(cl_event *user_ev, cl_event ev, const char *key)
 {
     if (user_ev) clRetainEvent(ev);
     if (n_pend == cap_pend) {
-        if (cap_pend >= 65536) drain();
+        if (cap_pend >= 65536)
+            drain();
         else {
             cap_pend = cap_pend ? 2 * cap_pend : 1024;
             pend = realloc(pend, (size_t)cap_pend * sizeof *pend);
@@ -110,7 +110,7 @@ static void record(cl_event *user_ev, cl_event ev, const char *key)
     n_pend++;
 }
 
-#define REAL(name) \
+#define REAL(name)                        \
     static __typeof__(&name) real_##name; \
     if (!real_##name) real_##name = (__typeof__(&name))dlsym(RTLD_NEXT, #name)
 
@@ -143,8 +143,8 @@ cl_int clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint dim, cons
     return r;
 }
 
-cl_int clEnqueueFillBuffer(cl_command_queue q, cl_mem b, const void *pat, size_t ps, size_t off,
-                           size_t size, cl_uint nw, const cl_event *wl, cl_event *ev)
+cl_int clEnqueueFillBuffer(cl_command_queue q, cl_mem b, const void *pat, size_t ps, size_t off, size_t size,
+                           cl_uint nw, const cl_event *wl, cl_event *ev)
 {
     REAL(clEnqueueFillBuffer);
     cl_event mine;
@@ -153,8 +153,8 @@ cl_int clEnqueueFillBuffer(cl_command_queue q, cl_mem b, const void *pat, size_t
     return r;
 }
 
-cl_int clEnqueueCopyBuffer(cl_command_queue q, cl_mem s, cl_mem d, size_t so, size_t dof,
-                           size_t size, cl_uint nw, const cl_event *wl, cl_event *ev)
+cl_int clEnqueueCopyBuffer(cl_command_queue q, cl_mem s, cl_mem d, size_t so, size_t dof, size_t size,
+                           cl_uint nw, const cl_event *wl, cl_event *ev)
 {
     REAL(clEnqueueCopyBuffer);
     cl_event mine;

@@ -42,13 +42,13 @@ static double rel_err(const float *got, const float *want, size_t n)
     return e / (w > 0 ? w : 1);
 }
 
-#define OK(x)                                                                                  \
-    do {                                                                                       \
-        cld_status s_ = (x);                                                                   \
-        if (s_) {                                                                              \
-            fprintf(stderr, "%s: %s: %s\n", #x, cld_status_name(s_), cld_last_error());       \
-            exit(1);                                                                           \
-        }                                                                                      \
+#define OK(x)                                                                           \
+    do {                                                                                \
+        cld_status s_ = (x);                                                            \
+        if (s_) {                                                                       \
+            fprintf(stderr, "%s: %s: %s\n", #x, cld_status_name(s_), cld_last_error()); \
+            exit(1);                                                                    \
+        }                                                                               \
     } while (0)
 
 static float *get(const char *ref, const char *name, size_t *n)
@@ -114,8 +114,9 @@ int main(int argc, char **argv)
         printf("cldiffusion: forward (batch 1) %.3f s (median of %d; first %.3f s), relative error %.2e\n",
                dt[1 + iters / 2], iters, dt[0], rel_err(got, want, nout));
     else
-        printf("cldiffusion: forward (batch 1) %.3f s (one run, kernels from the cache), relative error %.2e\n", dt[0],
-               rel_err(got, want, nout));
+        printf(
+            "cldiffusion: forward (batch 1) %.3f s (one run, kernels from the cache), relative error %.2e\n",
+            dt[0], rel_err(got, want, nout));
     cld_unet_runner_free(r);
 
     size_t nT, n0;
@@ -133,7 +134,8 @@ int main(int argc, char **argv)
         double s = now();
         OK(cld_model_sample(m, &sp, res));
         double per = (now() - s) / steps;
-        printf("cldiffusion: DDIM %d steps: %.3f s per step, relative error %.2e", steps, per, rel_err(res, x0, n0));
+        printf("cldiffusion: DDIM %d steps: %.3f s per step, relative error %.2e", steps, per,
+               rel_err(res, x0, n0));
         size_t n64;
         float *x64 = get(ref, "ddim_x0_f64", &n64);
         if (x64 && n64 == n0) printf(" (against diffusers in float64: %.2e)", rel_err(res, x64, n0));

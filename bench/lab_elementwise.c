@@ -91,11 +91,23 @@ static int time_net(cld_ctx *ctx, const char *preset, int batch, int train, int 
     return s != CLD_OK;
 }
 
-enum { OP_SILU, OP_ADD, OP_ADD_NC, OP_DROPOUT, OP_CONCAT, OP_UPSAMPLE, OP_GN, OP_CONV3, OP_SILU_TRAIN, OP_CONV3_TRAIN,
-       OP_CONV_S2_TRAIN, OP_COUNT };
-static const char *const op_names[OP_COUNT] = {"silu", "add", "add (N,C,1,1)", "dropout 0.1", "concat",
-                                               "upsample2x", "group_norm", "conv3x3 C->C", "silu fwd+bwd",
-                                               "conv3x3 fwd+bwd", "conv s2 fwd+bwd"};
+enum {
+    OP_SILU,
+    OP_ADD,
+    OP_ADD_NC,
+    OP_DROPOUT,
+    OP_CONCAT,
+    OP_UPSAMPLE,
+    OP_GN,
+    OP_CONV3,
+    OP_SILU_TRAIN,
+    OP_CONV3_TRAIN,
+    OP_CONV_S2_TRAIN,
+    OP_COUNT
+};
+static const char *const op_names[OP_COUNT] = {
+    "silu",       "add",          "add (N,C,1,1)", "dropout 0.1",     "concat",         "upsample2x",
+    "group_norm", "conv3x3 C->C", "silu fwd+bwd",  "conv3x3 fwd+bwd", "conv s2 fwd+bwd"};
 
 /* Build, plan and time one single-op graph on x (N, C, H, W): best of reps. */
 static int time_op(cld_ctx *ctx, int op, const int *xs, int reps)
@@ -128,7 +140,10 @@ static int time_op(cld_ctx *ctx, int op, const int *xs, int reps)
         if (s == CLD_OK) s = cld_op_concat(g, x, b, &y);
         bytes = 4 * n * sizeof(float);
         break;
-    case OP_UPSAMPLE: s = s ? s : cld_op_upsample2x(g, x, &y); bytes = 5 * n * sizeof(float); break;
+    case OP_UPSAMPLE:
+        s = s ? s : cld_op_upsample2x(g, x, &y);
+        bytes = 5 * n * sizeof(float);
+        break;
     case OP_GN:
         if (s == CLD_OK) s = cld_graph_param(g, "g", 1, cs, CLD_INIT_ONE, 0.0f, &w);
         if (s == CLD_OK) s = cld_graph_param(g, "b", 1, cs, CLD_INIT_ZERO, 0.0f, &bias);
@@ -144,8 +159,10 @@ static int time_op(cld_ctx *ctx, int op, const int *xs, int reps)
     case OP_CONV3_TRAIN:
     case OP_CONV_S2_TRAIN:
         if (s == CLD_OK) s = cld_graph_input(g, "b", 4, ys, 0, &b);
-        if (s == CLD_OK && op != OP_SILU_TRAIN) s = cld_graph_param(g, "w", 4, ws, CLD_INIT_UNIFORM, 0.05f, &w);
-        if (s == CLD_OK && op != OP_SILU_TRAIN) s = cld_graph_param(g, "b", 1, cs, CLD_INIT_ZERO, 0.0f, &bias);
+        if (s == CLD_OK && op != OP_SILU_TRAIN)
+            s = cld_graph_param(g, "w", 4, ws, CLD_INIT_UNIFORM, 0.05f, &w);
+        if (s == CLD_OK && op != OP_SILU_TRAIN)
+            s = cld_graph_param(g, "b", 1, cs, CLD_INIT_ZERO, 0.0f, &bias);
         if (s == CLD_OK && op == OP_SILU_TRAIN) s = cld_op_silu(g, x, &y);
         if (s == CLD_OK && op != OP_SILU_TRAIN)
             s = cld_op_conv2d(g, x, w, bias, op == OP_CONV_S2_TRAIN ? 2 : 1, 1, &y);
@@ -173,8 +190,8 @@ static int time_op(cld_ctx *ctx, int op, const int *xs, int reps)
         if (r > 0 && dc < best_cpu) best_cpu = dc;
     }
     if (s == CLD_OK)
-        printf("  %-14s %8.3f ms  %6.2f GB/s  (cpu %8.3f ms)\n", op_names[op], 1e3 * best,
-               bytes / best / 1e9, 1e3 * best_cpu);
+        printf("  %-14s %8.3f ms  %6.2f GB/s  (cpu %8.3f ms)\n", op_names[op], 1e3 * best, bytes / best / 1e9,
+               1e3 * best_cpu);
     else
         fprintf(stderr, "%s: %s\n", op_names[op], cld_last_error());
     cld_graph_free(g);

@@ -75,27 +75,30 @@ static const shape default_shapes[] = {
     {1, 0, 512, 512, 8, 1},
 };
 
-
-static double now(void) {
+static double now(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* CPU seconds used by all threads of this process (PoCL's workers too). */
-static double cpu_now(void) {
+static double cpu_now(void)
+{
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
-           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
-static void die(const char *what, cld_status s) {
+static void die(const char *what, cld_status s)
+{
     fprintf(stderr, "lab_gemm: %s: %s: %s\n", what, cld_status_name(s), cld_last_error());
     exit(1);
 }
 
-static int parse_variant(const char *s, const cld__gemm_cfg *def, variant *v) {
+static int parse_variant(const char *s, const cld__gemm_cfg *def, variant *v)
+{
     memset(v, 0, sizeof *v);
     snprintf(v->name, sizeof v->name, "%s", s);
     if (strcmp(s, "clblast") == 0) return 1;
@@ -105,8 +108,11 @@ static int parse_variant(const char *s, const cld__gemm_cfg *def, variant *v) {
     const char *p = s + 3;
     if (*p == ':') p++;
     /* one-letter fields taking one number */
-    struct { char key; int *field; } one[] = {
-        {'v', &v->cfg.vw},   {'u', &v->cfg.ku},  {'p', &v->cfg.pack},
+    struct {
+        char key;
+        int *field;
+    } one[] = {
+        {'v', &v->cfg.vw},     {'u', &v->cfg.ku},  {'p', &v->cfg.pack},
         {'a', &v->cfg.pack_a}, {'w', &v->cfg.dvw}, {'t', &v->cfg.tb_dot},
     };
     while (*p) {
@@ -133,23 +139,25 @@ static int parse_variant(const char *s, const cld__gemm_cfg *def, variant *v) {
     return 1;
 }
 
-static cld_status run_once(cld_ctx *ctx, const variant *v, const shape *s, cl_mem a, cl_mem b,
-                           cl_mem c) {
+static cld_status run_once(cld_ctx *ctx, const variant *v, const shape *s, cl_mem a, cl_mem b, cl_mem c)
+{
     size_t m = (size_t)s->m, n = (size_t)s->n, k = (size_t)s->k;
     size_t lda = s->ta ? m : k, ldb = s->tb ? k : n;
     if (v->own)
-        return cld__gemm_own(ctx, &v->cfg, s->ta, s->tb, m, n, k, 1.0f, a, 0, lda, m * k, b, 0,
-                             ldb, k * n, 0.0f, c, 0, n, m * n, (size_t)s->batch);
-    return cld__gemm_clblast(ctx, s->ta, s->tb, m, n, k, 1.0f, a, 0, lda, m * k, b, 0, ldb,
-                             k * n, 0.0f, c, 0, n, m * n, (size_t)s->batch);
+        return cld__gemm_own(ctx, &v->cfg, s->ta, s->tb, m, n, k, 1.0f, a, 0, lda, m * k, b, 0, ldb, k * n,
+                             0.0f, c, 0, n, m * n, (size_t)s->batch);
+    return cld__gemm_clblast(ctx, s->ta, s->tb, m, n, k, 1.0f, a, 0, lda, m * k, b, 0, ldb, k * n, 0.0f, c, 0,
+                             n, m * n, (size_t)s->batch);
 }
 
-static int cmp_double(const void *x, const void *y) {
+static int cmp_double(const void *x, const void *y)
+{
     double a = *(const double *)x, b = *(const double *)y;
     return (a > b) - (a < b);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     int rounds = 5;
     double secs = 0.2;
     shape shapes[64];
@@ -167,8 +175,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "-s") && i + 1 < argc && ns < 64) {
             shape *s = &shapes[ns];
             s->batch = 1;
-            if (sscanf(argv[++i], "%d,%d,%d,%d,%d,%d", &s->ta, &s->tb, &s->m, &s->n, &s->k,
-                       &s->batch) < 5) {
+            if (sscanf(argv[++i], "%d,%d,%d,%d,%d,%d", &s->ta, &s->tb, &s->m, &s->n, &s->k, &s->batch) < 5) {
                 fprintf(stderr, "lab_gemm: bad shape '%s'\n", argv[i]);
                 return 2;
             }
@@ -191,8 +198,8 @@ int main(int argc, char **argv) {
         size_t val[] = {indirect};
         cld_device_info info;
         cld_ctx_device_info(ctx, &info);
-        CLBlastStatusCode cs = CLBlastOverrideParameters(info.device, "GemmRoutine",
-                                                         CLBlastPrecisionSingle, 1, nm, val);
+        CLBlastStatusCode cs =
+            CLBlastOverrideParameters(info.device, "GemmRoutine", CLBlastPrecisionSingle, 1, nm, val);
         if (cs != CLBlastSuccess) fprintf(stderr, "lab_gemm: GemmRoutine override: %d\n", (int)cs);
     }
     cld__gemm_cfg def = cld__gemm_default_cfg(ctx);
@@ -281,19 +288,17 @@ int main(int argc, char **argv) {
                 cgf[v][r] = flops * reps[v] / ((cpu_now() - c0) / ncpu) / 1e9;
             }
         char label[64];
-        snprintf(label, sizeof label, "%d,%d,%d,%d,%d,%d", s->ta, s->tb, s->m, s->n, s->k,
-                 s->batch);
+        snprintf(label, sizeof label, "%d,%d,%d,%d,%d,%d", s->ta, s->tb, s->m, s->n, s->k, s->batch);
         printf("%-22s", label);
         for (int v = 0; v < nv; v++) {
             int R = rounds < 64 ? rounds : 64;
             qsort(gf[v], (size_t)R, sizeof(double), cmp_double);
             qsort(cgf[v], (size_t)R, sizeof(double), cmp_double);
             char cell[64];
-            snprintf(cell, sizeof cell, "%5.1f/%5.1f|%5.1f%s", gf[v][R / 2], gf[v][R - 1],
-                     cgf[v][R / 2], errs[v] > 1e-5 ? " BAD" : "");
+            snprintf(cell, sizeof cell, "%5.1f/%5.1f|%5.1f%s", gf[v][R / 2], gf[v][R - 1], cgf[v][R / 2],
+                     errs[v] > 1e-5 ? " BAD" : "");
             printf(" %22s", cell);
-            if (errs[v] > 1e-5) fprintf(stderr, "  %s on %s: rel err %.3g\n", vs[v].name, label,
-                                        errs[v]);
+            if (errs[v] > 1e-5) fprintf(stderr, "  %s on %s: rel err %.3g\n", vs[v].name, label, errs[v]);
         }
         printf("\n");
         fflush(stdout);

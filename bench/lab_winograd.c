@@ -22,12 +22,12 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-#define OK(x)                                                        \
-    do {                                                             \
-        if ((x) != CLD_OK) {                                         \
-            fprintf(stderr, "%s: %s\n", #x, cld_last_error());       \
-            return 1;                                                \
-        }                                                            \
+#define OK(x)                                                  \
+    do {                                                       \
+        if ((x) != CLD_OK) {                                   \
+            fprintf(stderr, "%s: %s\n", #x, cld_last_error()); \
+            return 1;                                          \
+        }                                                      \
     } while (0)
 
 int main(int argc, char **argv)
@@ -74,8 +74,8 @@ int main(int argc, char **argv)
     double fl = 2.0 * N * Ci * Co * 9 * H * H * (train ? 3 : 1);
     printf("N%d %d->%d @%d %s: implicit %.2f ms (%.0f GFLOPS)  winograd %.2f ms (%.0f GFLOPS)  "
            "ratio %.2f\n",
-           N, Ci, Co, H, train ? "fwd+bwd" : "fwd", best[0] * 1e3, fl / best[0] / 1e9,
-           best[1] * 1e3, fl / best[1] / 1e9, best[0] / best[1]);
+           N, Ci, Co, H, train ? "fwd+bwd" : "fwd", best[0] * 1e3, fl / best[0] / 1e9, best[1] * 1e3,
+           fl / best[1] / 1e9, best[0] / best[1]);
     for (int k = 0; k < 2; k++) {
         cld_graph_free(gs[k]);
         cld_params_free(ps[k]);

@@ -4,7 +4,8 @@
 #   tools/bootstrap.sh sample    install packages if missing, build, sample a grid of the bundled
 #                                model into samples.png (extra arguments go to cld-sample)
 #   tools/bootstrap.sh devices   install packages if missing, build, list OpenCL devices
-#   tools/bootstrap.sh test      install packages if missing, build, run the test suite; then the
+#   tools/bootstrap.sh test      install packages if missing, check the format (tools/format.sh
+#                                --check), build, run the test suite; then the
 #                                whole suite again under ASan + UBSan (build-asan/) and a smoke run
 #                                of each libFuzzer harness (clang, build-fuzz/) and the op tests on
 #                                Oclgrind, a simulated GPU that checks memory accesses and races;
@@ -21,7 +22,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 PACKAGES=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
-          libclblast-dev check libsubunit-dev libstb-dev zlib1g-dev libcjson-dev libjpeg-dev libexif-dev clinfo clang oclgrind)
+          libclblast-dev check libsubunit-dev libstb-dev zlib1g-dev libcjson-dev libjpeg-dev libexif-dev clinfo clang clang-format oclgrind)
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -112,6 +113,18 @@ run_hardening() {
     return $rc
 }
 
+# Every tracked .c / .h file as tools/format.sh (clang-format 14,
+# .clang-format) leaves it; in CI a missing clang-format fails too.
+check_format() {
+    if ! command -v clang-format >/dev/null 2>&1 && ! command -v clang-format-14 >/dev/null 2>&1; then
+        say "clang-format not found: format check skipped"
+        [ "${CI:-}" != "true" ]
+        return
+    fi
+    say "checking the format (tools/format.sh --check)"
+    tools/format.sh --check
+}
+
 cmd=${1:-devices}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -127,8 +140,9 @@ devices)
     ;;
 test)
     install_packages
-    build
     rc=0
+    check_format || rc=$?
+    build
     run_tests || rc=$?
     if [ "${CLD_QUICK:-0}" != 1 ]; then run_hardening || rc=$?; fi
     exit $rc

@@ -56,11 +56,13 @@ for l in "${names[@]}"; do
     IFS=, read -ra list <<<"${objs[$l]}"
     for o in "${list[@]}"; do
         [ -f "$o" ] || { echo "check_layers.sh: object '$o' of layer $l not found (build first)" >&2; exit 2; }
-        nobj=$((nobj + 1))
-        base=$(basename "$o")
-        nm -g --defined-only "$o" | awk -v l="$l" -v o="$base" 'NF >= 3 { print $3, l, o }' >>"$tmp/defs"
-        nm -u "$o" | awk -v l="$l" -v o="$base" '{ print $NF, l, o }' >>"$tmp/uses"
     done
+    nobj=$((nobj + ${#list[@]}))
+    # nm -A: "path: [value] type symbol" (two nm runs per layer)
+    nm -A -g --defined-only "${list[@]}" |
+        awk -v l="$l" '{ o = $1; sub(/:[^:\/]*$/, "", o); n = split(o, p, "/"); print $NF, l, p[n] }' >>"$tmp/defs"
+    nm -A -u "${list[@]}" |
+        awk -v l="$l" '{ o = $1; sub(/:[^:\/]*$/, "", o); n = split(o, p, "/"); print $NF, l, p[n] }' >>"$tmp/uses"
 done
 
 bad=0

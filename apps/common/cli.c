@@ -7,7 +7,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value) {
+int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value)
+{
     const char *arg = argv[*i];
     size_t n = strlen(name);
     if (strncmp(arg, name, n) != 0) return 0;
@@ -24,24 +25,29 @@ int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **
     return 1;
 }
 
-int cli_fail(const char *prog, const char *what, cld_status s) {
+int cli_fail(const char *prog, const char *what, cld_status s)
+{
     fprintf(stderr, "%s: %s: %s: %s\n", prog, what, cld_status_name(s), cld_last_error());
     if (s == CLD_ERR_NO_PLATFORM) {
-        fprintf(stderr, "%s: no OpenCL driver is installed. On Debian/Ubuntu: "
-                        "`sudo apt-get install pocl-opencl-icd` (CPU), or your GPU vendor's "
-                        "OpenCL driver (nvidia-opencl-icd, intel-opencl-icd, mesa-opencl-icd, "
-                        "ROCm).\n", prog);
+        fprintf(stderr,
+                "%s: no OpenCL driver is installed. On Debian/Ubuntu: "
+                "`sudo apt-get install pocl-opencl-icd` (CPU), or your GPU vendor's "
+                "OpenCL driver (nvidia-opencl-icd, intel-opencl-icd, mesa-opencl-icd, "
+                "ROCm).\n",
+                prog);
         return CLI_EXIT_NO_DEVICE;
     }
     if (s == CLD_ERR_NO_DEVICE) return CLI_EXIT_NO_DEVICE;
     return CLI_EXIT_FAIL;
 }
 
-void cli_print_device(FILE *f, const cld_device_info *info) {
+void cli_print_device(FILE *f, const cld_device_info *info)
+{
     fprintf(f, "device: %s / %s\n", info->platform_name, info->name);
 }
 
-cld_status cli_ctx_create(const char *spec, FILE *log, cld_ctx **out) {
+cld_status cli_ctx_create(const char *spec, FILE *log, cld_ctx **out)
+{
     cld_status s = cld_ctx_create(spec, out);
     if (s != CLD_OK || !log) return s;
     cld_device_info info;
@@ -49,7 +55,8 @@ cld_status cli_ctx_create(const char *spec, FILE *log, cld_ctx **out) {
     return CLD_OK;
 }
 
-int cli_parse_num(const char *v, double lo, double hi, double *out) {
+int cli_parse_num(const char *v, double lo, double hi, double *out)
+{
     char *end;
     errno = 0;
     double d = strtod(v, &end);
@@ -58,29 +65,36 @@ int cli_parse_num(const char *v, double lo, double hi, double *out) {
     return 1;
 }
 
-double cli_now_s(void) {
+double cli_now_s(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int cli_is_dir(const char *path) {
+int cli_is_dir(const char *path)
+{
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-int cli_is_file(const char *path) {
+int cli_is_file(const char *path)
+{
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-void cli_json_str(FILE *f, const char *s) {
+void cli_json_str(FILE *f, const char *s)
+{
     fputc('"', f);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
     }
     fputc('"', f);
 }

@@ -29,7 +29,8 @@ const char *at_app(const char *name, const char *env_var)
 int at_run(const char *bin, const char *dir, const char *args, char **out, char **err)
 {
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s/stdout' 2>'%s/stderr' </dev/null", dir, bin, args, dir, dir);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s/stdout' 2>'%s/stderr' </dev/null", dir, bin, args, dir,
+             dir);
     int st = system(cmd);
     ck_assert(st != -1 && WIFEXITED(st));
     char p[4200];
@@ -38,10 +39,14 @@ int at_run(const char *bin, const char *dir, const char *args, char **out, char 
     char *o = (char *)at_read_file(p, &len);
     snprintf(p, sizeof p, "%s/stderr", dir);
     char *e = (char *)at_read_file(p, &len);
-    if (out) *out = o;
-    else free(o);
-    if (err) *err = e;
-    else free(e);
+    if (out)
+        *out = o;
+    else
+        free(o);
+    if (err)
+        *err = e;
+    else
+        free(e);
     return WEXITSTATUS(st);
 }
 
@@ -49,8 +54,8 @@ pid_t at_spawn(const char *bin, const char *dir, const char *args)
 {
     char cmd[8192];
     /* exec: the shell becomes the program, so a signal to pid reaches it */
-    snprintf(cmd, sizeof cmd, "cd '%s' && exec '%s' %s >'%s/bg-stdout' 2>'%s/bg-stderr' </dev/null", dir, bin, args,
-             dir, dir);
+    snprintf(cmd, sizeof cmd, "cd '%s' && exec '%s' %s >'%s/bg-stdout' 2>'%s/bg-stderr' </dev/null", dir, bin,
+             args, dir, dir);
     pid_t pid = fork();
     ck_assert(pid >= 0);
     if (pid == 0) {
@@ -102,7 +107,8 @@ void at_files_equal(const char *a, const char *b)
     size_t la = 0, lb = 0;
     unsigned char *x = at_read_file(a, &la), *y = at_read_file(b, &lb);
     ck_assert_msg(x && y, "missing %s or %s", a, b);
-    ck_assert_msg(la == lb && memcmp(x, y, la) == 0, "%s (%zu bytes) and %s (%zu bytes) differ", a, la, b, lb);
+    ck_assert_msg(la == lb && memcmp(x, y, la) == 0, "%s (%zu bytes) and %s (%zu bytes) differ", a, la, b,
+                  lb);
     free(x);
     free(y);
 }

@@ -55,11 +55,11 @@ static double rel_err(const float *a, const double *b, size_t n)
     return e;
 }
 
-#define FAIL(msg)                                                                        \
-    do {                                                                                 \
-        fprintf(stderr, "opcheck %s: %s: %s\n", c->name, msg, cld_last_error());        \
-        rc = -1;                                                                         \
-        goto done;                                                                       \
+#define FAIL(msg)                                                                \
+    do {                                                                         \
+        fprintf(stderr, "opcheck %s: %s: %s\n", c->name, msg, cld_last_error()); \
+        rc = -1;                                                                 \
+        goto done;                                                               \
     } while (0)
 
 int opc_run(const opc_case *c, uint64_t seed, opc_result *res)
@@ -194,8 +194,9 @@ void opc_check(const opc_case *c, uint64_t seed, double tol_fwd, double tol_bwd)
             res.fd_err);
     ck_assert_msg(res.fwd_err <= tol_fwd, "%s: forward error %.3e > %.1e", c->name, res.fwd_err, tol_fwd);
     if (!c->skip_backward) {
-        ck_assert_msg(res.bwd_err <= tol_bwd, "%s: backward error %.3e > %.1e", c->name, res.bwd_err, tol_bwd);
-        ck_assert_msg(res.fd_err <= 1e-5, "%s: reference gradient vs finite differences %.3e > 1e-5",
-                      c->name, res.fd_err);
+        ck_assert_msg(res.bwd_err <= tol_bwd, "%s: backward error %.3e > %.1e", c->name, res.bwd_err,
+                      tol_bwd);
+        ck_assert_msg(res.fd_err <= 1e-5, "%s: reference gradient vs finite differences %.3e > 1e-5", c->name,
+                      res.fd_err);
     }
 }

@@ -23,8 +23,8 @@ typedef struct opc_operand {
     const char *name;
     int ndim;
     int shape[4];
-    int is_param;      /* parameter (tests the param-grad sink) vs input  */
-    int no_grad;       /* integer-like operands (labels, timesteps)        */
+    int is_param; /* parameter (tests the param-grad sink) vs input  */
+    int no_grad;  /* integer-like operands (labels, timesteps)        */
     /* optional custom fill (else uniform [-1, 1]) */
     void (*fill)(double *v, size_t n, uint64_t *rng, void *user);
 } opc_operand;
@@ -40,7 +40,7 @@ typedef struct opc_case {
     /* dx[i] (zeroed by the harness) += J_i^T dy for every operand */
     void (*ref_backward)(const double *const *x, const double *dy, double **dx, void *user);
     void *user;
-    int skip_backward;  /* forward-only op */
+    int skip_backward; /* forward-only op */
 } opc_case;
 
 typedef struct opc_result {

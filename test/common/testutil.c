@@ -12,40 +12,44 @@
 
 #include "runtime/internal.h" /* host RNG */
 
-cld_ctx *tu_ctx(void) {
+cld_ctx *tu_ctx(void)
+{
     static cld_ctx *ctx;
     if (!ctx) {
         cld_status s = cld_ctx_create(NULL, &ctx);
-        if (s != CLD_OK)
-            ck_abort_msg("cld_ctx_create: %s: %s", cld_status_name(s), cld_last_error());
+        if (s != CLD_OK) ck_abort_msg("cld_ctx_create: %s: %s", cld_status_name(s), cld_last_error());
     }
     return ctx;
 }
 
-void *tu_malloc(size_t bytes) {
+void *tu_malloc(size_t bytes)
+{
     void *p = malloc(bytes ? bytes : 1);
     if (!p) ck_abort_msg("out of host memory (%zu bytes)", bytes);
     return p;
 }
 
-void tu_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi) {
+void tu_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi)
+{
     uint64_t st = seed;
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * (float)cld__rand_uniform(&st);
 }
 
-void tu_fill_normal(float *x, size_t n, uint64_t seed, float std) {
+void tu_fill_normal(float *x, size_t n, uint64_t seed, float std)
+{
     uint64_t st = seed;
     for (size_t i = 0; i < n; i++) x[i] = std * (float)cld__rand_normal(&st);
 }
 
-float *tu_rand_uniform(size_t n, uint64_t seed, float lo, float hi) {
+float *tu_rand_uniform(size_t n, uint64_t seed, float lo, float hi)
+{
     float *x = tu_malloc(n * sizeof *x);
     tu_fill_uniform(x, n, seed, lo, hi);
     return x;
 }
 
-double tu_max_rel_err(const float *got, const float *want, size_t n, double floor,
-                      size_t *worst) {
+double tu_max_rel_err(const float *got, const float *want, size_t n, double floor, size_t *worst)
+{
     double m = 0;
     size_t wi = 0;
     for (size_t i = 0; i < n; i++) {
@@ -61,7 +65,8 @@ double tu_max_rel_err(const float *got, const float *want, size_t n, double floo
     return m;
 }
 
-double tu_max_abs_err(const float *got, const float *want, size_t n, size_t *worst) {
+double tu_max_abs_err(const float *got, const float *want, size_t n, size_t *worst)
+{
     double m = 0;
     size_t wi = 0;
     for (size_t i = 0; i < n; i++) {
@@ -76,18 +81,21 @@ double tu_max_abs_err(const float *got, const float *want, size_t n, size_t *wor
     return m;
 }
 
-cl_mem tu_upload(cld_ctx *ctx, const float *x, size_t n) {
+cl_mem tu_upload(cld_ctx *ctx, const float *x, size_t n)
+{
     cl_mem buf = NULL;
     TU_OK(cld_buffer_alloc(ctx, n * sizeof(float), &buf));
     TU_OK(cld_buffer_write(ctx, buf, 0, n * sizeof(float), x));
     return buf;
 }
 
-void tu_download(cld_ctx *ctx, cl_mem buf, float *x, size_t n) {
+void tu_download(cld_ctx *ctx, cl_mem buf, float *x, size_t n)
+{
     TU_OK(cld_buffer_read(ctx, buf, 0, n * sizeof(float), x));
 }
 
-char *tu_mkdtemp(const char *prefix) {
+char *tu_mkdtemp(const char *prefix)
+{
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp) tmp = "/tmp";
     size_t n = strlen(tmp) + strlen(prefix) + 16;
@@ -97,7 +105,8 @@ char *tu_mkdtemp(const char *prefix) {
     return path;
 }
 
-void tu_rm_rf(const char *path) {
+void tu_rm_rf(const char *path)
+{
     struct stat st;
     if (lstat(path, &st) != 0) return;
     if (S_ISDIR(st.st_mode)) {
@@ -121,7 +130,8 @@ void tu_rm_rf(const char *path) {
     }
 }
 
-double tu_now(void) {
+double tu_now(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;

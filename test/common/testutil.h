@@ -10,19 +10,18 @@
 #include "cldiffusion/cldiffusion.h"
 
 /* Fail the test with status name and cld_last_error() unless `expr` is CLD_OK. */
-#define TU_OK(expr)                                                                   \
-    do {                                                                              \
-        cld_status tu_s__ = (expr);                                                   \
-        ck_assert_msg(tu_s__ == CLD_OK, "%s -> %s: %s", #expr, cld_status_name(tu_s__), \
-                      cld_last_error());                                              \
+#define TU_OK(expr)                                                                                        \
+    do {                                                                                                   \
+        cld_status tu_s__ = (expr);                                                                        \
+        ck_assert_msg(tu_s__ == CLD_OK, "%s -> %s: %s", #expr, cld_status_name(tu_s__), cld_last_error()); \
     } while (0)
 
 /* Fail unless `expr` returns exactly `want`. */
-#define TU_STATUS(expr, want)                                                          \
-    do {                                                                               \
-        cld_status tu_s__ = (expr);                                                    \
-        ck_assert_msg(tu_s__ == (want), "%s -> %s (expected %s): %s", #expr,           \
-                      cld_status_name(tu_s__), cld_status_name(want), cld_last_error()); \
+#define TU_STATUS(expr, want)                                                                         \
+    do {                                                                                              \
+        cld_status tu_s__ = (expr);                                                                   \
+        ck_assert_msg(tu_s__ == (want), "%s -> %s (expected %s): %s", #expr, cld_status_name(tu_s__), \
+                      cld_status_name(want), cld_last_error());                                       \
     } while (0)
 
 /* Context on $CLD_DEVICE or the default device, created on first use and kept
@@ -37,17 +36,15 @@ void tu_fill_normal(float *x, size_t n, uint64_t seed, float std);
 float *tu_rand_uniform(size_t n, uint64_t seed, float lo, float hi); /* tu_malloc'd */
 
 /* max_i |got-want| / max(|want|, floor); *worst (optional) gets the index. */
-double tu_max_rel_err(const float *got, const float *want, size_t n, double floor,
-                      size_t *worst);
+double tu_max_rel_err(const float *got, const float *want, size_t n, double floor, size_t *worst);
 double tu_max_abs_err(const float *got, const float *want, size_t n, size_t *worst);
 /* Fail the test if tu_max_rel_err(floor=1) > tol, naming `what` and the worst index. */
-#define TU_ASSERT_CLOSE(got, want, n, tol, what)                                        \
-    do {                                                                                \
-        size_t tu_i__ = 0;                                                              \
-        double tu_e__ = tu_max_rel_err((got), (want), (n), 1.0, &tu_i__);               \
-        ck_assert_msg(tu_e__ <= (tol), "%s: max rel err %.3g > %.3g at [%zu]: got %g want %g", \
-                      (what), tu_e__, (double)(tol), tu_i__, (double)(got)[tu_i__],     \
-                      (double)(want)[tu_i__]);                                          \
+#define TU_ASSERT_CLOSE(got, want, n, tol, what)                                                       \
+    do {                                                                                               \
+        size_t tu_i__ = 0;                                                                             \
+        double tu_e__ = tu_max_rel_err((got), (want), (n), 1.0, &tu_i__);                              \
+        ck_assert_msg(tu_e__ <= (tol), "%s: max rel err %.3g > %.3g at [%zu]: got %g want %g", (what), \
+                      tu_e__, (double)(tol), tu_i__, (double)(got)[tu_i__], (double)(want)[tu_i__]);   \
     } while (0)
 
 /* Device buffer holding a copy of host floats / host copy of a device buffer. */

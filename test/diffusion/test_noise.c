@@ -15,10 +15,10 @@ START_TEST(test_philox_known_answers)
     /* Random123 tests/kat_vectors, philox4x32 10 */
     static const uint32_t kat[3][10] = {
         {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
-        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d,
-         0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
-        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09,
-         0x94fdcceb, 0x5001e420, 0x24126ea1},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d, 0x41c83b0e,
+         0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09, 0x94fdcceb,
+         0x5001e420, 0x24126ea1},
     };
     for (int i = 0; i < 3; i++) {
         uint32_t out[4];
@@ -50,8 +50,8 @@ static void check_pair(uint32_t w0, uint32_t w1, double *worst)
     for (int k = 0; k < 2; k++) {
         double err = fabs((double)got[k] - ref[k]);
         double tol = 0.5 * ldexp(1.0, ilogb(fabs(ref[k]) > 1e-30 ? ref[k] : 1e-30) - 23) + 1e-8;
-        ck_assert_msg(err <= tol, "BoxMuller(%08x, %08x)[%d] = %.9g, exact %.12g (err %.3g)", w0,
-                      w1, k, (double)got[k], ref[k], err);
+        ck_assert_msg(err <= tol, "BoxMuller(%08x, %08x)[%d] = %.9g, exact %.12g (err %.3g)", w0, w1, k,
+                      (double)got[k], ref[k], err);
         if (err > *worst) *worst = err;
     }
 }
@@ -61,8 +61,8 @@ START_TEST(test_box_muller_accuracy)
     double worst = 0.0;
     /* edges: u = 1 (r = 0), u = 2^-32 (largest r), quadrant boundaries */
     const uint32_t w0s[] = {0u, 1u, 2u, 0x7fffffffu, 0x80000000u, 0xfffffffeu, 0xffffffffu};
-    const uint32_t w1s[] = {0u, 1u, 0x3fffffffu, 0x40000000u, 0x7fffffffu, 0x80000000u,
-                            0xbfffffffu, 0xc0000000u, 0xffffffffu, 0x20000000u};
+    const uint32_t w1s[] = {0u,          1u,          0x3fffffffu, 0x40000000u, 0x7fffffffu,
+                            0x80000000u, 0xbfffffffu, 0xc0000000u, 0xffffffffu, 0x20000000u};
     for (size_t i = 0; i < sizeof w0s / sizeof w0s[0]; i++)
         for (size_t j = 0; j < sizeof w1s / sizeof w1s[0]; j++) check_pair(w0s[i], w1s[j], &worst);
     float z[2];
@@ -126,10 +126,11 @@ static void check_device_bits(const cld_noise_key *key, int n, size_t per, size_
     size_t bad = 0, first = 0;
     for (size_t i = 0; i < total; i++)
         if (memcmp(&host[i], &dev[off + i], sizeof(float)) != 0 && bad++ == 0) first = i;
-    ck_assert_msg(bad == 0, "seed %llx stream %u index %u step %u (%d x %zu): %zu of %zu differ, "
-                  "first [%zu] device %.9g host %.9g", (unsigned long long)key->seed, key->stream,
-                  key->index, key->step, n, per, bad, total, first, (double)dev[off + first],
-                  (double)host[first]);
+    ck_assert_msg(bad == 0,
+                  "seed %llx stream %u index %u step %u (%d x %zu): %zu of %zu differ, "
+                  "first [%zu] device %.9g host %.9g",
+                  (unsigned long long)key->seed, key->stream, key->index, key->step, n, per, bad, total,
+                  first, (double)dev[off + first], (double)host[first]);
     cld_buffer_release(buf);
     free(host);
     free(dev);
@@ -144,9 +145,9 @@ START_TEST(test_device_equals_host)
         {1ull << 40, 9, 123456, 999},
     };
     check_device_bits(&k[0], 1, 1, 0);
-    check_device_bits(&k[1], 3, 105, 7);       /* (3, 3, 7, 5): 105 is not a multiple of 4 */
+    check_device_bits(&k[1], 3, 105, 7); /* (3, 3, 7, 5): 105 is not a multiple of 4 */
     check_device_bits(&k[2], 2, 4 * 28 * 28 + 3, 1);
-    check_device_bits(&k[3], 5, 77777, 0);      /* ~390k values */
+    check_device_bits(&k[3], 5, 77777, 0); /* ~390k values */
 }
 END_TEST
 
@@ -211,8 +212,8 @@ START_TEST(test_statistics)
     }
     double N = (double)total;
     m1 /= N, m2 /= N, m3 /= N, m4 /= N, lag /= N - 1, cross /= N - per;
-    printf("noise stats over %zu: mean %.5f var %.5f skew %.5f kurt %.5f lag1 %.5f cross %.5f\n",
-           total, m1, m2, m3, m4, lag, cross);
+    printf("noise stats over %zu: mean %.5f var %.5f skew %.5f kurt %.5f lag1 %.5f cross %.5f\n", total, m1,
+           m2, m3, m4, lag, cross);
     /* 5 standard errors of each estimate (normal: var(z^k) = 1, 2, 15, 96) */
     double se = 1.0 / sqrt(N);
     ck_assert_msg(fabs(m1) < 5 * se, "mean %g", m1);
@@ -223,8 +224,8 @@ START_TEST(test_statistics)
     ck_assert_msg(fabs(cross) < 5 * sqrt(N / (N - per)) * se, "sample correlation %g", cross);
     for (int e = 0; e < 9; e++) {
         double p = phi(edges[e]), f = below[e] / N;
-        ck_assert_msg(fabs(f - p) < 5 * sqrt(p * (1 - p) / N) + 1e-12,
-                      "P(z < %g) = %.6f, normal %.6f", edges[e], f, p);
+        ck_assert_msg(fabs(f - p) < 5 * sqrt(p * (1 - p) / N) + 1e-12, "P(z < %g) = %.6f, normal %.6f",
+                      edges[e], f, p);
     }
     cld_buffer_release(buf);
     free(z);
@@ -277,7 +278,4 @@ static Suite *noise_suite(void)
     return s;
 }
 
-int main(void)
-{
-    return tu_run_suite(noise_suite());
-}
+int main(void) { return tu_run_suite(noise_suite()); }

@@ -50,11 +50,11 @@ typedef struct gm {
     const cld_schedule *s;
     cld_pred_type pred;
     int kind, C;
-    size_t hw, per;      /* per = C * hw */
+    size_t hw, per; /* per = C * hw */
     chan ch[3];
-    double guide;        /* DATA_CLASS: > 0 applies guidance itself (cond and uncond in double) */
+    double guide; /* DATA_CLASS: > 0 applies guidance itself (cond and uncond in double) */
     float *xh, *oh;
-    size_t cap;          /* floats in xh, oh */
+    size_t cap; /* floats in xh, oh */
     int calls, max_batch;
 } gm;
 
@@ -91,8 +91,8 @@ static double gm_x0(const gm *g, int label, size_t j, double a, double b, double
     return post_x0(&g->ch[j / g->hw], a, b, x);
 }
 
-static cld_status gm_model(void *user, cl_mem x, size_t xo, cl_mem out, size_t oo, int n,
-                           const float *t, const int *labels)
+static cld_status gm_model(void *user, cl_mem x, size_t xo, cl_mem out, size_t oo, int n, const float *t,
+                           const int *labels)
 {
     gm *g = user;
     size_t tot = (size_t)n * g->per;
@@ -119,8 +119,7 @@ static cld_status gm_model(void *user, cl_mem x, size_t xo, cl_mem out, size_t o
     return cld_buffer_write(g->ctx, out, oo * sizeof(float), tot * sizeof(float), g->oh);
 }
 
-static void gm_init(gm *g, const cld_schedule *s, int kind, cld_pred_type pred, int nmax,
-                    size_t hw)
+static void gm_init(gm *g, const cld_schedule *s, int kind, cld_pred_type pred, int nmax, size_t hw)
 {
     memset(g, 0, sizeof *g);
     g->ctx = tu_ctx();
@@ -160,33 +159,40 @@ static void on_progress(void *user, int step, int total)
 
 /* Runs a sampler with model g on n samples from seed noise, or from x_T if
  * xT is given; out (n, per) on the host. Checks calls, progress, finiteness. */
-static void sample_from(const cld_schedule *s, const cld_sampler_opts *o, gm *g, int n,
-                        const int *labels, uint64_t seed, const float *xT, float *out)
+static void sample_from(const cld_schedule *s, const cld_sampler_opts *o, gm *g, int n, const int *labels,
+                        uint64_t seed, const float *xT, float *out)
 {
     cld_ctx *ctx = tu_ctx();
     size_t total = (size_t)n * g->per;
     cl_mem buf = xT ? tu_upload(ctx, xT, total) : NULL;
     if (!buf) TU_OK(cld_buffer_alloc(ctx, total * sizeof(float), &buf));
     progress_log pl = {0, 0, 0, 0};
-    cld_sample_job job = {.n = n, .per_sample = g->per, .labels = labels, .seed = seed,
-                          .start_from_out = xT != NULL, .out = buf, .model = gm_model,
-                          .model_user = g, .progress = on_progress, .progress_user = &pl};
+    cld_sample_job job = {.n = n,
+                          .per_sample = g->per,
+                          .labels = labels,
+                          .seed = seed,
+                          .start_from_out = xT != NULL,
+                          .out = buf,
+                          .model = gm_model,
+                          .model_user = g,
+                          .progress = on_progress,
+                          .progress_user = &pl};
     g->calls = 0;
     TU_OK(cld_sampler_run(ctx, s, o, &job));
     tu_download(ctx, buf, out, total);
     cld_buffer_release(buf);
     int calls;
     TU_OK(cld_sampler_model_calls(o, &calls));
-    ck_assert_msg(g->calls == calls, "%s: %d model calls, expected %d", cld_sampler_name(o->kind),
-                  g->calls, calls);
+    ck_assert_msg(g->calls == calls, "%s: %d model calls, expected %d", cld_sampler_name(o->kind), g->calls,
+                  calls);
     ck_assert_msg(pl.count == o->steps && pl.last == o->steps && pl.total == o->steps && !pl.bad,
                   "progress: %d calls, last %d of %d", pl.count, pl.last, pl.total);
     for (size_t i = 0; i < total; i++)
         ck_assert_msg(isfinite(out[i]), "%s: non-finite output at %zu", cld_sampler_name(o->kind), i);
 }
 
-static void sample(const cld_schedule *s, const cld_sampler_opts *o, gm *g, int n,
-                   const int *labels, uint64_t seed, float *out)
+static void sample(const cld_schedule *s, const cld_sampler_opts *o, gm *g, int n, const int *labels,
+                   uint64_t seed, float *out)
 {
     sample_from(s, o, g, n, labels, seed, NULL, out);
 }
@@ -211,8 +217,8 @@ static const char *opts_name(const cld_sampler_opts *o, char *buf, size_t len)
         snprintf(eta, sizeof eta, " eta=%g", o->eta);
         extra = eta;
     }
-    snprintf(buf, len, "%s%s%s %d (%s)", cld_sampler_name(o->kind), o->karras ? " karras" : "",
-             extra, o->steps, preds[o->pred]);
+    snprintf(buf, len, "%s%s%s %d (%s)", cld_sampler_name(o->kind), o->karras ? " karras" : "", extra,
+             o->steps, preds[o->pred]);
     return buf;
 }
 
@@ -220,8 +226,8 @@ static void assert_same(const float *a, const float *b, size_t n, double tol, co
 {
     size_t at = 0;
     double e = tu_max_abs_err(a, b, n, &at);
-    ck_assert_msg(e <= tol, "%s: max |difference| %.3g > %.3g at [%zu] (%g vs %g)", what, e, tol,
-                  at, (double)a[at], (double)b[at]);
+    ck_assert_msg(e <= tol, "%s: max |difference| %.3g > %.3g at [%zu] (%g vs %g)", what, e, tol, at,
+                  (double)a[at], (double)b[at]);
 }
 
 /* ----------------------------------------------- reference samplers in double */
@@ -230,9 +236,12 @@ static void ref_timesteps(int T, const cld_sampler_opts *o, int *ts)
 {
     int N = o->steps;
     for (int k = 0; k < N; k++) {
-        if (o->spacing == CLD_SPACING_LEADING) ts[k] = (N - 1 - k) * (T / N) + o->steps_offset;
-        else if (o->spacing == CLD_SPACING_TRAILING) ts[k] = (int)nearbyint(T - k * ((double)T / N)) - 1;
-        else ts[k] = (int)nearbyint((N - 1 - k) * (T - 1.0) / (N - 1));
+        if (o->spacing == CLD_SPACING_LEADING)
+            ts[k] = (N - 1 - k) * (T / N) + o->steps_offset;
+        else if (o->spacing == CLD_SPACING_TRAILING)
+            ts[k] = (int)nearbyint(T - k * ((double)T / N)) - 1;
+        else
+            ts[k] = (int)nearbyint((N - 1 - k) * (T - 1.0) / (N - 1));
     }
 }
 
@@ -244,7 +253,8 @@ static void ref_sigmas(const cld_schedule *s, const cld_sampler_opts *o, double 
         double smin = sqrt((1 - s->alpha_bar[0]) / s->alpha_bar[0]);
         double smax = sqrt((1 - s->alpha_bar[s->T - 1]) / s->alpha_bar[s->T - 1]);
         for (int i = 0; i < N; i++) {
-            double r = pow(smax, 1 / o->rho) + i / (N - 1.0) * (pow(smin, 1 / o->rho) - pow(smax, 1 / o->rho));
+            double r =
+                pow(smax, 1 / o->rho) + i / (N - 1.0) * (pow(smin, 1 / o->rho) - pow(smax, 1 / o->rho));
             sig[i] = pow(r, o->rho);
             TU_OK(cld_schedule_sigma_to_t(s, sig[i], &tm[i]));
         }
@@ -268,8 +278,7 @@ static double ref_D(const gm *g, size_t j, double xve, double sigma, double t)
 }
 
 /* One element (pixel j) of a run from x_T; z[k] is the noise of step k. */
-static double ref_sample(const gm *g, const cld_sampler_opts *o, size_t j, double xT,
-                         const double *z)
+static double ref_sample(const gm *g, const cld_sampler_opts *o, size_t j, double xT, const double *z)
 {
     const cld_schedule *s = g->s;
     int N = o->steps;
@@ -303,9 +312,9 @@ static double ref_sample(const gm *g, const cld_sampler_opts *o, size_t j, doubl
         switch (o->kind) {
         case CLD_SAMPLER_EULER: x += d * (sig[i + 1] - sig[i]); break;
         case CLD_SAMPLER_EULER_A: {
-            double up = fmin(sig[i + 1], o->eta * sqrt(sig[i + 1] * sig[i + 1] *
-                                                       (sig[i] * sig[i] - sig[i + 1] * sig[i + 1]) /
-                                                       (sig[i] * sig[i])));
+            double up = fmin(sig[i + 1],
+                             o->eta * sqrt(sig[i + 1] * sig[i + 1] *
+                                           (sig[i] * sig[i] - sig[i + 1] * sig[i + 1]) / (sig[i] * sig[i])));
             double down = sqrt(sig[i + 1] * sig[i + 1] - up * up);
             x += d * (down - sig[i]);
             if (sig[i + 1] > 0) x += z[i + 1] * up;
@@ -440,8 +449,8 @@ static void check_moments(const char *what, moments got, const chan *c, double c
     double k5 = stratified ? 0.0 : 5.0;
     double tol_mean = k5 * sqrt(var / cnt) + BIAS_MEAN * sqrt(var);
     double tol_var = k5 * sqrt((m4 - var * var) / cnt) + BIAS_VAR * var;
-    printf("    %-12s mean %+.4f (want %+.4f +- %.4f)  var %.4f (want %.4f +- %.4f)", what, got.mean,
-           mean, tol_mean, got.var, var, tol_var);
+    printf("    %-12s mean %+.4f (want %+.4f +- %.4f)  var %.4f (want %.4f +- %.4f)", what, got.mean, mean,
+           tol_mean, got.var, var, tol_var);
     int ok = fabs(got.mean - mean) <= tol_mean && fabs(got.var - var) <= tol_var;
     if (c->K == 2) {
         double p = 0;
@@ -465,8 +474,10 @@ static void stratified_xT(float *x, int n, size_t per, size_t hw)
             double p = (k + 0.5) / M, lo = -10, hi = 10;
             for (int it = 0; it < 60; it++) {
                 double mid = 0.5 * (lo + hi);
-                if (phi(mid) < p) lo = mid;
-                else hi = mid;
+                if (phi(mid) < p)
+                    lo = mid;
+                else
+                    hi = mid;
             }
             q[k] = (float)(0.5 * (lo + hi));
         }
@@ -536,10 +547,7 @@ static void run_dist_case(int i, int zero_snr)
     cld_schedule_free(s);
 }
 
-START_TEST(test_distribution)
-{
-    run_dist_case(_i, 0);
-}
+START_TEST(test_distribution) { run_dist_case(_i, 0); }
 END_TEST
 
 /* Zero terminal SNR with v-prediction (x_T is then exactly the noise), with
@@ -647,8 +655,13 @@ START_TEST(test_ddim_deterministic)
     cld_ctx *ctx = tu_ctx();
     cl_mem buf;
     TU_OK(cld_buffer_alloc(ctx, total * sizeof(float), &buf));
-    cld_sample_job job = {.n = 1, .per_sample = g.per, .seed = 31, .first_index = 1, .out = buf,
-                          .model = gm_model, .model_user = &g};
+    cld_sample_job job = {.n = 1,
+                          .per_sample = g.per,
+                          .seed = 31,
+                          .first_index = 1,
+                          .out = buf,
+                          .model = gm_model,
+                          .model_user = &g};
     TU_OK(cld_sampler_run(ctx, s, &o, &job));
     tu_download(ctx, buf, r2, g.per);
     ck_assert(memcmp(r1 + g.per, r2, g.per * sizeof(float)) == 0);
@@ -770,8 +783,8 @@ START_TEST(test_points)
     for (int i = 0; i < 8; i++) {
         double r = pow(smax, 1 / 7.0) + i / 7.0 * (pow(smin, 1 / 7.0) - pow(smax, 1 / 7.0));
         double sg = pow(r, 7.0), tt;
-        ck_assert_msg(fabs(p[i].b / p[i].a - sg) < 1e-9 * sg, "karras %d: %g want %g", i,
-                      p[i].b / p[i].a, sg);
+        ck_assert_msg(fabs(p[i].b / p[i].a - sg) < 1e-9 * sg, "karras %d: %g want %g", i, p[i].b / p[i].a,
+                      sg);
         TU_OK(cld_schedule_sigma_to_t(s, sg, &tt));
         ck_assert(fabs(p[i].t - tt) < 1e-9);
     }
@@ -856,7 +869,7 @@ static double ode_error(const cld_schedule *s, const cld_sampler_opts *o, gm *g,
     for (size_t i = 0; i < total; i++) {
         const chan *c = &g->ch[(i % g->per) / g->hw];
         double mu = c->m[0], sd = c->s[0], y = xT[i] / p0[0].a - mu;
-        double flow0 = sd * y / sqrt(sd * sd + sT * sT);          /* x~(0) - mu */
+        double flow0 = sd * y / sqrt(sd * sd + sT * sT); /* x~(0) - mu */
         double exact = mu + flow0 * sd / sqrt(sd * sd + smin * smin);
         acc += (x[i] - exact) * (x[i] - exact);
         accj += (exact - mu - flow0) * (exact - mu - flow0);
@@ -889,7 +902,9 @@ START_TEST(test_ode_error_table)
     for (int r = 0; r < N_ROWS; r++) {
         char name[40];
         snprintf(name, sizeof name, "%s%s", cld_sampler_name(rows[r].kind),
-                 rows[r].karras ? " karras" : rows[r].kind == CLD_SAMPLER_DDIM ? " eta=0" : "");
+                 rows[r].karras                     ? " karras"
+                 : rows[r].kind == CLD_SAMPLER_DDIM ? " eta=0"
+                                                    : "");
         printf("%-22s", name);
         for (int j = 0; j < N_TAB; j++) {
             cld_sampler_opts o = opts(rows[r].kind, tab_steps[j], rows[r].karras, CLD_PRED_EPS);
@@ -911,18 +926,15 @@ START_TEST(test_ode_error_table)
     /* DPM-Solver++(2M) and Heun (Karras) are second order */
     double o2 = log(err[R_DPM_K][3] / err[R_DPM_K][5]) / log(4.0);
     double oh = log(err[R_HEUN_K][3] / err[R_HEUN_K][5]) / log(4.0);
-    printf("observed order 50 -> 200 steps: ddim %.2f, dpmpp_2m karras %.2f, heun karras %.2f\n", o1,
-           o2, oh);
+    printf("observed order 50 -> 200 steps: ddim %.2f, dpmpp_2m karras %.2f, heun karras %.2f\n", o1, o2, oh);
     ck_assert_msg(o2 > 1.6, "DPM-Solver++(2M) order %g", o2);
     ck_assert_msg(oh > 1.6, "Heun order %g", oh);
     /* DPM-Solver++(2M) at 20 steps: DDIM needs well over 100 steps for that */
     int need = 0;
     for (int j = 0; j < N_TAB && !need; j++)
         if (err[R_DDIM][j] <= err[R_DPM_K][2]) need = tab_steps[j];
-    printf("dpmpp_2m karras at 20 steps: %.2e; DDIM reaches it first at %d steps\n",
-           err[R_DPM_K][2], need);
-    ck_assert_msg(need == 0 || need > 200, "DDIM matches DPM-Solver++(2M) at 20 steps already at %d",
-                  need);
+    printf("dpmpp_2m karras at 20 steps: %.2e; DDIM reaches it first at %d steps\n", err[R_DPM_K][2], need);
+    ck_assert_msg(need == 0 || need > 200, "DDIM matches DPM-Solver++(2M) at 20 steps already at %d", need);
     gm_free(&g);
     cld_schedule_free(s);
 }

@@ -10,10 +10,7 @@
 
 #define PI 3.14159265358979323846
 
-static double rel(double got, double want)
-{
-    return fabs(got - want) / fmax(fabs(want), 1e-300);
-}
+static double rel(double got, double want) { return fabs(got - want) / fmax(fabs(want), 1e-300); }
 
 /* alpha_bar_t = prod_{s <= t} (1 - beta_s), beta from the caller's formula. */
 static double ref_alpha_bar(int t, int T, double (*beta)(int, int))
@@ -41,8 +38,8 @@ START_TEST(test_linear)
         const int ts[] = {0, 1, T / 10, T / 4, T / 2, T - 2, T - 1};
         for (int i = 0; i < 7; i++) {
             double want = ref_alpha_bar(ts[i], T, beta_linear);
-            ck_assert_msg(rel(s->alpha_bar[ts[i]], want) < 1e-12, "T %d t %d: %.15g want %.15g", T,
-                          ts[i], s->alpha_bar[ts[i]], want);
+            ck_assert_msg(rel(s->alpha_bar[ts[i]], want) < 1e-12, "T %d t %d: %.15g want %.15g", T, ts[i],
+                          s->alpha_bar[ts[i]], want);
             ck_assert_msg(rel(s->beta[ts[i]], beta_linear(ts[i], T)) < 1e-12, "beta");
         }
         cld_schedule_free(s);
@@ -78,12 +75,11 @@ START_TEST(test_cosine)
                 clipped++;
                 continue;
             }
-            ck_assert_msg(rel(s->beta[t], b) < 1e-9, "T %d t %d beta %.12g want %.12g", T, t,
-                          s->beta[t], b);
+            ck_assert_msg(rel(s->beta[t], b) < 1e-9, "T %d t %d beta %.12g want %.12g", T, t, s->beta[t], b);
             if (!clipped) {
                 double want = cos_f(t + 1, T) / cos_f(0, T);
-                ck_assert_msg(rel(s->alpha_bar[t], want) < 1e-9, "T %d t %d: %.15g want %.15g", T,
-                              t, s->alpha_bar[t], want);
+                ck_assert_msg(rel(s->alpha_bar[t], want) < 1e-9, "T %d t %d: %.15g want %.15g", T, t,
+                              s->alpha_bar[t], want);
             }
         }
         /* f(T) = 0: the last beta is clipped, so alpha_bar_{T-1} = 0.001 alpha_bar_{T-2} */
@@ -111,8 +107,7 @@ END_TEST
 
 START_TEST(test_zero_terminal_snr)
 {
-    const cld_schedule_kind kinds[] = {CLD_SCHEDULE_LINEAR, CLD_SCHEDULE_SCALED_LINEAR,
-                                       CLD_SCHEDULE_COSINE};
+    const cld_schedule_kind kinds[] = {CLD_SCHEDULE_LINEAR, CLD_SCHEDULE_SCALED_LINEAR, CLD_SCHEDULE_COSINE};
     for (int k = 0; k < 3; k++) {
         cld_schedule *s, *z;
         TU_OK(cld_schedule_create(kinds[k], 1000, 0, 0, 0, &s));
@@ -256,8 +251,8 @@ START_TEST(test_pred_conversion)
     cl_mem bx = tu_upload(ctx, x, total), bp = tu_upload(ctx, p, total), bo = tu_upload(ctx, p, total);
     for (int f = 0; f < 3; f++)
         for (int to = 0; to < 3; to++) {
-            TU_OK(cld_pred_convert(ctx, s, (cld_pred_type)f, (cld_pred_type)to, n, per, t, bx, 0,
-                                   bp, 0, bo, 0));
+            TU_OK(cld_pred_convert(ctx, s, (cld_pred_type)f, (cld_pred_type)to, n, per, t, bx, 0, bp, 0, bo,
+                                   0));
             tu_download(ctx, bo, got, total);
             for (int i = 0; i < n; i++) {
                 double a, b;
@@ -269,8 +264,7 @@ START_TEST(test_pred_conversion)
                     size_t k = i * per + j;
                     double w = kx * x[k] + kp * p[k], mag = fabs(kx * x[k]) + fabs(kp * p[k]);
                     ck_assert_msg(fabs(got[k] - w) <= 5e-7 * mag + 1e-30,
-                                  "pred_convert %d -> %d [%zu]: %.9g want %.9g", f, to, k,
-                                  (double)got[k], w);
+                                  "pred_convert %d -> %d [%zu]: %.9g want %.9g", f, to, k, (double)got[k], w);
                 }
             }
         }
@@ -338,8 +332,10 @@ START_TEST(test_loss_weights)
          * every type weights the same x0 loss by min(snr, gamma) */
         ck_assert(rel(we * snr, wx) < 1e-12);
         ck_assert(rel(wv * (snr + 1), wx) < 1e-12);
-        if (snr < gamma) seen_low = 1, ck_assert(we == 1.0);
-        else seen_high = 1;
+        if (snr < gamma)
+            seen_low = 1, ck_assert(we == 1.0);
+        else
+            seen_high = 1;
     }
     ck_assert(seen_low && seen_high);
     double w;
@@ -386,7 +382,4 @@ static Suite *schedule_suite(void)
     return s;
 }
 
-int main(void)
-{
-    return tu_run_suite(schedule_suite());
-}
+int main(void) { return tu_run_suite(schedule_suite()); }

@@ -109,18 +109,20 @@ START_TEST(test_discretized_gaussian)
                 double want = -log(fmax(mass, 1e-12));
                 double e = fabs(nll - want) / fmax(1.0, want);
                 worst = fmax(worst, e);
-                ck_assert_msg(e <= 1e-9, "x %g mean %g log_scale %g: nll %.15g, Simpson %.15g", x, par[0], par[1],
-                              nll, want);
+                ck_assert_msg(e <= 1e-9, "x %g mean %g log_scale %g: nll %.15g, Simpson %.15g", x, par[0],
+                              par[1], nll, want);
                 /* the mass is a difference of two CDFs (one at an edge bin) */
                 double mass_formula = exp(-nll);
                 if (nll < 27.6) {
                     ck_assert_msg(fabs(mass_formula - mtrue) <= 2 * E + 1e-12,
-                                  "x %g mean %g: mass %.6g vs true Gaussian %.6g", x, par[0], mass_formula, mtrue);
+                                  "x %g mean %g: mass %.6g vs true Gaussian %.6g", x, par[0], mass_formula,
+                                  mtrue);
                     worst_true = fmax(worst_true, fabs(mass_formula - mtrue));
                 }
             }
     printf("  discretized NLL vs Simpson of the approximate density: max rel err %.2e; "
-           "bin mass vs the true Gaussian: max |diff| %.2e (bound 2 x %.2e)\n", worst, worst_true, E);
+           "bin mass vs the true Gaussian: max |diff| %.2e (bound 2 x %.2e)\n",
+           worst, worst_true, E);
     /* by hand: x = mean = 0, sigma = 1/255: mass = Phi~(1) - Phi~(-1) = tanh(K0 (1 + 0.044715)) */
     double nll;
     TU_OK(cld_vlb_discretized_gaussian_nll(0.0, 0.0, log(1.0 / 255), &nll));
@@ -142,7 +144,9 @@ static LD ld_nll(LD x, LD mean, LD log_scale)
 {
     LD c = x - mean, inv = expl(-log_scale);
     LD cp = ld_cdf(inv * (c + 1.0L / 255)), cm = ld_cdf(inv * (c - 1.0L / 255));
-    LD lp = x < -0.999L ? logl(fmaxl(cp, 1e-12L)) : x > 0.999L ? logl(fmaxl(1 - cm, 1e-12L)) : logl(fmaxl(cp - cm, 1e-12L));
+    LD lp = x < -0.999L  ? logl(fmaxl(cp, 1e-12L))
+            : x > 0.999L ? logl(fmaxl(1 - cm, 1e-12L))
+                         : logl(fmaxl(cp - cm, 1e-12L));
     return -lp;
 }
 static LD ld_kl(LD m1, LD lv1, LD m2, LD lv2)
@@ -164,9 +168,12 @@ static double ref_term(const cld_schedule *s, cld_pred_type pred, int t, const f
     LD min_log = logl(pv), max_log = logl(beta), acc = 0;
     for (size_t j = 0; j < M; j++) {
         LD x = xt[j], x0h;
-        if (pred == CLD_PRED_EPS) x0h = sqrtl(1 / abc) * x - sqrtl(1 / abc - 1) * p[j];
-        else if (pred == CLD_PRED_V) x0h = a * x - b * p[j];
-        else x0h = p[j];
+        if (pred == CLD_PRED_EPS)
+            x0h = sqrtl(1 / abc) * x - sqrtl(1 / abc - 1) * p[j];
+        else if (pred == CLD_PRED_V)
+            x0h = a * x - b * p[j];
+        else
+            x0h = p[j];
         if (clip) x0h = fminl(1, fmaxl(-1, x0h));
         LD mean = coef1 * x0h + coef2 * x, frac = ((LD)v[j] + 1) / 2;
         LD lv = frac * max_log + (1 - frac) * min_log;
@@ -197,8 +204,8 @@ typedef struct batch {
     float *x0, *xt, *out, *target;
 } batch;
 
-static void make_batch(batch *B, const cld_schedule *s, cld_pred_type pred, int N, int C, int HW, const int *t,
-                       const double *sc, uint64_t seed)
+static void make_batch(batch *B, const cld_schedule *s, cld_pred_type pred, int N, int C, int HW,
+                       const int *t, const double *sc, uint64_t seed)
 {
     B->N = N, B->C = C, B->HW = HW, B->M = (size_t)C * HW;
     memcpy(B->t, t, (size_t)N * sizeof(int));
@@ -223,10 +230,7 @@ static void make_batch(batch *B, const cld_schedule *s, cld_pred_type pred, int 
     }
 }
 
-static void free_batch(batch *B)
-{
-    free(B->x0), free(B->xt), free(B->out), free(B->target);
-}
+static void free_batch(batch *B) { free(B->x0), free(B->xt), free(B->out), free(B->target); }
 
 static double ref_loss(const cld_schedule *s, cld_pred_type pred, const batch *B, const float *out)
 {
@@ -247,7 +251,8 @@ typedef struct vgraph {
 
 static void build_vgraph(vgraph *V, const batch *B, int H, int W, double lambda)
 {
-    int os[4] = {B->N, 2 * B->C, H, W}, xs[4] = {B->N, B->C, H, W}, cs[2] = {B->N, CLD_VLB_COEFS}, ns[1] = {B->N};
+    int os[4] = {B->N, 2 * B->C, H, W}, xs[4] = {B->N, B->C, H, W}, cs[2] = {B->N, CLD_VLB_COEFS},
+        ns[1] = {B->N};
     memset(V, 0, sizeof *V);
     TU_OK(cld_graph_create(tu_ctx(), NULL, &V->g));
     TU_OK(cld_graph_input(V->g, "model_out", 4, os, 1, &V->out));
@@ -273,7 +278,8 @@ static void build_vgraph(vgraph *V, const batch *B, int H, int W, double lambda)
     TU_OK(cld_tensor_grad(V->out, &V->dout));
 }
 
-static void run_vgraph(vgraph *V, const cld_schedule *s, cld_pred_type pred, const batch *B, float *loss, float *grad)
+static void run_vgraph(vgraph *V, const cld_schedule *s, cld_pred_type pred, const batch *B, float *loss,
+                       float *grad)
 {
     float *coefs = tu_malloc((size_t)B->N * CLD_VLB_COEFS * sizeof(float));
     TU_OK(cld_vlb_coefs(s, pred, B->N, B->t, coefs));
@@ -344,14 +350,15 @@ START_TEST(test_vlb_loss)
         for (size_t j = M; j < 2 * M; j++) {
             size_t i = (size_t)n * 2 * M + j;
             if (fabs(grad[i] - o[i]) > gerr && getenv("VLB_DEBUG"))
-                printf("    n %d j %zu: grad %.6e fd %.6e v %g p %g x0 %g xt %g\n", n, j - M, grad[i], o[i], B.out[i],
-                       B.out[i - M], B.x0[n * M + j - M], B.xt[n * M + j - M]);
+                printf("    n %d j %zu: grad %.6e fd %.6e v %g p %g x0 %g xt %g\n", n, j - M, grad[i], o[i],
+                       B.out[i], B.out[i - M], B.x0[n * M + j - M], B.xt[n * M + j - M]);
             gerr = fmax(gerr, fabs(grad[i] - o[i]));
         }
     gerr /= gmax;
     printf("  vlb_loss %s%s %s: loss %.6f (ref %.6f) rel err %.2e; d/dv vs central differences %.2e; "
-           "prediction half: %d nonzero\n", cld_schedule_name(lc->kind), lc->zero_snr ? " zero-snr" : "",
-           preds[lc->pred], loss, want, ferr, gerr, nonzero_pred);
+           "prediction half: %d nonzero\n",
+           cld_schedule_name(lc->kind), lc->zero_snr ? " zero-snr" : "", preds[lc->pred], loss, want, ferr,
+           gerr, nonzero_pred);
     ck_assert_msg(ferr <= 2e-6, "loss %.9g vs reference %.9g: rel err %.3g", loss, want, ferr);
     ck_assert_msg(gerr <= 1e-4, "gradient vs central differences: %.3g of the largest", gerr);
     ck_assert_int_eq(nonzero_pred, 0);
@@ -422,7 +429,8 @@ START_TEST(test_vlb_arguments)
                   row[6], row[2], row[3]);
     cld_graph *g;
     cld_tensor *o, *x, *x2, *c, *cb, *l;
-    int os[4] = {2, 6, 3, 3}, xs[4] = {2, 3, 3, 3}, x2s[4] = {2, 2, 3, 3}, cs[2] = {2, CLD_VLB_COEFS}, cbs[2] = {2, 4};
+    int os[4] = {2, 6, 3, 3}, xs[4] = {2, 3, 3, 3}, x2s[4] = {2, 2, 3, 3}, cs[2] = {2, CLD_VLB_COEFS},
+        cbs[2] = {2, 4};
     TU_OK(cld_graph_create(tu_ctx(), NULL, &g));
     TU_OK(cld_graph_input(g, "o", 4, os, 1, &o));
     TU_OK(cld_graph_input(g, "x", 4, xs, 0, &x));
@@ -518,7 +526,8 @@ static void on_prog(void *user, long done, long total)
 }
 
 /* x_t of every (t, image) from the documented noise, in double then float. */
-static float *expected_xt(const cld_schedule *s, const float *x0, int n, size_t M, uint64_t seed, uint32_t first)
+static float *expected_xt(const cld_schedule *s, const float *x0, int n, size_t M, uint64_t seed,
+                          uint32_t first)
 {
     float *xt = tu_malloc((size_t)s->T * n * M * sizeof(float)), *z = tu_malloc(M * sizeof(float));
     for (int t = 0; t < s->T; t++)
@@ -526,7 +535,8 @@ static float *expected_xt(const cld_schedule *s, const float *x0, int n, size_t 
             cld_noise_key key = {seed, CLD_NOISE_STREAM_VLB, first + (uint32_t)i, (uint32_t)t};
             TU_OK(cld_noise_host(&key, 1, M, z));
             double a = sqrt(s->alpha_bar[t]), b = sqrt(1 - s->alpha_bar[t]);
-            for (size_t j = 0; j < M; j++) xt[((size_t)t * n + i) * M + j] = (float)(a * x0[i * M + j] + b * z[j]);
+            for (size_t j = 0; j < M; j++)
+                xt[((size_t)t * n + i) * M + j] = (float)(a * x0[i * M + j] + b * z[j]);
         }
     free(z);
     return xt;
@@ -564,10 +574,22 @@ static void ref_bound_terms(bm *m, const float *x0, const float *xt, int clip, d
 static void run_bound(bm *m, cl_mem x0b, const int *labels, int stride, int max_batch, int clip, double *bpd,
                       double *terms, prog *pg)
 {
-    cld_vlb_job j = {.n = m->n, .per_sample = m->M, .x0 = x0b, .labels = labels, .pred = m->pred,
-                     .clip_denoised = clip, .t_stride = stride, .max_batch = max_batch, .seed = 99,
-                     .first_index = 5, .model = bm_model, .model_user = m, .progress = on_prog,
-                     .progress_user = pg, .bpd = bpd, .terms_bpd = terms};
+    cld_vlb_job j = {.n = m->n,
+                     .per_sample = m->M,
+                     .x0 = x0b,
+                     .labels = labels,
+                     .pred = m->pred,
+                     .clip_denoised = clip,
+                     .t_stride = stride,
+                     .max_batch = max_batch,
+                     .seed = 99,
+                     .first_index = 5,
+                     .model = bm_model,
+                     .model_user = m,
+                     .progress = on_prog,
+                     .progress_user = pg,
+                     .bpd = bpd,
+                     .terms_bpd = terms};
     memset(pg, 0, sizeof *pg);
     if (m->seen) memset(m->seen, 0, (size_t)m->s->T * m->n * sizeof(int));
     TU_OK(cld_vlb_bound(tu_ctx(), m->s, &j));
@@ -593,9 +615,10 @@ START_TEST(test_bound_reference)
         ref_bound_terms(&m, x0, xt, clip, ref);
         run_bound(&m, x0b, labels, 1, 4, clip, bpd, terms, &pg);
         /* every pair once, x_t as documented, labels passed */
-        for (int i = 0; i < T * n; i++) ck_assert_msg(seen[i] == 1, "pair (t %d, image %d) seen %d times", i / n, i % n, seen[i]);
-        ck_assert_msg(m.bad_xt == 0 && m.bad_label == 0, "%d x_t off (worst %.3g), %d labels wrong", m.bad_xt, m.xt_err,
-                      m.bad_label);
+        for (int i = 0; i < T * n; i++)
+            ck_assert_msg(seen[i] == 1, "pair (t %d, image %d) seen %d times", i / n, i % n, seen[i]);
+        ck_assert_msg(m.bad_xt == 0 && m.bad_label == 0, "%d x_t off (worst %.3g), %d labels wrong", m.bad_xt,
+                      m.xt_err, m.bad_label);
         ck_assert_msg(pg.last == T * n && pg.total == T * n && pg.calls == (T * n + 3) / 4 && !pg.bad,
                       "progress: %ld calls, last %ld of %ld", pg.calls, pg.last, pg.total);
         double err = 0, terr = 0;
@@ -609,8 +632,9 @@ START_TEST(test_bound_reference)
             for (int i = 0; i < n; i++) mt += ref[t * n + i] / n;
             terr = fmax(terr, fabs(terms[t] - mt) / fmax(mt, 1e-3));
         }
-        printf("  bound (T 12, clip %d): bpd %.5f %.5f %.5f, rel err %.2e; terms rel err %.2e; x_t within %.1e\n",
-               clip, bpd[0], bpd[1], bpd[2], err, terr, m.xt_err);
+        printf(
+            "  bound (T 12, clip %d): bpd %.5f %.5f %.5f, rel err %.2e; terms rel err %.2e; x_t within %.1e\n",
+            clip, bpd[0], bpd[1], bpd[2], err, terr, m.xt_err);
         ck_assert_msg(err <= 1e-5 && terr <= 1e-5, "bound vs reference: %.3g, terms %.3g", err, terr);
         /* the result does not depend on the batching */
         m.xt_want = NULL;
@@ -633,8 +657,8 @@ START_TEST(test_bound_reference)
         ck_assert_msg(fabs(bpd2[i] - w) <= 1e-5 * w, "stride 3: image %d: %.8f vs %.8f", i, bpd2[i], w);
     }
     /* bad jobs */
-    cld_vlb_job j = {.n = n, .per_sample = M, .x0 = x0b, .max_batch = 0, .model = bm_model, .model_user = &m,
-                     .bpd = bpd};
+    cld_vlb_job j = {
+        .n = n, .per_sample = M, .x0 = x0b, .max_batch = 0, .model = bm_model, .model_user = &m, .bpd = bpd};
     TU_STATUS(cld_vlb_bound(tu_ctx(), s, &j), CLD_ERR_INVALID_ARG);
     j.max_batch = 4, j.bpd = NULL;
     TU_STATUS(cld_vlb_bound(tu_ctx(), s, &j), CLD_ERR_INVALID_ARG);
@@ -682,7 +706,8 @@ START_TEST(test_bound_exact_model)
          * bins it cancels to second order. Plus 1e-6 for the rest. */
         double tol = edges * (1 / sqrt(pv1)) * 2.4e-7 / (M * LN2) + 1e-6 * dec;
         printf("  exact model (%s): bpd %.7f, want %.7f (decoder %.7f vs %.7f, tolerance %.1e; prior %.2e); "
-               "sum of KL terms %.2e\n", k ? "v" : "eps", bpd[0], want, terms[0], dec, tol, terms[1000], kl);
+               "sum of KL terms %.2e\n",
+               k ? "v" : "eps", bpd[0], want, terms[0], dec, tol, terms[1000], kl);
         /* the same image under other noise */
         ck_assert_msg(fabs(bpd[0] - bpd[1]) <= tol, "identical images: %.9g vs %.9g", bpd[0], bpd[1]);
         ck_assert_msg(fabs(terms[0] - dec) <= tol, "decoder %.9g vs %.9g", terms[0], dec);
@@ -739,10 +764,12 @@ static cld_status sm_model(void *user, cl_mem x, size_t xo, cl_mem out, size_t o
         int label = labels ? labels[k] : NULL_LABEL;
         for (size_t j = 0; j < per; j++) {
             double xv = g->xh[k * per + j], x0 = sm_x0(g, label, j, a, b, xv), e = (xv - a * x0) / b;
-            g->oh[k * ow + j] = (float)(g->pred == CLD_PRED_X0 ? x0 : (g->pred == CLD_PRED_EPS ? e : a * e - b * x0));
+            g->oh[k * ow + j] =
+                (float)(g->pred == CLD_PRED_X0 ? x0 : (g->pred == CLD_PRED_EPS ? e : a * e - b * x0));
             if (g->learned)
                 g->oh[k * ow + per + j] =
-                    (float)(g->vtanh ? tanh(xv) : (labels && labels[k] == NULL_LABEL ? g->v_uncond : g->v_cond));
+                    (float)(g->vtanh ? tanh(xv)
+                                     : (labels && labels[k] == NULL_LABEL ? g->v_uncond : g->v_cond));
         }
     }
     return cld_buffer_write(g->ctx, out, oo * sizeof(float), (size_t)n * ow * sizeof(float), g->oh);
@@ -768,21 +795,31 @@ static void on_sprog(void *user, int step, int total)
 
 /* One run on n samples into out (host): the learned-variance sampler, or
  * cld_sampler_run with the model's first half only. */
-static void run_sampler(sm *g, const cld_sampler_opts *o, int learned, int n, const int *labels, uint32_t first,
-                        const float *xT, float *out)
+static void run_sampler(sm *g, const cld_sampler_opts *o, int learned, int n, const int *labels,
+                        uint32_t first, const float *xT, float *out)
 {
     cld_ctx *ctx = tu_ctx();
     size_t total = (size_t)n * g->per;
     cl_mem buf = xT ? tu_upload(ctx, xT, total) : NULL;
     if (!buf) TU_OK(cld_buffer_alloc(ctx, total * sizeof(float), &buf));
     sprog pg = {0, 0};
-    cld_sample_job job = {.n = n, .per_sample = g->per, .labels = labels, .seed = 2024, .first_index = first,
-                          .start_from_out = xT != NULL, .out = buf, .model = sm_model, .model_user = g,
-                          .progress = on_sprog, .progress_user = &pg};
+    cld_sample_job job = {.n = n,
+                          .per_sample = g->per,
+                          .labels = labels,
+                          .seed = 2024,
+                          .first_index = first,
+                          .start_from_out = xT != NULL,
+                          .out = buf,
+                          .model = sm_model,
+                          .model_user = g,
+                          .progress = on_sprog,
+                          .progress_user = &pg};
     g->learned = learned;
     g->calls = 0;
-    if (learned) TU_OK(cld_sampler_run_learned_var(ctx, g->s, o, &job));
-    else TU_OK(cld_sampler_run(ctx, g->s, o, &job));
+    if (learned)
+        TU_OK(cld_sampler_run_learned_var(ctx, g->s, o, &job));
+    else
+        TU_OK(cld_sampler_run(ctx, g->s, o, &job));
     tu_download(ctx, buf, out, total);
     cld_buffer_release(buf);
     ck_assert_msg(g->calls == o->steps && pg.count == o->steps && pg.last == o->steps,
@@ -825,7 +862,8 @@ START_TEST(test_sampler_fixed_ends)
             run_sampler(&g, &o, 0, n, NULL, 0, NULL, b);
             double e = tu_max_abs_err(a, b, total, NULL);
             printf("  learned var, frac %d vs ddpm %s (%d steps, pred %d%s): max |diff| %.2e\n", end,
-                   end ? "beta" : "posterior", o.steps, (int)o.pred, g.s == cos0 ? ", cosine zero-snr" : "", e);
+                   end ? "beta" : "posterior", o.steps, (int)o.pred, g.s == cos0 ? ", cosine zero-snr" : "",
+                   e);
             ck_assert_msg(e <= 1e-6, "frac %d: max |difference| %.3g", end, e);
         }
     free(a), free(b), free(g.xh), free(g.oh);
@@ -930,8 +968,13 @@ START_TEST(test_pred_half)
         TU_OK(cld_sampler_opts_default(kinds[k], &o));
         o.steps = 12, o.pred = CLD_PRED_V, o.guidance = 2.0, o.null_label = NULL_LABEL;
         cld_pred_half h = {tu_ctx(), sm_model, &g, g.per};
-        cld_sample_job job = {.n = n, .per_sample = g.per, .labels = labels, .seed = 3, .out = buf,
-                              .model = cld_pred_half_fn, .model_user = &h};
+        cld_sample_job job = {.n = n,
+                              .per_sample = g.per,
+                              .labels = labels,
+                              .seed = 3,
+                              .out = buf,
+                              .model = cld_pred_half_fn,
+                              .model_user = &h};
         g.learned = 1;
         TU_OK(cld_sampler_run(tu_ctx(), s, &o, &job));
         tu_download(tu_ctx(), buf, a, total);
@@ -958,7 +1001,8 @@ START_TEST(test_sampler_batch_and_args)
     sm_init(&g, s, CLD_PRED_EPS, 3, 2 * 3);
     g.vtanh = 1;
     size_t per = g.per;
-    float *a = tu_malloc(3 * per * sizeof(float)), *b = tu_malloc(per * sizeof(float)), *xT = tu_malloc(per * sizeof(float));
+    float *a = tu_malloc(3 * per * sizeof(float)), *b = tu_malloc(per * sizeof(float)),
+          *xT = tu_malloc(per * sizeof(float));
     cld_sampler_opts o;
     TU_OK(cld_sampler_opts_default(CLD_SAMPLER_DDPM, &o));
     o.steps = 15;

@@ -21,10 +21,10 @@ static const cld_tensor *root_of(const cld_tensor *t)
 
 /* -------------------------------------------------- liveness on the host */
 typedef struct block {
-    size_t off, len;       /* floats in the arena */
-    int start, end;        /* node range during which the block is live */
-    const cld_tensor *t;   /* producing node */
-    int is_ws;             /* t's workspace rather than its output */
+    size_t off, len;     /* floats in the arena */
+    int start, end;      /* node range during which the block is live */
+    const cld_tensor *t; /* producing node */
+    int is_ws;           /* t's workspace rather than its output */
 } block;
 
 /* Checks from the planned offsets alone that no two arena blocks that are
@@ -73,10 +73,12 @@ static int check_no_overlap(cld_graph *g, size_t arena_floats)
             /* a is produced first (i < j): allowed only as c in place on a */
             int ok = !a->is_ws && !c->is_ws && a->end == c->start && c->t->op && c->t->op->inplace &&
                      root_of(c->t->src[0]) == a->t && a->off == c->off && a->len == c->len;
-            ck_assert_msg(ok, "'%s'%s (node %d, live %d..%d, [%zu, +%zu)) overlaps '%s'%s (node %d, live %d..%d, "
+            ck_assert_msg(ok,
+                          "'%s'%s (node %d, live %d..%d, [%zu, +%zu)) overlaps '%s'%s (node %d, live %d..%d, "
                           "[%zu, +%zu))",
-                          a->t->name, a->is_ws ? " workspace" : "", a->t->id, a->start, a->end, a->off, a->len,
-                          c->t->name, c->is_ws ? " workspace" : "", c->t->id, c->start, c->end, c->off, c->len);
+                          a->t->name, a->is_ws ? " workspace" : "", a->t->id, a->start, a->end, a->off,
+                          a->len, c->t->name, c->is_ws ? " workspace" : "", c->t->id, c->start, c->end,
+                          c->off, c->len);
             inplace++;
         }
     }
@@ -89,8 +91,8 @@ static int check_no_overlap(cld_graph *g, size_t arena_floats)
 typedef struct big {
     cld_graph *g;
     cld_tensor *x, *labels, *t, *target, *weights; /* inputs */
-    cld_tensor *loss, *mid, *dx;                     /* outputs */
-    int iw1, iw2, itable;                            /* parameter indices */
+    cld_tensor *loss, *mid, *dx;                   /* outputs */
+    int iw1, iw2, itable;                          /* parameter indices */
     cld_plan_stats st;
 } big;
 
@@ -119,21 +121,21 @@ static void build_big(cld_params *p, int poison, big *o)
 
     cld_tensor *a, *b, *c, *d, *e, *f, *f2, *g1, *emb, *tse, *ce, *ce2, *h, *h2;
     cld_tensor *br1, *br2, *m, *m2, *dr, *r, *r2, *r3, *s1, *s2, *s3, *q, *q2;
-    B(cld_op_silu(g, o->x, &a));                               /* a: read again near the end */
+    B(cld_op_silu(g, o->x, &a)); /* a: read again near the end */
     B(cld_op_scale(g, a, 0.5f, &b));
-    B(cld_op_mul(g, b, w1, &c));                               /* (C) broadcast */
-    B(cld_op_add(g, c, o->x, &d));                             /* d: read again much later */
+    B(cld_op_mul(g, b, w1, &c));   /* (C) broadcast */
+    B(cld_op_add(g, c, o->x, &d)); /* d: read again much later */
     B(cld_op_reshape(g, d, 2, (int[]){N * C, H * W}, &e));
     B(cld_op_silu(g, e, &f));
-    B(cld_op_scale(g, f, -1.3f, &f2));                         /* in place on f */
+    B(cld_op_scale(g, f, -1.3f, &f2)); /* in place on f */
     B(cld_op_reshape(g, f2, 4, xs, &g1));
-    B(cld_op_embedding(g, table, o->labels, &emb));            /* (N, C) */
-    B(cld_op_timestep_embedding(g, o->t, C, &tse));            /* (N, C) */
+    B(cld_op_embedding(g, table, o->labels, &emb)); /* (N, C) */
+    B(cld_op_timestep_embedding(g, o->t, C, &tse)); /* (N, C) */
     B(cld_op_add(g, emb, tse, &ce));
     B(cld_op_silu(g, ce, &ce2));
-    B(cld_op_add(g, g1, ce2, &h));                             /* (N, C) broadcast */
-    B(cld_op_mul(g, h, w2, &h2));                              /* (1, C, 1, 1) broadcast */
-    B(cld_op_silu(g, h2, &br1));                               /* two branches of h2 */
+    B(cld_op_add(g, g1, ce2, &h)); /* (N, C) broadcast */
+    B(cld_op_mul(g, h, w2, &h2));  /* (1, C, 1, 1) broadcast */
+    B(cld_op_silu(g, h2, &br1));   /* two branches of h2 */
     B(cld_op_scale(g, h2, 0.7f, &br2));
     B(cld_op_mul(g, br1, br2, &m));
     B(cld_op_add(g, m, d, &m2));
@@ -144,7 +146,7 @@ static void build_big(cld_params *p, int poison, big *o)
     B(cld_op_silu(g, r3, &s1));
     B(cld_op_add(g, s1, a, &s2));
     B(cld_op_mul(g, s2, o->x, &s3));
-    B(cld_op_mul(g, s3, s3, &q));                              /* same operand twice */
+    B(cld_op_mul(g, s3, s3, &q)); /* same operand twice */
     B(cld_op_add(g, q, s2, &q2));
     B(cld_op_mse_loss(g, q2, o->target, o->weights, &o->loss));
     o->mid = h;
@@ -250,7 +252,8 @@ START_TEST(test_chain_reuse)
     B(cld_graph_set_output(g, y));
     cld_plan_stats st;
     B(cld_graph_plan(g, &st));
-    fprintf(stderr, "chain: peak %zu bytes, sum %zu, in place %d\n", st.peak_bytes, st.sum_bytes, st.n_inplace);
+    fprintf(stderr, "chain: peak %zu bytes, sum %zu, in place %d\n", st.peak_bytes, st.sum_bytes,
+            st.n_inplace);
     ck_assert_int_eq(st.n_nodes, 14);
     ck_assert_int_eq(st.n_inplace, 6);
     ck_assert_uint_lt(st.peak_bytes, st.sum_bytes);
@@ -389,7 +392,4 @@ static Suite *planner_suite(void)
     return s;
 }
 
-int main(void)
-{
-    return tu_run_suite(planner_suite());
-}
+int main(void) { return tu_run_suite(planner_suite()); }

@@ -49,7 +49,8 @@ START_TEST(test_estimate_synthetic)
         double est[3];
         TU_OK(cld_noise_estimate(y, C, H, W, 255.0, est));
         for (int c = 0; c < C; c++)
-            ck_assert_msg(fabs(est[c] / sigmas[k] - 1) < 0.05, "sigma %g channel %d: estimate %.3f", sigmas[k], c, est[c]);
+            ck_assert_msg(fabs(est[c] / sigmas[k] - 1) < 0.05, "sigma %g channel %d: estimate %.3f",
+                          sigmas[k], c, est[c]);
         free(y);
     }
     /* a clean image reads ~0 (rounding alone is sd 0.29), a constant one exactly 0 */
@@ -66,7 +67,8 @@ START_TEST(test_estimate_synthetic)
     memcpy(y, x, (size_t)C * H * W * sizeof *y);
     for (size_t i = 0; i < (size_t)H * W; i++) y[(size_t)H * W + i] += z[i];
     TU_OK(cld_noise_estimate(y, C, H, W, 255.0, est));
-    ck_assert_msg(est[0] < 1 && est[2] < 1 && fabs(est[1] / 20 - 1) < 0.05, "%.2f %.2f %.2f", est[0], est[1], est[2]);
+    ck_assert_msg(est[0] < 1 && est[2] < 1 && fabs(est[1] / 20 - 1) < 0.05, "%.2f %.2f %.2f", est[0], est[1],
+                  est[2]);
     /* tiny images: no window, no estimate, no crash */
     TU_OK(cld_noise_estimate(y, 1, 2, 2, 255.0, est));
     ck_assert(est[0] == 0);
@@ -114,10 +116,11 @@ START_TEST(test_estimate_dev_photos)
     }
     ck_assert_int_eq(n, 18);
     for (int k = 0; k < 6; k++) {
-        fprintf(stderr, "dev-mcmaster sigma %2.0f: estimate / true mean %.3f, min %.3f, max %.3f\n", sigmas[k],
-                sum[k] / n, lo[k], hi[k]);
+        fprintf(stderr, "dev-mcmaster sigma %2.0f: estimate / true mean %.3f, min %.3f, max %.3f\n",
+                sigmas[k], sum[k] / n, lo[k], hi[k]);
         ck_assert_msg(fabs(sum[k] / n - 1) <= 0.10, "sigma %g: mean ratio %.3f", sigmas[k], sum[k] / n);
-        ck_assert_msg(lo[k] >= 0.75 && hi[k] <= 1.25, "sigma %g: a photo at %.3f .. %.3f", sigmas[k], lo[k], hi[k]);
+        ck_assert_msg(lo[k] >= 0.75 && hi[k] <= 1.25, "sigma %g: a photo at %.3f .. %.3f", sigmas[k], lo[k],
+                      hi[k]);
     }
 }
 END_TEST

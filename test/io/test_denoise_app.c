@@ -89,8 +89,10 @@ static void write_png(const char *path, int w, int h, int c, int bits, uint64_t 
     float *v = tu_rand_uniform(n, seed, 0, 1);
     void *px = tu_malloc(n * 2);
     for (size_t i = 0; i < n; i++) {
-        if (bits == 16) ((uint16_t *)px)[i] = (uint16_t)(v[i] * 65535);
-        else ((uint8_t *)px)[i] = (uint8_t)(v[i] * 255);
+        if (bits == 16)
+            ((uint16_t *)px)[i] = (uint16_t)(v[i] * 65535);
+        else
+            ((uint8_t *)px)[i] = (uint8_t)(v[i] * 255);
     }
     TU_OK(cld_png_write(path, w, h, c, bits, px, 0, NULL, NULL));
     free(px);
@@ -111,7 +113,8 @@ static uint32_t crc32_of(const unsigned char *p, size_t n)
 static void write_bomb(const char *path, uint32_t w, uint32_t h)
 {
     unsigned char b[33] = {137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
-    for (int i = 0; i < 4; i++) b[16 + i] = (unsigned char)(w >> (24 - 8 * i)), b[20 + i] = (unsigned char)(h >> (24 - 8 * i));
+    for (int i = 0; i < 4; i++)
+        b[16 + i] = (unsigned char)(w >> (24 - 8 * i)), b[20 + i] = (unsigned char)(h >> (24 - 8 * i));
     b[24] = 8, b[25] = 2, b[26] = b[27] = b[28] = 0;
     uint32_t crc = crc32_of(b + 12, 17);
     for (int i = 0; i < 4; i++) b[29 + i] = (unsigned char)(crc >> (24 - 8 * i));
@@ -178,10 +181,13 @@ START_TEST(test_bad_inputs)
     char *out = path_in(dir, "o.png");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[1024], *err = NULL;
-        snprintf(args, sizeof args, "%s%s", cases[i].args, strstr(cases[i].args, "--model") ? "" : " --model m.safetensors");
+        snprintf(args, sizeof args, "%s%s", cases[i].args,
+                 strstr(cases[i].args, "--model") ? "" : " --model m.safetensors");
         int st = at_run(app(), dir, args, NULL, &err);
-        ck_assert_msg(st == cases[i].status, "'%s': exit %d, want %d; stderr: %s", args, st, cases[i].status, err);
-        ck_assert_msg(strstr(err, cases[i].message), "'%s': stderr lacks '%s': %s", args, cases[i].message, err);
+        ck_assert_msg(st == cases[i].status, "'%s': exit %d, want %d; stderr: %s", args, st, cases[i].status,
+                      err);
+        ck_assert_msg(strstr(err, cases[i].message), "'%s': stderr lacks '%s': %s", args, cases[i].message,
+                      err);
         ck_assert_msg(!at_exists(out), "'%s' left an output file", args);
         free(err);
     }
@@ -202,7 +208,8 @@ START_TEST(test_round_trips)
     for (int k = 0; k < 4; k++) {
         char *in = path_in(dir, "in.png"), *out = path_in(dir, "out.png"), *err = NULL;
         write_png(in, 37, 23, chans[k], bits[k], 10 + k);
-        int st = at_run(app(), dir, "in.png -o out.png --model m.safetensors --strength 0 --sigma 10", NULL, &err);
+        int st =
+            at_run(app(), dir, "in.png -o out.png --model m.safetensors --strength 0 --sigma 10", NULL, &err);
         ck_assert_msg(st == 0, "%d channels %d bits: exit %d: %s", chans[k], bits[k], st, err);
         cld_image a, b;
         TU_OK(cld_image_load(in, 0, 0, &a));
@@ -215,7 +222,8 @@ START_TEST(test_round_trips)
         /* and a real denoise keeps the depth, channels and the input file */
         size_t l1, l2;
         unsigned char *before = at_read_file(in, &l1);
-        ck_assert_int_eq(at_run(app(), dir, "in.png -o out.png --model m.safetensors --sigma 10", NULL, NULL), 0);
+        ck_assert_int_eq(at_run(app(), dir, "in.png -o out.png --model m.safetensors --sigma 10", NULL, NULL),
+                         0);
         unsigned char *after = at_read_file(in, &l2);
         ck_assert(l1 == l2 && !memcmp(before, after, l1));
         cld_image_free(&b);
@@ -242,8 +250,42 @@ static void write_jpeg_oriented(const char *path, const uint8_t *px, int w, int 
     unsigned char *j = at_read_file(tmp, &len);
     remove(tmp);
     /* "Exif\0\0", TIFF little-endian header, IFD0 of one entry: 0x0112 SHORT 1 = o, next IFD 0 */
-    const unsigned char app1[] = {0xFF, 0xE1, 0x00, 0x22, 'E', 'x', 'i', 'f', 0, 0, 'I', 'I', 0x2A, 0, 8, 0, 0, 0,
-                                  1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, (unsigned char)o, 0, 0, 0, 0, 0, 0, 0};
+    const unsigned char app1[] = {0xFF,
+                                  0xE1,
+                                  0x00,
+                                  0x22,
+                                  'E',
+                                  'x',
+                                  'i',
+                                  'f',
+                                  0,
+                                  0,
+                                  'I',
+                                  'I',
+                                  0x2A,
+                                  0,
+                                  8,
+                                  0,
+                                  0,
+                                  0,
+                                  1,
+                                  0,
+                                  0x12,
+                                  0x01,
+                                  3,
+                                  0,
+                                  1,
+                                  0,
+                                  0,
+                                  0,
+                                  (unsigned char)o,
+                                  0,
+                                  0,
+                                  0,
+                                  0,
+                                  0,
+                                  0,
+                                  0};
     unsigned char *b = tu_malloc(len + sizeof app1);
     memcpy(b, j, 2);
     memcpy(b + 2, app1, sizeof app1);
@@ -272,7 +314,9 @@ START_TEST(test_exif_orientation)
         TU_OK(cld_image_exif_orientation(in, &got));
         ck_assert_int_eq(got, o);
         char *err = NULL;
-        ck_assert_int_eq(at_run(app(), dir, "in.jpg -o out.png --model m.safetensors --strength 0 --sigma 5", NULL, &err), 0);
+        ck_assert_int_eq(
+            at_run(app(), dir, "in.jpg -o out.png --model m.safetensors --strength 0 --sigma 5", NULL, &err),
+            0);
         if (o != 1) ck_assert_msg(strstr(err, "EXIF orientation"), "%s", err);
         cld_image b;
         TU_OK(cld_image_load(out, 1, 0, &b));
@@ -293,7 +337,8 @@ START_TEST(test_exif_orientation)
         default: dx = sy, dy = W - 1 - sx; break;
         }
         const float v = b.data[dy * b.width + dx];
-        ck_assert_msg(fabsf(v - 128 / 255.0f) < 0.05f, "orientation %d: displayed (%d, %d) = %g, want grey", o, dx, dy, v);
+        ck_assert_msg(fabsf(v - 128 / 255.0f) < 0.05f, "orientation %d: displayed (%d, %d) = %g, want grey",
+                      o, dx, dy, v);
         cld_image_free(&b);
         free(in), free(out), free(err);
     }
@@ -334,7 +379,9 @@ START_TEST(test_folder_and_json)
     char *so = NULL, *err = NULL;
     int st = at_run(app(), dir, "in -o out --model m.safetensors --progress json --sigma 20", &so, &err);
     ck_assert_msg(st == 0, "exit %d: %s", st, err);
-    ck_assert_msg(strstr(so, "\"tile\": 1") && strstr(so, "{\"out\": \"out/a.png\"}") && strstr(so, "out/b.png"), "%s", so);
+    ck_assert_msg(strstr(so, "\"tile\": 1") && strstr(so, "{\"out\": \"out/a.png\"}") &&
+                      strstr(so, "out/b.png"),
+                  "%s", so);
     ck_assert_msg(strstr(err, "s per megapixel on") && strstr(err, "device:"), "%s", err);
     ck_assert_msg(strstr(err, "estimated noise sd"), "%s", err);
     p = path_in(dir, "out/b.png");

@@ -47,11 +47,11 @@ static double rel_err(const float *got, const float *want, size_t n)
     return emax / (wmax > 0 ? wmax : 1.0);
 }
 
-#define ASSERT_REL(got, want, n, what)                                                                   \
-    do {                                                                                                 \
-        double e__ = rel_err((got), (want), (n));                                                        \
-        ck_assert_msg(e__ < TOL, "%s: relative error %.3g >= %g", (what), e__, TOL);                     \
-        fprintf(stderr, "test_diffusers: %-28s relative error %.2e\n", (what), e__);                      \
+#define ASSERT_REL(got, want, n, what)                                               \
+    do {                                                                             \
+        double e__ = rel_err((got), (want), (n));                                    \
+        ck_assert_msg(e__ < TOL, "%s: relative error %.3g >= %g", (what), e__, TOL); \
+        fprintf(stderr, "test_diffusers: %-28s relative error %.2e\n", (what), e__); \
     } while (0)
 
 static cld_model *load(const char *name)
@@ -127,16 +127,10 @@ static void run_from(const char *name, cld_sampler_kind kind, int steps, const c
     free(x), free(want), free(lab), free(got);
 }
 
-START_TEST(test_ddim_run)
-{
-    run_from(models[_i], CLD_SAMPLER_DDIM, 4, "ddim_xT", "ddim_x0");
-}
+START_TEST(test_ddim_run) { run_from(models[_i], CLD_SAMPLER_DDIM, 4, "ddim_xT", "ddim_x0"); }
 END_TEST
 
-START_TEST(test_ddpm_one_step)
-{
-    run_from(models[_i], CLD_SAMPLER_DDPM, 1, "ddpm1_xT", "ddpm1_x0");
-}
+START_TEST(test_ddpm_one_step) { run_from(models[_i], CLD_SAMPLER_DDPM, 1, "ddpm1_xT", "ddpm1_x0"); }
 END_TEST
 
 /* DDPM steps of a 10-step run: diffusers' mean and std (x_prev = mean + std z)
@@ -235,7 +229,8 @@ START_TEST(test_config_refused)
         {"{\"sample_size\": 8, \"mid_block_scale_factor\": 1.414}", "mid_block_scale_factor"},
         {"{\"sample_size\": 8, \"attn_norm_num_groups\": 8}", "attn_norm_num_groups"},
         {"{\"sample_size\": 8, \"down_block_types\": [\"DownBlock2D\", \"SkipDownBlock2D\", \"DownBlock2D\", "
-         "\"DownBlock2D\"]}", "SkipDownBlock2D"},
+         "\"DownBlock2D\"]}",
+         "SkipDownBlock2D"},
         {"{\"sample_size\": 8, \"some_new_option\": 3}", "some_new_option"},
         {"{\"_class_name\": \"UNet2DConditionModel\", \"sample_size\": 8}", "UNet2DModel"},
         {"{\"in_channels\": 3}", "sample_size"},
@@ -250,7 +245,8 @@ START_TEST(test_config_refused)
     cld_unet_config c;
     TU_OK(cld_diffusers_unet_config("{\"sample_size\": 32, \"add_attention\": true, \"dropout\": 0.0, "
                                     "\"upsample_type\": \"conv\", \"attn_norm_num_groups\": null, "
-                                    "\"num_train_timesteps\": null, \"_use_default_values\": [\"dropout\"]}", &c));
+                                    "\"num_train_timesteps\": null, \"_use_default_values\": [\"dropout\"]}",
+                                    &c));
     ck_assert_int_eq(c.base_channels, 224);
     ck_assert_int_eq(c.head_dim, 8);
     static const char *const sbad[][2] = {
@@ -322,8 +318,10 @@ static char *variant(const char *from, const char *to, long drop_tail)
     char edited[8192];
     char *at = from ? strstr(text, from) : NULL;
     ck_assert(!from || at);
-    if (at) snprintf(edited, sizeof edited, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-    else snprintf(edited, sizeof edited, "%s", text);
+    if (at)
+        snprintf(edited, sizeof edited, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    else
+        snprintf(edited, sizeof edited, "%s", text);
     snprintf(path, sizeof path, "%s/unet/config.json", tmp);
     write_text(path, edited);
     return tmp;
@@ -333,7 +331,8 @@ static void expect_fail(char *dir, cld_status want, const char *needle)
 {
     cld_model *m = NULL;
     TU_STATUS(cld_model_load(tu_ctx(), dir, &m), want);
-    ck_assert_msg(contains(cld_last_error(), needle), "error '%s' does not name '%s'", cld_last_error(), needle);
+    ck_assert_msg(contains(cld_last_error(), needle), "error '%s' does not name '%s'", cld_last_error(),
+                  needle);
     ck_assert(m == NULL);
     tu_rm_rf(dir);
     free(dir);
@@ -356,12 +355,14 @@ START_TEST(test_folders)
     expect_fail(variant("\"AttnDownBlock2D\"", "\"DownBlock2D\"", 0), CLD_ERR_FORMAT,
                 "unexpected tensor 'down_blocks.1.attentions.0");
     /* other channel counts: a shape mismatch names the tensor */
-    expect_fail(variant("\"block_out_channels\": [\n    8,\n    16\n  ]", "\"block_out_channels\": [8, 32]", 0),
-                CLD_ERR_FORMAT, "has shape");
+    expect_fail(
+        variant("\"block_out_channels\": [\n    8,\n    16\n  ]", "\"block_out_channels\": [8, 32]", 0),
+        CLD_ERR_FORMAT, "has shape");
     /* a truncated weights file, seen from the header */
     expect_fail(variant(NULL, NULL, 100), CLD_ERR_FORMAT, "past the data section");
     /* a config naming an unsupported value */
-    expect_fail(variant("\"resnet_time_scale_shift\": \"default\"", "\"resnet_time_scale_shift\": \"scale_shift\"", 0),
+    expect_fail(variant("\"resnet_time_scale_shift\": \"default\"",
+                        "\"resnet_time_scale_shift\": \"scale_shift\"", 0),
                 CLD_ERR_FORMAT, "resnet_time_scale_shift");
     /* no weights */
     char *empty = tu_mkdtemp("cld-diffusers");
@@ -391,7 +392,8 @@ START_TEST(test_app)
 {
     char *dir = tu_mkdtemp("cld-diffusers-app");
     char *xt = at_path(dir, "xt.safetensors"), *bad = at_path(dir, "bad.safetensors");
-    char *a = at_path(dir, "a.png"), *b = at_path(dir, "b.png"), *c = at_path(dir, "c.png"), *r = at_path(dir, "r.png");
+    char *a = at_path(dir, "a.png"), *b = at_path(dir, "b.png"), *c = at_path(dir, "c.png"),
+         *r = at_path(dir, "r.png");
     write_noise(xt, "latents", 3, 5);
     write_noise(bad, "latents", 1, 5);
     char args[2048], *err = NULL;
@@ -404,8 +406,9 @@ START_TEST(test_app)
     snprintf(args, sizeof args, "%s --noise xt.safetensors --n 3 --out b.png", common);
     ck_assert_int_eq(at_run(at_app("cld-sample", "CLD_SAMPLE"), dir, args, NULL, NULL), 0);
     at_files_equal(a, b);
-    ck_assert_int_eq(at_run(at_app("cld-sample", "CLD_SAMPLE"), dir, "--replay a.png --out r.png --progress none", NULL,
-                            NULL), 0);
+    ck_assert_int_eq(at_run(at_app("cld-sample", "CLD_SAMPLE"), dir,
+                            "--replay a.png --out r.png --progress none", NULL, NULL),
+                     0);
     at_files_equal(a, r);
     /* without --noise: the seed's noise, another picture */
     snprintf(args, sizeof args, "%s --n 3 --out c.png", common);

@@ -94,8 +94,10 @@ START_TEST(test_fuzz_regressions)
         cld_image img;
         cld_status s = cld_image_load(files[i], 0, 0, &img);
         ck_assert_msg(s == CLD_OK || s == CLD_ERR_FORMAT, "%s -> %s", files[i], cld_status_name(s));
-        if (s == CLD_OK) cld_image_free(&img);
-        else ck_assert_msg(contains(cld_last_error(), "JPEG"), "%s", cld_last_error());
+        if (s == CLD_OK)
+            cld_image_free(&img);
+        else
+            ck_assert_msg(contains(cld_last_error(), "JPEG"), "%s", cld_last_error());
     }
 }
 END_TEST
@@ -148,7 +150,8 @@ START_TEST(test_jpeg_decode)
 }
 END_TEST
 
-static void write_idx(const char *path, int gz, int ndim, const unsigned *dims, const unsigned char *data, size_t n)
+static void write_idx(const char *path, int gz, int ndim, const unsigned *dims, const unsigned char *data,
+                      size_t n)
 {
     unsigned char hdr[16] = {0, 0, 8, (unsigned char)ndim};
     for (int i = 0; i < ndim; i++)

@@ -36,7 +36,8 @@ static cld_params *make_store(uint64_t seed)
     TU_OK(cld_params_create(tu_ctx(), &p));
     TU_OK(cld_params_set_seed(p, seed));
     for (int i = 0; i < N_DECLS; i++)
-        TU_OK(cld_params_declare(p, decls[i].name, decls[i].ndim, decls[i].shape, CLD_INIT_NORMAL, 1.0f, NULL));
+        TU_OK(
+            cld_params_declare(p, decls[i].name, decls[i].ndim, decls[i].shape, CLD_INIT_NORMAL, 1.0f, NULL));
     TU_OK(cld_params_alloc(p));
     return p;
 }
@@ -141,9 +142,11 @@ START_TEST(test_round_trip)
     memcpy(header, file + 8, hl);
     header[hl] = 0;
     ck_assert_msg(contains(header, "\"down.conv.weight\":{\"dtype\":\"F32\",\"shape\":[3,5,2,2],"
-                                   "\"data_offsets\":[0,240]}"), "%s", header);
-    ck_assert_msg(contains(header, "\"proj.weight\":{\"dtype\":\"F32\",\"shape\":[4,9],\"data_offsets\":[268,412]}"),
+                                   "\"data_offsets\":[0,240]}"),
                   "%s", header);
+    ck_assert_msg(
+        contains(header, "\"proj.weight\":{\"dtype\":\"F32\",\"shape\":[4,9],\"data_offsets\":[268,412]}"),
+        "%s", header);
     ck_assert_msg(contains(header, "\"__metadata__\":{\"format\":\"pt\",\"step\":\"1200\"}"), "%s", header);
     float first;
     memcpy(&first, file + 8 + hl, 4); /* little-endian host */
@@ -187,13 +190,45 @@ START_TEST(test_f16_bf16_fixture)
      * then an I64 tensor the store does not have (ignored) */
     static const unsigned char data[] = {
         /* b: BF16 1.0, -3.140625, 2^127, 2^-133 (a float subnormal) */
-        0x80, 0x3f, 0x49, 0xc0, 0x00, 0x7f, 0x01, 0x00,
+        0x80,
+        0x3f,
+        0x49,
+        0xc0,
+        0x00,
+        0x7f,
+        0x01,
+        0x00,
         /* a: F16 1.0, -2.0, 0.5, 65504, 2^-24 (subnormal), -0.0 */
-        0x00, 0x3c, 0x00, 0xc0, 0x00, 0x38, 0xff, 0x7b, 0x01, 0x00, 0x00, 0x80,
+        0x00,
+        0x3c,
+        0x00,
+        0xc0,
+        0x00,
+        0x38,
+        0xff,
+        0x7b,
+        0x01,
+        0x00,
+        0x00,
+        0x80,
         /* c: F32 0.1f (0x3dcccccd), -7.5f (0xc0f00000) */
-        0xcd, 0xcc, 0xcc, 0x3d, 0x00, 0x00, 0xf0, 0xc0,
+        0xcd,
+        0xcc,
+        0xcc,
+        0x3d,
+        0x00,
+        0x00,
+        0xf0,
+        0xc0,
         /* extra: I64 42 */
-        42, 0, 0, 0, 0, 0, 0, 0,
+        42,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
     };
     write_st(path,
              "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[8,20]},"
@@ -226,7 +261,8 @@ START_TEST(test_f16_bf16_fixture)
 
     /* F16 inf and nan */
     static const unsigned char special[] = {0x00, 0x7c, 0x00, 0xfc, 0x00, 0x7e, 0x00, 0x00,
-                                            0x00, 0x00, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+                                            0x00, 0x00, 0x00, 0x00, 0,    0,    0,    0,
+                                            0,    0,    0,    0,    0,    0,    0,    0};
     write_st(path,
              "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[0,12]},"
              "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[12,20]},"
@@ -332,9 +368,11 @@ START_TEST(test_bad_headers)
         {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "cover", 16},
         {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", "hole", 16},
         {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-         "\"y\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", "overlaps", 12},
+         "\"y\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+         "overlaps", 12},
         {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-         "\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", "twice", 16},
+         "\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+         "twice", 16},
         {"{\"x\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", "shape[0]", 8},
         {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", "data_offsets", 8},
         {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2]}}", "data_offsets", 8},
@@ -357,8 +395,8 @@ START_TEST(test_bad_headers)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_st(path, bad[i].header, data, bad[i].data_len);
         TU_STATUS(cld_params_load(p, path, NULL), CLD_ERR_FORMAT);
-        ck_assert_msg(contains(cld_last_error(), bad[i].needle), "case %zu: '%s' lacks '%s'", i, cld_last_error(),
-                      bad[i].needle);
+        ck_assert_msg(contains(cld_last_error(), bad[i].needle), "case %zu: '%s' lacks '%s'", i,
+                      cld_last_error(), bad[i].needle);
     }
     /* header length larger than the file / absurdly large */
     unsigned char raw[16] = {0xf0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, '{', '}'};
@@ -380,7 +418,10 @@ START_TEST(test_bad_headers)
         ck_assert_msg(contains(cld_last_error(), "header length"), "%s", cld_last_error());
     }
     /* a valid multi-byte UTF-8 name still loads */
-    write_st(path, "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"__metadata__\":{\"k\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}}", data, 8);
+    write_st(
+        path,
+        "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"__metadata__\":{\"k\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}}",
+        data, 8);
     TU_OK(cld_params_load(p, path, NULL));
     /* and a good one still loads */
     write_st(path, "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", data, 8);
@@ -397,7 +438,8 @@ END_TEST
 
 START_TEST(test_failed_save_keeps_old_file)
 {
-    char *dir = tu_mkdtemp("cld-st"), *path = join(dir, "m.safetensors"), *tmp = join(dir, "m.safetensors.tmp");
+    char *dir = tu_mkdtemp("cld-st"), *path = join(dir, "m.safetensors"),
+         *tmp = join(dir, "m.safetensors.tmp");
     cld_params *a = make_store(1), *b = make_store(2);
     TU_OK(cld_params_save(a, path, NULL));
     size_t len0, len1;
@@ -421,7 +463,8 @@ START_TEST(test_failed_save_keeps_old_file)
     cld_status s = cld_params_save(b, path, NULL);
     setrlimit(RLIMIT_FSIZE, &keep);
     signal(SIGXFSZ, SIG_DFL);
-    ck_assert_msg(s == CLD_ERR_IO, "save under a 256-byte limit: %s: %s", cld_status_name(s), cld_last_error());
+    ck_assert_msg(s == CLD_ERR_IO, "save under a 256-byte limit: %s: %s", cld_status_name(s),
+                  cld_last_error());
     now = read_file(path, &len1);
     ck_assert(len1 == len0 && memcmp(now, old, len0) == 0);
     free(now);

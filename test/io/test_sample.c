@@ -136,8 +136,8 @@ typedef struct mock {
     float *x[MOCK_CALLS];
 } mock;
 
-static cld_status mock_fn(void *user, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n, const float *t,
-                          const int *labels)
+static cld_status mock_fn(void *user, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n,
+                          const float *t, const int *labels)
 {
     (void)labels;
     mock *m = user;
@@ -171,7 +171,8 @@ START_TEST(test_file_hash_and_assets)
 {
     char *dir = tu_mkdtemp("cld-sample"), *f = at_path(dir, "h.bin");
     const char *text[3] = {"", "a", "foobar"};
-    const uint64_t want[3] = {0xcbf29ce484222325ull, 0xaf63dc4c8601ec8cull, 0x85944171f73967e8ull}; /* FNV-1a 64 */
+    const uint64_t want[3] = {0xcbf29ce484222325ull, 0xaf63dc4c8601ec8cull,
+                              0x85944171f73967e8ull}; /* FNV-1a 64 */
     for (int i = 0; i < 3; i++) {
         uint64_t h = 0;
         at_write_file(f, text[i], strlen(text[i]));
@@ -188,7 +189,8 @@ START_TEST(test_file_hash_and_assets)
     TU_OK(cld_asset_path("thing.safetensors", buf, sizeof buf));
     ck_assert_str_eq(buf, asset);
     TU_STATUS(cld_asset_path("none.safetensors", buf, sizeof buf), CLD_ERR_IO);
-    ck_assert_msg(strstr(cld_last_error(), dir) && strstr(cld_last_error(), "CLD_ASSETS"), "%s", cld_last_error());
+    ck_assert_msg(strstr(cld_last_error(), dir) && strstr(cld_last_error(), "CLD_ASSETS"), "%s",
+                  cld_last_error());
     TU_STATUS(cld_asset_path("thing.safetensors", buf, 4), CLD_ERR_INVALID_ARG);
     unsetenv("CLD_ASSETS");
     tu_rm_rf(dir);
@@ -201,7 +203,8 @@ END_TEST
 START_TEST(test_model_load)
 {
     cld_ctx *ctx = tu_ctx();
-    char *dir = tu_mkdtemp("cld-sample"), *path = at_path(dir, "m.safetensors"), *bad = at_path(dir, "bad.safetensors");
+    char *dir = tu_mkdtemp("cld-sample"), *path = at_path(dir, "m.safetensors"),
+         *bad = at_path(dir, "bad.safetensors");
     make_model(path, 3, 1, 0);
     cld_model *m;
     TU_OK(cld_model_load(ctx, path, &m));
@@ -221,7 +224,8 @@ START_TEST(test_model_load)
     ck_assert_int_eq(k, 0);
     TU_STATUS(cld_model_class_parse(m, "3", &k), CLD_ERR_INVALID_ARG);
     TU_STATUS(cld_model_class_parse(m, "delta", &k), CLD_ERR_INVALID_ARG);
-    ck_assert_msg(strstr(cld_last_error(), "'delta'") && strstr(cld_last_error(), "'gamma'"), "%s", cld_last_error());
+    ck_assert_msg(strstr(cld_last_error(), "'delta'") && strstr(cld_last_error(), "'gamma'"), "%s",
+                  cld_last_error());
     cld_model_free(m);
 
     /* missing, truncated, random, and a safetensors file that is no model */
@@ -267,9 +271,11 @@ START_TEST(test_batch_memory)
     cld_unet_runner_free(r);
     ck_assert_msg(real <= mem.arena_bytes, "runner at batch 18 plans %zu bytes, the estimate says %zu", real,
                   mem.arena_bytes);
-    ck_assert_msg(mem.arena_bytes < 2 * real, "estimate %zu is far above the plan %zu", mem.arena_bytes, real);
+    ck_assert_msg(mem.arena_bytes < 2 * real, "estimate %zu is far above the plan %zu", mem.arena_bytes,
+                  real);
     TU_STATUS(cld_model_check_batch(m, 1000000, 1), CLD_ERR_NOMEM);
-    ck_assert_msg(strstr(cld_last_error(), "1000000 samples") && strstr(cld_last_error(), "MiB"), "%s", cld_last_error());
+    ck_assert_msg(strstr(cld_last_error(), "1000000 samples") && strstr(cld_last_error(), "MiB"), "%s",
+                  cld_last_error());
     int b = 0;
     TU_OK(cld_model_fit_batch(m, 1, 5, &b));
     ck_assert_int_eq(b, 5);
@@ -296,11 +302,13 @@ START_TEST(test_deterministic_and_batch_independent)
         cld_sample_spec sp = tiny_spec(kinds[k], 6, 7, 7);
         TU_OK(cld_model_sample(m, &sp, a));
         TU_OK(cld_model_sample(m, &sp, b));
-        ck_assert_msg(memcmp(a, b, 7 * per * sizeof(float)) == 0, "%s: two runs differ", cld_sampler_name(kinds[k]));
+        ck_assert_msg(memcmp(a, b, 7 * per * sizeof(float)) == 0, "%s: two runs differ",
+                      cld_sampler_name(kinds[k]));
         sp.batch = 3;
         TU_OK(cld_model_sample(m, &sp, b));
         double worst = tu_max_abs_err(b, a, 7 * per, NULL);
-        ck_assert_msg(worst == 0.0, "%s: runs of 3 vs one of 7: max difference %g", cld_sampler_name(kinds[k]), worst);
+        ck_assert_msg(worst == 0.0, "%s: runs of 3 vs one of 7: max difference %g",
+                      cld_sampler_name(kinds[k]), worst);
         cld_sample_spec s1 = sp;
         s1.n = 1;
         s1.batch = 1;
@@ -356,7 +364,8 @@ START_TEST(test_nonfinite_is_an_error)
     float *out = tu_malloc(4 * f.m->per_sample * sizeof(float));
     cld_sample_spec sp = tiny_spec(CLD_SAMPLER_DPMPP_2M, 3, 4, 4);
     TU_STATUS(cld_model_sample(f.m, &sp, out), CLD_ERR_STATE);
-    ck_assert_msg(strstr(cld_last_error(), "NaN") && strstr(cld_last_error(), "sample 0"), "%s", cld_last_error());
+    ck_assert_msg(strstr(cld_last_error(), "NaN") && strstr(cld_last_error(), "sample 0"), "%s",
+                  cld_last_error());
     close_tiny(&f);
     /* guidance and labels on a model without classes */
     f = open_tiny(0, 1, 0);
@@ -379,7 +388,8 @@ START_TEST(test_learned_variance_model)
     cld_ctx *ctx = tu_ctx();
     fixture f = open_tiny(3, 2, 0);
     cld_model *m = f.m;
-    float *out = tu_malloc(5 * m->per_sample * sizeof(float)), *ref = tu_malloc(5 * m->per_sample * sizeof(float));
+    float *out = tu_malloc(5 * m->per_sample * sizeof(float)),
+          *ref = tu_malloc(5 * m->per_sample * sizeof(float));
     cld_sample_spec sp = tiny_spec(CLD_SAMPLER_DDIM, 4, 5, 5);
     TU_OK(cld_model_sample(m, &sp, out));
     /* the reference: keep only output channel 0 of conv_out in a 1-channel model */
@@ -457,7 +467,7 @@ START_TEST(test_sdedit_start)
     sp.strength = 0.42;
     sp.first_index = 11;
     TU_OK(cld_sample_with(ctx, s, mock_fn, &mk, 1, 8, &sp, out));
-    const int t0 = 41; /* round(0.42 * 100) - 1 */
+    const int t0 = 41;             /* round(0.42 * 100) - 1 */
     ck_assert_int_eq(mk.calls, 4); /* round(0.42 * 10) */
     ck_assert_msg(mk.t[0] == (float)t0, "first timestep %g, want %d", mk.t[0], t0);
     for (int i = 1; i < mk.calls; i++) ck_assert(mk.t[i] < mk.t[i - 1]);
@@ -519,8 +529,8 @@ START_TEST(test_repaint_known_pixels)
     int forward = 0;
     for (int k = 1; k < len; k++) {
         if (seq[k] < seq[k - 1]) continue;
-        ck_assert_msg(forward < mk.calls && mk.t[forward] == (float)pts[seq[k - 1]].t, "call %d at t %g, want %g",
-                      forward, mk.t[forward], pts[seq[k - 1]].t);
+        ck_assert_msg(forward < mk.calls && mk.t[forward] == (float)pts[seq[k - 1]].t,
+                      "call %d at t %g, want %g", forward, mk.t[forward], pts[seq[k - 1]].t);
         /* a call right after a step (not after a jump) sees the known pixels at that step's level */
         if (k >= 2 && seq[k - 1] > seq[k - 2]) {
             const cld_sampler_point *P = &pts[seq[k - 1]];
@@ -529,8 +539,8 @@ START_TEST(test_repaint_known_pixels)
             for (int i = 0; i < 2 * 64; i++)
                 if (mask[i % 64] == 0.0f) {
                     double want = P->a * init[i % 64] + P->b * z[i];
-                    ck_assert_msg(fabs(mk.x[forward][i] - want) < 1e-6, "pass %d, pixel %d: %g, want %g", k, i,
-                                  mk.x[forward][i], want);
+                    ck_assert_msg(fabs(mk.x[forward][i] - want) < 1e-6, "pass %d, pixel %d: %g, want %g", k,
+                                  i, mk.x[forward][i], want);
                 }
         }
         forward++;
@@ -570,7 +580,8 @@ START_TEST(test_trajectory)
     for (int i = 0; i < 5; i++) {
         ck_assert(memcmp(traj + (size_t)(i * 4) * 64, z + i * 64, 64 * sizeof(float)) == 0);
         ck_assert(memcmp(traj + (size_t)(i * 4 + 3) * 64, out + i * 64, 64 * sizeof(float)) == 0);
-        ck_assert(memcmp(traj + (size_t)(i * 4 + 1) * 64, traj + (size_t)(i * 4 + 2) * 64, 64 * sizeof(float)) != 0);
+        ck_assert(memcmp(traj + (size_t)(i * 4 + 1) * 64, traj + (size_t)(i * 4 + 2) * 64,
+                         64 * sizeof(float)) != 0);
     }
     mock_free(&mk);
     sp.frames = 8; /* more frames than steps + 1 */
@@ -587,9 +598,9 @@ START_TEST(test_grid_and_recipe)
     TU_OK(cld_grid_pixels(x, 3, 1, 2, 2, 1, &px, &w, &h));
     ck_assert_int_eq(w, 7);
     ck_assert_int_eq(h, 7);
-    const uint8_t want[7 * 7] = {0, 0,   0,   0, 0,   0,   0, 0, 0,   255, 0, 0,   255, 0, 0, 128, 191, 0, 0,   0, 0,
-                                 0, 0,   0,   0, 0,   0,   0, 0, 255, 255, 0, 0,   0,   0, 0, 255, 255, 0, 0,   0, 0,
-                                 0, 0,   0,   0, 0,   0,   0};
+    const uint8_t want[7 * 7] = {0, 0, 0,   0,   0, 0, 0, 0, 0, 255, 0, 0, 255, 0,   0, 128, 191,
+                                 0, 0, 0,   0,   0, 0, 0, 0, 0, 0,   0, 0, 255, 255, 0, 0,   0,
+                                 0, 0, 255, 255, 0, 0, 0, 0, 0, 0,   0, 0, 0,   0,   0};
     ck_assert(memcmp(px, want, sizeof want) == 0);
     free(px);
     TU_OK(cld_grid_pixels(x, 1, 1, 2, 1, 0, &px, &w, &h));
@@ -666,8 +677,10 @@ static void write_image(const char *dir, const char *name, int size, int channel
 START_TEST(test_app_errors)
 {
     char *dir = tu_mkdtemp("cld-sample-app");
-    char *model = at_path(dir, "m.safetensors"), *unc = at_path(dir, "u.safetensors"), *nan = at_path(dir, "nan.safetensors");
-    char *cut = at_path(dir, "cut.safetensors"), *text = at_path(dir, "text.safetensors"), *out = at_path(dir, "o.png");
+    char *model = at_path(dir, "m.safetensors"), *unc = at_path(dir, "u.safetensors"),
+         *nan = at_path(dir, "nan.safetensors");
+    char *cut = at_path(dir, "cut.safetensors"), *text = at_path(dir, "text.safetensors"),
+         *out = at_path(dir, "o.png");
     make_model(model, 3, 1, 0);
     make_model(unc, 0, 1, 0);
     make_model(nan, 3, 1, 1);
@@ -716,8 +729,10 @@ START_TEST(test_app_errors)
         snprintf(args, sizeof args, "%s --out o.png", cases[i].args);
         if (strstr(cases[i].args, "--out")) snprintf(args, sizeof args, "%s", cases[i].args);
         int st = run_app(dir, args, &so, &err);
-        ck_assert_msg(st == cases[i].status, "'%s': exit %d, want %d; stderr: %s", args, st, cases[i].status, err);
-        ck_assert_msg(strstr(err, cases[i].message), "'%s': stderr lacks '%s': %s", args, cases[i].message, err);
+        ck_assert_msg(st == cases[i].status, "'%s': exit %d, want %d; stderr: %s", args, st, cases[i].status,
+                      err);
+        ck_assert_msg(strstr(err, cases[i].message), "'%s': stderr lacks '%s': %s", args, cases[i].message,
+                      err);
         ck_assert_msg(!at_exists(out), "'%s' left an output file", args);
         ck_assert_msg(so[0] == 0, "'%s' printed to stdout: %s", args, so);
         free(err);
@@ -753,7 +768,8 @@ START_TEST(test_app_identical_and_replay)
     snprintf(args, sizeof args, "%s --out a.png", common);
     ck_assert_int_eq(run_app(dir, args, &so, &err), 0);
     ck_assert_str_eq(so, "a.png\n");
-    ck_assert_msg(strstr(err, "device:") && strstr(err, "dpm++2m") && strstr(err, "seed 9") && strstr(err, "4 steps"),
+    ck_assert_msg(strstr(err, "device:") && strstr(err, "dpm++2m") && strstr(err, "seed 9") &&
+                      strstr(err, "4 steps"),
                   "%s", err);
     free(so);
     free(err);
@@ -768,7 +784,8 @@ START_TEST(test_app_identical_and_replay)
                   "%s", recipe);
     free(recipe);
     /* no --spacing: the sampler's default (Heun: Karras sigmas) */
-    ck_assert_int_eq(run_app(dir, "--model m.safetensors --sampler heun --steps 2 --n 1 --out h.png", NULL, NULL), 0);
+    ck_assert_int_eq(
+        run_app(dir, "--model m.safetensors --sampler heun --steps 2 --n 1 --out h.png", NULL, NULL), 0);
     char *hp = at_path(dir, "h.png");
     TU_OK(cld_png_read_text(hp, CLD_RECIPE_KEY, &recipe));
     ck_assert_msg(strstr(recipe, "\"sampler\":\"heun\",\"spacing\":\"karras\""), "%s", recipe);
@@ -781,8 +798,9 @@ START_TEST(test_app_identical_and_replay)
     at_files_equal(a, ar);
 
     /* a folder: one PNG per sample named by index, class and seed */
-    snprintf(args, sizeof args, "--model m.safetensors --steps 3 --n 4 --batch 4 --seed 5 --sampler euler-a --out "
-                                "dir/");
+    snprintf(args, sizeof args,
+             "--model m.safetensors --steps 3 --n 4 --batch 4 --seed 5 --sampler euler-a --out "
+             "dir/");
     ck_assert_int_eq(run_app(dir, args, &so, NULL), 0);
     ck_assert_str_eq(so, "dir/sample-00000-alpha-seed5.png\ndir/sample-00001-beta-seed5.png\n"
                          "dir/sample-00002-gamma-seed5.png\ndir/sample-00003-alpha-seed5.png\n");
@@ -815,15 +833,20 @@ START_TEST(test_app_progress_inpaint_defaults)
     char *dir = tu_mkdtemp("cld-sample-app"), *model = at_path(dir, "fashion-mnist.safetensors");
     make_model(model, 3, 1, 0);
     char *so = NULL, *err = NULL;
-    ck_assert_int_eq(run_app(dir, "--model fashion-mnist.safetensors --steps 3 --n 4 --batch 2 --progress json --out "
-                                  "p.png", &so, NULL), 0);
+    ck_assert_int_eq(
+        run_app(dir,
+                "--model fashion-mnist.safetensors --steps 3 --n 4 --batch 2 --progress json --out "
+                "p.png",
+                &so, NULL),
+        0);
     int lines = 0;
     for (char *l = strtok(so, "\n"); l; l = strtok(NULL, "\n"), lines++) {
         if (lines < 6) {
             int step, total;
             double el, eta;
-            ck_assert_msg(sscanf(l, "{\"step\": %d, \"total\": %d, \"elapsed\": %lf, \"eta\": %lf}", &step, &total, &el,
-                                 &eta) == 4 && step == lines + 1 && total == 6,
+            ck_assert_msg(sscanf(l, "{\"step\": %d, \"total\": %d, \"elapsed\": %lf, \"eta\": %lf}", &step,
+                                 &total, &el, &eta) == 4 &&
+                              step == lines + 1 && total == 6,
                           "line %d: %s", lines, l);
         } else {
             ck_assert_str_eq(l, "{\"out\": \"p.png\"}");
@@ -838,8 +861,12 @@ START_TEST(test_app_progress_inpaint_defaults)
     char *mp = at_path(dir, "mask.png"), *ip = at_path(dir, "in.png"), *op = at_path(dir, "inpaint/");
     TU_OK(cld_png_write(mp, 8, 8, 1, 8, mask, 0, NULL, NULL));
     write_image(dir, "in.png", 8, 1, 4);
-    ck_assert_int_eq(run_app(dir, "--model fashion-mnist.safetensors --steps 4 --n 3 --init in.png --mask mask.png "
-                                  "--resample 2 --out inpaint/", NULL, &err), 0);
+    ck_assert_int_eq(
+        run_app(dir,
+                "--model fashion-mnist.safetensors --steps 4 --n 3 --init in.png --mask mask.png "
+                "--resample 2 --out inpaint/",
+                NULL, &err),
+        0);
     ck_assert_msg(strstr(err, "ddpm") && strstr(err, "resample 2"), "%s", err);
     free(err);
     cld_image in, got;
@@ -848,24 +875,33 @@ START_TEST(test_app_progress_inpaint_defaults)
     int differ = 0;
     for (int i = 0; i < 3; i++) {
         char name[256];
-        snprintf(name, sizeof name, "%ssample-%05d-%s-seed0.png", op, i, i == 0 ? "alpha" : i == 1 ? "beta" : "gamma");
+        snprintf(name, sizeof name, "%ssample-%05d-%s-seed0.png", op, i,
+                 i == 0   ? "alpha"
+                 : i == 1 ? "beta"
+                          : "gamma");
         TU_OK(cld_image_load(name, 0, 0, &got));
         for (int p = 0; p < 64; p++) {
             uint8_t v = (uint8_t)lroundf(got.data[p] * 255.0f);
-            if (mask[p] == 0) ck_assert_msg(v == init_px[p], "%s pixel %d: %d, init %d", name, p, v, init_px[p]);
-            else differ += v != init_px[p];
+            if (mask[p] == 0)
+                ck_assert_msg(v == init_px[p], "%s pixel %d: %d, init %d", name, p, v, init_px[p]);
+            else
+                differ += v != init_px[p];
         }
         cld_image_free(&got);
     }
     ck_assert_msg(differ > 3 * 32 / 2, "only %d regenerated pixels changed", differ);
     cld_image_free(&in);
-    ck_assert_int_eq(run_app(dir, "--replay inpaint/sample-00001-beta-seed0.png --out again.png", NULL, NULL), 0);
+    ck_assert_int_eq(run_app(dir, "--replay inpaint/sample-00001-beta-seed0.png --out again.png", NULL, NULL),
+                     0);
     char *f1 = at_path(dir, "inpaint/sample-00001-beta-seed0.png"), *again = at_path(dir, "again.png");
     at_files_equal(f1, again);
 
     /* img2img and a trajectory strip: 3 samples x (4 steps + 1) frames */
-    ck_assert_int_eq(run_app(dir, "--model fashion-mnist.safetensors --steps 8 --n 3 --init in.png --strength 0.5 "
-                                  "--trajectory --out traj.png", NULL, NULL), 0);
+    ck_assert_int_eq(run_app(dir,
+                             "--model fashion-mnist.safetensors --steps 8 --n 3 --init in.png --strength 0.5 "
+                             "--trajectory --out traj.png",
+                             NULL, NULL),
+                     0);
     char *tp = at_path(dir, "traj.png");
     int w, h, c;
     TU_OK(cld_image_info(tp, &w, &h, &c));
@@ -888,8 +924,9 @@ START_TEST(test_app_progress_inpaint_defaults)
     ck_assert(mkdir(moved, 0777) == 0 && rename(model, moved_model) == 0);
     setenv("CLD_ASSETS", moved, 1);
     ck_assert_int_eq(run_app(dir, "--replay def.png --out def2.png", NULL, NULL), 0);
-    ck_assert_int_eq(run_app(dir, "--model asset:fashion-mnist.safetensors --steps 2 --n 3 --out def3.png", NULL, NULL),
-                     0);
+    ck_assert_int_eq(
+        run_app(dir, "--model asset:fashion-mnist.safetensors --steps 2 --n 3 --out def3.png", NULL, NULL),
+        0);
     unsetenv("CLD_ASSETS");
     char *def2 = at_path(dir, "def2.png"), *def3 = at_path(dir, "def3.png");
     at_files_equal(def, def2);

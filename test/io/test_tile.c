@@ -102,16 +102,21 @@ START_TEST(test_radius_is_the_reach)
             for (int c2 = 0; c2 < 3; c2++) y[(size_t)c2 * H * W + 2 * W + x0 + side * d] += 1.0f;
             TU_OK(cld_tiled_run(t, y, H, W, 10.0f, b, NULL, NULL));
             double diff = 0;
-            for (int c2 = 0; c2 < 3; c2++) diff += fabs(a[(size_t)c2 * H * W + 2 * W + x0] - b[(size_t)c2 * H * W + 2 * W + x0]);
+            for (int c2 = 0; c2 < 3; c2++)
+                diff += fabs(a[(size_t)c2 * H * W + 2 * W + x0] - b[(size_t)c2 * H * W + 2 * W + x0]);
             if (diff > 0) {
-                if (side < 0) reach_lo = d;
-                else reach_hi = d;
+                if (side < 0)
+                    reach_lo = d;
+                else
+                    reach_hi = d;
             }
             free(y);
         }
     }
-    ck_assert_msg(reach_lo <= r && reach_hi <= r, "reach %d / %d beyond the radius %d", reach_lo, reach_hi, r);
-    ck_assert_msg(reach_lo >= r - 2 || reach_hi >= r - 2, "reach %d / %d: the radius %d is loose", reach_lo, reach_hi, r);
+    ck_assert_msg(reach_lo <= r && reach_hi <= r, "reach %d / %d beyond the radius %d", reach_lo, reach_hi,
+                  r);
+    ck_assert_msg(reach_lo >= r - 2 || reach_hi >= r - 2, "reach %d / %d: the radius %d is loose", reach_lo,
+                  reach_hi, r);
     free(x);
     free(a);
     free(b);
@@ -139,7 +144,8 @@ static double run_max_diff(cld_tiled *t, cld_tiled *ref, int H, int W, int *tile
         if (fabs(b[i]) > scale) scale = fabs(b[i]);
         if (fabs(a[i] - b[i]) > d) d = fabs(a[i] - b[i]);
     }
-    ck_assert_msg(scale > 0.05, "%d x %d: output is ~0 (max %g): the test would not see a difference", H, W, scale);
+    ck_assert_msg(scale > 0.05, "%d x %d: output is ~0 (max %g): the test would not see a difference", H, W,
+                  scale);
     free(x);
     free(a);
     free(b);
@@ -166,7 +172,8 @@ START_TEST(test_tile_size_invariance)
             TU_OK(cld_tiled_create(tu_ctx(), p, &c, &o, &t));
             int nt = 0;
             double d = run_max_diff(t, ref, H, W, &nt);
-            ck_assert_msg(d <= 1e-3, "%d x %d, tile %d, blend %d (%d tiles): max diff %.3g of the output's range", H, W,
+            ck_assert_msg(d <= 1e-3,
+                          "%d x %d, tile %d, blend %d (%d tiles): max diff %.3g of the output's range", H, W,
                           tiles[j], blends[j], nt, d);
             if (k == 1) ck_assert_int_gt(nt, 4); /* 513 x 520 really is cut */
             cld_tiled_free(t);

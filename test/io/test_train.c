@@ -96,8 +96,9 @@ static int train(const char *dir, const char *args, char **err)
 }
 
 /* The tiny model and run every app test uses (about 45k parameters). */
-#define TINY "--base 8 --mult 1,2 --res-blocks 1 --attn 4 --groups 4 --T 100 --batch 4 --warmup 2 --val-n 8 " \
-             "--grid-every 0 --progress none"
+#define TINY                                                                                         \
+    "--base 8 --mult 1,2 --res-blocks 1 --attn 4 --groups 4 --T 100 --batch 4 --warmup 2 --val-n 8 " \
+    "--grid-every 0 --progress none"
 
 /* --------------------------------------------------------- data sets */
 
@@ -146,8 +147,8 @@ END_TEST
 /* Broken IDX files: a clear error naming the problem and the file. */
 START_TEST(test_idx_errors)
 {
-    char *dir = tu_mkdtemp("cld-train"), *img = at_path(dir, "i"), *gz = at_path(dir, "i.gz"), *lab = at_path(dir, "l"),
-         *bad = at_path(dir, "bad");
+    char *dir = tu_mkdtemp("cld-train"), *img = at_path(dir, "i"), *gz = at_path(dir, "i.gz"),
+         *lab = at_path(dir, "l"), *bad = at_path(dir, "bad");
     free(write_idx(img, 3, 10, 8, 0, 1, 0));
     free(write_idx(gz, 3, 10, 8, 0, 1, 1));
     free(write_idx(lab, 1, 9, 0, 3, 2, 0));
@@ -157,8 +158,8 @@ START_TEST(test_idx_errors)
     TU_STATUS(cld_dataset_open_idx(dir, NULL, &ds), CLD_ERR_FORMAT); /* a folder: gz reads nothing */
     char *missing = at_path(dir, "missing");
     TU_STATUS(cld_dataset_open_idx(missing, NULL, &ds), CLD_ERR_IO);
-    ck_assert_msg(strstr(cld_last_error(), "cannot open IDX file") && strstr(cld_last_error(), "missing"), "%s",
-                  cld_last_error());
+    ck_assert_msg(strstr(cld_last_error(), "cannot open IDX file") && strstr(cld_last_error(), "missing"),
+                  "%s", cld_last_error());
     free(missing);
     at_write_file(bad, bytes, len - 7); /* raw, truncated */
     TU_STATUS(cld_dataset_open_idx(bad, NULL, &ds), CLD_ERR_FORMAT);
@@ -273,12 +274,14 @@ START_TEST(test_folder_classes_crops_flips)
 
     /* errors: an image smaller than the crop, an empty class folder, an empty folder */
     TU_STATUS(cld_dataset_open_folder(dir, 3, 10, &ds), CLD_ERR_FORMAT);
-    ck_assert_msg(strstr(cld_last_error(), "smaller than the crop of 10 x 10") && strstr(cld_last_error(), "b.png"),
+    ck_assert_msg(strstr(cld_last_error(), "smaller than the crop of 10 x 10") &&
+                      strstr(cld_last_error(), "b.png"),
                   "%s", cld_last_error());
     make_dir(dir, "empty");
     TU_STATUS(cld_dataset_open_folder(dir, 3, 8, &ds), CLD_ERR_FORMAT);
-    ck_assert_msg(strstr(cld_last_error(), "class folder") && strstr(cld_last_error(), "empty' holds no images"), "%s",
-                  cld_last_error());
+    ck_assert_msg(strstr(cld_last_error(), "class folder") &&
+                      strstr(cld_last_error(), "empty' holds no images"),
+                  "%s", cld_last_error());
     p = at_path(dir, "empty");
     TU_STATUS(cld_dataset_open_folder(p, 3, 8, &ds), CLD_ERR_FORMAT);
     ck_assert_msg(strstr(cld_last_error(), "holds no images"), "%s", cld_last_error());
@@ -300,10 +303,13 @@ START_TEST(test_epoch_order)
             TU_OK(cld_data_order_index(n, 11, (uint64_t)e * n + i, &idx));
             ck_assert(idx >= 0 && idx < n);
             seen[idx]++;
-            if (e == 0) first[i] = idx;
-            else same_as_first &= first[i] == idx;
+            if (e == 0)
+                first[i] = idx;
+            else
+                same_as_first &= first[i] == idx;
         }
-        for (int i = 0; i < n; i++) ck_assert_msg(seen[i] == 1, "epoch %d: sample %d seen %d times", e, i, seen[i]);
+        for (int i = 0; i < n; i++)
+            ck_assert_msg(seen[i] == 1, "epoch %d: sample %d seen %d times", e, i, seen[i]);
         if (e) ck_assert_msg(!same_as_first, "epoch %d has epoch 0's order", e);
     }
     int same = 1, ident = 1;
@@ -389,7 +395,8 @@ START_TEST(test_app_resume_exact)
     char *dir = tu_mkdtemp("cld-train");
     write_idx_set(dir, 24);
     char *err = NULL;
-    const char *run = "--data train-images-idx3-ubyte " TINY " --hflip --steps 10 --ckpt-every 4 --keep 2 --seed 3";
+    const char *run =
+        "--data train-images-idx3-ubyte " TINY " --hflip --steps 10 --ckpt-every 4 --keep 2 --seed 3";
     char args[2048];
     snprintf(args, sizeof args, "%s --out a", run);
     ck_assert_msg(train(dir, args, &err) == 0, "%s", err);
@@ -400,7 +407,8 @@ START_TEST(test_app_resume_exact)
     free(err);
     char *b6 = at_path(dir, "b/state-000000006.safetensors");
     ck_assert_msg(at_exists(b6), "--stop-after 6 wrote no state at step 6");
-    ck_assert_msg(train(dir, "--data train-images-idx3-ubyte --out b --resume --progress none", &err) == 0, "%s", err);
+    ck_assert_msg(train(dir, "--data train-images-idx3-ubyte --out b --resume --progress none", &err) == 0,
+                  "%s", err);
     ck_assert_msg(strstr(err, "resumed from") && strstr(err, "10 steps (4 this run)"), "%s", err);
     free(err);
     char *a = at_path(dir, "a"), *b = at_path(dir, "b");
@@ -416,8 +424,9 @@ START_TEST(test_app_resume_exact)
                   "%s", text);
     free(text);
     /* a different seed gives different weights (the comparison can fail) */
-    snprintf(args, sizeof args, "--data train-images-idx3-ubyte " TINY " --hflip --steps 10 --ckpt-every 4 --seed 4 "
-                                "--out c");
+    snprintf(args, sizeof args,
+             "--data train-images-idx3-ubyte " TINY " --hflip --steps 10 --ckpt-every 4 --seed 4 "
+             "--out c");
     ck_assert_int_eq(train(dir, args, NULL), 0);
     char *ma = at_path(a, "model.safetensors"), *mc = at_path(dir, "c/model.safetensors");
     size_t la, lc;
@@ -473,7 +482,8 @@ START_TEST(test_app_errors)
     write_png(p = at_path(dir, "photos/cats/b.png"), 12, 20, 3, 2), free(p);
     /* a finished run to resume against */
     char *err = NULL;
-    ck_assert_msg(train(dir, "--data train-images-idx3-ubyte " TINY " --steps 2 --out run", &err) == 0, "%s", err);
+    ck_assert_msg(train(dir, "--data train-images-idx3-ubyte " TINY " --steps 2 --out run", &err) == 0, "%s",
+                  err);
     free(err);
     const app_case cases[] = {
         /* flags */
@@ -488,15 +498,18 @@ START_TEST(test_app_errors)
         {"--data train-images-idx3-ubyte --out o --progress loud", 2, "--progress: bar, json or none"},
         {"--data train-images-idx3-ubyte --out o --channels 2", 2, "--channels: 1 or 3"},
         {"--data train-images-idx3-ubyte --out o --steps", 2, "needs a value"},
-        {"--data train-images-idx3-ubyte --out o --class-names a,b", 2, "--class-names gives 2 names, the data has 3"},
+        {"--data train-images-idx3-ubyte --out o --class-names a,b", 2,
+         "--class-names gives 2 names, the data has 3"},
         /* data */
         {"--data missing-images-idx3-ubyte --out o", 1, "cannot open IDX file 'missing-images-idx3-ubyte'"},
         {"--data cut/train-images-idx3-ubyte --out o", 1, "truncated file"},
         {"--data badgz/train-images-idx3-ubyte.gz --out o", 1, "corrupt"},
         {"--data text --out o", 1, "is not an IDX file"},
         {"--data few/train-images-idx3-ubyte --out o", 1, "hold 11 labels but images"},
-        {"--data train-images-idx3-ubyte --labels few/train-labels-idx1-ubyte --out o", 1, "hold 11 labels but images"},
-        {"--data train-images-idx3-ubyte --val-data big-images-idx3-ubyte --out o", 1, "--val-data: samples are 1x16x16"},
+        {"--data train-images-idx3-ubyte --labels few/train-labels-idx1-ubyte --out o", 1,
+         "hold 11 labels but images"},
+        {"--data train-images-idx3-ubyte --val-data big-images-idx3-ubyte --out o", 1,
+         "--val-data: samples are 1x16x16"},
         {"--data empty --out o", 1, "folder 'empty' holds no images"},
         {"--data photos --crop 16 --out o", 1, "smaller than the crop of 16 x 16"},
         {"--data train-images-idx3-ubyte --config missing.json --out o", 1, "cannot open 'missing.json'"},
@@ -507,19 +520,22 @@ START_TEST(test_app_errors)
         /* resume */
         {"--data train-images-idx3-ubyte --out nothing --resume", 1, "no output folder 'nothing'"},
         {"--data train-images-idx3-ubyte --out empty --resume", 1, "no state-*.safetensors in 'empty'"},
-        {"--data train-images-idx3-ubyte --out run --resume --lr 0.1", 1, "--lr does not match the training settings"},
+        {"--data train-images-idx3-ubyte --out run --resume --lr 0.1", 1,
+         "--lr does not match the training settings"},
         {"--data train-images-idx3-ubyte --out run --resume --seed 7", 1, "--seed does not match"},
-        {"--data train-images-idx3-ubyte --out run --resume --pred eps", 1, "--pred does not match the diffusion"},
-        {"--data train-images-idx3-ubyte --out run --resume --base 16", 1, "the model config from --base does not match"},
+        {"--data train-images-idx3-ubyte --out run --resume --pred eps", 1,
+         "--pred does not match the diffusion"},
+        {"--data train-images-idx3-ubyte --out run --resume --base 16", 1,
+         "the model config from --base does not match"},
         {"--data big-images-idx3-ubyte --out run --resume", 1, "does not fit the checkpoint's model"},
         {"--data photos --crop 8 --channels 3 --out run --resume", 1, "does not fit the checkpoint's model"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ck_assert_int_eq(train(dir, cases[i].args, &err), cases[i].status);
-        ck_assert_msg(strstr(err, cases[i].message), "'%s': stderr lacks '%s': %s", cases[i].args, cases[i].message,
-                      err);
-        ck_assert_msg(!strstr(err, "device:") && !strstr(err, "training graph"), "'%s' started the device: %s",
-                      cases[i].args, err);
+        ck_assert_msg(strstr(err, cases[i].message), "'%s': stderr lacks '%s': %s", cases[i].args,
+                      cases[i].message, err);
+        ck_assert_msg(!strstr(err, "device:") && !strstr(err, "training graph"),
+                      "'%s' started the device: %s", cases[i].args, err);
         free(err);
         char *o = at_path(dir, "o");
         ck_assert_msg(!at_exists(o), "'%s' created the output folder", cases[i].args);
@@ -546,7 +562,8 @@ START_TEST(test_app_nan_stops)
     char *dir = tu_mkdtemp("cld-train");
     write_idx_set(dir, 12);
     char *err = NULL;
-    ck_assert_msg(train(dir, "--data train-images-idx3-ubyte " TINY " --steps 2 --out run", &err) == 0, "%s", err);
+    ck_assert_msg(train(dir, "--data train-images-idx3-ubyte " TINY " --steps 2 --out run", &err) == 0, "%s",
+                  err);
     free(err);
     /* rewrite the state with conv_out.weight = 1e30 (the tiny model's layout) */
     char *state = at_path(dir, "run/state-000000002.safetensors"), *meta = NULL;
@@ -576,12 +593,13 @@ START_TEST(test_app_nan_stops)
     cld_params_free(ema);
     size_t before_len;
     unsigned char *before = at_read_file(state, &before_len);
-    ck_assert_int_eq(train(dir, "--data train-images-idx3-ubyte --out run --resume --steps 6 --ckpt-every 1", &err),
-                     1);
+    ck_assert_int_eq(
+        train(dir, "--data train-images-idx3-ubyte --out run --resume --steps 6 --ckpt-every 1", &err), 1);
     ck_assert_msg(strstr(err, "step 3: the loss is inf") || strstr(err, "step 3: the loss is nan") ||
                       strstr(err, "step 3: the gradient of"),
                   "%s", err);
-    ck_assert_msg(strstr(err, "'conv_out.weight'") || strstr(err, "first non-finite"), "no tensor named: %s", err);
+    ck_assert_msg(strstr(err, "'conv_out.weight'") || strstr(err, "first non-finite"), "no tensor named: %s",
+                  err);
     ck_assert_msg(strstr(err, "the last checkpoint is kept"), "%s", err);
     free(err);
     char *run = at_path(dir, "run");
@@ -605,7 +623,8 @@ START_TEST(test_app_sigterm_checkpoint)
 {
     char *dir = tu_mkdtemp("cld-train");
     write_idx_set(dir, 24);
-    const char *run = "--data train-images-idx3-ubyte " TINY " --steps 300 --ckpt-every 1000 --val-every 0 --log-every 1";
+    const char *run =
+        "--data train-images-idx3-ubyte " TINY " --steps 300 --ckpt-every 1000 --val-every 0 --log-every 1";
     char args[2048];
     snprintf(args, sizeof args, "%s --out b", run);
     pid_t pid = at_spawn(at_app("cld-train", "CLD_TRAIN"), dir, args);
@@ -709,14 +728,16 @@ START_TEST(test_app_learned_sigma)
     char *dir = tu_mkdtemp("cld-train");
     write_idx_set(dir, 24);
     char *err = NULL, args[2048];
-    const char *run = "--data train-images-idx3-ubyte " TINY " --learn-sigma --steps 6 --ckpt-every 3 --seed 5";
+    const char *run =
+        "--data train-images-idx3-ubyte " TINY " --learn-sigma --steps 6 --ckpt-every 3 --seed 5";
     snprintf(args, sizeof args, "%s --out a --grid-every 6", run);
     ck_assert_msg(train(dir, args, &err) == 0, "%s", err);
     free(err);
     snprintf(args, sizeof args, "%s --out b --stop-after 4", run);
     ck_assert_int_eq(train(dir, args, NULL), 0);
-    ck_assert_msg(train(dir, "--data train-images-idx3-ubyte --out b --resume --eval-nll 5 --nll-stride 10", &err) == 0,
-                  "%s", err);
+    ck_assert_msg(
+        train(dir, "--data train-images-idx3-ubyte --out b --resume --eval-nll 5 --nll-stride 10", &err) == 0,
+        "%s", err);
     char *a = at_path(dir, "a"), *b = at_path(dir, "b");
     same_run_files(a, b, 6);
     char *at = strstr(err, "variational bound ");
@@ -748,8 +769,9 @@ START_TEST(test_app_learned_sigma)
 
     /* the variance half learns from L_vlb alone */
     for (int lambda0 = 0; lambda0 < 2; lambda0++) {
-        snprintf(args, sizeof args, "--data train-images-idx3-ubyte " TINY " --learn-sigma --steps 3 --out l%d%s",
-                 lambda0, lambda0 ? " --vlb-weight 0" : "");
+        snprintf(args, sizeof args,
+                 "--data train-images-idx3-ubyte " TINY " --learn-sigma --steps 3 --out l%d%s", lambda0,
+                 lambda0 ? " --vlb-weight 0" : "");
         ck_assert_int_eq(train(dir, args, NULL), 0);
         char name[64];
         snprintf(name, sizeof name, "l%d/state-000000003.safetensors", lambda0);
@@ -760,8 +782,10 @@ START_TEST(test_app_learned_sigma)
         float *wt = conv_out_weight(&st, &per);
         const double mean_half = max_abs(wt, per), var_half = max_abs(wt + per, per);
         ck_assert_msg(mean_half > 0, "lambda %s: the prediction half did not train", lambda0 ? "0" : "0.001");
-        if (lambda0) ck_assert_msg(var_half == 0, "lambda 0: the variance half moved (%g)", var_half);
-        else ck_assert_msg(var_half > 0, "lambda 0.001: the variance half did not train");
+        if (lambda0)
+            ck_assert_msg(var_half == 0, "lambda 0: the variance half moved (%g)", var_half);
+        else
+            ck_assert_msg(var_half > 0, "lambda 0.001: the variance half did not train");
         free(wt);
         state_free(&st);
         free(sp);
@@ -769,22 +793,28 @@ START_TEST(test_app_learned_sigma)
 
     /* cld-sample: DDPM with the learned variance, and a sampler on the prediction half */
     const char *sample = at_app("cld-sample", "CLD_SAMPLE");
-    ck_assert_msg(at_run(sample, dir, "--model a/model.safetensors --sampler ddpm --steps 5 --n 3 --out d.png", NULL,
-                         &err) == 0, "%s", err);
+    ck_assert_msg(at_run(sample, dir,
+                         "--model a/model.safetensors --sampler ddpm --steps 5 --n 3 --out d.png", NULL,
+                         &err) == 0,
+                  "%s", err);
     free(err);
-    ck_assert_msg(at_run(sample, dir, "--model a/model.safetensors --steps 5 --n 3 --out e.png", NULL, &err) == 0, "%s",
-                  err);
+    ck_assert_msg(
+        at_run(sample, dir, "--model a/model.safetensors --steps 5 --n 3 --out e.png", NULL, &err) == 0, "%s",
+        err);
     free(err);
     char *d = at_path(dir, "d.png"), *e = at_path(dir, "e.png");
     TU_OK(cld_image_info(d, &w, &h, &c));
     TU_OK(cld_image_info(e, &w, &h, &c));
 
     /* --eval-nll needs a learned variance, and held-back data */
-    ck_assert_int_eq(train(dir, "--data train-images-idx3-ubyte " TINY " --steps 1 --eval-nll --out f", &err), 2);
+    ck_assert_int_eq(train(dir, "--data train-images-idx3-ubyte " TINY " --steps 1 --eval-nll --out f", &err),
+                     2);
     ck_assert_msg(strstr(err, "--eval-nll needs a model with a learned variance"), "%s", err);
     free(err);
-    ck_assert_int_eq(train(dir, "--data t10k-images-idx3-ubyte " TINY " --learn-sigma --steps 1 --eval-nll 3 --out f",
-                           &err), 2);
+    ck_assert_int_eq(
+        train(dir, "--data t10k-images-idx3-ubyte " TINY " --learn-sigma --steps 1 --eval-nll 3 --out f",
+              &err),
+        2);
     ck_assert_msg(strstr(err, "--eval-nll needs held-back data"), "%s", err);
     free(err);
     /* resuming a learned-variance state without it, or a fixed one with it, is a conflict */
@@ -792,7 +822,8 @@ START_TEST(test_app_learned_sigma)
     ck_assert_int_eq(train(dir, "--data train-images-idx3-ubyte --out run0 --resume --learn-sigma", &err), 1);
     ck_assert_msg(strstr(err, "model config from --learn-sigma does not match"), "%s", err);
     free(err);
-    ck_assert_int_eq(train(dir, "--data train-images-idx3-ubyte --out a --resume --vlb-weight 0.01", &err), 1);
+    ck_assert_int_eq(train(dir, "--data train-images-idx3-ubyte --out a --resume --vlb-weight 0.01", &err),
+                     1);
     ck_assert_msg(strstr(err, "--vlb-weight does not match"), "%s", err);
     free(err);
     free(d);

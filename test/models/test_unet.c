@@ -77,8 +77,8 @@ static void expect_param(cld_params *p, const char *name, int ndim, const int *s
     TU_OK(cld_params_find(p, name, &idx));
     TU_OK(cld_params_info(p, idx, NULL, &nd, sh, NULL));
     ck_assert_msg(nd == ndim, "%s: rank %d, expected %d", name, nd, ndim);
-    for (int d = 0; d < ndim; d++) ck_assert_msg(sh[d] == shape[d], "%s: dim %d is %d, expected %d", name, d, sh[d],
-                                                 shape[d]);
+    for (int d = 0; d < ndim; d++)
+        ck_assert_msg(sh[d] == shape[d], "%s: dim %d is %d, expected %d", name, d, sh[d], shape[d]);
 }
 
 /* ------------------------------------------------------------- param counts */
@@ -103,8 +103,8 @@ START_TEST(test_param_counts)
         net_build(&n, p, &cfg, 3, 0, 0);
         int tensors;
         TU_OK(cld_params_count(p, &tensors, &declared));
-        ck_assert_msg(declared == cases[c].want, "%s: store holds %zu, expected %zu", cases[c].preset, declared,
-                      cases[c].want);
+        ck_assert_msg(declared == cases[c].want, "%s: store holds %zu, expected %zu", cases[c].preset,
+                      declared, cases[c].want);
         fprintf(stderr, "unet %-14s %zu parameters in %d tensors\n", cases[c].preset, declared, tensors);
         if (c == 0) { /* diffusers' names and shapes */
             expect_param(p, "conv_in.weight", 4, (int[]){128, 3, 3, 3});
@@ -120,7 +120,8 @@ START_TEST(test_param_counts)
             expect_param(p, "up_blocks.2.upsamplers.0.conv.weight", 4, (int[]){256, 256, 3, 3});
             expect_param(p, "conv_out.weight", 4, (int[]){3, 128, 3, 3});
             TU_STATUS(cld_params_find(p, "up_blocks.3.upsamplers.0.conv.weight", NULL), CLD_ERR_INVALID_ARG);
-            TU_STATUS(cld_params_find(p, "down_blocks.3.downsamplers.0.conv.weight", NULL), CLD_ERR_INVALID_ARG);
+            TU_STATUS(cld_params_find(p, "down_blocks.3.downsamplers.0.conv.weight", NULL),
+                      CLD_ERR_INVALID_ARG);
         }
         cld_graph_free(n.g);
         cld_params_free(p);
@@ -151,8 +152,9 @@ START_TEST(test_config_json)
     ck_assert(memcmp(&a, &b, sizeof a) == 0); /* presets are zeroed, so padding and unused slots compare */
 
     /* optional keys take their defaults */
-    const char *minimal = "{\"in_channels\": 1, \"out_channels\": 1, \"image_size\": 28, \"base_channels\": 64, "
-                          "\"mult\": [1, 2, 2], \"num_res_blocks\": 2}";
+    const char *minimal =
+        "{\"in_channels\": 1, \"out_channels\": 1, \"image_size\": 28, \"base_channels\": 64, "
+        "\"mult\": [1, 2, 2], \"num_res_blocks\": 2}";
     TU_OK(cld_unet_config_from_json(minimal, &b));
     ck_assert_int_eq(b.n_levels, 3);
     ck_assert_int_eq(b.n_attn, 0);
@@ -166,23 +168,29 @@ START_TEST(test_config_json)
         {"{\"in_channels\": 1", "parse", CLD_ERR_FORMAT},
         {"[1, 2]", "not an object", CLD_ERR_FORMAT},
         {"{\"in_channels\": 1, \"out_channels\": 1, \"image_size\": 28, \"base_channels\": 64, "
-         "\"mult\": [1, 2, 2]}", "num_res_blocks", CLD_ERR_FORMAT},
+         "\"mult\": [1, 2, 2]}",
+         "num_res_blocks", CLD_ERR_FORMAT},
         {"{\"in_channels\": 1, \"out_channels\": 1, \"image_size\": 28, \"base_channels\": 64, "
-         "\"mult\": [1, 2, 2], \"num_res_blocks\": 2, \"colour\": 1}", "colour", CLD_ERR_FORMAT},
+         "\"mult\": [1, 2, 2], \"num_res_blocks\": 2, \"colour\": 1}",
+         "colour", CLD_ERR_FORMAT},
         {"{\"in_channels\": 1.5, \"out_channels\": 1, \"image_size\": 28, \"base_channels\": 64, "
-         "\"mult\": [1, 2, 2], \"num_res_blocks\": 2}", "in_channels", CLD_ERR_FORMAT},
+         "\"mult\": [1, 2, 2], \"num_res_blocks\": 2}",
+         "in_channels", CLD_ERR_FORMAT},
         {"{\"in_channels\": 1, \"out_channels\": 1, \"image_size\": 28, \"base_channels\": 64, "
-         "\"mult\": [1, \"2\"], \"num_res_blocks\": 2}", "mult", CLD_ERR_FORMAT},
+         "\"mult\": [1, \"2\"], \"num_res_blocks\": 2}",
+         "mult", CLD_ERR_FORMAT},
         {"{\"in_channels\": 1, \"in_channels\": 1, \"out_channels\": 1, \"image_size\": 28, \"base_channels\": 64, "
-         "\"mult\": [1, 2, 2], \"num_res_blocks\": 2}", "duplicate", CLD_ERR_FORMAT},
+         "\"mult\": [1, 2, 2], \"num_res_blocks\": 2}",
+         "duplicate", CLD_ERR_FORMAT},
         /* well-formed, but 28 does not halve 3 times */
         {"{\"in_channels\": 1, \"out_channels\": 1, \"image_size\": 28, \"base_channels\": 64, "
-         "\"mult\": [1, 2, 2, 2], \"num_res_blocks\": 2}", "image_size", CLD_ERR_INVALID_ARG},
+         "\"mult\": [1, 2, 2, 2], \"num_res_blocks\": 2}",
+         "image_size", CLD_ERR_INVALID_ARG},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         TU_STATUS(cld_unet_config_from_json(bad[i].json, &b), bad[i].want);
-        ck_assert_msg(contains(cld_last_error(), bad[i].needle), "case %zu: '%s' lacks '%s'", i, cld_last_error(),
-                      bad[i].needle);
+        ck_assert_msg(contains(cld_last_error(), bad[i].needle), "case %zu: '%s' lacks '%s'", i,
+                      cld_last_error(), bad[i].needle);
     }
 }
 END_TEST
@@ -193,11 +201,11 @@ START_TEST(test_config_check)
     TU_OK(cld_unet_config_preset("fashion-mnist", &ok));
     TU_OK(cld_unet_config_check(&ok));
     TU_STATUS(cld_unet_config_preset("imagenet", &c), CLD_ERR_INVALID_ARG);
-#define EXPECT_BAD(field_expr, needle)                                                      \
-    do {                                                                                    \
-        c = ok;                                                                             \
-        field_expr;                                                                         \
-        TU_STATUS(cld_unet_config_check(&c), CLD_ERR_INVALID_ARG);                          \
+#define EXPECT_BAD(field_expr, needle)                                                                \
+    do {                                                                                              \
+        c = ok;                                                                                       \
+        field_expr;                                                                                   \
+        TU_STATUS(cld_unet_config_check(&c), CLD_ERR_INVALID_ARG);                                    \
         ck_assert_msg(contains(cld_last_error(), needle), "%s: '%s'", #field_expr, cld_last_error()); \
     } while (0)
     EXPECT_BAD(c.in_channels = 0, "in_channels");
@@ -250,7 +258,8 @@ static void net_inputs(net *n, const cld_unet_config *cfg, int batch, uint64_t s
     for (int i = 0; i < batch; i++) buf[i] = (float)((37 + 875 * i) % 1000); /* t = 37, 912, ... */
     TU_OK(cld_tensor_write(n->g, n->t, buf));
     if (n->labels) {
-        for (int i = 0; i < batch; i++) buf[i] = (float)((1 + 2 * i) % (cfg->num_classes + 1)); /* 1, 3 (null) */
+        for (int i = 0; i < batch; i++)
+            buf[i] = (float)((1 + 2 * i) % (cfg->num_classes + 1)); /* 1, 3 (null) */
         TU_OK(cld_tensor_write(n->g, n->labels, buf));
     }
     if (n->target) {
@@ -352,20 +361,22 @@ START_TEST(test_tiny_unet_gradients)
                     worst = rel;
                     worst_name = name;
                 }
-                ck_assert_msg(rel < 5e-2, "%s[%zu]: gradient %.6g, finite difference %.6g (rel err %.3g)", name, j,
-                              g, fd, rel);
+                ck_assert_msg(rel < 5e-2, "%s[%zu]: gradient %.6g, finite difference %.6g (rel err %.3g)",
+                              name, j, g, fd, rel);
             } else {
                 ck_assert_msg(err < 1e-4 * L + 5e-2 * fabs(fd),
-                              "%s[%zu]: gradient %.6g, finite difference %.6g (small entry, abs err %.3g)", name, j,
-                              g, fd, err);
+                              "%s[%zu]: gradient %.6g, finite difference %.6g (small entry, abs err %.3g)",
+                              name, j, g, fd, err);
             }
         }
         free(v);
     }
-    fprintf(stderr, "tiny unet (heads %d): loss %.5f, %d tensors, %d of %d sampled entries checked "
-            "relatively, worst rel err %.3g (%s)\n", heads, L, count, checked, sampled, worst, worst_name);
-    ck_assert_msg(checked >= sampled / 2, "only %d of %d sampled gradients are large enough to check", checked,
-                  sampled);
+    fprintf(stderr,
+            "tiny unet (heads %d): loss %.5f, %d tensors, %d of %d sampled entries checked "
+            "relatively, worst rel err %.3g (%s)\n",
+            heads, L, count, checked, sampled, worst, worst_name);
+    ck_assert_msg(checked >= sampled / 2, "only %d of %d sampled gradients are large enough to check",
+                  checked, sampled);
 
     /* directional derivative through every parameter: d/de L(p + e u) = g . u */
     float *all = tu_malloc(total * sizeof *all), *moved = tu_malloc(total * sizeof *moved);
@@ -389,9 +400,10 @@ START_TEST(test_tiny_unet_gradients)
         lpm[sgn] = run_loss(&fwd);
     }
     double fdu = (lpm[0] - lpm[1]) / (2 * eps);
-    fprintf(stderr, "tiny unet (heads %d): directional derivative %.6g, finite difference %.6g\n", heads, gu, fdu);
-    ck_assert_msg(fabs(gu - fdu) < 1e-2 * fabs(fdu), "directional derivative %.6g vs finite difference %.6g", gu,
-                  fdu);
+    fprintf(stderr, "tiny unet (heads %d): directional derivative %.6g, finite difference %.6g\n", heads, gu,
+            fdu);
+    ck_assert_msg(fabs(gu - fdu) < 1e-2 * fabs(fdu), "directional derivative %.6g vs finite difference %.6g",
+                  gu, fdu);
     for (int i = 0; i < count; i++) free(grads[i]);
     free(grads);
     free(all);
@@ -447,8 +459,8 @@ START_TEST(test_winograd_matches_direct)
             TU_OK(cld_params_read_grad(p, i, grads[k][i]));
         }
     }
-    ck_assert_msg(isfinite(L[0]) && fabs(L[0] - L[1]) <= 1e-5 * fabs(L[1]), "loss: winograd %.9g, direct %.9g",
-                  L[0], L[1]);
+    ck_assert_msg(isfinite(L[0]) && fabs(L[0] - L[1]) <= 1e-5 * fabs(L[1]),
+                  "loss: winograd %.9g, direct %.9g", L[0], L[1]);
     /* tensors whose gradient is zero in exact arithmetic (the key bias of
      * attention: softmax ignores a constant added to every key score) hold
      * rounding noise: they are measured against 1e-4 of the largest gradient */
@@ -474,7 +486,8 @@ START_TEST(test_winograd_matches_direct)
         }
         double rel = amax > 0 ? dmax / amax : dmax;
         ck_assert_msg(gmax > 0, "all gradients are zero");
-        ck_assert_msg(rel <= 4e-5, "%s: gradients differ by %.3g of their largest entry %.3g", name, rel, amax);
+        ck_assert_msg(rel <= 4e-5, "%s: gradients differ by %.3g of their largest entry %.3g", name, rel,
+                      amax);
         if (rel > worst) {
             worst = rel;
             worst_name = name;
@@ -482,8 +495,8 @@ START_TEST(test_winograd_matches_direct)
         free(grads[0][i]);
         free(grads[1][i]);
     }
-    fprintf(stderr, "fashion-mnist unet, winograd vs direct: loss %.9g vs %.9g, worst gradient %.3g (%s)\n", L[0],
-            L[1], worst, worst_name);
+    fprintf(stderr, "fashion-mnist unet, winograd vs direct: loss %.9g vs %.9g, worst gradient %.3g (%s)\n",
+            L[0], L[1], worst, worst_name);
     free(grads[0]);
     free(grads[1]);
     for (int k = 0; k < 2; k++) cld_graph_free(nets[k].g);
@@ -548,7 +561,7 @@ START_TEST(test_shape_errors)
     TU_STATUS(cld_unet_build(g, &cfg, x16, t, l, &y), CLD_ERR_SHAPE);
     ck_assert_msg(contains(cld_last_error(), "(2, 1, 16, 16)"), "%s", cld_last_error());
     TU_STATUS(cld_unet_build(g, &cfg, x1, t, NULL, &y), CLD_ERR_INVALID_ARG); /* conditional needs labels */
-    TU_STATUS(cld_unet_build(g, &cfg, x1, t, t3, &y), CLD_ERR_SHAPE);       /* labels (3) for batch 2 */
+    TU_STATUS(cld_unet_build(g, &cfg, x1, t, t3, &y), CLD_ERR_SHAPE);         /* labels (3) for batch 2 */
     ck_assert_ptr_null(y);
     cld_graph_free(g);
     cld_params_free(p);
@@ -567,10 +580,12 @@ static void plan_stats(const char *preset, int batch, int train, cld_plan_stats 
     net n;
     net_build(&n, p, &cfg, batch, train, train);
     TU_OK(cld_graph_plan(n.g, st));
-    fprintf(stderr, "plan %-13s batch %2d %-9s: %4d nodes, peak %8.1f MiB, sum %8.1f MiB, params %.1f MiB, "
-            "pinned %.2f MiB, %d in place\n", preset, batch, train ? "training" : "inference", st->n_nodes,
-            st->peak_bytes / 1048576.0, st->sum_bytes / 1048576.0, st->param_bytes / 1048576.0,
-            st->pinned_bytes / 1048576.0, st->n_inplace);
+    fprintf(stderr,
+            "plan %-13s batch %2d %-9s: %4d nodes, peak %8.1f MiB, sum %8.1f MiB, params %.1f MiB, "
+            "pinned %.2f MiB, %d in place\n",
+            preset, batch, train ? "training" : "inference", st->n_nodes, st->peak_bytes / 1048576.0,
+            st->sum_bytes / 1048576.0, st->param_bytes / 1048576.0, st->pinned_bytes / 1048576.0,
+            st->n_inplace);
     cld_graph_free(n.g);
     cld_params_free(p);
 }
@@ -659,9 +674,11 @@ START_TEST(test_unet_time)
     size_t n;
     TU_OK(cld_unet_time(tu_ctx(), &cfg, 2, 3, &r));
     TU_OK(cld_unet_param_count(&cfg, &n));
-    fprintf(stderr, "tiny unet timing: forward %.4f s, train step %.4f s, fwd peak %zu / sum %zu, "
-            "train peak %zu / sum %zu\n", r.forward_s, r.train_step_s, r.fwd_peak_bytes, r.fwd_sum_bytes,
-            r.train_peak_bytes, r.train_sum_bytes);
+    fprintf(stderr,
+            "tiny unet timing: forward %.4f s, train step %.4f s, fwd peak %zu / sum %zu, "
+            "train peak %zu / sum %zu\n",
+            r.forward_s, r.train_step_s, r.fwd_peak_bytes, r.fwd_sum_bytes, r.train_peak_bytes,
+            r.train_sum_bytes);
     ck_assert_uint_eq(r.n_params, n);
     ck_assert(r.forward_s > 0 && r.train_step_s > 0); /* too small a net to compare the two reliably */
     ck_assert(r.fwd_peak_bytes > 0 && r.fwd_peak_bytes <= r.fwd_sum_bytes);

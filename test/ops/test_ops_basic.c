@@ -50,15 +50,19 @@ static void bin_case(int mul, const int *as, int bnd, const int *bs, int mode, i
 {
     bin_user u = {mul, mode, as[0], as[1], as[2] * as[3]};
     char name[96];
-    int k = snprintf(name, sizeof name, "%s (%d,%d,%d,%d) by (", mul ? "mul" : "add", as[0], as[1], as[2],
-                     as[3]);
+    int k =
+        snprintf(name, sizeof name, "%s (%d,%d,%d,%d) by (", mul ? "mul" : "add", as[0], as[1], as[2], as[3]);
     for (int i = 0; i < bnd; i++) k += snprintf(name + k, sizeof name - (size_t)k, i ? ",%d" : "%d", bs[i]);
     snprintf(name + k, sizeof name - (size_t)k, ")%s", b_is_param ? " param" : "");
     opc_case c = {.name = name,
                   .n_operands = 2,
                   .op = {{"a", 4, {as[0], as[1], as[2], as[3]}, 0, 0, NULL},
-                         {"b", bnd, {bs[0], bnd > 1 ? bs[1] : 0, bnd > 2 ? bs[2] : 0, bnd > 3 ? bs[3] : 0},
-                          b_is_param, 0, NULL}},
+                         {"b",
+                          bnd,
+                          {bs[0], bnd > 1 ? bs[1] : 0, bnd > 2 ? bs[2] : 0, bnd > 3 ? bs[3] : 0},
+                          b_is_param,
+                          0,
+                          NULL}},
                   .build = bin_build,
                   .ref_forward = bin_ref,
                   .ref_backward = bin_ref_bwd,
@@ -148,7 +152,8 @@ static void un_ref_bwd(const double *const *x, const double *dy, double **dx, vo
     const un_user *u = user;
     for (size_t i = 0; i < u->n; i++) {
         double v = x[0][i], s = 1.0 / (1.0 + exp(-v));
-        dx[0][i] += dy[i] * (u->kind == 0 ? (double)u->alpha : (u->kind == 1 ? s * (1.0 + v * (1.0 - s)) : 1.0));
+        dx[0][i] +=
+            dy[i] * (u->kind == 0 ? (double)u->alpha : (u->kind == 1 ? s * (1.0 + v * (1.0 - s)) : 1.0));
     }
 }
 
@@ -294,7 +299,4 @@ static Suite *basic_suite(void)
     return s;
 }
 
-int main(void)
-{
-    return tu_run_suite(basic_suite());
-}
+int main(void) { return tu_run_suite(basic_suite()); }

@@ -36,28 +36,25 @@ static cld_status conv_build(cld_graph *g, cld_tensor **x, cld_tensor **y, void 
 }
 
 /* Calls f(n, co, oy, ox, ci, ky, kx, xi, wi, yi) for every tap inside the image. */
-#define CONV_LOOP(c, BODY)                                                                   \
-    do {                                                                                     \
-        int Ho_ = out_dim((c)->H, (c)), Wo_ = out_dim((c)->W, (c));                          \
-        for (int n = 0; n < (c)->N; n++)                                                     \
-            for (int co = 0; co < (c)->Co; co++)                                             \
-                for (int oy = 0; oy < Ho_; oy++)                                             \
-                    for (int ox = 0; ox < Wo_; ox++) {                                       \
-                        size_t yi = (((size_t)n * (c)->Co + co) * Ho_ + oy) * Wo_ + ox;      \
-                        for (int ci = 0; ci < (c)->Ci; ci++)                                 \
-                            for (int ky = 0; ky < (c)->K; ky++)                              \
-                                for (int kx = 0; kx < (c)->K; kx++) {                        \
-                                    int iy = oy * (c)->stride - (c)->pad + ky;               \
-                                    int ix = ox * (c)->stride - (c)->pad + kx;               \
-                                    if (iy < 0 || iy >= (c)->H || ix < 0 || ix >= (c)->W)    \
-                                        continue;                                            \
-                                    size_t xi = (((size_t)n * (c)->Ci + ci) * (c)->H + iy) * \
-                                                    (c)->W + ix;                             \
-                                    size_t wi = (((size_t)co * (c)->Ci + ci) * (c)->K + ky) * \
-                                                    (c)->K + kx;                             \
-                                    BODY;                                                    \
-                                }                                                            \
-                    }                                                                        \
+#define CONV_LOOP(c, BODY)                                                                                 \
+    do {                                                                                                   \
+        int Ho_ = out_dim((c)->H, (c)), Wo_ = out_dim((c)->W, (c));                                        \
+        for (int n = 0; n < (c)->N; n++)                                                                   \
+            for (int co = 0; co < (c)->Co; co++)                                                           \
+                for (int oy = 0; oy < Ho_; oy++)                                                           \
+                    for (int ox = 0; ox < Wo_; ox++) {                                                     \
+                        size_t yi = (((size_t)n * (c)->Co + co) * Ho_ + oy) * Wo_ + ox;                    \
+                        for (int ci = 0; ci < (c)->Ci; ci++)                                               \
+                            for (int ky = 0; ky < (c)->K; ky++)                                            \
+                                for (int kx = 0; kx < (c)->K; kx++) {                                      \
+                                    int iy = oy * (c)->stride - (c)->pad + ky;                             \
+                                    int ix = ox * (c)->stride - (c)->pad + kx;                             \
+                                    if (iy < 0 || iy >= (c)->H || ix < 0 || ix >= (c)->W) continue;        \
+                                    size_t xi = (((size_t)n * (c)->Ci + ci) * (c)->H + iy) * (c)->W + ix;  \
+                                    size_t wi = (((size_t)co * (c)->Ci + ci) * (c)->K + ky) * (c)->K + kx; \
+                                    BODY;                                                                  \
+                                }                                                                          \
+                    }                                                                                      \
     } while (0)
 
 static void conv_ref_fwd(const double *const *x, double *y, void *user)
@@ -224,8 +221,7 @@ START_TEST(test_conv_shape_errors)
     TU_OK(cld_graph_input(g, "w", 4, (int[]){5, 3, 3, 3}, 1, &w));
     TU_STATUS(cld_op_conv2d(g, x, w, NULL, 1, 1, &y), CLD_ERR_SHAPE);
     const char *msg = cld_last_error();
-    ck_assert_msg(contains(msg, "conv2d") && contains(msg, "(3, 4, 7, 7)") &&
-                      contains(msg, "(5, 3, 3, 3)"),
+    ck_assert_msg(contains(msg, "conv2d") && contains(msg, "(3, 4, 7, 7)") && contains(msg, "(5, 3, 3, 3)"),
                   "message does not name the op and both shapes: %s", msg);
     ck_assert_ptr_null(y);
     /* bias of the wrong length, non-square kernel, kernel larger than input */

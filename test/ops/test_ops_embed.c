@@ -75,7 +75,7 @@ START_TEST(test_timestep_embedding)
 {
     ts_case(3, 17); /* odd: zero pad column */
     ts_case(1, 30);
-    ts_case(3, 2);  /* half = 1: a single frequency 1 */
+    ts_case(3, 2); /* half = 1: a single frequency 1 */
     ts_case(5, 129);
 }
 END_TEST
@@ -169,16 +169,16 @@ static void emb_case(int R, int D, int N, int table_is_param, int bad)
 {
     emb_user u = {R, D, N, bad};
     char name[80];
-    snprintf(name, sizeof name, "embedding R=%d D=%d N=%d%s%s", R, D, N,
-             table_is_param ? " param" : " input", bad ? " out-of-range" : "");
-    opc_case c = {.name = name,
-                  .n_operands = 2,
-                  .op = {{"table", 2, {R, D}, table_is_param, 0, NULL},
-                         {"labels", 1, {N}, 0, 1, fill_labels}},
-                  .build = emb_build,
-                  .ref_forward = emb_ref,
-                  .ref_backward = emb_ref_bwd,
-                  .user = &u};
+    snprintf(name, sizeof name, "embedding R=%d D=%d N=%d%s%s", R, D, N, table_is_param ? " param" : " input",
+             bad ? " out-of-range" : "");
+    opc_case c = {
+        .name = name,
+        .n_operands = 2,
+        .op = {{"table", 2, {R, D}, table_is_param, 0, NULL}, {"labels", 1, {N}, 0, 1, fill_labels}},
+        .build = emb_build,
+        .ref_forward = emb_ref,
+        .ref_backward = emb_ref_bwd,
+        .user = &u};
     opc_check(&c, 100 + (uint64_t)(R * 7 + N), 0, 0);
 }
 
@@ -208,8 +208,8 @@ START_TEST(test_embedding_shape_errors)
     TU_OK(cld_graph_input(g, "labels", 1, ls, 0, &lb));
     TU_OK(cld_graph_input(g, "labels2", 2, ls2, 0, &lb2));
     TU_STATUS(cld_op_embedding(g, tb, lb2, &y), CLD_ERR_SHAPE);
-    ck_assert_msg(strstr(cld_last_error(), "embedding") && strstr(cld_last_error(), "(3, 1)"),
-                  "message: %s", cld_last_error());
+    ck_assert_msg(strstr(cld_last_error(), "embedding") && strstr(cld_last_error(), "(3, 1)"), "message: %s",
+                  cld_last_error());
     TU_STATUS(cld_op_embedding(g, lb, lb, &y), CLD_ERR_SHAPE);
     TU_OK(cld_op_embedding(g, tb, lb, &y));
     int nd, sh[4];
@@ -556,7 +556,4 @@ static Suite *embed_suite(void)
     return s;
 }
 
-int main(void)
-{
-    return tu_run_suite(embed_suite());
-}
+int main(void) { return tu_run_suite(embed_suite()); }

@@ -13,8 +13,8 @@
 typedef struct mm_case {
     int ta, tb, B, M, N, K;
     float alpha;
-    int rank2;    /* operands (M, K)-like instead of (B, M, K)-like, B = 1 */
-    int b_param;  /* b is a parameter (weights) instead of an input */
+    int rank2;   /* operands (M, K)-like instead of (B, M, K)-like, B = 1 */
+    int b_param; /* b is a parameter (weights) instead of an input */
 } mm_case;
 
 /* element (m, k) of op(a) / (k, n) of op(b) in batch bi */
@@ -66,8 +66,8 @@ static void mm_ref_backward(const double *const *x, const double *dy, double **d
 static void mm_run(mm_case p)
 {
     char name[96];
-    snprintf(name, sizeof name, "matmul B=%d M=%d N=%d K=%d ta=%d tb=%d%s%s", p.B, p.M, p.N, p.K,
-             p.ta, p.tb, p.rank2 ? " rank2" : "", p.b_param ? " b param" : "");
+    snprintf(name, sizeof name, "matmul B=%d M=%d N=%d K=%d ta=%d tb=%d%s%s", p.B, p.M, p.N, p.K, p.ta, p.tb,
+             p.rank2 ? " rank2" : "", p.b_param ? " b param" : "");
     opc_case c = {0};
     c.name = name;
     c.n_operands = 2;
@@ -96,7 +96,7 @@ END_TEST
 START_TEST(test_matmul_transposes_b1)
 {
     for (int t = 0; t < 4; t++) {
-        mm_run((mm_case){t & 1, t >> 1, 1, 7, 5, 9, 0.5f, 0, 0}); /* (1, M, K) */
+        mm_run((mm_case){t & 1, t >> 1, 1, 7, 5, 9, 0.5f, 0, 0});  /* (1, M, K) */
         mm_run((mm_case){t & 1, t >> 1, 1, 7, 5, 9, -2.0f, 1, 1}); /* (M, K), weights */
     }
 }
@@ -192,7 +192,8 @@ static void attn_weights(const attn_case *p, const double *q, const double *k, d
             double *row = w + ((size_t)b * L + i) * L, mx = -INFINITY, sum = 0;
             for (int j = 0; j < L; j++) {
                 double s = 0;
-                for (int c = 0; c < C; c++) s += q[((size_t)b * C + c) * L + i] * k[((size_t)b * C + c) * L + j];
+                for (int c = 0; c < C; c++)
+                    s += q[((size_t)b * C + c) * L + i] * k[((size_t)b * C + c) * L + j];
                 row[j] = s * sc;
                 mx = fmax(mx, row[j]);
             }
@@ -211,7 +212,8 @@ static void attn_ref_forward(const double *const *x, double *y, void *user)
         for (int c = 0; c < C; c++)
             for (int i = 0; i < L; i++) {
                 double s = 0;
-                for (int j = 0; j < L; j++) s += x[2][((size_t)b * C + c) * L + j] * w[((size_t)b * L + i) * L + j];
+                for (int j = 0; j < L; j++)
+                    s += x[2][((size_t)b * C + c) * L + j] * w[((size_t)b * L + i) * L + j];
                 y[((size_t)b * C + c) * L + i] = s;
             }
     free(w);
@@ -225,7 +227,8 @@ static void attn_ref_backward(const double *const *x, const double *dy, double *
     double *w = malloc((size_t)p->B * L * L * sizeof *w), *dw = calloc((size_t)L * L, sizeof *dw);
     attn_weights(p, x[0], x[1], w);
     for (int b = 0; b < p->B; b++) {
-        const double *wb = w + (size_t)b * L * L, *vb = x[2] + (size_t)b * C * L, *db = dy + (size_t)b * C * L;
+        const double *wb = w + (size_t)b * L * L, *vb = x[2] + (size_t)b * C * L,
+                     *db = dy + (size_t)b * C * L;
         const double *qb = x[0] + (size_t)b * C * L, *kb = x[1] + (size_t)b * C * L;
         /* h[c,i] = sum_j v[c,j] w[i,j]: dv[c,j] += dh[c,i] w[i,j]; dw[i,j] = sum_c dh[c,i] v[c,j] */
         for (int i = 0; i < L; i++)

@@ -154,10 +154,7 @@ START_TEST(test_gn_c32)
 END_TEST
 
 /* a group larger than many work-group strides, and large spatial sizes */
-START_TEST(test_gn_large_group)
-{
-    gn_run("group_norm (1,10,28,28) G=2", gn4(1, 10, 28, 28, 2), 0);
-}
+START_TEST(test_gn_large_group) { gn_run("group_norm (1,10,28,28) G=2", gn4(1, 10, 28, 28, 2), 0); }
 END_TEST
 
 START_TEST(test_gn_rank2)
@@ -293,10 +290,7 @@ START_TEST(test_softmax_49)
 }
 END_TEST
 
-START_TEST(test_softmax_1000)
-{
-    sm_run("softmax (3,7,1000)", 3, (int[]){3, 7, 1000}, 3.0, 0, 0.0);
-}
+START_TEST(test_softmax_1000) { sm_run("softmax (3,7,1000)", 3, (int[]){3, 7, 1000}, 3.0, 0, 0.0); }
 END_TEST
 
 START_TEST(test_softmax_short_rows)

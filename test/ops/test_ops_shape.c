@@ -26,7 +26,8 @@ static void slice_fwd(const double *const *x, double *y, void *user)
     const slice_case *c = user;
     for (int n = 0; n < SN; n++)
         for (int k = 0; k < c->count; k++)
-            memcpy(y + ((size_t)n * c->count + k) * SHW, x[0] + ((size_t)n * SC + c->c0 + k) * SHW, SHW * sizeof(double));
+            memcpy(y + ((size_t)n * c->count + k) * SHW, x[0] + ((size_t)n * SC + c->c0 + k) * SHW,
+                   SHW * sizeof(double));
 }
 static void slice_bwd(const double *const *x, const double *dy, double **dx, void *user)
 {
@@ -44,7 +45,8 @@ START_TEST(test_slice_channels)
     for (int i = 0; i < 4; i++) {
         char name[64];
         snprintf(name, sizeof name, "slice_channels %d+%d of %d", cases[i].c0, cases[i].count, SC);
-        opc_case c = {name, 1, {{"x", 4, {SN, SC, 5, 3}, 0, 0, NULL}}, slice_build, slice_fwd, slice_bwd, &cases[i], 0};
+        opc_case c = {name,      1, {{"x", 4, {SN, SC, 5, 3}, 0, 0, NULL}}, slice_build, slice_fwd, slice_bwd,
+                      &cases[i], 0};
         opc_check(&c, 31 + i, 1e-6, 1e-6);
     }
     /* bad channel ranges */
@@ -176,8 +178,7 @@ static void up_ref_fwd(const double *const *x, double *y, void *user)
     size_t i = 0;
     for (int nc = 0; nc < c->N * c->C; nc++)
         for (int oy = 0; oy < 2 * c->H; oy++)
-            for (int ox = 0; ox < 2 * c->W; ox++)
-                y[i++] = x[0][((size_t)nc * c->H + oy / 2) * c->W + ox / 2];
+            for (int ox = 0; ox < 2 * c->W; ox++) y[i++] = x[0][((size_t)nc * c->H + oy / 2) * c->W + ox / 2];
 }
 
 static void up_ref_bwd(const double *const *x, const double *dy, double **dx, void *user)
@@ -225,19 +226,19 @@ static cld_status pad_build(cld_graph *g, cld_tensor **x, cld_tensor **y, void *
 }
 
 /* visit every output element: its index and the input index (or -1) */
-#define PAD_FOR(c, body)                                                                           \
-    do {                                                                                           \
-        const int Ho_ = (c)->H + (c)->top + (c)->bottom, Wo_ = (c)->W + (c)->left + (c)->right;    \
-        size_t o_ = 0;                                                                             \
-        for (int nc = 0; nc < (c)->N * (c)->C; nc++)                                               \
-            for (int i = 0; i < Ho_; i++)                                                          \
-                for (int j = 0; j < Wo_; j++, o_++) {                                              \
-                    int si = i - (c)->top, sj = j - (c)->left;                                     \
-                    long src_ = si >= 0 && si < (c)->H && sj >= 0 && sj < (c)->W                   \
-                                    ? ((long)nc * (c)->H + si) * (c)->W + sj                       \
-                                    : -1;                                                          \
-                    body;                                                                          \
-                }                                                                                  \
+#define PAD_FOR(c, body)                                                                        \
+    do {                                                                                        \
+        const int Ho_ = (c)->H + (c)->top + (c)->bottom, Wo_ = (c)->W + (c)->left + (c)->right; \
+        size_t o_ = 0;                                                                          \
+        for (int nc = 0; nc < (c)->N * (c)->C; nc++)                                            \
+            for (int i = 0; i < Ho_; i++)                                                       \
+                for (int j = 0; j < Wo_; j++, o_++) {                                           \
+                    int si = i - (c)->top, sj = j - (c)->left;                                  \
+                    long src_ = si >= 0 && si < (c)->H && sj >= 0 && sj < (c)->W                \
+                                    ? ((long)nc * (c)->H + si) * (c)->W + sj                    \
+                                    : -1;                                                       \
+                    body;                                                                       \
+                }                                                                               \
     } while (0)
 
 static void pad_ref_fwd(const double *const *x, double *y, void *user)
@@ -285,8 +286,7 @@ START_TEST(test_shape_errors)
     TU_OK(cld_graph_input(g, "v", 3, (int[]){3, 2, 5}, 1, &v));
     TU_STATUS(cld_op_concat(g, a, b, &y), CLD_ERR_SHAPE);
     const char *m = cld_last_error();
-    ck_assert_msg(strstr(m, "concat") && strstr(m, "(3, 2, 5, 6)") && strstr(m, "(3, 4, 5, 7)"),
-                  "%s", m);
+    ck_assert_msg(strstr(m, "concat") && strstr(m, "(3, 2, 5, 6)") && strstr(m, "(3, 4, 5, 7)"), "%s", m);
     TU_STATUS(cld_op_concat(g, a, c, &y), CLD_ERR_SHAPE);
     TU_STATUS(cld_op_concat(g, a, v, &y), CLD_ERR_SHAPE);
     TU_STATUS(cld_op_upsample2x(g, v, &y), CLD_ERR_SHAPE);

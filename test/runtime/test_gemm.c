@@ -34,7 +34,7 @@ typedef struct gcase {
     int gap;      /* added to every batch stride */
     int shared_b; /* B's batch stride 0 */
     float alpha, beta;
-    int ldb;      /* if > 0: B's leading dimension (overrides pad) */
+    int ldb; /* if > 0: B's leading dimension (overrides pad) */
 } gcase;
 
 enum { VIA_ROUTED, VIA_OWN, VIA_CLBLAST };
@@ -68,17 +68,17 @@ static double run_case(const gcase *g, int via, const cld__gemm_cfg *cfg, const 
     cl_mem da = tu_upload(ctx, ha, na), db = tu_upload(ctx, hb, nbuf), dc = tu_upload(ctx, c0, nc);
     cld_status s;
     if (via == VIA_ROUTED && nb == 1 && !g->gap)
-        s = cld__gemm(ctx, g->ta, g->tb, m, n, k, g->alpha, da, off, lda, db, off, ldb, g->beta, dc,
-                      off, ldc);
+        s = cld__gemm(ctx, g->ta, g->tb, m, n, k, g->alpha, da, off, lda, db, off, ldb, g->beta, dc, off,
+                      ldc);
     else if (via == VIA_ROUTED)
-        s = cld__gemm_batched(ctx, g->ta, g->tb, m, n, k, g->alpha, da, off, lda, sa, db, off, ldb,
-                              sb, g->beta, dc, off, ldc, sc, nb);
+        s = cld__gemm_batched(ctx, g->ta, g->tb, m, n, k, g->alpha, da, off, lda, sa, db, off, ldb, sb,
+                              g->beta, dc, off, ldc, sc, nb);
     else if (via == VIA_OWN)
-        s = cld__gemm_own(ctx, cfg, g->ta, g->tb, m, n, k, g->alpha, da, off, lda, sa, db, off,
-                          ldb, sb, g->beta, dc, off, ldc, sc, nb);
+        s = cld__gemm_own(ctx, cfg, g->ta, g->tb, m, n, k, g->alpha, da, off, lda, sa, db, off, ldb, sb,
+                          g->beta, dc, off, ldc, sc, nb);
     else
-        s = cld__gemm_clblast(ctx, g->ta, g->tb, m, n, k, g->alpha, da, off, lda, sa, db, off,
-                              ldb, sb, g->beta, dc, off, ldc, sc, nb);
+        s = cld__gemm_clblast(ctx, g->ta, g->tb, m, n, k, g->alpha, da, off, lda, sa, db, off, ldb, sb,
+                              g->beta, dc, off, ldc, sc, nb);
     ck_assert_msg(s == CLD_OK, "%s: %s: %s", what, cld_status_name(s), cld_last_error());
     tu_download(ctx, dc, hc, nc);
     double worst = 0;
@@ -101,13 +101,13 @@ static double run_case(const gcase *g, int via, const cld__gemm_cfg *cfg, const 
                 }
                 double e = fabs((double)hc[idx] - ref) / (den > 0 ? den : 1e-30);
                 if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
-                ck_assert_msg(!(e > TOL), "%s: C[%zu][%zu][%zu] = %.8g, want %.8g (err %.3g)", what,
-                              z, i, j, (double)hc[idx], ref, e);
+                ck_assert_msg(!(e > TOL), "%s: C[%zu][%zu][%zu] = %.8g, want %.8g (err %.3g)", what, z, i, j,
+                              (double)hc[idx], ref, e);
                 hc[idx] = GUARD;
             }
     for (size_t i = 0; i < nc; i++)
-        ck_assert_msg(hc[i] == GUARD, "%s: C buffer element %zu outside the matrices changed to %g",
-                      what, i, (double)hc[i]);
+        ck_assert_msg(hc[i] == GUARD, "%s: C buffer element %zu outside the matrices changed to %g", what, i,
+                      (double)hc[i]);
     cld_buffer_release(da);
     cld_buffer_release(db);
     cld_buffer_release(dc);
@@ -127,8 +127,8 @@ static void all_transposes(gcase g, int via, const cld__gemm_cfg *cfg, const cha
         g.tb = t >> 1;
         char what[160];
         snprintf(what, sizeof what, "%s%s %dx%dx%d batch %d pad %d off %d alpha %g beta %g (%s)",
-                 g.ta ? "At" : "A", g.tb ? "Bt" : "B", g.m, g.n, g.k, g.batch, g.pad, g.off,
-                 (double)g.alpha, (double)g.beta, cfg_name);
+                 g.ta ? "At" : "A", g.tb ? "Bt" : "B", g.m, g.n, g.k, g.batch, g.pad, g.off, (double)g.alpha,
+                 (double)g.beta, cfg_name);
         run_case(&g, via, cfg, what);
     }
 }
@@ -137,12 +137,9 @@ static void all_transposes(gcase g, int via, const cld__gemm_cfg *cfg, const cha
  * (N < 16, M < 6), large enough to pack (M, N >= 32), batched with gaps,
  * a shared B, and a long K (A B^T through gemm_dot). */
 static const gcase shapes[] = {
-    {0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1.0f, 0.0f, 0},
-    {0, 0, 7, 5, 9, 1, 0, 0, 0, 0, 1.0f, 0.0f, 0},
-    {0, 0, 5, 3, 70, 1, 3, 1, 0, 0, -0.5f, 0.25f, 0},
-    {0, 0, 65, 33, 129, 1, 5, 7, 0, 0, 0.7f, 0.5f, 0},
-    {0, 0, 50, 49, 17, 3, 2, 3, 11, 0, 1.0f, 0.0f, 0},
-    {0, 0, 40, 36, 20, 3, 0, 0, 0, 1, 1.5f, -1.0f, 0},
+    {0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1.0f, 0.0f, 0},     {0, 0, 7, 5, 9, 1, 0, 0, 0, 0, 1.0f, 0.0f, 0},
+    {0, 0, 5, 3, 70, 1, 3, 1, 0, 0, -0.5f, 0.25f, 0},  {0, 0, 65, 33, 129, 1, 5, 7, 0, 0, 0.7f, 0.5f, 0},
+    {0, 0, 50, 49, 17, 3, 2, 3, 11, 0, 1.0f, 0.0f, 0}, {0, 0, 40, 36, 20, 3, 0, 0, 0, 1, 1.5f, -1.0f, 0},
     {0, 0, 34, 40, 600, 1, 1, 0, 0, 0, 1.0f, 0.0f, 0},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
@@ -153,13 +150,35 @@ static cld__gemm_cfg cfg_of(int which, const char **name)
     cld__gemm_cfg c = cld__gemm_default_cfg(tu_ctx());
     switch (which) {
     case 0: *name = "default"; break;
-    case 1: *name = "in place, B^T gathered"; c.pack = 0; c.tb_dot = 0; break;
-    case 2: *name = "in place, gemm_dot"; c.pack = 0; c.tb_dot = 1; break;
-    case 3: *name = "packed B"; c.pack = 1; c.pack_a = 0; break;
-    case 4: *name = "packed A and B"; c.pack = 1; c.pack_a = 1; break;
+    case 1:
+        *name = "in place, B^T gathered";
+        c.pack = 0;
+        c.tb_dot = 0;
+        break;
+    case 2:
+        *name = "in place, gemm_dot";
+        c.pack = 0;
+        c.tb_dot = 1;
+        break;
+    case 3:
+        *name = "packed B";
+        c.pack = 1;
+        c.pack_a = 0;
+        break;
+    case 4:
+        *name = "packed A and B";
+        c.pack = 1;
+        c.pack_a = 1;
+        break;
     default: /* other tile shapes, vector widths and unrolls */
         *name = "tiles 5x32 float16, unroll 8; dots 2x3 float4";
-        c.tm = 5; c.tn = 32; c.vw = 16; c.ku = 8; c.dm = 2; c.dn = 3; c.dvw = 4;
+        c.tm = 5;
+        c.tn = 32;
+        c.vw = 16;
+        c.ku = 8;
+        c.dm = 2;
+        c.dn = 3;
+        c.dvw = 4;
         c.pack = which == 5 ? 2 : 1; /* auto, then packed everywhere */
         break;
     }
@@ -236,11 +255,12 @@ START_TEST(test_backend_switch)
     TU_OK(cld_ctx_device_info(ctx, &info));
     /* CLD_GEMM is read once per context (runtime/settings.c) */
     const char *names[3] = {NULL, "clblast", "own"};
-    const int want[3] = {info.is_cpu ? CLD__GEMM_OWN : CLD__GEMM_CLBLAST, CLD__GEMM_CLBLAST,
-                         CLD__GEMM_OWN};
+    const int want[3] = {info.is_cpu ? CLD__GEMM_OWN : CLD__GEMM_CLBLAST, CLD__GEMM_CLBLAST, CLD__GEMM_OWN};
     for (int i = 0; i < 3; i++) {
-        if (names[i]) setenv("CLD_GEMM", names[i], 1);
-        else unsetenv("CLD_GEMM");
+        if (names[i])
+            setenv("CLD_GEMM", names[i], 1);
+        else
+            unsetenv("CLD_GEMM");
         cld_ctx *c;
         TU_OK(cld_ctx_create(NULL, &c));
         setenv("CLD_GEMM", "clblast", 1); /* read at creation only */

@@ -16,7 +16,8 @@
 /* Each cache test starts from a clean environment and its own cache dir,
  * with the disk cache on (CLD_CACHE=1: by default it is off on PoCL, which
  * caches compiled kernels itself; see test_cache_default_per_driver). */
-static char *fresh_cache_env(void) {
+static char *fresh_cache_env(void)
+{
     unsetenv("CLD_FORBID_COMPILE");
     unsetenv("CLD_KERNEL_DIR");
     setenv("CLD_CACHE", "1", 1);
@@ -25,7 +26,8 @@ static char *fresh_cache_env(void) {
     return dir;
 }
 
-static void write_text(const char *path, const char *text) {
+static void write_text(const char *path, const char *text)
+{
     FILE *f = fopen(path, "w");
     ck_assert_msg(f != NULL, "cannot write %s", path);
     fputs(text, f);
@@ -33,7 +35,8 @@ static void write_text(const char *path, const char *text) {
 }
 
 /* Number of "*.bin" files in dir; the path of the last one in `path`. */
-static int cache_files(const char *dir, char *path, size_t cap) {
+static int cache_files(const char *dir, char *path, size_t cap)
+{
     DIR *d = opendir(dir);
     if (!d) return 0;
     int n = 0;
@@ -49,13 +52,15 @@ static int cache_files(const char *dir, char *path, size_t cap) {
     return n;
 }
 
-static long file_size(const char *path) {
+static long file_size(const char *path)
+{
     struct stat st;
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
 /* A fresh context that gets the self-test kernel; returns its stats. */
-static cld_status selftest_in_new_ctx(cld_compile_stats *stats, float *value_out) {
+static cld_status selftest_in_new_ctx(cld_compile_stats *stats, float *value_out)
+{
     cld_ctx *ctx = NULL;
     cld_status s = cld_ctx_create(NULL, &ctx);
     if (s != CLD_OK) return s;
@@ -76,7 +81,8 @@ static cld_status selftest_in_new_ctx(cld_compile_stats *stats, float *value_out
 }
 
 /* ---------------------------------------------------------------- status */
-START_TEST(test_status_names) {
+START_TEST(test_status_names)
+{
     ck_assert_str_eq(cld_status_name(CLD_OK), "CLD_OK");
     ck_assert_str_eq(cld_status_name(CLD_ERR_SHAPE), "CLD_ERR_SHAPE");
     ck_assert_str_eq(cld_status_name((cld_status)12345), "CLD_ERR_UNKNOWN");
@@ -104,7 +110,8 @@ START_TEST(test_status_names) {
 END_TEST
 
 /* ---------------------------------------------------------------- devices */
-START_TEST(test_device_info) {
+START_TEST(test_device_info)
+{
     int n = 0, def = -1;
     TU_OK(cld_device_count(&n));
     ck_assert_int_gt(n, 0);
@@ -124,7 +131,8 @@ START_TEST(test_device_info) {
 }
 END_TEST
 
-START_TEST(test_select_by_index) {
+START_TEST(test_select_by_index)
+{
     unsetenv("CLD_DEVICE");
     int n = 0, idx = -1;
     TU_OK(cld_device_count(&n));
@@ -146,7 +154,8 @@ START_TEST(test_select_by_index) {
 }
 END_TEST
 
-START_TEST(test_select_by_name) {
+START_TEST(test_select_by_name)
+{
     int n = 0, idx = -1;
     TU_OK(cld_device_count(&n));
     int last = n - 1;
@@ -173,7 +182,8 @@ START_TEST(test_select_by_name) {
 }
 END_TEST
 
-START_TEST(test_select_by_type) {
+START_TEST(test_select_by_type)
+{
     int n = 0, idx = -1;
     TU_OK(cld_device_count(&n));
     int first_cpu = -1, first_gpu = -1;
@@ -187,12 +197,15 @@ START_TEST(test_select_by_type) {
     ck_assert_int_eq(cld_device_select("CPU", &idx), first_cpu >= 0 ? CLD_OK : CLD_ERR_NO_DEVICE);
     if (first_cpu >= 0) ck_assert_int_eq(idx, first_cpu);
     ck_assert_int_eq(cld_device_select("gpu", &idx), first_gpu >= 0 ? CLD_OK : CLD_ERR_NO_DEVICE);
-    if (first_gpu >= 0) ck_assert_int_eq(idx, first_gpu);
-    else ck_assert_ptr_nonnull(strstr(cld_last_error(), "available devices"));
+    if (first_gpu >= 0)
+        ck_assert_int_eq(idx, first_gpu);
+    else
+        ck_assert_ptr_nonnull(strstr(cld_last_error(), "available devices"));
 }
 END_TEST
 
-START_TEST(test_select_by_env) {
+START_TEST(test_select_by_env)
+{
     int n = 0, idx = -1;
     TU_OK(cld_device_count(&n));
     cld_device_info info;
@@ -210,8 +223,9 @@ START_TEST(test_select_by_env) {
     ck_assert(cld_ctx_cl_context(ctx) != NULL && cld_ctx_queue(ctx) != NULL);
     /* The queue is in-order. */
     cl_command_queue_properties props = 0;
-    ck_assert_int_eq(clGetCommandQueueInfo(cld_ctx_queue(ctx), CL_QUEUE_PROPERTIES,
-                                           sizeof props, &props, NULL), CL_SUCCESS);
+    ck_assert_int_eq(
+        clGetCommandQueueInfo(cld_ctx_queue(ctx), CL_QUEUE_PROPERTIES, sizeof props, &props, NULL),
+        CL_SUCCESS);
     ck_assert(!(props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE));
     TU_OK(cld_ctx_finish(ctx));
     TU_OK(cld_ctx_free(ctx));
@@ -229,7 +243,8 @@ START_TEST(test_select_by_env) {
 }
 END_TEST
 
-START_TEST(test_unknown_device_lists_devices) {
+START_TEST(test_unknown_device_lists_devices)
+{
     int idx = -1, n = 0;
     TU_STATUS(cld_device_select("definitely-not-a-device", &idx), CLD_ERR_NO_DEVICE);
     const char *msg = cld_last_error();
@@ -241,15 +256,15 @@ START_TEST(test_unknown_device_lists_devices) {
         TU_OK(cld_device_info_get(i, &info));
         snprintf(line, sizeof line, "  [%d] %s / %s", i, info.platform_name, info.name);
         TU_STATUS(cld_device_select("definitely-not-a-device", &idx), CLD_ERR_NO_DEVICE);
-        ck_assert_msg(strstr(cld_last_error(), line) != NULL, "'%s' not in: %s", line,
-                      cld_last_error());
+        ck_assert_msg(strstr(cld_last_error(), line) != NULL, "'%s' not in: %s", line, cld_last_error());
     }
 }
 END_TEST
 
 /* Without any ICD the library says which package to install. Needs a fresh
  * process (the ICD loader reads its config once), so only in fork mode. */
-START_TEST(test_no_platform) {
+START_TEST(test_no_platform)
+{
     const char *fork_mode = getenv("CK_FORK");
     if (fork_mode && strcmp(fork_mode, "no") == 0) return;
     char *empty = tu_mkdtemp("cld-no-icd");
@@ -272,7 +287,8 @@ START_TEST(test_no_platform) {
 END_TEST
 
 /* ---------------------------------------------------------------- kernels */
-START_TEST(test_fill_and_launch) {
+START_TEST(test_fill_and_launch)
+{
     char *dir = fresh_cache_env();
     cld_ctx *ctx = NULL;
     TU_OK(cld_ctx_create(NULL, &ctx));
@@ -325,7 +341,8 @@ START_TEST(test_fill_and_launch) {
 }
 END_TEST
 
-START_TEST(test_options_specialise) {
+START_TEST(test_options_specialise)
+{
     char *dir = fresh_cache_env();
     char *kdir = tu_mkdtemp("cld-test-kernels");
     char path[4200];
@@ -358,7 +375,8 @@ START_TEST(test_options_specialise) {
 }
 END_TEST
 
-START_TEST(test_broken_kernel_reports_log) {
+START_TEST(test_broken_kernel_reports_log)
+{
     char *dir = fresh_cache_env();
     char *kdir = tu_mkdtemp("cld-test-kernels");
     char path[4200];
@@ -390,7 +408,8 @@ START_TEST(test_broken_kernel_reports_log) {
 }
 END_TEST
 
-START_TEST(test_kernel_dir_overrides_embedded) {
+START_TEST(test_kernel_dir_overrides_embedded)
+{
     char *dir = fresh_cache_env();
     float v = 0;
     cld_compile_stats st;
@@ -418,7 +437,8 @@ START_TEST(test_kernel_dir_overrides_embedded) {
 END_TEST
 
 /* ---------------------------------------------------------------- disk cache */
-START_TEST(test_warm_cache_compiles_nothing) {
+START_TEST(test_warm_cache_compiles_nothing)
+{
     char *dir = fresh_cache_env();
     cld_compile_stats st;
     float v = 0;
@@ -443,7 +463,8 @@ START_TEST(test_warm_cache_compiles_nothing) {
 }
 END_TEST
 
-static void damage_and_check(void (*damage)(const char *path)) {
+static void damage_and_check(void (*damage)(const char *path))
+{
     char *dir = fresh_cache_env();
     cld_compile_stats st;
     float v = 0;
@@ -471,13 +492,13 @@ static void damage_and_check(void (*damage)(const char *path)) {
     free(dir);
 }
 
-static void truncate_half(const char *path) {
-    ck_assert_int_eq(truncate(path, file_size(path) / 2), 0);
-}
-static void truncate_tail(const char *path) { /* loses only the CRC */
+static void truncate_half(const char *path) { ck_assert_int_eq(truncate(path, file_size(path) / 2), 0); }
+static void truncate_tail(const char *path)
+{ /* loses only the CRC */
     ck_assert_int_eq(truncate(path, file_size(path) - 2), 0);
 }
-static void flip_binary_byte(const char *path) {
+static void flip_binary_byte(const char *path)
+{
     FILE *f = fopen(path, "r+b");
     ck_assert_ptr_nonnull(f);
     long at = file_size(path) - 4 - 16; /* inside the binary, before the CRC */
@@ -487,26 +508,30 @@ static void flip_binary_byte(const char *path) {
     fputc(c ^ 0x5a, f);
     fclose(f);
 }
-static void wrong_magic(const char *path) {
+static void wrong_magic(const char *path)
+{
     FILE *f = fopen(path, "r+b");
     ck_assert_ptr_nonnull(f);
     fputc('X', f);
     fclose(f);
 }
 
-START_TEST(test_truncated_cache_rebuilt) {
+START_TEST(test_truncated_cache_rebuilt)
+{
     damage_and_check(truncate_half);
     damage_and_check(truncate_tail);
 }
 END_TEST
 
-START_TEST(test_corrupt_cache_rebuilt) {
+START_TEST(test_corrupt_cache_rebuilt)
+{
     damage_and_check(flip_binary_byte);
     damage_and_check(wrong_magic);
 }
 END_TEST
 
-START_TEST(test_unwritable_cache_dir) {
+START_TEST(test_unwritable_cache_dir)
+{
     char *base = fresh_cache_env();
     /* A path below a regular file cannot be created, even by root. */
     char file[4200], dir[4300];
@@ -526,7 +551,8 @@ START_TEST(test_unwritable_cache_dir) {
 }
 END_TEST
 
-START_TEST(test_cache_disabled) {
+START_TEST(test_cache_disabled)
+{
     char *dir = fresh_cache_env();
     setenv("CLD_CACHE", "0", 1);
     cld_compile_stats st;
@@ -542,7 +568,8 @@ END_TEST
 /* Without CLD_CACHE, our cache stays off where the driver caches compiled
  * kernels itself (PoCL, unless POCL_KERNEL_CACHE=0): storing a PoCL binary
  * makes PoCL compile every kernel of the program first. */
-START_TEST(test_cache_default_per_driver) {
+START_TEST(test_cache_default_per_driver)
+{
     char *dir = fresh_cache_env();
     unsetenv("CLD_CACHE");
     cld_ctx *ctx = NULL;
@@ -567,15 +594,18 @@ START_TEST(test_cache_default_per_driver) {
         TU_OK(selftest_in_new_ctx(&st, &v));
         ck_assert_int_eq(st.programs_from_cache, 1);
     }
-    if (saved) setenv("POCL_KERNEL_CACHE", saved, 1);
-    else unsetenv("POCL_KERNEL_CACHE");
+    if (saved)
+        setenv("POCL_KERNEL_CACHE", saved, 1);
+    else
+        unsetenv("POCL_KERNEL_CACHE");
     free(saved);
     tu_rm_rf(dir);
     free(dir);
 }
 END_TEST
 
-START_TEST(test_build_all) {
+START_TEST(test_build_all)
+{
     char *dir = fresh_cache_env();
     const char *const *names = NULL, *const *sources = NULL;
     TU_OK(cld_kernel_sources(&names, &sources));
@@ -613,7 +643,8 @@ END_TEST
 /* ---------------------------------------------------------------- GEMM */
 /* C = alpha * op(A) * op(B) + beta * C, row-major, reference in double. */
 static void gemm_ref(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
-                     const float *b, int ldb, float beta, float *c, int ldc) {
+                     const float *b, int ldb, float beta, float *c, int ldc)
+{
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
             double s = 0;
@@ -624,11 +655,11 @@ static void gemm_ref(int ta, int tb, int m, int n, int k, float alpha, const flo
         }
 }
 
-static void check_gemm(cld_ctx *ctx, int ta, int tb, int m, int n, int k, int batch) {
+static void check_gemm(cld_ctx *ctx, int ta, int tb, int m, int n, int k, int batch)
+{
     /* Padded leading dimensions and nonzero offsets exercise the wrappers. */
     int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
-    size_t sa = (size_t)lda * (ta ? k : m), sb = (size_t)ldb * (tb ? n : k),
-           sc = (size_t)ldc * m;
+    size_t sa = (size_t)lda * (ta ? k : m), sb = (size_t)ldb * (tb ? n : k), sc = (size_t)ldc * m;
     size_t off = 5;
     size_t na = off + sa * batch, nb = off + sb * batch, nc = off + sc * batch;
     float *a = tu_rand_uniform(na, 11, -1, 1), *b = tu_rand_uniform(nb, 12, -1, 1);
@@ -641,11 +672,10 @@ static void check_gemm(cld_ctx *ctx, int ta, int tb, int m, int n, int k, int ba
                  want + off + q * sc, ldc);
     cl_mem da = tu_upload(ctx, a, na), db = tu_upload(ctx, b, nb), dc = tu_upload(ctx, c, nc);
     if (batch == 1)
-        TU_OK(cld__gemm(ctx, ta, tb, m, n, k, alpha, da, off, lda, db, off, ldb, beta, dc, off,
-                        ldc));
+        TU_OK(cld__gemm(ctx, ta, tb, m, n, k, alpha, da, off, lda, db, off, ldb, beta, dc, off, ldc));
     else
-        TU_OK(cld__gemm_batched(ctx, ta, tb, m, n, k, alpha, da, off, lda, sa, db, off, ldb, sb,
-                                beta, dc, off, ldc, sc, batch));
+        TU_OK(cld__gemm_batched(ctx, ta, tb, m, n, k, alpha, da, off, lda, sa, db, off, ldb, sb, beta, dc,
+                                off, ldc, sc, batch));
     tu_download(ctx, dc, got, nc);
     char what[96];
     snprintf(what, sizeof what, "gemm ta=%d tb=%d %dx%dx%d batch %d", ta, tb, m, n, k, batch);
@@ -654,7 +684,8 @@ static void check_gemm(cld_ctx *ctx, int ta, int tb, int m, int n, int k, int ba
     free(a), free(b), free(c), free(want), free(got);
 }
 
-START_TEST(test_gemm_small) {
+START_TEST(test_gemm_small)
+{
     cld_ctx *ctx = tu_ctx();
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) check_gemm(ctx, ta, tb, 37, 45, 29, 1);
@@ -663,7 +694,8 @@ START_TEST(test_gemm_small) {
 }
 END_TEST
 
-START_TEST(test_gemm_large_tuned) {
+START_TEST(test_gemm_large_tuned)
+{
     cld_ctx *ctx = tu_ctx();
     TU_OK(cld__blas_tune(ctx)); /* the tuned parameters are accepted */
     /* Large enough for CLBlast's indirect Xgemm kernel (the tuned one). */
@@ -676,15 +708,16 @@ START_TEST(test_gemm_large_tuned) {
               CLD_ERR_BLAS);
     ck_assert_ptr_nonnull(strstr(cld_last_error(), "buffer holds 4"));
     /* CLBlast wrapper errors carry CLBlast's status. */
-    TU_STATUS(cld__gemm_clblast(ctx, 0, 0, 64, 64, 64, 1.0f, tiny, 0, 64, 0, tiny, 0, 64, 0, 0.0f,
-                                tiny, 0, 64, 0, 1),
+    TU_STATUS(cld__gemm_clblast(ctx, 0, 0, 64, 64, 64, 1.0f, tiny, 0, 64, 0, tiny, 0, 64, 0, 0.0f, tiny, 0,
+                                64, 0, 1),
               CLD_ERR_BLAS);
     ck_assert_ptr_nonnull(strstr(cld_last_error(), "status"));
     cld_buffer_release(tiny);
 }
 END_TEST
 
-static Suite *runtime_suite(void) {
+static Suite *runtime_suite(void)
+{
     Suite *s = suite_create("runtime");
     TCase *tc = tcase_create("devices");
     tcase_add_test(tc, test_status_names);
@@ -724,6 +757,4 @@ static Suite *runtime_suite(void) {
     return s;
 }
 
-int main(void) {
-    return tu_run_suite(runtime_suite());
-}
+int main(void) { return tu_run_suite(runtime_suite()); }

@@ -41,18 +41,18 @@ extern "C" {
 /* ------------------------------------------------------------------ status */
 typedef enum cld_status {
     CLD_OK = 0,
-    CLD_ERR_INVALID_ARG = -1001,  /* bad argument from the caller            */
-    CLD_ERR_NO_PLATFORM = -1002,  /* no OpenCL platform installed            */
-    CLD_ERR_NO_DEVICE = -1003,    /* device spec matches nothing             */
-    CLD_ERR_OPENCL = -1004,       /* an OpenCL call failed (name in message) */
-    CLD_ERR_BUILD = -1005,        /* kernel build failed (log in message)    */
+    CLD_ERR_INVALID_ARG = -1001,       /* bad argument from the caller            */
+    CLD_ERR_NO_PLATFORM = -1002,       /* no OpenCL platform installed            */
+    CLD_ERR_NO_DEVICE = -1003,         /* device spec matches nothing             */
+    CLD_ERR_OPENCL = -1004,            /* an OpenCL call failed (name in message) */
+    CLD_ERR_BUILD = -1005,             /* kernel build failed (log in message)    */
     CLD_ERR_COMPILE_FORBIDDEN = -1006, /* CLD_FORBID_COMPILE set and a compile was needed */
-    CLD_ERR_IO = -1007,           /* file could not be read or written       */
-    CLD_ERR_FORMAT = -1008,       /* file content is malformed               */
-    CLD_ERR_SHAPE = -1009,        /* tensor shapes do not fit the op         */
-    CLD_ERR_NOMEM = -1010,        /* host or device allocation failed        */
-    CLD_ERR_STATE = -1011,        /* call not valid in the object's state    */
-    CLD_ERR_BLAS = -1012,         /* a matrix product failed or was given too small a buffer */
+    CLD_ERR_IO = -1007,                /* file could not be read or written       */
+    CLD_ERR_FORMAT = -1008,            /* file content is malformed               */
+    CLD_ERR_SHAPE = -1009,             /* tensor shapes do not fit the op         */
+    CLD_ERR_NOMEM = -1010,             /* host or device allocation failed        */
+    CLD_ERR_STATE = -1011,             /* call not valid in the object's state    */
+    CLD_ERR_BLAS = -1012,              /* a matrix product failed or was given too small a buffer */
 } cld_status;
 
 /* Message of the last failure on this thread ("" if none). */
@@ -64,7 +64,7 @@ const char *cld_cl_error_name(cl_int err);
 
 /* ------------------------------------------------------------------ devices */
 typedef struct cld_device_info {
-    int index;                 /* global index across all platforms */
+    int index; /* global index across all platforms */
     int platform_index;
     char platform_name[128];
     char platform_version[128];
@@ -109,9 +109,9 @@ cld_status cld_ctx_finish(cld_ctx *ctx);
 /* Compile statistics of this context (programs built from source vs loaded
  * from the on-disk cache), for tests and cld-bench. */
 typedef struct cld_compile_stats {
-    int programs_built;        /* compiled from source */
-    int programs_from_cache;   /* loaded from the disk cache */
-    double seconds;            /* wall time spent getting programs */
+    int programs_built;      /* compiled from source */
+    int programs_from_cache; /* loaded from the disk cache */
+    double seconds;          /* wall time spent getting programs */
 } cld_compile_stats;
 cld_status cld_ctx_compile_stats(const cld_ctx *ctx, cld_compile_stats *out);
 
@@ -123,8 +123,8 @@ cld_status cld_ctx_compile_stats(const cld_ctx *ctx, cld_compile_stats *out);
  * by default: PoCL caches compiled kernels itself, and exporting a binary
  * compiles every kernel of the program); CLD_CACHE_DIR overrides its location;
  * CLD_FORBID_COMPILE=1 makes any real compilation fail (for tests). */
-cld_status cld_ctx_kernel(cld_ctx *ctx, const char *program, const char *options,
-                          const char *kernel_name, cl_kernel *out);
+cld_status cld_ctx_kernel(cld_ctx *ctx, const char *program, const char *options, const char *kernel_name,
+                          cl_kernel *out);
 /* Build every embedded program with default options (cold/warm-start timing). */
 cld_status cld_ctx_build_all(cld_ctx *ctx);
 /* Names of embedded programs: NULL-terminated. */

@@ -33,7 +33,7 @@ extern "C" {
 cld_status cld_unet_receptive_radius(const cld_unet_config *cfg, int *radius);
 
 #define CLD_TILE_DEFAULT_BLEND 16
-#define CLD_TILE_AUTO_MAX 1024     /* largest tile the automatic choice takes */
+#define CLD_TILE_AUTO_MAX 1024 /* largest tile the automatic choice takes */
 
 typedef struct cld_tile_opts {
     int tile;     /* tile side (multiple of 2^(n_levels-1)); 0: chosen per image from the device memory */
@@ -45,12 +45,12 @@ typedef struct cld_tile_opts {
 
 /* How an image of H x W is cut. */
 typedef struct cld_tile_plan {
-    int tile, margin, blend;   /* blend: the effective cross-fade (>= the asked one) */
-    int stride;                /* tile origins: k * stride in padded coordinates */
-    int offset;                /* image pixel (0, 0) sits at padded (offset, offset) */
-    int nx, ny;                /* tiles per row, per column */
-    size_t device_bytes;       /* planned device memory of one tile's UNet pass (arena + staging) */
-    size_t budget_bytes;       /* what a run may use: half the device memory, less the parameters */
+    int tile, margin, blend; /* blend: the effective cross-fade (>= the asked one) */
+    int stride;              /* tile origins: k * stride in padded coordinates */
+    int offset;              /* image pixel (0, 0) sits at padded (offset, offset) */
+    int nx, ny;              /* tiles per row, per column */
+    size_t device_bytes;     /* planned device memory of one tile's UNet pass (arena + staging) */
+    size_t budget_bytes;     /* what a run may use: half the device memory, less the parameters */
 } cld_tile_plan;
 
 typedef struct cld_tiled cld_tiled;
@@ -58,8 +58,8 @@ typedef struct cld_tiled cld_tiled;
  * size. The UNet graph is built on first use at the plan's tile side (a
  * copy of cfg with image_size = tile, dropout 0) and kept while the side
  * stays the same. */
-cld_status cld_tiled_create(cld_ctx *ctx, cld_params *params, const cld_unet_config *cfg, const cld_tile_opts *opts,
-                            cld_tiled **out);
+cld_status cld_tiled_create(cld_ctx *ctx, cld_params *params, const cld_unet_config *cfg,
+                            const cld_tile_opts *opts, cld_tiled **out);
 cld_status cld_tiled_free(cld_tiled *t);
 /* The UNet's input and output channels. */
 cld_status cld_tiled_channels(const cld_tiled *t, int *in, int *out);
@@ -90,7 +90,8 @@ cld_status cld_tiled_run(cld_tiled *t, const float *x, int height, int width, fl
  * all clipped). On real camera noise (not white, stronger in colour than
  * in brightness, signal-dependent) this is the white-noise level that
  * explains the finest-scale residual of the flattest areas. */
-cld_status cld_noise_estimate(const float *x, int channels, int height, int width, double range, double *sigma);
+cld_status cld_noise_estimate(const float *x, int channels, int height, int width, double range,
+                              double *sigma);
 
 /* ------------------------------------------------------------ denoising */
 /* The timestep whose noise level matches sigma (0..255 scale, of a photo
@@ -103,10 +104,10 @@ cld_status cld_denoise_timestep(const cld_schedule *s, double sigma255, double *
 cld_status cld_denoise_max_sigma(const cld_schedule *s, int t_max, double *sigma255);
 
 typedef struct cld_denoise_opts {
-    double sigma;      /* noise level, 0..255 scale (> 0) */
-    int steps;         /* 1: the one-step x0 estimate (MMSE); N: N deterministic DDIM steps from t(sigma) */
-    double strength;   /* in [0, 1]: out = strength denoised + (1 - strength) input */
-    void (*progress)(void *user, int done, int total);  /* after each tile of each step */
+    double sigma;    /* noise level, 0..255 scale (> 0) */
+    int steps;       /* 1: the one-step x0 estimate (MMSE); N: N deterministic DDIM steps from t(sigma) */
+    double strength; /* in [0, 1]: out = strength denoised + (1 - strength) input */
+    void (*progress)(void *user, int done, int total); /* after each tile of each step */
     void *progress_user;
 } cld_denoise_opts;
 

@@ -58,10 +58,10 @@ typedef enum cld_schedule_kind {
 typedef struct cld_schedule {
     int T;
     cld_schedule_kind kind;
-    int zero_terminal_snr;  /* rescaled so that alpha_bar[T-1] == 0 (Lin et al. 2023) */
-    double *beta;           /* (T) */
-    double *alpha_bar;      /* (T) prod_{s <= t} (1 - beta_s) */
-    double *log_sigma;      /* (T) log(b/a), alpha_bar clamped to >= 2^-24 (see below) */
+    int zero_terminal_snr; /* rescaled so that alpha_bar[T-1] == 0 (Lin et al. 2023) */
+    double *beta;          /* (T) */
+    double *alpha_bar;     /* (T) prod_{s <= t} (1 - beta_s) */
+    double *log_sigma;     /* (T) log(b/a), alpha_bar clamped to >= 2^-24 (see below) */
 } cld_schedule;
 
 /* beta_start, beta_end: the linear and scaled-linear end points (both 0 gives
@@ -96,19 +96,18 @@ cld_status cld_schedule_ab(const cld_schedule *s, double t, double *a, double *b
  *   ct = sqrt(alpha) (1 - alpha_bar_s) / (1 - alpha_bar_t)
  *   var = beta (1 - alpha_bar_s) / (1 - alpha_bar_t)
  * which for s = t-1 is the DDPM posterior (Ho et al. 2020, eq. 7). */
-cld_status cld_q_posterior(const cld_schedule *s, int t, int t_prev, double *c0, double *ct,
-                           double *var);
+cld_status cld_q_posterior(const cld_schedule *s, int t, int t_prev, double *c0, double *ct, double *var);
 
 /* ------------------------------------------------------------------ noise */
 #define CLD_NOISE_VERSION 1
-#define CLD_NOISE_STREAM_SAMPLER 0u   /* sampler noise (x_T and per-step noise) */
-#define CLD_NOISE_STREAM_TRAIN 1u     /* suggested for training noise (q_sample) */
+#define CLD_NOISE_STREAM_SAMPLER 0u /* sampler noise (x_T and per-step noise) */
+#define CLD_NOISE_STREAM_TRAIN 1u   /* suggested for training noise (q_sample) */
 
 /* Which noise: sample n of a batch uses sample index `index` + n. */
 typedef struct cld_noise_key {
     uint64_t seed;
     uint32_t stream;
-    uint32_t index;   /* sample index of the batch's first sample */
+    uint32_t index; /* sample index of the batch's first sample */
     uint32_t step;
 } cld_noise_key;
 
@@ -119,8 +118,8 @@ cld_status cld_box_muller_fixed(uint32_t w0, uint32_t w1, float out[2]);
 /* Host reference: out (n, per_sample) of standard normal noise. */
 cld_status cld_noise_host(const cld_noise_key *key, int n, size_t per_sample, float *out);
 /* Device: the same numbers, bit for bit, into out (n, per_sample) at out_off floats. */
-cld_status cld_noise_fill(cld_ctx *ctx, const cld_noise_key *key, int n, size_t per_sample,
-                          cl_mem out, size_t out_off);
+cld_status cld_noise_fill(cld_ctx *ctx, const cld_noise_key *key, int n, size_t per_sample, cl_mem out,
+                          size_t out_off);
 
 /* Element-wise update used by the samplers and the posterior:
  *   out = sum_k w_k v_k + w_noise z,    z = noise(key) as cld_noise_fill
@@ -129,7 +128,7 @@ cld_status cld_noise_fill(cld_ctx *ctx, const cld_noise_key *key, int n, size_t 
  * `out` may be the same memory as any v_k. No host synchronisation. */
 typedef struct cld_lincomb_term {
     cl_mem buf;
-    size_t off;   /* in floats */
+    size_t off; /* in floats */
     double w;
 } cld_lincomb_term;
 cld_status cld_lincomb(cld_ctx *ctx, int n, size_t per_sample, const cld_lincomb_term terms[4],
@@ -137,22 +136,20 @@ cld_status cld_lincomb(cld_ctx *ctx, int n, size_t per_sample, const cld_lincomb
 
 /* --------------------------------------------------- objectives (training) */
 typedef enum cld_pred_type {
-    CLD_PRED_EPS = 0,   /* the model predicts the noise eps  */
-    CLD_PRED_V = 1,     /* v = a eps - b x_0                 */
-    CLD_PRED_X0 = 2,    /* the clean sample x_0              */
+    CLD_PRED_EPS = 0, /* the model predicts the noise eps  */
+    CLD_PRED_V = 1,   /* v = a eps - b x_0                 */
+    CLD_PRED_X0 = 2,  /* the clean sample x_0              */
 } cld_pred_type;
 
 /* Conversion between prediction types at one noise level: a prediction p of
  * type `from` at x_t is the prediction kx x_t + kp p of type `to`. Requires
  * a^2 + b^2 = 1, a > 0 for from = eps, b > 0 for to = eps (else INVALID_ARG). */
-cld_status cld_pred_coefs(cld_pred_type from, cld_pred_type to, double a, double b, double *kx,
-                          double *kp);
+cld_status cld_pred_coefs(cld_pred_type from, cld_pred_type to, double a, double b, double *kx, double *kp);
 /* Device: out (n, per_sample) = conversion of pred at x_t, sample n at
  * continuous timestep t[n] (a, b from cld_schedule_ab). out may alias pred. */
-cld_status cld_pred_convert(cld_ctx *ctx, const cld_schedule *s, cld_pred_type from,
-                            cld_pred_type to, int n, size_t per_sample, const float *t,
-                            cl_mem xt, size_t xt_off, cl_mem pred, size_t pred_off, cl_mem out,
-                            size_t out_off);
+cld_status cld_pred_convert(cld_ctx *ctx, const cld_schedule *s, cld_pred_type from, cld_pred_type to, int n,
+                            size_t per_sample, const float *t, cl_mem xt, size_t xt_off, cl_mem pred,
+                            size_t pred_off, cl_mem out, size_t out_off);
 
 /* The forward process in one kernel: for every sample n (timestep t[n],
  * integer 0 .. T-1, from the table without clamp)
@@ -160,27 +157,26 @@ cld_status cld_pred_convert(cld_ctx *ctx, const cld_schedule *s, cld_pred_type f
  * and, if target is not NULL, the training target of type target_type
  * (eps, v = a eps - b x_0, or x_0). x0, xt, target are (n, per_sample). A
  * small per-call buffer holds the n coefficient pairs. */
-cld_status cld_q_sample(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_sample,
-                        const int *t, cl_mem x0, size_t x0_off, const cld_noise_key *key,
-                        cl_mem xt, size_t xt_off, cld_pred_type target_type, cl_mem target,
-                        size_t target_off);
+cld_status cld_q_sample(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_sample, const int *t,
+                        cl_mem x0, size_t x0_off, const cld_noise_key *key, cl_mem xt, size_t xt_off,
+                        cld_pred_type target_type, cl_mem target, size_t target_off);
 
 /* Device: out = c0 x_0 + ct x_t (the posterior mean of cld_q_posterior). */
-cld_status cld_q_posterior_mean(cld_ctx *ctx, const cld_schedule *s, int t, int t_prev,
-                                size_t count, cl_mem x0, size_t x0_off, cl_mem xt, size_t xt_off,
-                                cl_mem out, size_t out_off);
+cld_status cld_q_posterior_mean(cld_ctx *ctx, const cld_schedule *s, int t, int t_prev, size_t count,
+                                cl_mem x0, size_t x0_off, cl_mem xt, size_t xt_off, cl_mem out,
+                                size_t out_off);
 
 typedef enum cld_loss_weighting {
-    CLD_LOSS_UNIFORM = 0,  /* weight 1 */
-    CLD_LOSS_MIN_SNR = 1,  /* Min-SNR-gamma (Hang et al. 2023)  */
+    CLD_LOSS_UNIFORM = 0, /* weight 1 */
+    CLD_LOSS_MIN_SNR = 1, /* Min-SNR-gamma (Hang et al. 2023)  */
 } cld_loss_weighting;
 /* Per-sample loss weight at integer t for an MSE on the given prediction
  * type. With snr = alpha_bar / (1 - alpha_bar), Min-SNR-gamma gives
  *   eps: min(snr, gamma) / snr    v: min(snr, gamma) / (snr + 1)    x0: min(snr, gamma)
  * (eps at snr = 0: 1). These are the weights of the x_0 loss min(snr, gamma)
  * expressed for each target. */
-cld_status cld_loss_weight(const cld_schedule *s, int t, cld_pred_type pred,
-                           cld_loss_weighting weighting, double gamma, double *w);
+cld_status cld_loss_weight(const cld_schedule *s, int t, cld_pred_type pred, cld_loss_weighting weighting,
+                           double gamma, double *w);
 
 /* ---------------------------------------------------------------- samplers */
 typedef enum cld_sampler_kind {
@@ -193,32 +189,32 @@ typedef enum cld_sampler_kind {
 } cld_sampler_kind;
 
 typedef enum cld_spacing {
-    CLD_SPACING_LEADING = 0,   /* (0 .. steps-1) * (T / steps) + steps_offset, descending */
-    CLD_SPACING_TRAILING = 1,  /* round(T - k T / steps) - 1, k = 0 .. steps-1            */
-    CLD_SPACING_LINSPACE = 2,  /* round(linspace(T-1, 0, steps))                          */
+    CLD_SPACING_LEADING = 0,  /* (0 .. steps-1) * (T / steps) + steps_offset, descending */
+    CLD_SPACING_TRAILING = 1, /* round(T - k T / steps) - 1, k = 0 .. steps-1            */
+    CLD_SPACING_LINSPACE = 2, /* round(linspace(T-1, 0, steps))                          */
 } cld_spacing;
 
 typedef enum cld_ddpm_variance {
-    CLD_VAR_POSTERIOR = 0,  /* "fixed_small": the posterior variance          */
-    CLD_VAR_BETA = 1,       /* "fixed_large": beta = 1 - alpha_bar_t / alpha_bar_s */
+    CLD_VAR_POSTERIOR = 0, /* "fixed_small": the posterior variance          */
+    CLD_VAR_BETA = 1,      /* "fixed_large": beta = 1 - alpha_bar_t / alpha_bar_s */
 } cld_ddpm_variance;
 
 typedef struct cld_sampler_opts {
     cld_sampler_kind kind;
-    int steps;               /* 1 .. T */
+    int steps; /* 1 .. T */
     cld_spacing spacing;
-    int steps_offset;        /* added to leading timesteps (Stable Diffusion: 1) */
-    int karras;              /* Karras sigmas (not for DDPM): sigma_max^(1/rho) .. sigma_min^(1/rho) */
-    double rho;              /* Karras exponent (7)                              */
-    double eta;              /* DDIM: 0 deterministic, 1 = DDPM posterior; Euler a: 1 */
+    int steps_offset; /* added to leading timesteps (Stable Diffusion: 1) */
+    int karras;       /* Karras sigmas (not for DDPM): sigma_max^(1/rho) .. sigma_min^(1/rho) */
+    double rho;       /* Karras exponent (7)                              */
+    double eta;       /* DDIM: 0 deterministic, 1 = DDPM posterior; Euler a: 1 */
     cld_ddpm_variance variance;
-    cld_pred_type pred;      /* what the model returns                          */
-    double guidance;         /* classifier-free guidance scale (1: off)         */
-    int null_label;          /* label of the unconditional branch               */
-    double clip_sample;      /* DDPM, DDIM: clamp the x_0 estimate to [-c, c] (0: off), as
+    cld_pred_type pred;   /* what the model returns                          */
+    double guidance;      /* classifier-free guidance scale (1: off)         */
+    int null_label;       /* label of the unconditional branch               */
+    double clip_sample;   /* DDPM, DDIM: clamp the x_0 estimate to [-c, c] (0: off), as
                                 diffusers' clip_sample (DDIM keeps the unclipped eps for the
                                 direction term, as its default use_clipped_model_output) */
-    int final_alpha_bar0;    /* DDIM: the last step goes to alpha_bar[0] instead of the clean
+    int final_alpha_bar0; /* DDIM: the last step goes to alpha_bar[0] instead of the clean
                                 end (diffusers' set_alpha_to_one = false) */
 } cld_sampler_opts;
 
@@ -232,24 +228,24 @@ cld_status cld_sampler_opts_default(cld_sampler_kind kind, cld_sampler_opts *o);
  * the configured type into out (n, per_sample). It must not write x. It is
  * called on the context's queue; it may enqueue work or read/write
  * buffers as it likes. */
-typedef cld_status (*cld_model_fn)(void *user, cl_mem x, size_t x_off, cl_mem out,
-                                   size_t out_off, int n, const float *t, const int *labels);
+typedef cld_status (*cld_model_fn)(void *user, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n,
+                                   const float *t, const int *labels);
 
 /* One sampling run. With labels and guidance != 1 (classifier-free
  * guidance), the model sees ONE batch of 2n: x twice, labels then n copies
  * of null_label, and pred = uncond + guidance (cond - uncond). */
 typedef struct cld_sample_job {
-    int n;                   /* samples */
-    size_t per_sample;       /* floats per sample, e.g. C*H*W */
-    const int *labels;       /* (n) class labels, or NULL */
+    int n;             /* samples */
+    size_t per_sample; /* floats per sample, e.g. C*H*W */
+    const int *labels; /* (n) class labels, or NULL */
     uint64_t seed;
-    uint32_t first_index;    /* noise sample index of the first sample */
-    int start_from_out;      /* 1: `out` already holds x at the first point's noise level */
-    cl_mem out;              /* (n, per_sample): the result */
-    size_t out_off;          /* in floats */
+    uint32_t first_index; /* noise sample index of the first sample */
+    int start_from_out;   /* 1: `out` already holds x at the first point's noise level */
+    cl_mem out;           /* (n, per_sample): the result */
+    size_t out_off;       /* in floats */
     cld_model_fn model;
     void *model_user;
-    void (*progress)(void *user, int step, int total);  /* after each step, or NULL */
+    void (*progress)(void *user, int step, int total); /* after each step, or NULL */
     void *progress_user;
 } cld_sample_job;
 
@@ -264,8 +260,8 @@ cld_status cld_sampler_run(cld_ctx *ctx, const cld_schedule *s, const cld_sample
 typedef struct cld_sampler_point {
     double t, a, b;
 } cld_sampler_point;
-cld_status cld_sampler_points(const cld_schedule *s, const cld_sampler_opts *opts,
-                              cld_sampler_point *pts, int *count);
+cld_status cld_sampler_points(const cld_schedule *s, const cld_sampler_opts *opts, cld_sampler_point *pts,
+                              int *count);
 /* Model calls per run (Heun: 2 steps - 1; every other sampler: steps). */
 cld_status cld_sampler_model_calls(const cld_sampler_opts *opts, int *calls);
 /* "ddpm", "ddim", "dpmpp_2m", "euler", "euler_a", "heun" and back. */

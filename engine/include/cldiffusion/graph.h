@@ -34,8 +34,8 @@ typedef struct cld_tensor cld_tensor;
 typedef enum cld_init {
     CLD_INIT_ZERO = 0,
     CLD_INIT_ONE = 1,
-    CLD_INIT_UNIFORM = 2,   /* U(-scale, scale) */
-    CLD_INIT_NORMAL = 3,    /* N(0, scale^2)    */
+    CLD_INIT_UNIFORM = 2, /* U(-scale, scale) */
+    CLD_INIT_NORMAL = 3,  /* N(0, scale^2)    */
 } cld_init;
 
 cld_status cld_params_create(cld_ctx *ctx, cld_params **out);
@@ -44,8 +44,8 @@ cld_status cld_params_free(cld_params *p);
 cld_status cld_params_set_seed(cld_params *p, uint64_t seed);
 /* Declare a parameter (normally done by cld_graph_param). Re-declaring an
  * existing name checks the shape. */
-cld_status cld_params_declare(cld_params *p, const char *name, int ndim, const int *shape,
-                              cld_init init, float scale, int *index);
+cld_status cld_params_declare(cld_params *p, const char *name, int ndim, const int *shape, cld_init init,
+                              float scale, int *index);
 /* Allocate device memory and initialise all declared parameters. Idempotent. */
 cld_status cld_params_alloc(cld_params *p);
 cld_status cld_params_count(const cld_params *p, int *n_tensors, size_t *n_scalars);
@@ -62,8 +62,8 @@ cld_status cld_params_zero_grad(cld_params *p);
 cld_status cld_params_buffers(const cld_params *p, cl_mem *values, cl_mem *grads);
 /* One AdamW step over every parameter (decoupled weight decay on tensors
  * with 2+ dims). `step` counts from 1. */
-cld_status cld_params_adamw(cld_params *p, float lr, float beta1, float beta2, float eps,
-                            float weight_decay, int step);
+cld_status cld_params_adamw(cld_params *p, float lr, float beta1, float beta2, float eps, float weight_decay,
+                            int step);
 /* safetensors I/O. metadata_json: a JSON object of string values stored as
  * "__metadata__" (may be NULL). Loading matches tensors by name and shape;
  * F32, F16 and BF16 are accepted. *metadata_json_out (malloc'd, may be NULL
@@ -77,11 +77,11 @@ cld_status cld_graph_create(cld_ctx *ctx, cld_params *params, cld_graph **out);
 cld_status cld_graph_free(cld_graph *g);
 /* An input tensor, written by the caller before each run. If requires_grad,
  * its gradient is computed by cld_graph_backward (see cld_tensor_grad). */
-cld_status cld_graph_input(cld_graph *g, const char *name, int ndim, const int *shape,
-                           int requires_grad, cld_tensor **out);
+cld_status cld_graph_input(cld_graph *g, const char *name, int ndim, const int *shape, int requires_grad,
+                           cld_tensor **out);
 /* A parameter view (declared in the params store on first use). */
-cld_status cld_graph_param(cld_graph *g, const char *name, int ndim, const int *shape,
-                           cld_init init, float scale, cld_tensor **out);
+cld_status cld_graph_param(cld_graph *g, const char *name, int ndim, const int *shape, cld_init init,
+                           float scale, cld_tensor **out);
 /* Pin a tensor so its buffer survives the run and can be read. */
 cld_status cld_graph_set_output(cld_graph *g, cld_tensor *t);
 /* Build the gradient graph of scalar `loss` (shape (1)). Parameter grads
@@ -94,12 +94,12 @@ cld_status cld_graph_set_seed(cld_graph *g, uint64_t seed);
 cld_status cld_graph_set_poison(cld_graph *g, int on);
 
 typedef struct cld_plan_stats {
-    size_t peak_bytes;        /* planned arena size (activations + workspaces) */
-    size_t sum_bytes;         /* sum of all planned tensors and workspaces     */
-    size_t pinned_bytes;      /* inputs, outputs and input gradients           */
-    size_t param_bytes;       /* parameter values                              */
+    size_t peak_bytes;   /* planned arena size (activations + workspaces) */
+    size_t sum_bytes;    /* sum of all planned tensors and workspaces     */
+    size_t pinned_bytes; /* inputs, outputs and input gradients           */
+    size_t param_bytes;  /* parameter values                              */
     int n_nodes;
-    int n_inplace;            /* ops that ran in place on their input          */
+    int n_inplace; /* ops that ran in place on their input          */
 } cld_plan_stats;
 cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats);
 /* Enqueue every node in order on the context's queue (no host sync). */
@@ -122,14 +122,13 @@ cld_status cld_tensor_grad(const cld_tensor *t, cld_tensor **grad);
 
 /* y = conv(x, w) + b. x (N,Ci,H,W), w (Co,Ci,K,K), b (Co) or NULL.
  * y (N,Co,Ho,Wo) with Ho = (H + 2*pad - K)/stride + 1. */
-cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b,
-                         int stride, int pad, cld_tensor **y);
-/* y = x w^T + b. x (N, ...) flattened to (N,K), w (M,K), b (M) or NULL; y (N,M). */
-cld_status cld_op_linear(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b,
+cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b, int stride, int pad,
                          cld_tensor **y);
+/* y = x w^T + b. x (N, ...) flattened to (N,K), w (M,K), b (M) or NULL; y (N,M). */
+cld_status cld_op_linear(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b, cld_tensor **y);
 /* Group norm over (C/groups, H, W) per sample, affine gamma, beta (C). */
-cld_status cld_op_group_norm(cld_graph *g, cld_tensor *x, cld_tensor *gamma, cld_tensor *beta,
-                             int groups, float eps, cld_tensor **y);
+cld_status cld_op_group_norm(cld_graph *g, cld_tensor *x, cld_tensor *gamma, cld_tensor *beta, int groups,
+                             float eps, cld_tensor **y);
 cld_status cld_op_silu(cld_graph *g, cld_tensor *x, cld_tensor **y);
 /* a + b and a * b. b has a's shape, or (N,C) / (N,C,1,1) / (1,C,1,1) / (C)
  * broadcast over the spatial (and batch) dims. */
@@ -145,13 +144,14 @@ cld_status cld_op_concat(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor 
 /* Nearest-neighbour 2x upsample: (N,C,H,W) -> (N,C,2H,2W). */
 cld_status cld_op_upsample2x(cld_graph *g, cld_tensor *x, cld_tensor **y);
 /* Zero padding: (N,C,H,W) -> (N,C,H+top+bottom,W+left+right). */
-cld_status cld_op_pad2d(cld_graph *g, cld_tensor *x, int top, int bottom, int left, int right, cld_tensor **y);
+cld_status cld_op_pad2d(cld_graph *g, cld_tensor *x, int top, int bottom, int left, int right,
+                        cld_tensor **y);
 /* A view with another shape of the same element count (no copy). */
 cld_status cld_op_reshape(cld_graph *g, cld_tensor *x, int ndim, const int *shape, cld_tensor **y);
 /* Batched matrix product over dim 0: a (B,M,K) (or (B,K,M) if trans_a),
  * b (B,K,N) (or (B,N,K) if trans_b); y (B,M,N) = alpha * op(a) op(b). */
-cld_status cld_op_matmul(cld_graph *g, cld_tensor *a, cld_tensor *b, int trans_a, int trans_b,
-                         float alpha, cld_tensor **y);
+cld_status cld_op_matmul(cld_graph *g, cld_tensor *a, cld_tensor *b, int trans_a, int trans_b, float alpha,
+                         cld_tensor **y);
 /* Softmax over the last dimension. */
 cld_status cld_op_softmax(cld_graph *g, cld_tensor *x, cld_tensor **y);
 /* Sinusoidal embedding of timesteps t (N) -> (N, dim) as in DDPM:

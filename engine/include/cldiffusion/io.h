@@ -23,10 +23,10 @@ extern "C" {
 
 typedef struct cld_image {
     int width, height;
-    int channels;       /* of data */
-    int file_channels;  /* as stored in the file */
-    int bits;           /* 8 or 16, as stored */
-    float *data;        /* (height, width, channels) interleaved, in [0, 1] */
+    int channels;      /* of data */
+    int file_channels; /* as stored in the file */
+    int bits;          /* 8 or 16, as stored */
+    float *data;       /* (height, width, channels) interleaved, in [0, 1] */
 } cld_image;
 
 /* Header only: size and channels, without decoding pixels. */
@@ -58,13 +58,13 @@ cld_status cld_file_write_atomic(const char *path, const void *data, size_t n);
 /* -------------------------------------------------------------- datasets */
 typedef struct cld_dataset cld_dataset;
 typedef struct cld_dataset_info {
-    int n;             /* samples */
+    int n; /* samples */
     int channels, height, width;
-    int num_classes;   /* 0 or 1: unlabelled */
+    int num_classes; /* 0 or 1: unlabelled */
 } cld_dataset_info;
 
 typedef struct cld_augment {
-    int hflip;         /* random horizontal flips */
+    int hflip; /* random horizontal flips */
 } cld_augment;
 
 /* IDX files (MNIST layout), gzipped or not; labels may be NULL. The label

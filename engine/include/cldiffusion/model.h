@@ -16,10 +16,10 @@ extern "C" {
 typedef struct cld_diffusion_config {
     cld_schedule_kind schedule;
     int T;
-    double beta_start, beta_end;   /* 0, 0: the schedule's defaults */
+    double beta_start, beta_end; /* 0, 0: the schedule's defaults */
     int zero_terminal_snr;
     cld_pred_type pred;
-    int learned_variance;          /* 1: the UNet has 2x output channels, the second half
+    int learned_variance; /* 1: the UNet has 2x output channels, the second half
                                       interpolates log variance between the posterior's and
                                       beta_t (Improved DDPM; diffusers' "learned_range") */
 } cld_diffusion_config;
@@ -27,7 +27,7 @@ typedef struct cld_diffusion_config {
 typedef struct cld_model_meta {
     cld_unet_config unet;
     cld_diffusion_config diffusion;
-    int n_class_names;             /* 0: none stored */
+    int n_class_names; /* 0: none stored */
     char class_names[CLD_MODEL_MAX_CLASSES][CLD_MODEL_CLASS_NAME];
 } cld_model_meta;
 

@@ -22,8 +22,8 @@ extern "C" {
 #endif
 
 /* Noise streams of inpainting (besides CLD_NOISE_STREAM_SAMPLER). */
-#define CLD_NOISE_STREAM_KNOWN 3u  /* the known pixels noised to each step's level */
-#define CLD_NOISE_STREAM_JUMP 4u   /* RePaint's jumps back to a noisier level */
+#define CLD_NOISE_STREAM_KNOWN 3u /* the known pixels noised to each step's level */
+#define CLD_NOISE_STREAM_JUMP 4u  /* RePaint's jumps back to a noisier level */
 
 /* ---------------------------------------------------------------- files */
 /* Path of a bundled asset ("fashion-mnist.safetensors") into buf: the first
@@ -48,12 +48,12 @@ typedef struct cld_model {
     cld_model_meta meta;
     cld_schedule *schedule;
     cld_params *params;
-    uint64_t hash;              /* cld_file_hash of the file */
-    size_t per_sample;          /* floats of one image: C * S * S */
-    size_t plan_bytes[2];       /* planned runner bytes at model batch 1 and 2 */
-    cld_unet_runner *runner;    /* at model batch runner_batch */
+    uint64_t hash;           /* cld_file_hash of the file */
+    size_t per_sample;       /* floats of one image: C * S * S */
+    size_t plan_bytes[2];    /* planned runner bytes at model batch 1 and 2 */
+    cld_unet_runner *runner; /* at model batch runner_batch */
     int runner_batch;
-    int diffusers;              /* 1: loaded from a diffusers folder */
+    int diffusers;                 /* 1: loaded from a diffusers folder */
     cld_diffusers_scheduler sched; /* its scheduler's sampler defaults (diffusers = 1) */
 } cld_model;
 
@@ -72,9 +72,9 @@ cld_status cld_model_class_parse(const cld_model *m, const char *name, int *labe
  * its plans at model batch 1 and 2 (the plan grows at most linearly), the
  * sampler's workspace and the result. */
 typedef struct cld_batch_memory {
-    size_t arena_bytes;    /* largest single allocation: the runner's arena */
-    size_t total_bytes;    /* everything, parameters included */
-    size_t budget_bytes;   /* what a run may use: half the device's global memory */
+    size_t arena_bytes;  /* largest single allocation: the runner's arena */
+    size_t total_bytes;  /* everything, parameters included */
+    size_t budget_bytes; /* what a run may use: half the device's global memory */
     size_t max_alloc_bytes;
 } cld_batch_memory;
 cld_status cld_model_batch_memory(const cld_model *m, int batch, int guided, cld_batch_memory *mem);
@@ -86,26 +86,26 @@ cld_status cld_model_check_batch(const cld_model *m, int batch, int guided);
 
 /* ------------------------------------------------------------- sampling */
 typedef struct cld_sample_spec {
-    cld_sampler_opts opts;   /* sampler, steps, spacing, Karras, eta, guidance; pred and
+    cld_sampler_opts opts; /* sampler, steps, spacing, Karras, eta, guidance; pred and
                                 null_label are taken from the model by cld_model_sample */
-    int n;                   /* samples */
-    const int *labels;       /* (n) class per sample, or NULL (unconditional) */
+    int n;                 /* samples */
+    const int *labels;     /* (n) class per sample, or NULL (unconditional) */
     uint64_t seed;
-    uint32_t first_index;    /* noise sample index of sample 0 */
-    int batch;               /* samples per sampler run; 0: cld_model_fit_batch (at most 64) */
+    uint32_t first_index; /* noise sample index of sample 0 */
+    int batch;            /* samples per sampler run; 0: cld_model_fit_batch (at most 64) */
     /* img2img and inpainting */
-    const float *init;       /* (C, S, S) in [-1, 1], the same for every sample, or NULL */
-    const float *noise;      /* (n, C, S, S): x_T of each sample instead of noise step 0 (as
+    const float *init;  /* (C, S, S) in [-1, 1], the same for every sample, or NULL */
+    const float *noise; /* (n, C, S, S): x_T of each sample instead of noise step 0 (as
                                 diffusers pipelines' latents), or NULL; not with init */
-    double strength;         /* with init: start at timestep round(strength T) - 1 with
+    double strength;    /* with init: start at timestep round(strength T) - 1 with
                                 round(strength steps) steps (SDEdit); 1: from pure noise */
-    const float *mask;       /* (S, S) in [0, 1], 1 = regenerate; needs init (RePaint) */
-    int resample;            /* RePaint: each jump is done this often (1: no jumps back) */
-    int jump;                /* RePaint: points gone back per jump (>= 1) */
+    const float *mask;  /* (S, S) in [0, 1], 1 = regenerate; needs init (RePaint) */
+    int resample;       /* RePaint: each jump is done this often (1: no jumps back) */
+    int jump;           /* RePaint: points gone back per jump (>= 1) */
     /* intermediate states */
-    int frames;              /* 0, or >= 2: x at `frames` moments, first = start, last = result */
-    float *trajectory;       /* (n, frames, C, S, S) when frames > 0 */
-    void (*progress)(void *user, int done, int total);  /* after each step of each run, or NULL */
+    int frames;        /* 0, or >= 2: x at `frames` moments, first = start, last = result */
+    float *trajectory; /* (n, frames, C, S, S) when frames > 0 */
+    void (*progress)(void *user, int done, int total); /* after each step of each run, or NULL */
     void *progress_user;
 } cld_sample_spec;
 
@@ -148,36 +148,36 @@ cld_status cld_repaint_schedule(int steps, int jump, int resample, int *pt, int 
  * `cols` columns, `pad` pixels of black around and between cells (pad 0,
  * n 1: the image itself). value = round((x + 1) 127.5) clamped to 0..255.
  * *pixels is malloc'd. */
-cld_status cld_grid_pixels(const float *x, int n, int C, int S, int cols, int pad, uint8_t **pixels, int *width,
-                           int *height);
+cld_status cld_grid_pixels(const float *x, int n, int C, int S, int cols, int pad, uint8_t **pixels,
+                           int *width, int *height);
 
 /* How an image was made: everything cld-sample needs to make it again.
  * Stored in a PNG as the JSON text of tEXt key "cld.recipe". */
 #define CLD_RECIPE_KEY "cld.recipe"
 #define CLD_RECIPE_PATH 1024
 typedef struct cld_recipe {
-    char model[CLD_RECIPE_PATH];     /* model file as given */
-    uint64_t model_hash;             /* cld_file_hash */
+    char model[CLD_RECIPE_PATH]; /* model file as given */
+    uint64_t model_hash;         /* cld_file_hash */
     cld_sampler_kind sampler;
     cld_spacing spacing;
     int karras;
     int steps;
     double eta, guidance;
     uint64_t seed;
-    uint32_t first_index;            /* sample index of the first image */
-    int n;                           /* images */
-    int n_classes;                   /* classes cycled over: sample i has classes[i % n_classes] */
+    uint32_t first_index; /* sample index of the first image */
+    int n;                /* images */
+    int n_classes;        /* classes cycled over: sample i has classes[i % n_classes] */
     int classes[CLD_MODEL_MAX_CLASSES];
-    int batch;                       /* samples per sampler run */
-    char layout[16];                 /* "grid", "single" or "trajectory" */
+    int batch;       /* samples per sampler run */
+    char layout[16]; /* "grid", "single" or "trajectory" */
     int grid_cols, frames;
-    char init[CLD_RECIPE_PATH];      /* "" or the init image */
+    char init[CLD_RECIPE_PATH]; /* "" or the init image */
     uint64_t init_hash;
     double strength;
-    char mask[CLD_RECIPE_PATH];      /* "" or the mask */
+    char mask[CLD_RECIPE_PATH]; /* "" or the mask */
     uint64_t mask_hash;
     int resample, jump;
-    char noise[CLD_RECIPE_PATH];     /* "" or the file of x_T (row i: sample index i) */
+    char noise[CLD_RECIPE_PATH]; /* "" or the file of x_T (row i: sample index i) */
     uint64_t noise_hash;
 } cld_recipe;
 

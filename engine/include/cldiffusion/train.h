@@ -38,7 +38,8 @@ cld_status cld_safetensors_metadata(const char *path, char **metadata_json);
 /* One tensor of a safetensors file as floats (F32, F16, BF16; *data
  * malloc'd, the caller frees): `name`, or with name NULL the file's only
  * tensor (CLD_ERR_FORMAT if it has several). The whole header is checked. */
-cld_status cld_safetensors_read(const char *path, const char *name, int *ndim, int shape[CLD_MAX_DIMS], float **data);
+cld_status cld_safetensors_read(const char *path, const char *name, int *ndim, int shape[CLD_MAX_DIMS],
+                                float **data);
 
 #ifdef __cplusplus
 }

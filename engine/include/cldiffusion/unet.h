@@ -13,34 +13,34 @@ extern "C" {
 #define CLD_UNET_MAX_LEVELS 8
 
 typedef struct cld_unet_config {
-    int in_channels;                 /* e.g. 3 */
-    int out_channels;                /* e.g. 3 */
-    int image_size;                  /* square input, e.g. 32 */
-    int base_channels;               /* e.g. 128 */
-    int n_levels;                    /* number of channel multipliers */
-    int mult[CLD_UNET_MAX_LEVELS];   /* e.g. 1,2,2,2 */
-    int num_res_blocks;              /* per level, e.g. 2 */
+    int in_channels;               /* e.g. 3 */
+    int out_channels;              /* e.g. 3 */
+    int image_size;                /* square input, e.g. 32 */
+    int base_channels;             /* e.g. 128 */
+    int n_levels;                  /* number of channel multipliers */
+    int mult[CLD_UNET_MAX_LEVELS]; /* e.g. 1,2,2,2 */
+    int num_res_blocks;            /* per level, e.g. 2 */
     int n_attn;
     int attn_res[CLD_UNET_MAX_LEVELS]; /* resolutions with self-attention, e.g. 16 */
-    int heads;                       /* attention heads (DDPM: 1) */
-    int norm_groups;                 /* e.g. 32; 0 = no normalisation (a local, tileable net) */
-    int no_mid_attn;                 /* 1 = the middle block has no self-attention */
-    float dropout;                   /* e.g. 0.1 */
-    int num_classes;                 /* 0 = unconditional; else +1 'null' class */
+    int heads;                         /* attention heads (DDPM: 1) */
+    int norm_groups;                   /* e.g. 32; 0 = no normalisation (a local, tileable net) */
+    int no_mid_attn;                   /* 1 = the middle block has no self-attention */
+    float dropout;                     /* e.g. 0.1 */
+    int num_classes;                   /* 0 = unconditional; else +1 'null' class */
     /* diffusers UNet2DModel options (set by the diffusers folder loader).
      * With diffusers = 0 they are ignored (and must be 0): the net is the
      * one described above, GroupNorm eps 1e-6, the DDPM timestep
      * embedding, symmetric downsampling pads and attention by resolution. */
     int diffusers;
-    float norm_eps;                  /* GroupNorm eps (norm_eps) */
-    int flip_sin_to_cos;             /* [cos, sin] embedding halves */
-    float freq_shift;                /* f_i = exp(-ln(10000) i / (half - freq_shift)) */
-    int head_dim;                    /* attention_head_dim: heads = C / head_dim in each
+    float norm_eps;                     /* GroupNorm eps (norm_eps) */
+    int flip_sin_to_cos;                /* [cos, sin] embedding halves */
+    float freq_shift;                   /* f_i = exp(-ln(10000) i / (half - freq_shift)) */
+    int head_dim;                       /* attention_head_dim: heads = C / head_dim in each
                                         attention; 0 = one head of all channels */
-    int downsample_padding;          /* 1: pad 1 all round; 0: pad right and bottom by one */
+    int downsample_padding;             /* 1: pad 1 all round; 0: pad right and bottom by one */
     int down_attn[CLD_UNET_MAX_LEVELS]; /* 1: down block i is an AttnDownBlock2D */
     int up_attn[CLD_UNET_MAX_LEVELS];   /* 1: up block u (u = 0 the deepest) is an AttnUpBlock2D */
-    int class_no_null;               /* class table of num_classes rows (num_class_embeds),
+    int class_no_null;                  /* class table of num_classes rows (num_class_embeds),
                                         no null class: no classifier-free guidance */
 } cld_unet_config;
 
@@ -80,8 +80,8 @@ cld_status cld_unet_param_count(const cld_unet_config *cfg, size_t *count);
  * store with the default init; inputs are random. A forward pass is
  * run + cld_ctx_finish; a training step is zero_grad + run + AdamW + finish. */
 typedef struct cld_unet_timing {
-    double forward_s;        /* one forward pass */
-    double train_step_s;     /* forward + backward + AdamW */
+    double forward_s;                         /* one forward pass */
+    double train_step_s;                      /* forward + backward + AdamW */
     size_t fwd_peak_bytes, fwd_sum_bytes;     /* planner, inference graph */
     size_t train_peak_bytes, train_sum_bytes; /* planner, training graph  */
     size_t n_params;

@@ -37,12 +37,10 @@ extern "C" {
 /* ------------------------------------------------ double references (nats) */
 /* KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) = 0.5 (-1 + logvar2 - logvar1
  * + e^(logvar1 - logvar2) + (mean1 - mean2)^2 e^-logvar2)   (normal_kl) */
-cld_status cld_vlb_normal_kl(double mean1, double logvar1, double mean2, double logvar2,
-                             double *kl);
+cld_status cld_vlb_normal_kl(double mean1, double logvar1, double mean2, double logvar2, double *kl);
 /* -log of the discretized Gaussian likelihood of x (data in [-1, 1]) under
  * N(mean, e^(2 log_scale)), as discretized_gaussian_log_likelihood above. */
-cld_status cld_vlb_discretized_gaussian_nll(double x, double mean, double log_scale,
-                                            double *nll);
+cld_status cld_vlb_discretized_gaussian_nll(double x, double mean, double log_scale, double *nll);
 
 /* ------------------------------------------------ per-sample coefficients */
 #define CLD_VLB_COEFS 8
@@ -55,8 +53,7 @@ cld_status cld_vlb_discretized_gaussian_nll(double x, double mean, double log_sc
  *   5 dlog       log(beta_t) - min_log
  *   6 decoder    1 at t = 0, else 0
  *   7            0 */
-cld_status cld_vlb_coefs(const cld_schedule *s, cld_pred_type pred, int n, const int *t,
-                         float *coefs);
+cld_status cld_vlb_coefs(const cld_schedule *s, cld_pred_type pred, int n, const int *t, float *coefs);
 
 /* -------------------------------------------------------------- graph ops */
 /* loss (1) = (1/N) sum_n L_n, L_n the term of sample n in bits/dim (KL for
@@ -69,32 +66,32 @@ cld_status cld_op_vlb_loss(cld_graph *g, cld_tensor *model_out, cld_tensor *x_t,
                            cld_tensor *coefs, cld_tensor **loss);
 
 /* ------------------------------------------------------- the whole bound */
-#define CLD_NOISE_STREAM_VLB 3u  /* noise of x_t in cld_vlb_bound */
+#define CLD_NOISE_STREAM_VLB 3u /* noise of x_t in cld_vlb_bound */
 
 /* Bound of n images: for every image and evaluated t, x_t = q_sample(x_0,
  * t) with noise (seed, CLD_NOISE_STREAM_VLB, sample index first_index +
  * image, step t), so a result does not depend on max_batch; one model call
  * takes up to max_batch (image, t) pairs. */
 typedef struct cld_vlb_job {
-    int n;                    /* images */
-    size_t per_sample;        /* floats per image, C*H*W (the model returns 2x) */
-    cl_mem x0;                /* (n, per_sample): data in [-1, 1] (8-bit: k / 127.5 - 1) */
-    size_t x0_off;            /* in floats */
-    const int *labels;        /* (n) class labels of a conditional model, or NULL */
-    cld_pred_type pred;       /* what the first half of the model output is */
-    int clip_denoised;        /* 1: clip x0_hat to [-1, 1] (improved-diffusion's NLL default) */
-    int t_stride;             /* 0 or 1: all T terms (the bound). k > 1: t = 0 and t = 1, 1 + k,
+    int n;              /* images */
+    size_t per_sample;  /* floats per image, C*H*W (the model returns 2x) */
+    cl_mem x0;          /* (n, per_sample): data in [-1, 1] (8-bit: k / 127.5 - 1) */
+    size_t x0_off;      /* in floats */
+    const int *labels;  /* (n) class labels of a conditional model, or NULL */
+    cld_pred_type pred; /* what the first half of the model output is */
+    int clip_denoised;  /* 1: clip x0_hat to [-1, 1] (improved-diffusion's NLL default) */
+    int t_stride;       /* 0 or 1: all T terms (the bound). k > 1: t = 0 and t = 1, 1 + k,
                                  1 + 2k, ..., each weighted by the k timesteps it stands for
                                  (the last fewer): an estimate, k times faster */
-    int max_batch;            /* (image, t) pairs per model call */
+    int max_batch;      /* (image, t) pairs per model call */
     uint64_t seed;
     uint32_t first_index;
-    cld_model_fn model;       /* out (m, 2 * per_sample) for x (m, per_sample) */
+    cld_model_fn model; /* out (m, 2 * per_sample) for x (m, per_sample) */
     void *model_user;
-    void (*progress)(void *user, long done, long total);  /* pairs done, after each call */
+    void (*progress)(void *user, long done, long total); /* pairs done, after each call */
     void *progress_user;
-    double *bpd;              /* out (n): each image's bound in bits/dim */
-    double *terms_bpd;        /* out (T + 1) or NULL: mean over images of the term at t
+    double *bpd;       /* out (n): each image's bound in bits/dim */
+    double *terms_bpd; /* out (T + 1) or NULL: mean over images of the term at t
                                  (0 where not evaluated), then the prior term */
 } cld_vlb_job;
 cld_status cld_vlb_bound(cld_ctx *ctx, const cld_schedule *s, const cld_vlb_job *job);
@@ -109,8 +106,8 @@ cld_status cld_vlb_bound(cld_ctx *ctx, const cld_schedule *s, const cld_vlb_job 
  * with guidance, the prediction is guided and the variance is the
  * conditional branch's (as diffusers' DiT pipeline). Noise as cld_sampler_run
  * (step 0 for x_T, k + 1 for step k); the last step adds none. */
-cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s,
-                                       const cld_sampler_opts *opts, const cld_sample_job *job);
+cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s, const cld_sampler_opts *opts,
+                                       const cld_sample_job *job);
 
 /* The other samplers on a learned-variance model: a cld_model_fn (pass
  * cld_pred_half_fn and a cld_pred_half) that calls `model` (output (n, 2 *

@@ -92,8 +92,8 @@ static const uint64_t SIN_Q63[64] = {
     0x7f62368f44949678ull, 0x7fa736b40620e855ull, 0x7fd8878de5b5f78full, 0x7ff62182133432edull,
 };
 
-#define Q63_ONE 0x8000000000000000ull   /* 1.0 in Q63 */
-#define LN2_Q59 0x058b90bfbe8e7bcdull   /* ln 2 * 2^59 */
+#define Q63_ONE 0x8000000000000000ull     /* 1.0 in Q63 */
+#define LN2_Q59 0x058b90bfbe8e7bcdull     /* ln 2 * 2^59 */
 #define HALF_PI_Q32 0x00000001921fb544ull /* pi/2 * 2^32 */
 /* 1/j * 2^63 (ln(1 + e) series) and 1/j! * 2^63 (sin, cos series) */
 #define INV2 0x4000000000000000ull
@@ -204,15 +204,15 @@ static const uint64_t RSQRT_Q63[48] = {
 static uint64_t sqrt_q29(uint64_t L)
 {
     if (L == 0) return 0;
-    int e2 = 63 - clz64(L) - 58;             /* X in [2^e2, 2^(e2+1)) */
-    int j = ((e2 + 60) >> 1) - 30;           /* floor(e2 / 2) */
-    uint64_t g = L << (4 - 2 * j);           /* Q62 */
+    int e2 = 63 - clz64(L) - 58;   /* X in [2^e2, 2^(e2+1)) */
+    int j = ((e2 + 60) >> 1) - 30; /* floor(e2 / 2) */
+    uint64_t g = L << (4 - 2 * j); /* Q62 */
     uint64_t y = RSQRT_Q63[(g >> 58) - 16];
     for (int it = 0; it < 3; it++) {
         uint64_t t = ((uint64_t)3 << 60) - mul_hi(g, mul_hi(y, y)); /* Q60 */
         y = mul_hi(y, t) << 3;
     }
-    uint64_t s = mul_hi(g, y);               /* sqrt(g), Q61 */
+    uint64_t s = mul_hi(g, y); /* sqrt(g), Q61 */
     int rs = 32 - j;
     return (s + ((uint64_t)1 << (rs - 1))) >> rs;
 }
@@ -276,11 +276,12 @@ cld_status cld_box_muller_fixed(uint32_t w0, uint32_t w1, float out[2])
 static cld_status check_shape(const char *what, int n, size_t per_sample, size_t off)
 {
     if (n <= 0 || per_sample == 0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "%s: empty shape (n %d, per_sample %zu)", what, n,
-                         per_sample);
+        return cld__fail(CLD_ERR_INVALID_ARG, "%s: empty shape (n %d, per_sample %zu)", what, n, per_sample);
     if (per_sample > (size_t)INT_MAX / (size_t)n || off > (size_t)INT_MAX - (size_t)n * per_sample)
-        return cld__fail(CLD_ERR_INVALID_ARG, "%s: %d x %zu floats at offset %zu exceed the "
-                         "kernels' int range", what, n, per_sample, off);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "%s: %d x %zu floats at offset %zu exceed the "
+                         "kernels' int range",
+                         what, n, per_sample, off);
     return CLD_OK;
 }
 
@@ -288,8 +289,8 @@ cld_status cld_noise_host(const cld_noise_key *key, int n, size_t per_sample, fl
 {
     if (!key || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_noise_host: NULL argument");
     if (n <= 0 || per_sample == 0 || per_sample / 4 >= ((size_t)1 << 32))
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_noise_host: bad shape (n %d, per_sample %zu)",
-                         n, per_sample);
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_noise_host: bad shape (n %d, per_sample %zu)", n,
+                         per_sample);
     const uint32_t k[2] = {(uint32_t)key->seed, (uint32_t)(key->seed >> 32)};
     for (int s = 0; s < n; s++) {
         float *o = out + (size_t)s * per_sample;
@@ -307,15 +308,14 @@ cld_status cld_noise_host(const cld_noise_key *key, int n, size_t per_sample, fl
 }
 
 /* One work-item per block of 4 elements of a sample. */
-static cld_status launch_blocks(cld_ctx *ctx, cl_kernel k, const char *what, int n,
-                                size_t per_sample)
+static cld_status launch_blocks(cld_ctx *ctx, cl_kernel k, const char *what, int n, size_t per_sample)
 {
     size_t gs = (size_t)n * ((per_sample + 3) / 4), ls = 64;
     return cld__launch(ctx, k, what, 1, &gs, &ls);
 }
 
-cld_status cld_noise_fill(cld_ctx *ctx, const cld_noise_key *key, int n, size_t per_sample,
-                          cl_mem out, size_t out_off)
+cld_status cld_noise_fill(cld_ctx *ctx, const cld_noise_key *key, int n, size_t per_sample, cl_mem out,
+                          size_t out_off)
 {
     if (!ctx || !key || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_noise_fill: NULL argument");
     CLD_TRY(check_shape("cld_noise_fill", n, per_sample, out_off));
@@ -332,8 +332,7 @@ cld_status cld_lincomb(cld_ctx *ctx, int n, size_t per_sample, const cld_lincomb
 {
     if (!ctx || !terms || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_lincomb: NULL argument");
     if (w_noise != 0.0 && !key)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_lincomb: noise weight %g but no noise key",
-                         w_noise);
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_lincomb: noise weight %g but no noise key", w_noise);
     CLD_TRY(check_shape("cld_lincomb", n, per_sample, out_off));
     for (int i = 0; i < 4; i++)
         if (terms[i].w != 0.0) CLD_TRY(check_shape("cld_lincomb", n, per_sample, terms[i].off));
@@ -345,8 +344,8 @@ cld_status cld_lincomb(cld_ctx *ctx, int n, size_t per_sample, const cld_lincomb
          * still needs a valid buffer argument. */
         w[i] = (float)terms[i].w == 0.0f ? 0.0 : terms[i].w;
         if (w[i] != 0.0 && !terms[i].buf)
-            return cld__fail(CLD_ERR_INVALID_ARG, "cld_lincomb: term %d has weight %g but no buffer",
-                             i, w[i]);
+            return cld__fail(CLD_ERR_INVALID_ARG, "cld_lincomb: term %d has weight %g but no buffer", i,
+                             w[i]);
         b[i] = w[i] != 0.0 ? terms[i].buf : out;
         o[i] = w[i] != 0.0 ? (int)terms[i].off : 0;
     }
@@ -354,9 +353,9 @@ cld_status cld_lincomb(cld_ctx *ctx, int n, size_t per_sample, const cld_lincomb
     if (!key || w_noise == 0.0) key = &none;
     cl_kernel k;
     CLD_TRY(cld__kernel(ctx, "diffusion", "lincomb", &k));
-    CLD_TRY(cld__kargs(k, "lincomb", "bibifbifbifbiffiiuuuuu", out, (int)out_off, b[0], o[0], w[0],
-                       b[1], o[1], w[1], b[2], o[2], w[2], b[3], o[3], w[3], w_noise, n,
-                       (int)per_sample, (unsigned)key->seed, (unsigned)(key->seed >> 32),
-                       (unsigned)key->stream, (unsigned)key->index, (unsigned)key->step));
+    CLD_TRY(cld__kargs(k, "lincomb", "bibifbifbifbiffiiuuuuu", out, (int)out_off, b[0], o[0], w[0], b[1],
+                       o[1], w[1], b[2], o[2], w[2], b[3], o[3], w[3], w_noise, n, (int)per_sample,
+                       (unsigned)key->seed, (unsigned)(key->seed >> 32), (unsigned)key->stream,
+                       (unsigned)key->index, (unsigned)key->step));
     return launch_blocks(ctx, k, "lincomb", n, per_sample);
 }

@@ -38,8 +38,8 @@ cld_status cld_sampler_parse(const char *name, cld_sampler_kind *kind)
             return CLD_OK;
         }
     }
-    return cld__fail(CLD_ERR_INVALID_ARG,
-                     "unknown sampler '%s' (ddpm, ddim, dpmpp_2m, euler, euler_a, heun)", name);
+    return cld__fail(CLD_ERR_INVALID_ARG, "unknown sampler '%s' (ddpm, ddim, dpmpp_2m, euler, euler_a, heun)",
+                     name);
 }
 
 cld_status cld_sampler_opts_default(cld_sampler_kind kind, cld_sampler_opts *o)
@@ -74,8 +74,8 @@ static cld_status check_opts(const cld_schedule *s, const cld_sampler_opts *o)
         return cld__fail(CLD_ERR_INVALID_ARG, "sampler: unknown kind %d", (int)o->kind);
     const char *name = sampler_names[o->kind];
     if (o->steps < 1 || o->steps > s->T)
-        return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: %d steps (need 1 .. T = %d)", name,
-                         o->steps, s->T);
+        return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: %d steps (need 1 .. T = %d)", name, o->steps,
+                         s->T);
     if ((int)o->spacing < 0 || (int)o->spacing > CLD_SPACING_LINSPACE)
         return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: unknown spacing %d", name, (int)o->spacing);
     if (o->karras && o->kind == CLD_SAMPLER_DDPM)
@@ -83,14 +83,11 @@ static cld_status check_opts(const cld_schedule *s, const cld_sampler_opts *o)
                                               "sampler (DDPM uses the discrete posterior)");
     if (o->karras && !(o->rho > 0.0))
         return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: Karras rho %g <= 0", name, o->rho);
-    if (!(o->eta >= 0.0))
-        return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: eta %g < 0", name, o->eta);
+    if (!(o->eta >= 0.0)) return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: eta %g < 0", name, o->eta);
     if ((int)o->pred < 0 || (int)o->pred > CLD_PRED_X0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: unknown prediction type %d", name,
-                         (int)o->pred);
+        return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: unknown prediction type %d", name, (int)o->pred);
     if (o->variance != CLD_VAR_POSTERIOR && o->variance != CLD_VAR_BETA)
-        return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: unknown variance type %d", name,
-                         (int)o->variance);
+        return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: unknown variance type %d", name, (int)o->variance);
     if (!isfinite(o->guidance))
         return cld__fail(CLD_ERR_INVALID_ARG, "sampler %s: guidance %g", name, o->guidance);
     if (!(o->clip_sample >= 0.0) || !isfinite(o->clip_sample))
@@ -113,18 +110,20 @@ static cld_status spacing_timesteps(const cld_schedule *s, const cld_sampler_opt
             break;
         }
         if (v < 0 || v > T - 1)
-            return cld__fail(CLD_ERR_INVALID_ARG, "sampler: timestep %g outside 0 .. %d (steps %d, "
-                             "offset %d)", v, T - 1, N, o->steps_offset);
+            return cld__fail(CLD_ERR_INVALID_ARG,
+                             "sampler: timestep %g outside 0 .. %d (steps %d, "
+                             "offset %d)",
+                             v, T - 1, N, o->steps_offset);
         ts[k] = (int)v;
         if (k > 0 && ts[k] >= ts[k - 1])
-            return cld__fail(CLD_ERR_INVALID_ARG, "sampler: timesteps not decreasing (%d then %d)",
-                             ts[k - 1], ts[k]);
+            return cld__fail(CLD_ERR_INVALID_ARG, "sampler: timesteps not decreasing (%d then %d)", ts[k - 1],
+                             ts[k]);
     }
     return CLD_OK;
 }
 
-cld_status cld_sampler_points(const cld_schedule *s, const cld_sampler_opts *o,
-                              cld_sampler_point *pts, int *count)
+cld_status cld_sampler_points(const cld_schedule *s, const cld_sampler_opts *o, cld_sampler_point *pts,
+                              int *count)
 {
     if (!s || !o || !pts) return cld__fail(CLD_ERR_INVALID_ARG, "cld_sampler_points: NULL argument");
     CLD_TRY(check_opts(s, o));
@@ -166,12 +165,12 @@ typedef struct run {
     cld_ctx *ctx;
     const cld_sampler_opts *o;
     const cld_sample_job *job;
-    int cfg;            /* classifier-free guidance: model batch is 2n */
-    size_t total;       /* n * per_sample */
-    cl_mem ws;          /* workspace, offsets below in floats */
+    int cfg;      /* classifier-free guidance: model batch is 2n */
+    size_t total; /* n * per_sample */
+    cl_mem ws;    /* workspace, offsets below in floats */
     size_t d, d_prev, x2, d2, m_in, m_out;
-    float *t;           /* (2n) model timesteps */
-    int *labels;        /* (2n) model labels, or NULL */
+    float *t;    /* (2n) model timesteps */
+    int *labels; /* (2n) model labels, or NULL */
 } run;
 
 /* D (at ws + d_off) = x_0 estimate at point p from x (buffer xb at xo). */
@@ -186,20 +185,20 @@ static cld_status denoise(run *r, cl_mem xb, size_t xo, const cld_sampler_point 
         size_t bytes = r->total * sizeof(float);
         for (int h = 0; h < 2; h++)
             CLD_CL_TRY(clEnqueueCopyBuffer(r->ctx->queue, xb, r->ws, xo * sizeof(float),
-                                           (r->m_in + (size_t)h * r->total) * sizeof(float), bytes,
-                                           0, NULL, NULL),
+                                           (r->m_in + (size_t)h * r->total) * sizeof(float), bytes, 0, NULL,
+                                           NULL),
                        "sampler: clEnqueueCopyBuffer (guidance batch)");
         in = r->ws;
         in_off = r->m_in;
     }
-    CLD_TRY(j->model(j->model_user, in, in_off, r->ws, r->m_out, nb, r->t,
-                     r->labels ? r->labels : j->labels));
+    CLD_TRY(
+        j->model(j->model_user, in, in_off, r->ws, r->m_out, nb, r->t, r->labels ? r->labels : j->labels));
     double kx, kp;
     CLD_TRY(cld_pred_coefs(r->o->pred, CLD_PRED_X0, p->a, p->b, &kx, &kp));
     cl_kernel k;
     CLD_TRY(cld__kernel(r->ctx, "diffusion", "denoise", &k));
-    CLD_TRY(cld__kargs(k, "denoise", "bibibiiifff", xb, (int)xo, r->ws, (int)r->m_out, r->ws,
-                       (int)d_off, (int)r->total, r->cfg, r->o->guidance, kx, kp));
+    CLD_TRY(cld__kargs(k, "denoise", "bibibiiifff", xb, (int)xo, r->ws, (int)r->m_out, r->ws, (int)d_off,
+                       (int)r->total, r->cfg, r->o->guidance, kx, kp));
     size_t gs = r->total, ls = 64;
     return cld__launch(r->ctx, k, "denoise", 1, &gs, &ls);
 }
@@ -216,8 +215,7 @@ static cld_status clip_estimate(run *r, size_t src, size_t dst)
 }
 
 /* Coefficients of the first-order step P -> Q: x' = wx x + wd D. */
-static void first_order(const cld_sampler_point *P, const cld_sampler_point *Q, double *wx,
-                        double *wd)
+static void first_order(const cld_sampler_point *P, const cld_sampler_point *Q, double *wx, double *wd)
 {
     *wx = Q->b / P->b;
     *wd = Q->a - P->a * Q->b / P->b;
@@ -252,8 +250,9 @@ static cld_status run_steps(run *r, const cld_schedule *s, const cld_sampler_poi
         }
         case CLD_SAMPLER_DDIM: {
             /* sigma_eta^2 = eta^2 (b'^2 / b^2) (1 - a^2 / a'^2) */
-            double se = o->eta * sqrt(fmax(0.0, (Q->b * Q->b) / (P->b * P->b) *
-                                                    (1.0 - (P->a * P->a) / (Q->a * Q->a))));
+            double se =
+                o->eta *
+                sqrt(fmax(0.0, (Q->b * Q->b) / (P->b * P->b) * (1.0 - (P->a * P->a) / (Q->a * Q->a))));
             double dir = sqrt(fmax(0.0, Q->b * Q->b - se * se));
             t[0].w = dir / P->b;
             t[1].w = Q->a - dir * P->a / P->b;
@@ -319,11 +318,12 @@ cld_status cld_sampler_run(cld_ctx *ctx, const cld_schedule *s, const cld_sample
     if (!ctx || !s || !o || !job || !job->model || !job->out)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_sampler_run: NULL argument");
     CLD_TRY(check_opts(s, o));
-    if (job->n <= 0 || job->per_sample == 0 ||
-        job->per_sample > (size_t)INT_MAX / 8 / (size_t)job->n ||
+    if (job->n <= 0 || job->per_sample == 0 || job->per_sample > (size_t)INT_MAX / 8 / (size_t)job->n ||
         job->out_off > (size_t)INT_MAX - (size_t)job->n * job->per_sample)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_sampler_run: bad shape (n %d, per_sample %zu, "
-                         "offset %zu)", job->n, job->per_sample, job->out_off);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "cld_sampler_run: bad shape (n %d, per_sample %zu, "
+                         "offset %zu)",
+                         job->n, job->per_sample, job->out_off);
     run r;
     memset(&r, 0, sizeof r);
     r.ctx = ctx;

@@ -44,13 +44,11 @@ cld_status cld_schedule_create(cld_schedule_kind kind, int T, double beta_start,
         beta_start = kind == CLD_SCHEDULE_SCALED_LINEAR ? 0.00085 : 1e-4;
         beta_end = kind == CLD_SCHEDULE_SCALED_LINEAR ? 0.012 : 0.02;
     }
-    if (kind != CLD_SCHEDULE_COSINE &&
-        !(beta_start > 0.0 && beta_end >= beta_start && beta_end < 1.0))
+    if (kind != CLD_SCHEDULE_COSINE && !(beta_start > 0.0 && beta_end >= beta_start && beta_end < 1.0))
         return cld__fail(CLD_ERR_INVALID_ARG,
-                         "cld_schedule_create: betas %g .. %g (need 0 < start <= end < 1)",
-                         beta_start, beta_end);
-    if (kind != CLD_SCHEDULE_LINEAR && kind != CLD_SCHEDULE_COSINE &&
-        kind != CLD_SCHEDULE_SCALED_LINEAR)
+                         "cld_schedule_create: betas %g .. %g (need 0 < start <= end < 1)", beta_start,
+                         beta_end);
+    if (kind != CLD_SCHEDULE_LINEAR && kind != CLD_SCHEDULE_COSINE && kind != CLD_SCHEDULE_SCALED_LINEAR)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_schedule_create: unknown kind %d", (int)kind);
 
     cld_schedule *s = calloc(1, sizeof *s);
@@ -165,18 +163,16 @@ cld_status cld_schedule_ab(const cld_schedule *s, double t, double *a, double *b
 }
 
 /* ------------------------------------------------------------- posterior */
-cld_status cld_q_posterior(const cld_schedule *s, int t, int t_prev, double *c0, double *ct,
-                           double *var)
+cld_status cld_q_posterior(const cld_schedule *s, int t, int t_prev, double *c0, double *ct, double *var)
 {
-    if (!s || !c0 || !ct || !var)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_posterior: NULL argument");
+    if (!s || !c0 || !ct || !var) return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_posterior: NULL argument");
     if (t < 0 || t >= s->T || t_prev < -1 || t_prev >= t)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_posterior: need -1 <= t_prev (%d) < t (%d) < T (%d)",
                          t_prev, t, s->T);
     double ab_t = s->alpha_bar[t], ab_s = t_prev >= 0 ? s->alpha_bar[t_prev] : 1.0;
     if (!(ab_s > 0.0) || !(ab_t < 1.0))
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_posterior: degenerate alpha_bar (t %d, s %d)",
-                         t, t_prev);
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_posterior: degenerate alpha_bar (t %d, s %d)", t,
+                         t_prev);
     double alpha = ab_t / ab_s, beta = 1.0 - alpha;
     *c0 = sqrt(ab_s) * beta / (1.0 - ab_t);
     *ct = sqrt(alpha) * (1.0 - ab_s) / (1.0 - ab_t);
@@ -184,9 +180,9 @@ cld_status cld_q_posterior(const cld_schedule *s, int t, int t_prev, double *c0,
     return CLD_OK;
 }
 
-cld_status cld_q_posterior_mean(cld_ctx *ctx, const cld_schedule *s, int t, int t_prev,
-                                size_t count, cl_mem x0, size_t x0_off, cl_mem xt, size_t xt_off,
-                                cl_mem out, size_t out_off)
+cld_status cld_q_posterior_mean(cld_ctx *ctx, const cld_schedule *s, int t, int t_prev, size_t count,
+                                cl_mem x0, size_t x0_off, cl_mem xt, size_t xt_off, cl_mem out,
+                                size_t out_off)
 {
     double c0, ct, var;
     CLD_TRY(cld_q_posterior(s, t, t_prev, &c0, &ct, &var));
@@ -198,36 +194,31 @@ cld_status cld_q_posterior_mean(cld_ctx *ctx, const cld_schedule *s, int t, int 
 
 /* ------------------------------------------------------ prediction types */
 /* x0 = xa x + pa p and eps = xe x + pe p for a prediction p of type `from`. */
-static cld_status to_x0_eps(cld_pred_type from, double a, double b, double *xa, double *pa,
-                            double *xe, double *pe)
+static cld_status to_x0_eps(cld_pred_type from, double a, double b, double *xa, double *pa, double *xe,
+                            double *pe)
 {
     switch (from) {
     case CLD_PRED_EPS: /* x0 = (x - b eps) / a */
         if (!(a > 0.0)) break;
         *xa = 1.0 / a, *pa = -b / a, *xe = 0.0, *pe = 1.0;
         return CLD_OK;
-    case CLD_PRED_V: /* x0 = a x - b v, eps = b x + a v */
-        *xa = a, *pa = -b, *xe = b, *pe = a;
-        return CLD_OK;
+    case CLD_PRED_V: /* x0 = a x - b v, eps = b x + a v */ *xa = a, *pa = -b, *xe = b, *pe = a; return CLD_OK;
     case CLD_PRED_X0: /* eps = (x - a x0) / b */
         if (!(b > 0.0)) break;
         *xa = 0.0, *pa = 1.0, *xe = 1.0 / b, *pe = -a / b;
         return CLD_OK;
-    default:
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_pred_coefs: unknown prediction type %d",
-                         (int)from);
+    default: return cld__fail(CLD_ERR_INVALID_ARG, "cld_pred_coefs: unknown prediction type %d", (int)from);
     }
     return cld__fail(CLD_ERR_INVALID_ARG, "cld_pred_coefs: type %d is not invertible at a = %g, b = %g",
                      (int)from, a, b);
 }
 
-cld_status cld_pred_coefs(cld_pred_type from, cld_pred_type to, double a, double b, double *kx,
-                          double *kp)
+cld_status cld_pred_coefs(cld_pred_type from, cld_pred_type to, double a, double b, double *kx, double *kp)
 {
     if (!kx || !kp) return cld__fail(CLD_ERR_INVALID_ARG, "cld_pred_coefs: NULL argument");
     if (!(fabs(a * a + b * b - 1.0) < 1e-9) || a < 0.0 || b < 0.0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_pred_coefs: need a, b >= 0, a^2 + b^2 = 1 (a %g, b %g)",
-                         a, b);
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_pred_coefs: need a, b >= 0, a^2 + b^2 = 1 (a %g, b %g)", a,
+                         b);
     if (from == to) {
         *kx = 0.0, *kp = 1.0;
         return CLD_OK;
@@ -238,8 +229,7 @@ cld_status cld_pred_coefs(cld_pred_type from, cld_pred_type to, double a, double
     case CLD_PRED_X0: *kx = xa, *kp = pa; return CLD_OK;
     case CLD_PRED_EPS: *kx = xe, *kp = pe; return CLD_OK;
     case CLD_PRED_V: *kx = a * xe - b * xa, *kp = a * pe - b * pa; return CLD_OK;
-    default:
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_pred_coefs: unknown prediction type %d", (int)to);
+    default: return cld__fail(CLD_ERR_INVALID_ARG, "cld_pred_coefs: unknown prediction type %d", (int)to);
     }
 }
 
@@ -249,8 +239,8 @@ cld_status cld_pred_coefs(cld_pred_type from, cld_pred_type to, double a, double
 static cld_status coef_buffer(cld_ctx *ctx, const float *v, size_t count, cl_mem *out)
 {
     cl_int err = CL_SUCCESS;
-    *out = clCreateBuffer(ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
-                          count * sizeof(float), (void *)v, &err);
+    *out = clCreateBuffer(ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, count * sizeof(float),
+                          (void *)v, &err);
     return cld__cl_check(err, "clCreateBuffer (diffusion coefficients)");
 }
 
@@ -259,20 +249,16 @@ static cld_status check_batch(const char *what, int n, size_t per_sample, size_t
 {
     if (n <= 0 || per_sample == 0 || per_sample > (size_t)INT_MAX / (size_t)n ||
         max_off > (size_t)INT_MAX - (size_t)n * per_sample)
-        return cld__fail(CLD_ERR_INVALID_ARG, "%s: bad shape (n %d, per_sample %zu, offset %zu)",
-                         what, n, per_sample, max_off);
+        return cld__fail(CLD_ERR_INVALID_ARG, "%s: bad shape (n %d, per_sample %zu, offset %zu)", what, n,
+                         per_sample, max_off);
     return CLD_OK;
 }
 
-static size_t max3(size_t a, size_t b, size_t c)
-{
-    return a > b ? (a > c ? a : c) : (b > c ? b : c);
-}
+static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
-cld_status cld_pred_convert(cld_ctx *ctx, const cld_schedule *s, cld_pred_type from,
-                            cld_pred_type to, int n, size_t per_sample, const float *t,
-                            cl_mem xt, size_t xt_off, cl_mem pred, size_t pred_off, cl_mem out,
-                            size_t out_off)
+cld_status cld_pred_convert(cld_ctx *ctx, const cld_schedule *s, cld_pred_type from, cld_pred_type to, int n,
+                            size_t per_sample, const float *t, cl_mem xt, size_t xt_off, cl_mem pred,
+                            size_t pred_off, cl_mem out, size_t out_off)
 {
     if (!ctx || !s || !t || !xt || !pred || !out)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_pred_convert: NULL argument");
@@ -293,8 +279,8 @@ cld_status cld_pred_convert(cld_ctx *ctx, const cld_schedule *s, cld_pred_type f
     cl_kernel k;
     if (st == CLD_OK) st = cld__kernel(ctx, "diffusion", "pred_convert", &k);
     if (st == CLD_OK)
-        st = cld__kargs(k, "pred_convert", "bibibbiii", xt, (int)xt_off, pred, (int)pred_off, cb,
-                        out, (int)out_off, n, (int)per_sample);
+        st = cld__kargs(k, "pred_convert", "bibibbiii", xt, (int)xt_off, pred, (int)pred_off, cb, out,
+                        (int)out_off, n, (int)per_sample);
     if (st == CLD_OK) {
         size_t gs = (size_t)n * per_sample, ls = 64;
         st = cld__launch(ctx, k, "pred_convert", 1, &gs, &ls);
@@ -304,22 +290,19 @@ cld_status cld_pred_convert(cld_ctx *ctx, const cld_schedule *s, cld_pred_type f
 }
 
 /* ------------------------------------------------------- forward process */
-cld_status cld_q_sample(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_sample,
-                        const int *t, cl_mem x0, size_t x0_off, const cld_noise_key *key,
-                        cl_mem xt, size_t xt_off, cld_pred_type target_type, cl_mem target,
-                        size_t target_off)
+cld_status cld_q_sample(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_sample, const int *t,
+                        cl_mem x0, size_t x0_off, const cld_noise_key *key, cl_mem xt, size_t xt_off,
+                        cld_pred_type target_type, cl_mem target, size_t target_off)
 {
     if (!ctx || !s || !t || !x0 || !key || !xt)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_sample: NULL argument");
     CLD_TRY(check_batch("cld_q_sample", n, per_sample, max3(x0_off, xt_off, target ? target_off : 0)));
-    if (target && target_type != CLD_PRED_EPS && target_type != CLD_PRED_V &&
-        target_type != CLD_PRED_X0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_sample: unknown target type %d",
-                         (int)target_type);
+    if (target && target_type != CLD_PRED_EPS && target_type != CLD_PRED_V && target_type != CLD_PRED_X0)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_sample: unknown target type %d", (int)target_type);
     for (int i = 0; i < n; i++)
         if (t[i] < 0 || t[i] >= s->T)
-            return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_sample: t[%d] = %d outside 0 .. %d", i,
-                             t[i], s->T - 1);
+            return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_sample: t[%d] = %d outside 0 .. %d", i, t[i],
+                             s->T - 1);
     float *coef = malloc((size_t)n * 4 * sizeof(float));
     if (!coef) return cld__fail(CLD_ERR_NOMEM, "cld_q_sample: out of host memory");
     for (int i = 0; i < n; i++) {
@@ -350,8 +333,8 @@ cld_status cld_q_sample(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_s
 }
 
 /* ----------------------------------------------------------- loss weights */
-cld_status cld_loss_weight(const cld_schedule *s, int t, cld_pred_type pred,
-                           cld_loss_weighting weighting, double gamma, double *w)
+cld_status cld_loss_weight(const cld_schedule *s, int t, cld_pred_type pred, cld_loss_weighting weighting,
+                           double gamma, double *w)
 {
     if (!s || !w) return cld__fail(CLD_ERR_INVALID_ARG, "cld_loss_weight: NULL argument");
     if (t < 0 || t >= s->T)
@@ -361,11 +344,10 @@ cld_status cld_loss_weight(const cld_schedule *s, int t, cld_pred_type pred,
         return CLD_OK;
     }
     if (weighting != CLD_LOSS_MIN_SNR || !(gamma > 0.0))
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_loss_weight: weighting %d, gamma %g",
-                         (int)weighting, gamma);
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_loss_weight: weighting %d, gamma %g", (int)weighting,
+                         gamma);
     double ab = s->alpha_bar[t];
-    if (!(ab < 1.0))
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_loss_weight: infinite SNR at t = %d", t);
+    if (!(ab < 1.0)) return cld__fail(CLD_ERR_INVALID_ARG, "cld_loss_weight: infinite SNR at t = %d", t);
     double snr = ab / (1.0 - ab), m = fmin(snr, gamma);
     switch (pred) {
     case CLD_PRED_EPS: *w = snr < gamma ? 1.0 : gamma / snr; return CLD_OK;

@@ -94,8 +94,8 @@ static cld_status launch_elems(cld_ctx *ctx, const char *what, cl_mem mo, size_t
 }
 
 /* sums (n) = row sums of x (n, M): cl/basic.cl's reduce_rows, mode 1. */
-static cld_status launch_row_sums(cld_ctx *ctx, const char *what, cl_mem x, size_t xo, cl_mem sums,
-                                  size_t so, int n, int M)
+static cld_status launch_row_sums(cld_ctx *ctx, const char *what, cl_mem x, size_t xo, cl_mem sums, size_t so,
+                                  int n, int M)
 {
     cl_kernel k;
     size_t ls = ctx->info.is_cpu ? 1 : 64, gs = (size_t)n * ls;
@@ -172,7 +172,9 @@ cld_status cld_op_vlb_loss(cld_graph *g, cld_tensor *model_out, cld_tensor *x_t,
         return cld__shape_fail("vlb_loss", "x_t and x_0 must both be (N, C, ...)", x_t, x_0);
     int ok = model_out->ndim == x_t->ndim && model_out->shape[1] == 2 * x_t->shape[1];
     for (int i = 0; ok && i < x_t->ndim; i++) ok = i == 1 || model_out->shape[i] == x_t->shape[i];
-    if (!ok) return cld__shape_fail("vlb_loss", "model_out must be (N, 2C, ...) for x_t (N, C, ...)", model_out, x_t);
+    if (!ok)
+        return cld__shape_fail("vlb_loss", "model_out must be (N, 2C, ...) for x_t (N, C, ...)", model_out,
+                               x_t);
     int N = x_t->shape[0];
     if (coefs->ndim != 2 || coefs->shape[0] != N || coefs->shape[1] != CLD_VLB_COEFS)
         return cld__shape_fail("vlb_loss", "coefs must be (N, CLD_VLB_COEFS = 8)", coefs, x_t);
@@ -203,15 +205,15 @@ static int bound_timesteps(int T, int stride, int *ts, int *w)
 }
 
 typedef struct bound_ws {
-    cl_mem buf;                  /* offsets in floats: */
+    cl_mem buf; /* offsets in floats: */
     size_t x0, xt, mo, el, sums, coef;
 } bound_ws;
 
 /* Stage pairs q0 .. q0 + nb - 1 (pair q: evaluated t ev[q / n], image q % n):
  * x_0 copies, x_t, the model's timesteps, labels and coefficient rows. */
 static cld_status bound_stage(cld_ctx *ctx, const cld_schedule *s, const cld_vlb_job *j, const bound_ws *w,
-                              const int *ev, const float *table, long q0, int nb, int *ti, float *tf, int *lab,
-                              float *coef)
+                              const int *ev, const float *table, long q0, int nb, int *ti, float *tf,
+                              int *lab, float *coef)
 {
     const size_t M = j->per_sample;
     for (long q = q0; q < q0 + nb;) {
@@ -224,16 +226,18 @@ static cld_status bound_stage(cld_ctx *ctx, const cld_schedule *s, const cld_vlb
             memcpy(coef + (size_t)(slot + k) * CLD_VLB_COEFS, table + (size_t)t * CLD_VLB_COEFS,
                    CLD_VLB_COEFS * sizeof(float));
         }
-        CLD_CL_TRY(clEnqueueCopyBuffer(ctx->queue, j->x0, w->buf, (j->x0_off + (size_t)img * M) * sizeof(float),
-                                       (w->x0 + (size_t)slot * M) * sizeof(float), (size_t)len * M * sizeof(float),
-                                       0, NULL, NULL),
+        CLD_CL_TRY(clEnqueueCopyBuffer(ctx->queue, j->x0, w->buf,
+                                       (j->x0_off + (size_t)img * M) * sizeof(float),
+                                       (w->x0 + (size_t)slot * M) * sizeof(float),
+                                       (size_t)len * M * sizeof(float), 0, NULL, NULL),
                    "cld_vlb_bound: copy x_0");
         cld_noise_key key = {j->seed, CLD_NOISE_STREAM_VLB, j->first_index + (uint32_t)img, (uint32_t)t};
         CLD_TRY(cld_q_sample(ctx, s, len, M, ti + slot, w->buf, w->x0 + (size_t)slot * M, &key, w->buf,
                              w->xt + (size_t)slot * M, CLD_PRED_EPS, NULL, 0));
         q += len;
     }
-    return cld_buffer_write(ctx, w->buf, w->coef * sizeof(float), (size_t)nb * CLD_VLB_COEFS * sizeof(float), coef);
+    return cld_buffer_write(ctx, w->buf, w->coef * sizeof(float), (size_t)nb * CLD_VLB_COEFS * sizeof(float),
+                            coef);
 }
 
 /* bpd[i] += prior term of image i (host, double: x_0 is read back once). */
@@ -257,14 +261,17 @@ static cld_status bound_prior(cld_ctx *ctx, const cld_schedule *s, const cld_vlb
 
 static cld_status bound_check(const cld_schedule *s, const cld_vlb_job *j)
 {
-    if (!j->x0 || !j->model || !j->bpd) return cld__fail(CLD_ERR_INVALID_ARG, "cld_vlb_bound: NULL x0, model or bpd");
+    if (!j->x0 || !j->model || !j->bpd)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_vlb_bound: NULL x0, model or bpd");
     if (j->n < 1 || j->per_sample == 0 || j->max_batch < 1 || j->t_stride < 0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_vlb_bound: n %d, per_sample %zu, max_batch %d, t_stride %d", j->n,
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "cld_vlb_bound: n %d, per_sample %zu, max_batch %d, t_stride %d", j->n,
                          j->per_sample, j->max_batch, j->t_stride);
     if ((int)j->pred < 0 || (int)j->pred > CLD_PRED_X0)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_vlb_bound: unknown prediction type %d", (int)j->pred);
     if (j->per_sample > (size_t)INT_MAX / 16 / (size_t)j->max_batch ||
-        j->x0_off + (size_t)j->n * j->per_sample > (size_t)INT_MAX || (size_t)s->T > (size_t)INT_MAX / CLD_VLB_COEFS)
+        j->x0_off + (size_t)j->n * j->per_sample > (size_t)INT_MAX ||
+        (size_t)s->T > (size_t)INT_MAX / CLD_VLB_COEFS)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_vlb_bound: %d x %zu floats (batch %d) is too many", j->n,
                          j->per_sample, j->max_batch);
     return CLD_OK;
@@ -284,17 +291,20 @@ cld_status cld_vlb_bound(cld_ctx *ctx, const cld_schedule *s, const cld_vlb_job 
     int *ev = malloc(2 * (size_t)T * sizeof *ev), *ti = malloc((size_t)MB * sizeof *ti),
         *lab = malloc((size_t)MB * sizeof *lab);
     float *table = malloc((size_t)T * CLD_VLB_COEFS * sizeof *table), *tf = malloc((size_t)MB * sizeof *tf),
-          *sums = malloc((size_t)MB * sizeof *sums), *coef = malloc((size_t)MB * CLD_VLB_COEFS * sizeof *coef),
+          *sums = malloc((size_t)MB * sizeof *sums),
+          *coef = malloc((size_t)MB * CLD_VLB_COEFS * sizeof *coef),
           *x0h = malloc((size_t)n * j->per_sample * sizeof *x0h);
     cld_status st = ev && ti && lab && table && tf && sums && coef && x0h
-                        ? CLD_OK : cld__fail(CLD_ERR_NOMEM, "cld_vlb_bound: out of host memory");
+                        ? CLD_OK
+                        : cld__fail(CLD_ERR_NOMEM, "cld_vlb_bound: out of host memory");
     int m = 0;
     if (st == CLD_OK) {
         m = bound_timesteps(T, j->t_stride, ev, ev + T);
         for (int t = 0; t < T && st == CLD_OK; t++)
             st = cld_vlb_coefs(s, j->pred, 1, &t, table + (size_t)t * CLD_VLB_COEFS);
     }
-    if (st == CLD_OK) st = cld_buffer_alloc(ctx, (w.coef + (size_t)MB * CLD_VLB_COEFS) * sizeof(float), &w.buf);
+    if (st == CLD_OK)
+        st = cld_buffer_alloc(ctx, (w.coef + (size_t)MB * CLD_VLB_COEFS) * sizeof(float), &w.buf);
     memset(j->bpd, 0, (size_t)n * sizeof *j->bpd);
     if (j->terms_bpd) memset(j->terms_bpd, 0, ((size_t)T + 1) * sizeof *j->terms_bpd);
     const long total = (long)m * n;
@@ -304,10 +314,11 @@ cld_status cld_vlb_bound(cld_ctx *ctx, const cld_schedule *s, const cld_vlb_job 
         if (st == CLD_OK)
             st = j->model(j->model_user, w.buf, w.xt, w.buf, w.mo, nb, tf, j->labels ? lab : NULL);
         if (st == CLD_OK)
-            st = launch_elems(ctx, "cld_vlb_bound", w.buf, w.mo, w.buf, w.xt, w.buf, w.x0, w.buf, w.coef, w.buf,
-                              w.el, nb, M, j->clip_denoised != 0);
+            st = launch_elems(ctx, "cld_vlb_bound", w.buf, w.mo, w.buf, w.xt, w.buf, w.x0, w.buf, w.coef,
+                              w.buf, w.el, nb, M, j->clip_denoised != 0);
         if (st == CLD_OK) st = launch_row_sums(ctx, "cld_vlb_bound", w.buf, w.el, w.buf, w.sums, nb, M);
-        if (st == CLD_OK) st = cld_buffer_read(ctx, w.buf, w.sums * sizeof(float), (size_t)nb * sizeof(float), sums);
+        if (st == CLD_OK)
+            st = cld_buffer_read(ctx, w.buf, w.sums * sizeof(float), (size_t)nb * sizeof(float), sums);
         for (int k = 0; k < nb && st == CLD_OK; k++) {
             long q = q0 + k;
             int e = (int)(q / n), img = (int)(q % n);
@@ -337,12 +348,16 @@ cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s, cons
     if (!ctx || !s || !o || !job || !job->model || !job->out)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_sampler_run_learned_var: NULL argument");
     if (o->kind != CLD_SAMPLER_DDPM)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_sampler_run_learned_var: sampler %s; the learned variance "
-                         "is used by ancestral sampling (ddpm) only", cld_sampler_name(o->kind));
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "cld_sampler_run_learned_var: sampler %s; the learned variance "
+                         "is used by ancestral sampling (ddpm) only",
+                         cld_sampler_name(o->kind));
     if (job->n <= 0 || job->per_sample == 0 || job->per_sample > (size_t)INT_MAX / 8 / (size_t)job->n ||
         job->out_off > (size_t)INT_MAX - (size_t)job->n * job->per_sample)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_sampler_run_learned_var: bad shape (n %d, per_sample %zu, "
-                         "offset %zu)", job->n, job->per_sample, job->out_off);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "cld_sampler_run_learned_var: bad shape (n %d, per_sample %zu, "
+                         "offset %zu)",
+                         job->n, job->per_sample, job->out_off);
     const int n = job->n, N = o->steps, cfg = job->labels != NULL && o->guidance != 1.0;
     const size_t M = job->per_sample, total = (size_t)n * M;
     const int nb = cfg ? 2 * n : n;
@@ -352,8 +367,9 @@ cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s, cons
     float *tf = malloc((size_t)nb * sizeof *tf);
     int *labels = cfg ? malloc((size_t)nb * sizeof *labels) : NULL;
     cl_mem ws = NULL;
-    cld_status st = pts && tf && (!cfg || labels) ? CLD_OK
-                    : cld__fail(CLD_ERR_NOMEM, "cld_sampler_run_learned_var: out of host memory");
+    cld_status st = pts && tf && (!cfg || labels)
+                        ? CLD_OK
+                        : cld__fail(CLD_ERR_NOMEM, "cld_sampler_run_learned_var: out of host memory");
     if (st == CLD_OK) st = cld_sampler_points(s, o, pts, NULL);
     for (int i = 0; cfg && labels && i < n; i++) {
         labels[i] = job->labels[i];
@@ -378,7 +394,8 @@ cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s, cons
                                "cld_sampler_run_learned_var: copy (guidance batch)");
         if (cfg) in = ws, in_off = m_in;
         for (int b = 0; b < nb; b++) tf[b] = (float)P->t;
-        if (st == CLD_OK) st = job->model(job->model_user, in, in_off, ws, m_out, nb, tf, cfg ? labels : job->labels);
+        if (st == CLD_OK)
+            st = job->model(job->model_user, in, in_off, ws, m_out, nb, tf, cfg ? labels : job->labels);
         double kx = 0, kp = 0, c0 = 0, ct = 0, var = 0, dlog = 0;
         if (st == CLD_OK) st = cld_pred_coefs(o->pred, CLD_PRED_X0, P->a, P->b, &kx, &kp);
         if (st == CLD_OK) st = cld_q_posterior(s, t, tp, &c0, &ct, &var);
@@ -389,9 +406,9 @@ cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s, cons
             st = cld_noise_fill(ctx, &key, n, M, ws, z);
         }
         if (st == CLD_OK)
-            st = cld__kargs(k, "lv_ddpm_step", "bibibiiiifffffffif", job->out, (int)job->out_off, ws, (int)m_out, ws,
-                            (int)z, n, (int)M, cfg, o->guidance, kx, kp, c0, ct, sqrt(var), 0.5 * dlog, !last,
-                            o->clip_sample);
+            st = cld__kargs(k, "lv_ddpm_step", "bibibiiiifffffffif", job->out, (int)job->out_off, ws,
+                            (int)m_out, ws, (int)z, n, (int)M, cfg, o->guidance, kx, kp, c0, ct, sqrt(var),
+                            0.5 * dlog, !last, o->clip_sample);
         size_t gs = total, ls = VLB_LS;
         if (st == CLD_OK) st = cld__launch(ctx, k, "lv_ddpm_step", 1, &gs, &ls);
         if (st == CLD_OK && job->progress) job->progress(job->progress_user, i + 1, N);
@@ -403,8 +420,8 @@ cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s, cons
     return st;
 }
 
-cld_status cld_pred_half_fn(void *user, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n, const float *t,
-                            const int *labels)
+cld_status cld_pred_half_fn(void *user, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n,
+                            const float *t, const int *labels)
 {
     const cld_pred_half *h = user;
     if (!h || !h->ctx || !h->model || !x || !out || n < 1 || h->per_sample == 0)
@@ -416,9 +433,10 @@ cld_status cld_pred_half_fn(void *user, cl_mem x, size_t x_off, cl_mem out, size
     cld_status st = h->model(h->model_user, x, x_off, tmp, 0, n, t, labels);
     if (st == CLD_OK) {
         /* rows of 2 * per_sample floats -> their first halves */
-        size_t src0[3] = {0, 0, 0}, dst0[3] = {out_off * sizeof(float), 0, 0}, region[3] = {row, (size_t)n, 1};
-        st = cld__cl_check(clEnqueueCopyBufferRect(h->ctx->queue, tmp, out, src0, dst0, region, 2 * row, 0, row, 0,
-                                                   0, NULL, NULL),
+        size_t src0[3] = {0, 0, 0}, dst0[3] = {out_off * sizeof(float), 0, 0},
+               region[3] = {row, (size_t)n, 1};
+        st = cld__cl_check(clEnqueueCopyBufferRect(h->ctx->queue, tmp, out, src0, dst0, region, 2 * row, 0,
+                                                   row, 0, 0, NULL, NULL),
                            "cld_pred_half_fn: clEnqueueCopyBufferRect");
     }
     cld_buffer_release(tmp); /* OpenCL keeps it until the copy is done */

@@ -27,8 +27,8 @@ static cld_status grad_sum_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     CLD_TRY(cld__kernel(g->ctx, "basic", "add", &k));
     const cld_tensor *a = t->src[0], *b = t->src[1];
-    CLD_TRY(cld__kargs(k, "add", "bibibiiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf,
-                       (int)t->off, (int)t->n, 0, 1, 1)); /* mode 0: inner, C unused */
+    CLD_TRY(cld__kargs(k, "add", "bibibiiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf, (int)t->off,
+                       (int)t->n, 0, 1, 1)); /* mode 0: inner, C unused */
     return cld__launch1d(g, k, t, (t->n + 7) / 8);
 }
 static const cld_op_def op_grad_sum = {"add", grad_sum_forward, NULL, 1, 0};
@@ -85,8 +85,7 @@ static cld_status backward_from(cld_graph *g)
     for (int i = g->n_fwd - 1; i >= 0; i--) {
         cld_tensor *t = g->nodes[i];
         if (!t->grad || !t->op || !(t->flags & CLD_TF_NEEDS_GRAD)) continue;
-        if (!t->op->backward)
-            return cld__fail(CLD_ERR_STATE, "op '%s' has no backward", t->op->name);
+        if (!t->op->backward) return cld__fail(CLD_ERR_STATE, "op '%s' has no backward", t->op->name);
         CLD_TRY(t->op->backward(g, t));
     }
     for (int i = 0; i < g->n_fwd; i++) {
@@ -119,9 +118,10 @@ cld_status cld_tensor_grad(const cld_tensor *t, cld_tensor **grad)
 {
     if (!t || !grad) return cld__fail(CLD_ERR_INVALID_ARG, "cld_tensor_grad: NULL argument");
     if (!(t->flags & CLD_TF_GRAD_INPUT) || !t->grad)
-        return cld__fail(CLD_ERR_STATE, "cld_tensor_grad: '%s' has no gradient (input without "
-                         "requires_grad, not connected to the loss, or no backward)", t->name);
+        return cld__fail(CLD_ERR_STATE,
+                         "cld_tensor_grad: '%s' has no gradient (input without "
+                         "requires_grad, not connected to the loss, or no backward)",
+                         t->name);
     *grad = t->grad;
     return CLD_OK;
 }
-

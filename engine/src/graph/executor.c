@@ -19,8 +19,8 @@ cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t 
 {
     const cld_device_info *d = &g->ctx->info;
     size_t ls = g->ctx->settings.launch1d_ls, cap = g->ctx->settings.launch1d_groups, reqd[3] = {0, 0, 0};
-    cl_int err = clGetKernelWorkGroupInfo(k, d->device, CL_KERNEL_COMPILE_WORK_GROUP_SIZE,
-                                          sizeof reqd, reqd, NULL);
+    cl_int err =
+        clGetKernelWorkGroupInfo(k, d->device, CL_KERNEL_COMPILE_WORK_GROUP_SIZE, sizeof reqd, reqd, NULL);
     if (err == CL_SUCCESS && reqd[0] > 0) {
         ls = reqd[0];
         cap = (n + ls - 1) / ls;
@@ -51,4 +51,3 @@ cld_status cld_graph_run(cld_graph *g)
     }
     return CLD_OK;
 }
-

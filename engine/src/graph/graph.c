@@ -11,7 +11,10 @@ cld_ctx *cld__graph_ctx(const cld_graph *g) { return g->ctx; }
 uint64_t cld__graph_seed(const cld_graph *g) { return g->seed; }
 cl_mem cld__graph_arena(const cld_graph *g) { return g->arena; }
 
-cld_tensor *cld__graph_node(const cld_graph *g, int i) { return g && i >= 0 && i < g->n ? g->nodes[i] : NULL; }
+cld_tensor *cld__graph_node(const cld_graph *g, int i)
+{
+    return g && i >= 0 && i < g->n ? g->nodes[i] : NULL;
+}
 
 const char *cld__shape_str(const cld_tensor *t, char *buf, size_t len)
 {
@@ -30,8 +33,8 @@ cld_status cld__shape_fail(const char *op, const char *msg, const cld_tensor *a,
 {
     char sa[96], sb[96];
     if (b)
-        return cld__fail(CLD_ERR_SHAPE, "%s: %s: shapes %s and %s", op, msg,
-                         cld__shape_str(a, sa, sizeof sa), cld__shape_str(b, sb, sizeof sb));
+        return cld__fail(CLD_ERR_SHAPE, "%s: %s: shapes %s and %s", op, msg, cld__shape_str(a, sa, sizeof sa),
+                         cld__shape_str(b, sb, sizeof sb));
     return cld__fail(CLD_ERR_SHAPE, "%s: %s: shape %s", op, msg, cld__shape_str(a, sa, sizeof sa));
 }
 
@@ -141,8 +144,8 @@ cld_status cld__node(cld_graph *g, const cld_op_def *op, int ndim, const int *sh
     return CLD_OK;
 }
 
-cld_status cld_graph_input(cld_graph *g, const char *name, int ndim, const int *shape,
-                           int requires_grad, cld_tensor **out)
+cld_status cld_graph_input(cld_graph *g, const char *name, int ndim, const int *shape, int requires_grad,
+                           cld_tensor **out)
 {
     if (!g || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_graph_input: NULL argument");
     cld_tensor *t;
@@ -154,8 +157,8 @@ cld_status cld_graph_input(cld_graph *g, const char *name, int ndim, const int *
     return CLD_OK;
 }
 
-cld_status cld_graph_param(cld_graph *g, const char *name, int ndim, const int *shape,
-                           cld_init init, float scale, cld_tensor **out)
+cld_status cld_graph_param(cld_graph *g, const char *name, int ndim, const int *shape, cld_init init,
+                           float scale, cld_tensor **out)
 {
     if (!g || !name || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_graph_param: NULL argument");
     if (!g->params) return cld__fail(CLD_ERR_STATE, "cld_graph_param: graph has no parameter store");
@@ -233,8 +236,10 @@ static cld_status check_readable(cld_graph *g, const cld_tensor *t, const char *
     if (!g || !t) return cld__fail(CLD_ERR_INVALID_ARG, "%s: NULL argument", what);
     if (!g->planned) return cld__fail(CLD_ERR_STATE, "%s: graph not planned", what);
     if (!cld__is_pinned(cld__root_of((cld_tensor *)t)))
-        return cld__fail(CLD_ERR_STATE, "%s: '%s' is a temporary; mark it with cld_graph_set_output "
-                         "before planning", what, t->name);
+        return cld__fail(CLD_ERR_STATE,
+                         "%s: '%s' is a temporary; mark it with cld_graph_set_output "
+                         "before planning",
+                         what, t->name);
     return CLD_OK;
 }
 

@@ -13,8 +13,8 @@ typedef struct cld_op_def {
     cld_status (*forward)(cld_graph *g, cld_tensor *t);
     /* Given t->grad, add the gradients of t's sources with cld__grad_add. */
     cld_status (*backward)(cld_graph *g, cld_tensor *t);
-    int inplace;   /* output may take over src[0]'s buffer at its last use */
-    int is_view;   /* output aliases src[0]'s buffer (reshape)              */
+    int inplace; /* output may take over src[0]'s buffer at its last use */
+    int is_view; /* output aliases src[0]'s buffer (reshape)              */
 } cld_op_def;
 
 enum {
@@ -27,24 +27,24 @@ enum {
 
 #define CLD_MAX_SRC 4
 struct cld_tensor {
-    int id;                       /* position in g->nodes */
-    const cld_op_def *op;         /* NULL for inputs and params */
+    int id;               /* position in g->nodes */
+    const cld_op_def *op; /* NULL for inputs and params */
     int ndim;
     int shape[CLD_MAX_DIMS];
-    size_t n;                     /* element count */
+    size_t n; /* element count */
     cld_tensor *src[CLD_MAX_SRC];
     int nsrc;
-    int ip[8];                    /* integer op parameters */
-    float fp[8];                  /* float op parameters */
+    int ip[8];   /* integer op parameters */
+    float fp[8]; /* float op parameters */
     unsigned flags;
-    int param_index;              /* for params, and for param-grad sinks */
+    int param_index; /* for params, and for param-grad sinks */
     char name[96];
-    size_t ws;                    /* workspace floats the op needs */
+    size_t ws; /* workspace floats the op needs */
     /* set by the planner */
     cl_mem buf;
-    size_t off;                   /* in floats */
-    size_t ws_off;                /* workspace offset in g->arena, floats */
-    cld_tensor *grad;             /* gradient tensor during/after backward */
+    size_t off;       /* in floats */
+    size_t ws_off;    /* workspace offset in g->arena, floats */
+    cld_tensor *grad; /* gradient tensor during/after backward */
 };
 
 /* Create a node of op `op` with shape and sources (NULL-terminated list
@@ -59,8 +59,7 @@ cld_status cld__grad_add(cld_graph *g, cld_tensor *src, cld_tensor *grad);
 /* Shape to text, e.g. "(3, 64, 28, 28)", in a caller buffer. */
 const char *cld__shape_str(const cld_tensor *t, char *buf, size_t len);
 /* Fail with CLD_ERR_SHAPE: "op: message (shapes of a, b)". */
-cld_status cld__shape_fail(const char *op, const char *msg, const cld_tensor *a,
-                           const cld_tensor *b);
+cld_status cld__shape_fail(const char *op, const char *msg, const cld_tensor *a, const cld_tensor *b);
 
 cld_ctx *cld__graph_ctx(const cld_graph *g);
 uint64_t cld__graph_seed(const cld_graph *g);
@@ -76,7 +75,6 @@ cld_tensor *cld__graph_node(const cld_graph *g, int i);
  * reqd_work_group_size(S, 1, 1): then one work-item per item (graph.c). */
 cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n);
 
-
 /* ---------------------------------------------------------------- the graph
  * Shared by graph.c (nodes), autodiff.c, planner.c and executor.c. */
 #define CLD_ALIGN_FLOATS 32 /* 128-byte alignment of every planned block */
@@ -90,13 +88,13 @@ struct cld_graph {
     cld_params *params;
     cld_tensor **nodes;
     int n, cap;
-    int n_fwd;          /* nodes before cld_graph_backward, or n */
+    int n_fwd; /* nodes before cld_graph_backward, or n */
     int has_backward;
     int planned;
     int poison;
     uint64_t seed;
-    cl_mem arena;       /* activations and workspaces */
-    cl_mem pinned;      /* inputs, outputs, input gradients */
+    cl_mem arena;  /* activations and workspaces */
+    cl_mem pinned; /* inputs, outputs, input gradients */
     /* poison ranges released after each node: node i owns [pstart[i], pstart[i+1]) */
     cld__block *pranges;
     int *pstart;

@@ -11,15 +11,17 @@
 
 static int decays(const cld__param *q) { return q->ndim >= 2; }
 
-cld_status cld_params_adamw(cld_params *p, float lr, float beta1, float beta2, float eps,
-                            float weight_decay, int step)
+cld_status cld_params_adamw(cld_params *p, float lr, float beta1, float beta2, float eps, float weight_decay,
+                            int step)
 {
     if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_adamw: NULL store");
     if (step < 1) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_adamw: step = %d (counts from 1)", step);
     if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f) || !(eps > 0.0f) ||
         !(lr >= 0.0f) || !(weight_decay >= 0.0f))
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_adamw: bad hyper-parameters (lr %g, betas %g %g, "
-                         "eps %g, weight decay %g)", lr, beta1, beta2, eps, weight_decay);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "cld_params_adamw: bad hyper-parameters (lr %g, betas %g %g, "
+                         "eps %g, weight decay %g)",
+                         lr, beta1, beta2, eps, weight_decay);
     if (!p->count) return cld__fail(CLD_ERR_STATE, "cld_params_adamw: the store has no parameters");
     CLD_TRY(cld_params_alloc(p));
     if (p->total > 2147483647u)

@@ -45,8 +45,8 @@ cld_status cld_params_find(const cld_params *p, const char *name, int *index)
     return cld__fail(CLD_ERR_INVALID_ARG, "parameter '%s' not found", name);
 }
 
-cld_status cld_params_declare(cld_params *p, const char *name, int ndim, const int *shape,
-                              cld_init init, float scale, int *index)
+cld_status cld_params_declare(cld_params *p, const char *name, int ndim, const int *shape, cld_init init,
+                              float scale, int *index)
 {
     if (!p || !name || !shape) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_declare: NULL argument");
     if (strlen(name) >= sizeof p->items[0].name)
@@ -65,7 +65,8 @@ cld_status cld_params_declare(cld_params *p, const char *name, int ndim, const i
         return cld__fail(CLD_ERR_STATE, "parameter '%s' declared after the store was allocated", name);
     size_t n = 1;
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] <= 0) return cld__fail(CLD_ERR_SHAPE, "parameter '%s': dimension %d is %d", name, i, shape[i]);
+        if (shape[i] <= 0)
+            return cld__fail(CLD_ERR_SHAPE, "parameter '%s': dimension %d is %d", name, i, shape[i]);
         n *= (size_t)shape[i];
     }
     if (p->count == p->cap) {
@@ -167,10 +168,11 @@ static cld_status rw(cld_params *p, int index, cl_mem which, int write, void *ho
         return cld__fail(CLD_ERR_INVALID_ARG, "%s: bad argument (parameter %d)", what, index);
     CLD_TRY(cld_params_alloc(p));
     const cld__param *q = &p->items[index];
-    cl_int err = write ? clEnqueueWriteBuffer(p->ctx->queue, which ? which : p->values, CL_TRUE,
-                                              q->off * sizeof(float), q->n * sizeof(float), host, 0, NULL, NULL)
-                       : clEnqueueReadBuffer(p->ctx->queue, which ? which : p->values, CL_TRUE,
-                                             q->off * sizeof(float), q->n * sizeof(float), host, 0, NULL, NULL);
+    cl_int err = write
+                     ? clEnqueueWriteBuffer(p->ctx->queue, which ? which : p->values, CL_TRUE,
+                                            q->off * sizeof(float), q->n * sizeof(float), host, 0, NULL, NULL)
+                     : clEnqueueReadBuffer(p->ctx->queue, which ? which : p->values, CL_TRUE,
+                                           q->off * sizeof(float), q->n * sizeof(float), host, 0, NULL, NULL);
     return cld__cl_check(err, what);
 }
 
@@ -195,8 +197,8 @@ cld_status cld_params_zero_grad(cld_params *p)
     if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_zero_grad: NULL store");
     CLD_TRY(cld_params_alloc(p));
     const float zero = 0.0f;
-    cl_int err = clEnqueueFillBuffer(p->ctx->queue, p->grads, &zero, sizeof zero, 0,
-                                     p->total * sizeof(float), 0, NULL, NULL);
+    cl_int err = clEnqueueFillBuffer(p->ctx->queue, p->grads, &zero, sizeof zero, 0, p->total * sizeof(float),
+                                     0, NULL, NULL);
     return cld__cl_check(err, "clEnqueueFillBuffer(zero grads)");
 }
 

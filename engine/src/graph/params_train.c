@@ -35,8 +35,8 @@ static cld_status same_layout(const cld_params *a, const cld_params *b, const ch
 {
     if (!a || !b) return cld__fail(CLD_ERR_INVALID_ARG, "%s: NULL store", what);
     if (a->count != b->count || a->total != b->total)
-        return cld__fail(CLD_ERR_INVALID_ARG, "%s: the two stores have different layouts (%d vs %d tensors)", what,
-                         a->count, b->count);
+        return cld__fail(CLD_ERR_INVALID_ARG, "%s: the two stores have different layouts (%d vs %d tensors)",
+                         what, a->count, b->count);
     for (int i = 0; i < a->count; i++)
         if (a->items[i].off != b->items[i].off || a->items[i].n != b->items[i].n)
             return cld__fail(CLD_ERR_INVALID_ARG, "%s: parameter '%s' differs between the stores", what,
@@ -49,8 +49,8 @@ cld_status cld_params_copy(cld_params *dst, cld_params *src)
     CLD_TRY(same_layout(dst, src, "cld_params_copy"));
     CLD_TRY(cld_params_alloc(src));
     CLD_TRY(cld_params_alloc(dst));
-    cl_int err = clEnqueueCopyBuffer(src->ctx->queue, src->values, dst->values, 0, 0, src->total * sizeof(float), 0,
-                                     NULL, NULL);
+    cl_int err = clEnqueueCopyBuffer(src->ctx->queue, src->values, dst->values, 0, 0,
+                                     src->total * sizeof(float), 0, NULL, NULL);
     return cld__cl_check(err, "cld_params_copy: clEnqueueCopyBuffer");
 }
 
@@ -60,8 +60,8 @@ cld_status cld_params_ema_update(cld_params *ema, cld_params *src, float decay)
     if (!(decay >= 0.0f && decay <= 1.0f))
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_ema_update: decay %g is not in [0, 1]", decay);
     if (src->total > 2147483647u)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_ema_update: %zu floats exceed the kernel's int range",
-                         src->total);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "cld_params_ema_update: %zu floats exceed the kernel's int range", src->total);
     CLD_TRY(cld_params_alloc(src));
     CLD_TRY(cld_params_alloc(ema));
     cl_kernel k;
@@ -75,11 +75,12 @@ cld_status cld_params_grad_norm(cld_params *p, double *norm)
 {
     if (!p || !norm) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_norm: NULL argument");
     if (p->total > 2147483647u)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_norm: %zu floats exceed the kernel's int range",
-                         p->total);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "cld_params_grad_norm: %zu floats exceed the kernel's int range", p->total);
     CLD_TRY(cld_params_alloc(p));
     cl_int err;
-    cl_mem part = clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, SQNORM_GROUPS * sizeof(float), NULL, &err);
+    cl_mem part =
+        clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, SQNORM_GROUPS * sizeof(float), NULL, &err);
     CLD_TRY(cld__cl_check(err, "cld_params_grad_norm: clCreateBuffer"));
     cl_kernel k;
     cld_status s = cld__kernel(p->ctx, "optim", "sqnorm_partial", &k);
@@ -106,8 +107,8 @@ cld_status cld_params_grad_scale(cld_params *p, float scale)
     if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_scale: NULL store");
     if (!isfinite(scale)) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_scale: scale %g", scale);
     if (p->total > 2147483647u)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_scale: %zu floats exceed the kernel's int range",
-                         p->total);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "cld_params_grad_scale: %zu floats exceed the kernel's int range", p->total);
     CLD_TRY(cld_params_alloc(p));
     cl_kernel k;
     CLD_TRY(cld__kernel(p->ctx, "optim", "scale_inplace", &k));

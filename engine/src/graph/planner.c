@@ -91,8 +91,10 @@ static cld_status record_poison(cld_graph *g, int *np, int *capp, size_t off, si
 static cld_status check_int_offsets(size_t floats, const char *what)
 {
     if (floats <= (size_t)INT_MAX) return CLD_OK;
-    return cld__fail(CLD_ERR_NOMEM, "graph needs %zu floats of %s, more than the 2^31 - 1 that the kernels' "
-                     "int offsets reach: use a smaller batch", floats, what);
+    return cld__fail(CLD_ERR_NOMEM,
+                     "graph needs %zu floats of %s, more than the 2^31 - 1 that the kernels' "
+                     "int offsets reach: use a smaller batch",
+                     floats, what);
 }
 
 cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
@@ -150,8 +152,8 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
             /* placed above or in the params store */
         } else {
             cld_tensor *r0 = t->nsrc ? cld__root_of(t->src[0]) : NULL;
-            if (t->op && t->op->inplace && r0 && !cld__is_pinned(r0) && owner[r0->id] &&
-                last[r0->id] == i && align_up(r0->n) >= align_up(t->n) && r0->n == t->n) {
+            if (t->op && t->op->inplace && r0 && !cld__is_pinned(r0) && owner[r0->id] && last[r0->id] == i &&
+                align_up(r0->n) >= align_up(t->n) && r0->n == t->n) {
                 t->off = r0->off;
                 owner[r0->id] = 0;
                 owner[i] = 1;
@@ -174,8 +176,10 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
             if (k == t->nsrc && (t->op && t->op->is_view)) break;
             if (!owner[r->id] || last[r->id] != i || cld__is_pinned(r)) continue;
             owner[r->id] = 0;
-            if (pl_free(&pl, r->off, r->n)) s = cld__fail(CLD_ERR_NOMEM, "planner: out of host memory");
-            else s = record_poison(g, &np, &capp, r->off, r->n);
+            if (pl_free(&pl, r->off, r->n))
+                s = cld__fail(CLD_ERR_NOMEM, "planner: out of host memory");
+            else
+                s = record_poison(g, &np, &capp, r->off, r->n);
         }
     }
     g->pstart[n] = np;
@@ -190,7 +194,8 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
     size_t arena_bytes = (pl.peak ? pl.peak : CLD_ALIGN_FLOATS) * sizeof(float);
     size_t pinned_bytes = (pinned_n ? pinned_n : CLD_ALIGN_FLOATS) * sizeof(float);
     if (arena_bytes > g->ctx->info.max_alloc_bytes || pinned_bytes > g->ctx->info.max_alloc_bytes)
-        return cld__fail(CLD_ERR_NOMEM, "graph needs %zu bytes of activations, device '%s' allows "
+        return cld__fail(CLD_ERR_NOMEM,
+                         "graph needs %zu bytes of activations, device '%s' allows "
                          "%llu per allocation: use a smaller batch",
                          arena_bytes, g->ctx->info.name, (unsigned long long)g->ctx->info.max_alloc_bytes);
     g->arena = clCreateBuffer(g->ctx->context, CL_MEM_READ_WRITE, arena_bytes, NULL, &err);
@@ -223,4 +228,3 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
     if (stats) *stats = st;
     return CLD_OK;
 }
-

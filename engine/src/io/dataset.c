@@ -31,11 +31,11 @@ typedef struct folder_item {
 
 struct cld_dataset {
     cld_dataset_info info;
-    unsigned char *u8;      /* IDX: n * H * W */
-    int *labels;            /* n, or NULL */
-    folder_item *items;     /* folder datasets */
+    unsigned char *u8;  /* IDX: n * H * W */
+    int *labels;        /* n, or NULL */
+    folder_item *items; /* folder datasets */
     char **class_names;
-    pthread_mutex_t lock;   /* decoding cache of folder datasets */
+    pthread_mutex_t lock; /* decoding cache of folder datasets */
 };
 
 static uint64_t mix64(uint64_t x)
@@ -58,10 +58,10 @@ static cld_status gz_read_all(gzFile f, void *dst, size_t n, const char *path, c
             int zerr = 0;
             const char *msg = gzerror(f, &zerr);
             if (got < 0 || zerr < 0)
-                return cld__fail(CLD_ERR_FORMAT, "IDX file '%s': corrupt data while reading %s (%s)", path, what,
-                                 msg);
-            return cld__fail(CLD_ERR_FORMAT, "IDX file '%s': ends early while reading %s (truncated file?)", path,
-                             what);
+                return cld__fail(CLD_ERR_FORMAT, "IDX file '%s': corrupt data while reading %s (%s)", path,
+                                 what, msg);
+            return cld__fail(CLD_ERR_FORMAT, "IDX file '%s': ends early while reading %s (truncated file?)",
+                             path, what);
         }
         p += got;
         n -= (size_t)got;
@@ -76,17 +76,18 @@ static cld_status gz_read_all(gzFile f, void *dst, size_t n, const char *path, c
 static cld_status idx_open(const char *path, int want_ndim, gzFile *out, uint32_t dims[3], uint64_t *most)
 {
     struct stat st;
-    if (stat(path, &st) != 0) return cld__fail(CLD_ERR_IO, "cannot open IDX file '%s': %s", path, strerror(errno));
+    if (stat(path, &st) != 0)
+        return cld__fail(CLD_ERR_IO, "cannot open IDX file '%s': %s", path, strerror(errno));
     gzFile f = gzopen(path, "rb");
     if (!f) return cld__fail(CLD_ERR_IO, "cannot open IDX file '%s': %s", path, strerror(errno));
     unsigned char m[4];
     cld_status s = gz_read_all(f, m, 4, path, "the header");
     if (s == CLD_OK && (m[0] || m[1] || m[2] != 0x08))
-        s = cld__fail(CLD_ERR_FORMAT, "'%s' is not an IDX file of unsigned bytes (magic %02x %02x %02x %02x)", path,
-                      m[0], m[1], m[2], m[3]);
+        s = cld__fail(CLD_ERR_FORMAT, "'%s' is not an IDX file of unsigned bytes (magic %02x %02x %02x %02x)",
+                      path, m[0], m[1], m[2], m[3]);
     if (s == CLD_OK && m[3] != want_ndim)
-        s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s' has %d dimensions, %d expected (%s)", path, m[3], want_ndim,
-                      want_ndim == 3 ? "images" : "labels");
+        s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s' has %d dimensions, %d expected (%s)", path, m[3],
+                      want_ndim, want_ndim == 3 ? "images" : "labels");
     for (int i = 0; i < want_ndim && s == CLD_OK; i++) {
         unsigned char d[4];
         s = gz_read_all(f, d, 4, path, "the header");
@@ -122,19 +123,23 @@ cld_status cld_dataset_open_idx(const char *images, const char *labels, cld_data
     cld_dataset *ds = NULL;
     cld_status s = CLD_OK;
     if (!d[0] || !d[1] || !d[2] || d[1] > 4096 || d[2] > 4096 || d[0] > (1u << 28))
-        s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s': %u images of %u x %u is not a usable size", images, d[0], d[1],
-                      d[2]);
+        s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s': %u images of %u x %u is not a usable size", images,
+                      d[0], d[1], d[2]);
     const size_t n = (size_t)d[0] * d[1] * d[2];
     if (s == CLD_OK && n > most)
-        s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s' declares %u images of %u x %u, more than its %llu bytes can hold "
-                      "(truncated file?)", images, d[0], d[1], d[2], (unsigned long long)most);
+        s = cld__fail(CLD_ERR_FORMAT,
+                      "IDX file '%s' declares %u images of %u x %u, more than its %llu bytes can hold "
+                      "(truncated file?)",
+                      images, d[0], d[1], d[2], (unsigned long long)most);
     if (s == CLD_OK) s = ds_alloc(&ds);
-    if (s == CLD_OK && !(ds->u8 = malloc(n))) s = cld__fail(CLD_ERR_NOMEM, "IDX file '%s': out of host memory", images);
+    if (s == CLD_OK && !(ds->u8 = malloc(n)))
+        s = cld__fail(CLD_ERR_NOMEM, "IDX file '%s': out of host memory", images);
     if (s == CLD_OK) s = gz_read_all(f, ds->u8, n, images, "the pixels");
     if (s == CLD_OK) {
         unsigned char extra;
         if (gzread(f, &extra, 1) > 0)
-            s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s': bytes after %u images of %u x %u", images, d[0], d[1], d[2]);
+            s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s': bytes after %u images of %u x %u", images, d[0],
+                          d[1], d[2]);
     }
     gzclose(f);
     if (s == CLD_OK) {
@@ -148,11 +153,13 @@ cld_status cld_dataset_open_idx(const char *images, const char *labels, cld_data
         f = NULL;
         s = idx_open(labels, 1, &f, ld, &most);
         if (s == CLD_OK && ld[0] != d[0])
-            s = cld__fail(CLD_ERR_FORMAT, "labels '%s' hold %u labels but images '%s' hold %u images", labels, ld[0],
-                          images, d[0]);
+            s = cld__fail(CLD_ERR_FORMAT, "labels '%s' hold %u labels but images '%s' hold %u images", labels,
+                          ld[0], images, d[0]);
         if (s == CLD_OK && ld[0] > most)
-            s = cld__fail(CLD_ERR_FORMAT, "IDX file '%s' declares %u labels, more than its %llu bytes can hold "
-                          "(truncated file?)", labels, ld[0], (unsigned long long)most);
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "IDX file '%s' declares %u labels, more than its %llu bytes can hold "
+                          "(truncated file?)",
+                          labels, ld[0], (unsigned long long)most);
         unsigned char *lb = NULL;
         if (s == CLD_OK && (!(lb = malloc(d[0])) || !(ds->labels = malloc(d[0] * sizeof(int)))))
             s = cld__fail(CLD_ERR_NOMEM, "IDX file '%s': out of host memory", labels);
@@ -222,8 +229,10 @@ static cld_status list_dir(const char *dir, int dirs, char ***names, int *count)
             }
             v = nv;
         }
-        if (!(v[n] = strdup(e->d_name))) s = cld__fail(CLD_ERR_NOMEM, "folder '%s': out of host memory", dir);
-        else n++;
+        if (!(v[n] = strdup(e->d_name)))
+            s = cld__fail(CLD_ERR_NOMEM, "folder '%s': out of host memory", dir);
+        else
+            n++;
     }
     closedir(d);
     if (s == CLD_OK && n) qsort(v, (size_t)n, sizeof *v, cmp_str);
@@ -298,7 +307,8 @@ cld_status cld_dataset_open_folder(const char *dir, int channels, int crop, cld_
             int before = ds->info.n;
             s = add_items(ds, path, k, &cap);
             if (s == CLD_OK && ds->info.n == before)
-                s = cld__fail(CLD_ERR_FORMAT, "class folder '%s' holds no images (PNG, JPG, BMP, TGA, PNM)", path);
+                s = cld__fail(CLD_ERR_FORMAT, "class folder '%s' holds no images (PNG, JPG, BMP, TGA, PNM)",
+                              path);
             ds->class_names[k] = sub[k];
             sub[k] = NULL;
             ds->info.num_classes = k + 1;
@@ -311,8 +321,8 @@ cld_status cld_dataset_open_folder(const char *dir, int channels, int crop, cld_
         s = cld__fail(CLD_ERR_FORMAT, "folder '%s' holds no images (PNG, JPG, BMP, TGA, PNM)", dir);
     for (int i = 0; i < ds->info.n && s == CLD_OK; i++)
         if (ds->items[i].w < crop || ds->items[i].h < crop)
-            s = cld__fail(CLD_ERR_FORMAT, "image '%s' is %d x %d, smaller than the crop of %d x %d", ds->items[i].path,
-                          ds->items[i].w, ds->items[i].h, crop, crop);
+            s = cld__fail(CLD_ERR_FORMAT, "image '%s' is %d x %d, smaller than the crop of %d x %d",
+                          ds->items[i].path, ds->items[i].w, ds->items[i].h, crop, crop);
     if (s != CLD_OK) {
         cld_dataset_free(ds);
         return s;
@@ -379,8 +389,10 @@ static cld_status folder_pixels(cld_dataset *ds, folder_item *it, const unsigned
         }
         cld_image_free(&img);
         pthread_mutex_lock(&ds->lock);
-        if (!it->pixels) it->pixels = u;
-        else free(u);
+        if (!it->pixels)
+            it->pixels = u;
+        else
+            free(u);
         have = it->pixels;
         pthread_mutex_unlock(&ds->lock);
     }
@@ -407,7 +419,8 @@ cld_status cld_dataset_get(cld_dataset *ds, int index, const cld_augment *aug, u
     folder_item *it = &ds->items[index];
     const unsigned char *px = NULL;
     CLD_TRY(folder_pixels(ds, it, &px));
-    const int ox = (int)((r >> 8) % (uint64_t)(it->w - W + 1)), oy = (int)((r >> 32) % (uint64_t)(it->h - H + 1));
+    const int ox = (int)((r >> 8) % (uint64_t)(it->w - W + 1)),
+              oy = (int)((r >> 32) % (uint64_t)(it->h - H + 1));
     for (int c = 0; c < C; c++)
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
@@ -458,7 +471,7 @@ struct cld_loader {
     float *x[LOADER_DEPTH];
     int *labels[LOADER_DEPTH];
     uint64_t first[LOADER_DEPTH];
-    int head, count;        /* ring of prepared batches */
+    int head, count; /* ring of prepared batches */
     int stop;
     cld_status err;
     char errmsg[512];
@@ -467,7 +480,7 @@ struct cld_loader {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    double wait_s;          /* total time next() waited */
+    double wait_s; /* total time next() waited */
 };
 
 static void *loader_main(void *arg)

@@ -9,11 +9,11 @@
 
 /* ------------------------------------------------------ noise estimation */
 
-#define NE_BLOCK 16          /* block side, in 3x3 windows */
-#define NE_QUANTILE 0.05     /* of the block values */
-#define NE_MIN_FILL 0.75     /* a block counts with at least this share of valid windows */
-#define NE_MIN_BLOCKS 32     /* fewer: the mean over all valid windows */
-#define NE_CAL_SIDE 1026     /* pure-noise image that calibrates the quantile: 64 x 64 blocks */
+#define NE_BLOCK 16      /* block side, in 3x3 windows */
+#define NE_QUANTILE 0.05 /* of the block values */
+#define NE_MIN_FILL 0.75 /* a block counts with at least this share of valid windows */
+#define NE_MIN_BLOCKS 32 /* fewer: the mean over all valid windows */
+#define NE_CAL_SIDE 1026 /* pure-noise image that calibrates the quantile: 64 x 64 blocks */
 
 /* Immerkaer's 3x3 mask [1 -2 1; -2 4 -2; 1 -2 1] at centre (i, j): its
  * response to white noise of sd s has sd 6 s, so s = sqrt(pi/2) E|k| / 6. */
@@ -69,7 +69,8 @@ static cld_status plane_stat(const float *p, int H, int W, double scale, double 
     double *bsum = calloc((size_t)bw + 1, sizeof *bsum), *bf = calloc((size_t)bw + 1, sizeof *bf);
     long *bcnt = calloc((size_t)bw + 1, sizeof *bcnt), *bfn = calloc((size_t)bw + 1, sizeof *bfn);
     cld_status s = CLD_OK;
-    if (!blocks || !bsum || !bf || !bcnt || !bfn) s = cld__fail(CLD_ERR_NOMEM, "cld_noise_estimate: out of host memory");
+    if (!blocks || !bsum || !bf || !bcnt || !bfn)
+        s = cld__fail(CLD_ERR_NOMEM, "cld_noise_estimate: out of host memory");
     double gsum = 0, gf = 0;
     long gcnt = 0, gfn = 0;
     size_t nb = 0;
@@ -101,7 +102,8 @@ static cld_status plane_stat(const float *p, int H, int W, double scale, double 
         qsort(blocks, nb, sizeof *blocks, cmp_double);
         const double pos = NE_QUANTILE * (double)(nb - 1);
         const size_t lo = (size_t)pos;
-        const double w = pos - (double)lo, q = blocks[lo] * (1 - w) + (lo + 1 < nb ? blocks[lo + 1] : blocks[lo]) * w;
+        const double w = pos - (double)lo,
+                     q = blocks[lo] * (1 - w) + (lo + 1 < nb ? blocks[lo + 1] : blocks[lo]) * w;
         *raw = k2s * q / cal;
     } else if (s == CLD_OK && gcnt >= 16 && gfn > 0 && gf > 0) {
         *raw = k2s * (gsum / (double)gcnt) / (gf / (double)gfn);
@@ -155,13 +157,15 @@ cld_status cld_noise_estimate(const float *x, int C, int H, int W, double range,
 
 cld_status cld_denoise_timestep(const cld_schedule *s, double sigma255, double *t)
 {
-    if (!s || !t || !(sigma255 > 0)) return cld__fail(CLD_ERR_INVALID_ARG, "cld_denoise_timestep: sigma %g", sigma255);
+    if (!s || !t || !(sigma255 > 0))
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_denoise_timestep: sigma %g", sigma255);
     return cld_schedule_sigma_to_t(s, 2.0 * sigma255 / 255.0, t);
 }
 
 cld_status cld_denoise_max_sigma(const cld_schedule *s, int t_max, double *sigma255)
 {
-    if (!s || !sigma255 || t_max < 0) return cld__fail(CLD_ERR_INVALID_ARG, "cld_denoise_max_sigma: bad argument");
+    if (!s || !sigma255 || t_max < 0)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_denoise_max_sigma: bad argument");
     double sg;
     CLD_TRY(cld_schedule_sigma(s, t_max < s->T ? t_max : s->T - 1, &sg));
     *sigma255 = sg * 255.0 / 2.0;
@@ -190,7 +194,8 @@ cld_status cld_denoise_run(cld_tiled *t, const cld_schedule *s, cld_pred_type pr
                          o->strength, o->sigma);
     int C, Co;
     CLD_TRY(cld_tiled_channels(t, &C, &Co));
-    if (Co != C) return cld__fail(CLD_ERR_INVALID_ARG, "cld_denoise_run: the UNet maps %d channels to %d", C, Co);
+    if (Co != C)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_denoise_run: the UNet maps %d channels to %d", C, Co);
     double t0;
     CLD_TRY(cld_denoise_timestep(s, o->sigma, &t0));
     const size_t n = (size_t)C * H * W;

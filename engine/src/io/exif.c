@@ -9,7 +9,8 @@
 
 cld_status cld_image_exif_orientation(const char *path, int *orientation)
 {
-    if (!path || !orientation) return cld__fail(CLD_ERR_INVALID_ARG, "cld_image_exif_orientation: NULL argument");
+    if (!path || !orientation)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_image_exif_orientation: NULL argument");
     *orientation = 1;
     ExifData *ed = exif_data_new_from_file(path); /* NULL: no EXIF block (PNG, BMP, plain JPEG) */
     if (!ed) return CLD_OK;
@@ -46,7 +47,8 @@ cld_status cld_image_orient(cld_image *img, int orientation)
             case 7: sx = W - 1 - y, sy = H - 1 - x; break;
             default: sx = W - 1 - y, sy = x; break; /* 8 */
             }
-            memcpy(o + ((size_t)y * OW + x) * C, img->data + ((size_t)sy * W + sx) * C, (size_t)C * sizeof *o);
+            memcpy(o + ((size_t)y * OW + x) * C, img->data + ((size_t)sy * W + sx) * C,
+                   (size_t)C * sizeof *o);
         }
     free(img->data);
     img->data = o;

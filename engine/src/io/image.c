@@ -47,8 +47,9 @@ cld_status cld_image_info(const char *path, int *width, int *height, int *channe
     }
     int ok = stbi_info_from_file(f, &w, &h, &c);
     fclose(f);
-    if (!ok) return cld__fail(CLD_ERR_FORMAT, "'%s' is not an image we read (PNG, JPEG, BMP, TGA, PNM): %s", path,
-                              stbi_failure_reason());
+    if (!ok)
+        return cld__fail(CLD_ERR_FORMAT, "'%s' is not an image we read (PNG, JPEG, BMP, TGA, PNM): %s", path,
+                         stbi_failure_reason());
     if (width) *width = w;
     if (height) *height = h;
     if (channels) *channels = c;
@@ -91,13 +92,16 @@ cld_status cld_image_load(const char *path, int want_channels, size_t max_pixels
      * own check says only "unknown image type") */
     unsigned char ihdr[24];
     const long at = ftell(f);
-    if (fread(ihdr, 1, 24, f) == 24 && !memcmp(ihdr, "\x89PNG\r\n\x1a\n", 8) && !memcmp(ihdr + 12, "IHDR", 4)) {
-        const uint32_t pw = (uint32_t)ihdr[16] << 24 | (uint32_t)ihdr[17] << 16 | (uint32_t)ihdr[18] << 8 | ihdr[19];
-        const uint32_t ph = (uint32_t)ihdr[20] << 24 | (uint32_t)ihdr[21] << 16 | (uint32_t)ihdr[22] << 8 | ihdr[23];
+    if (fread(ihdr, 1, 24, f) == 24 && !memcmp(ihdr, "\x89PNG\r\n\x1a\n", 8) &&
+        !memcmp(ihdr + 12, "IHDR", 4)) {
+        const uint32_t pw =
+            (uint32_t)ihdr[16] << 24 | (uint32_t)ihdr[17] << 16 | (uint32_t)ihdr[18] << 8 | ihdr[19];
+        const uint32_t ph =
+            (uint32_t)ihdr[20] << 24 | (uint32_t)ihdr[21] << 16 | (uint32_t)ihdr[22] << 8 | ihdr[23];
         if ((uint64_t)pw * ph > max_pixels) {
             fclose(f);
-            return cld__fail(CLD_ERR_FORMAT, "image '%s' declares %u x %u pixels, over the limit of %zu", path, pw,
-                             ph, max_pixels);
+            return cld__fail(CLD_ERR_FORMAT, "image '%s' declares %u x %u pixels, over the limit of %zu",
+                             path, pw, ph, max_pixels);
         }
     }
     fseek(f, at, SEEK_SET);
@@ -108,8 +112,8 @@ cld_status cld_image_load(const char *path, int want_channels, size_t max_pixels
     }
     if (w <= 0 || h <= 0 || (size_t)w * (size_t)h > max_pixels) {
         fclose(f);
-        return cld__fail(CLD_ERR_FORMAT, "image '%s' declares %d x %d pixels, over the limit of %zu", path, w, h,
-                         max_pixels);
+        return cld__fail(CLD_ERR_FORMAT, "image '%s' declares %d x %d pixels, over the limit of %zu", path, w,
+                         h, max_pixels);
     }
     const int is16 = stbi_is_16_bit_from_file(f);
     const int nc = want_channels ? want_channels : c;
@@ -123,13 +127,17 @@ cld_status cld_image_load(const char *path, int want_channels, size_t max_pixels
     cld_status s = CLD_OK;
     if (is16) {
         stbi_us *px = stbi_load_from_file_16(f, &rw, &rh, &rc, nc);
-        if (!px) s = cld__fail(CLD_ERR_FORMAT, "image '%s': %s", path, stbi_failure_reason());
-        else for (size_t i = 0; i < n; i++) data[i] = px[i] / 65535.0f;
+        if (!px)
+            s = cld__fail(CLD_ERR_FORMAT, "image '%s': %s", path, stbi_failure_reason());
+        else
+            for (size_t i = 0; i < n; i++) data[i] = px[i] / 65535.0f;
         stbi_image_free(px);
     } else {
         stbi_uc *px = stbi_load_from_file(f, &rw, &rh, &rc, nc);
-        if (!px) s = cld__fail(CLD_ERR_FORMAT, "image '%s': %s", path, stbi_failure_reason());
-        else for (size_t i = 0; i < n; i++) data[i] = px[i] / 255.0f;
+        if (!px)
+            s = cld__fail(CLD_ERR_FORMAT, "image '%s': %s", path, stbi_failure_reason());
+        else
+            for (size_t i = 0; i < n; i++) data[i] = px[i] / 255.0f;
         stbi_image_free(px);
     }
     fclose(f);
@@ -209,12 +217,13 @@ cld_status cld_png_write(const char *path, int width, int height, int channels, 
     if (!path || !pixels || (n_text && (!keys || !values)))
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_png_write: NULL argument");
     if (width < 1 || height < 1 || channels < 1 || channels > 4 || (bits != 8 && bits != 16))
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_png_write: %d x %d, %d channels, %d bits is not writable", width,
-                         height, channels, bits);
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_png_write: %d x %d, %d channels, %d bits is not writable",
+                         width, height, channels, bits);
     for (int i = 0; i < n_text; i++) {
         size_t kl = strlen(keys[i]);
         if (kl < 1 || kl > 79)
-            return cld__fail(CLD_ERR_INVALID_ARG, "cld_png_write: text key '%s' must have 1..79 bytes", keys[i]);
+            return cld__fail(CLD_ERR_INVALID_ARG, "cld_png_write: text key '%s' must have 1..79 bytes",
+                             keys[i]);
     }
     static const int color_type[5] = {0, 0, 4, 2, 6};
     const size_t bpp = (size_t)channels * (size_t)(bits / 8), row = (size_t)width * bpp;
@@ -231,7 +240,8 @@ cld_status cld_png_write(const char *path, int width, int height, int channels, 
         for (size_t x = 0; x < row; x++) {
             size_t i = (size_t)y * row + x;
             unsigned char v;
-            if (bits == 8) v = ((const unsigned char *)pixels)[i];
+            if (bits == 8)
+                v = ((const unsigned char *)pixels)[i];
             else {
                 uint16_t w = ((const uint16_t *)pixels)[i / 2];
                 v = (i & 1) ? (unsigned char)(w & 0xff) : (unsigned char)(w >> 8); /* big-endian samples */
@@ -242,7 +252,8 @@ cld_status cld_png_write(const char *path, int width, int height, int channels, 
     }
     uLongf zn = compressBound((uLong)raw_n);
     z = malloc(zn);
-    if (!z) s = cld__fail(CLD_ERR_NOMEM, "cld_png_write: out of host memory");
+    if (!z)
+        s = cld__fail(CLD_ERR_NOMEM, "cld_png_write: out of host memory");
     else if (compress2(z, &zn, raw, (uLong)raw_n, 6) != Z_OK)
         s = cld__fail(CLD_ERR_NOMEM, "cld_png_write: zlib compress2 failed");
     static const unsigned char sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
@@ -283,7 +294,8 @@ static void sync_dir_of(const char *path)
     if (!dir) return;
     char *slash = strrchr(dir, '/');
     const char *d = ".";
-    if (slash == dir) d = "/";
+    if (slash == dir)
+        d = "/";
     else if (slash) {
         *slash = 0;
         d = dir;
@@ -305,16 +317,21 @@ cld_status cld_file_write_atomic(const char *path, const void *data, size_t n)
     snprintf(tmp, pl + 16, "%s.tmp%ld", path, (long)getpid() % 100000);
     cld_status s = CLD_OK;
     FILE *f = fopen(tmp, "wb");
-    if (!f) s = cld__fail(CLD_ERR_IO, "cannot create '%s': %s", tmp, strerror(errno));
+    if (!f)
+        s = cld__fail(CLD_ERR_IO, "cannot create '%s': %s", tmp, strerror(errno));
     else {
-        if (n && fwrite(data, 1, n, f) != n) s = cld__fail(CLD_ERR_IO, "writing '%s': %s", tmp, strerror(errno));
+        if (n && fwrite(data, 1, n, f) != n)
+            s = cld__fail(CLD_ERR_IO, "writing '%s': %s", tmp, strerror(errno));
         if (s == CLD_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
             s = cld__fail(CLD_ERR_IO, "flushing '%s': %s", tmp, strerror(errno));
-        if (fclose(f) != 0 && s == CLD_OK) s = cld__fail(CLD_ERR_IO, "closing '%s': %s", tmp, strerror(errno));
+        if (fclose(f) != 0 && s == CLD_OK)
+            s = cld__fail(CLD_ERR_IO, "closing '%s': %s", tmp, strerror(errno));
         if (s == CLD_OK && rename(tmp, path) != 0)
             s = cld__fail(CLD_ERR_IO, "renaming '%s' to '%s': %s", tmp, path, strerror(errno));
-        if (s != CLD_OK) unlink(tmp);
-        else sync_dir_of(path);
+        if (s != CLD_OK)
+            unlink(tmp);
+        else
+            sync_dir_of(path);
     }
     free(tmp);
     return s;
@@ -345,7 +362,8 @@ cld_status cld_png_read_text(const char *path, const char *key, char **value)
         }
         if (!memcmp(hd + 4, "IEND", 4)) break;
         if (memcmp(hd + 4, "tEXt", 4) || len > (1u << 20)) {
-            if (fseeko(f, (off_t)len + 4, SEEK_CUR) != 0) s = cld__fail(CLD_ERR_FORMAT, "'%s': truncated PNG", path);
+            if (fseeko(f, (off_t)len + 4, SEEK_CUR) != 0)
+                s = cld__fail(CLD_ERR_FORMAT, "'%s': truncated PNG", path);
             continue;
         }
         unsigned char *t = malloc((size_t)len + 1);
@@ -370,7 +388,8 @@ cld_status cld_png_read_text(const char *path, const char *key, char **value)
         if (len > kl && !memcmp(t, key, kl) && t[kl] == 0) {
             size_t vl = len - kl - 1;
             char *v = malloc(vl + 1);
-            if (!v) s = cld__fail(CLD_ERR_NOMEM, "cld_png_read_text: out of host memory");
+            if (!v)
+                s = cld__fail(CLD_ERR_NOMEM, "cld_png_read_text: out of host memory");
             else {
                 memcpy(v, t + kl + 1, vl);
                 v[vl] = 0;

@@ -69,13 +69,13 @@ cld_status cld__jpeg_read(FILE *f, const char *path, int nc, size_t max_pixels, 
     *c = fc;
     cld_status s = CLD_OK;
     if (ci.num_components != 1 && ci.num_components != 3)
-        s = cld__fail(CLD_ERR_FORMAT, "JPEG '%s' has %d colour components (only grey and YCbCr/RGB are read)", path,
-                      ci.num_components);
+        s = cld__fail(CLD_ERR_FORMAT, "JPEG '%s' has %d colour components (only grey and YCbCr/RGB are read)",
+                      path, ci.num_components);
     else if (!px) {
         /* header only */
     } else if (*w <= 0 || *h <= 0 || (size_t)*w * (size_t)*h > max_pixels)
-        s = cld__fail(CLD_ERR_FORMAT, "image '%s' declares %d x %d pixels, over the limit of %zu", path, *w, *h,
-                      max_pixels);
+        s = cld__fail(CLD_ERR_FORMAT, "image '%s' declares %d x %d pixels, over the limit of %zu", path, *w,
+                      *h, max_pixels);
     if (s != CLD_OK || !px) {
         jpeg_destroy_decompress(&ci);
         fseek(f, start, SEEK_SET);

@@ -19,7 +19,8 @@ cld_status cld_pred_parse(const char *name, cld_pred_type *p)
             *p = (cld_pred_type)i;
             return CLD_OK;
         }
-    return cld__fail(CLD_ERR_INVALID_ARG, "unknown prediction type '%s' (eps, v, x0)", name ? name : "(null)");
+    return cld__fail(CLD_ERR_INVALID_ARG, "unknown prediction type '%s' (eps, v, x0)",
+                     name ? name : "(null)");
 }
 
 cld_status cld_schedule_parse(const char *name, cld_schedule_kind *k)
@@ -61,11 +62,14 @@ cld_status cld_model_meta_to_json(const cld_model_meta *m, char **json)
     ok = ok && cJSON_AddNumberToObject(d, "beta_end", m->diffusion.beta_end);
     ok = ok && cJSON_AddBoolToObject(d, "zero_terminal_snr", m->diffusion.zero_terminal_snr);
     ok = ok && cJSON_AddStringToObject(d, "prediction", cld_pred_name(m->diffusion.pred));
-    ok = ok && cJSON_AddStringToObject(d, "variance", m->diffusion.learned_variance ? "learned_range" : "fixed");
-    for (int i = 0; ok && i < m->n_class_names; i++) ok = cJSON_AddItemToArray(cl, cJSON_CreateString(m->class_names[i]));
+    ok = ok &&
+         cJSON_AddStringToObject(d, "variance", m->diffusion.learned_variance ? "learned_range" : "fixed");
+    for (int i = 0; ok && i < m->n_class_names; i++)
+        ok = cJSON_AddItemToArray(cl, cJSON_CreateString(m->class_names[i]));
     char *dtext = ok ? cJSON_PrintUnformatted(d) : NULL, *ctext = ok ? cJSON_PrintUnformatted(cl) : NULL;
     ok = ok && dtext && ctext && cJSON_AddStringToObject(root, "cld.format", "cldiffusion-model 1") &&
-         cJSON_AddStringToObject(root, "cld.unet", unet) && cJSON_AddStringToObject(root, "cld.diffusion", dtext) &&
+         cJSON_AddStringToObject(root, "cld.unet", unet) &&
+         cJSON_AddStringToObject(root, "cld.diffusion", dtext) &&
          cJSON_AddStringToObject(root, "cld.classes", ctext);
     char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
     if (dtext) cJSON_free(dtext);
@@ -95,24 +99,31 @@ cld_status cld_model_meta_from_json(const char *json, cld_model_meta *m)
     const char *unet = root ? meta_str(root, "cld.unet") : NULL;
     const char *dtext = root ? meta_str(root, "cld.diffusion") : NULL;
     const char *ctext = root ? meta_str(root, "cld.classes") : NULL;
-    if (!root) s = cld__fail(CLD_ERR_FORMAT, "model metadata is not JSON");
+    if (!root)
+        s = cld__fail(CLD_ERR_FORMAT, "model metadata is not JSON");
     else if (!fmt || strncmp(fmt, "cldiffusion-model ", 18))
         s = cld__fail(CLD_ERR_FORMAT, "not a cldiffusion model (metadata key 'cld.format' missing or wrong)");
     else if (strcmp(fmt, "cldiffusion-model 1"))
-        s = cld__fail(CLD_ERR_FORMAT, "model format '%s' is newer than this build reads (cldiffusion-model 1)", fmt);
+        s = cld__fail(CLD_ERR_FORMAT,
+                      "model format '%s' is newer than this build reads (cldiffusion-model 1)", fmt);
     else if (!unet || !dtext)
         s = cld__fail(CLD_ERR_FORMAT, "model metadata lacks '%s'", !unet ? "cld.unet" : "cld.diffusion");
     if (s == CLD_OK) s = cld_unet_config_from_json(unet, &r.unet);
-    if (s == CLD_OK && !(d = cJSON_Parse(dtext))) s = cld__fail(CLD_ERR_FORMAT, "model metadata 'cld.diffusion' is not JSON");
+    if (s == CLD_OK && !(d = cJSON_Parse(dtext)))
+        s = cld__fail(CLD_ERR_FORMAT, "model metadata 'cld.diffusion' is not JSON");
     if (s == CLD_OK) {
-        const cJSON *T = cJSON_GetObjectItemCaseSensitive(d, "T"), *bs = cJSON_GetObjectItemCaseSensitive(d, "beta_start"),
+        const cJSON *T = cJSON_GetObjectItemCaseSensitive(d, "T"),
+                    *bs = cJSON_GetObjectItemCaseSensitive(d, "beta_start"),
                     *be = cJSON_GetObjectItemCaseSensitive(d, "beta_end"),
                     *z = cJSON_GetObjectItemCaseSensitive(d, "zero_terminal_snr");
         const char *sch = meta_str(d, "schedule"), *pr = meta_str(d, "prediction");
-        if (!cJSON_IsNumber(T) || T->valuedouble < 2 || T->valuedouble > 100000 || T->valuedouble != floor(T->valuedouble))
-            s = cld__fail(CLD_ERR_FORMAT, "model metadata: diffusion 'T' missing or not an integer in 2..100000");
+        if (!cJSON_IsNumber(T) || T->valuedouble < 2 || T->valuedouble > 100000 ||
+            T->valuedouble != floor(T->valuedouble))
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "model metadata: diffusion 'T' missing or not an integer in 2..100000");
         else if (!cJSON_IsNumber(bs) || !cJSON_IsNumber(be) || !cJSON_IsBool(z))
-            s = cld__fail(CLD_ERR_FORMAT, "model metadata: diffusion 'beta_start', 'beta_end' or 'zero_terminal_snr' "
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "model metadata: diffusion 'beta_start', 'beta_end' or 'zero_terminal_snr' "
                           "missing");
         if (s == CLD_OK) s = cld_schedule_parse(sch, &r.diffusion.schedule);
         if (s == CLD_OK) s = cld_pred_parse(pr, &r.diffusion.pred);
@@ -123,25 +134,31 @@ cld_status cld_model_meta_from_json(const char *json, cld_model_meta *m)
             r.diffusion.zero_terminal_snr = cJSON_IsTrue(z);
             const char *var = meta_str(d, "variance");
             if (var && strcmp(var, "fixed") && strcmp(var, "learned_range"))
-                s = cld__fail(CLD_ERR_FORMAT, "model metadata: diffusion 'variance' is '%s' (fixed, learned_range)", var);
+                s = cld__fail(CLD_ERR_FORMAT,
+                              "model metadata: diffusion 'variance' is '%s' (fixed, learned_range)", var);
             r.diffusion.learned_variance = var && !strcmp(var, "learned_range");
             if (s == CLD_OK && r.diffusion.learned_variance && r.unet.out_channels != 2 * r.unet.in_channels)
-                s = cld__fail(CLD_ERR_FORMAT, "model metadata: learned variance needs %d output channels, the UNet has %d",
+                s = cld__fail(CLD_ERR_FORMAT,
+                              "model metadata: learned variance needs %d output channels, the UNet has %d",
                               2 * r.unet.in_channels, r.unet.out_channels);
         }
     }
     if (s == CLD_OK && ctext) {
         cl = cJSON_Parse(ctext);
-        if (!cJSON_IsArray(cl)) s = cld__fail(CLD_ERR_FORMAT, "model metadata 'cld.classes' is not a JSON array");
+        if (!cJSON_IsArray(cl))
+            s = cld__fail(CLD_ERR_FORMAT, "model metadata 'cld.classes' is not a JSON array");
         int i = 0;
         for (const cJSON *e = cl ? cl->child : NULL; s == CLD_OK && e; e = e->next, i++) {
-            if (!cJSON_IsString(e) || strlen(e->valuestring) >= CLD_MODEL_CLASS_NAME || i >= CLD_MODEL_MAX_CLASSES)
+            if (!cJSON_IsString(e) || strlen(e->valuestring) >= CLD_MODEL_CLASS_NAME ||
+                i >= CLD_MODEL_MAX_CLASSES)
                 s = cld__fail(CLD_ERR_FORMAT, "model metadata 'cld.classes'[%d] is not a short string", i);
-            else strcpy(r.class_names[i], e->valuestring);
+            else
+                strcpy(r.class_names[i], e->valuestring);
         }
         r.n_class_names = i;
         if (s == CLD_OK && i && i != r.unet.num_classes)
-            s = cld__fail(CLD_ERR_FORMAT, "model metadata names %d classes, the UNet has %d", i, r.unet.num_classes);
+            s = cld__fail(CLD_ERR_FORMAT, "model metadata names %d classes, the UNet has %d", i,
+                          r.unet.num_classes);
     }
     cJSON_Delete(root);
     cJSON_Delete(d);
@@ -180,8 +197,9 @@ cld_status cld_unet_runner_create(cld_ctx *ctx, cld_params *params, const cld_un
     c.dropout = 0.0f;
     int xs[4] = {max_batch, cfg->in_channels, S, S}, ts[1] = {max_batch};
     cld_plan_stats st;
-    cld_status s = (r->host = malloc((size_t)max_batch * sizeof(float))) ? CLD_OK
-                   : cld__fail(CLD_ERR_NOMEM, "cld_unet_runner_create: out of host memory");
+    cld_status s = (r->host = malloc((size_t)max_batch * sizeof(float)))
+                       ? CLD_OK
+                       : cld__fail(CLD_ERR_NOMEM, "cld_unet_runner_create: out of host memory");
     if (s == CLD_OK) s = cld_graph_create(ctx, params, &r->g);
     if (s == CLD_OK) s = cld_graph_input(r->g, "x_t", 4, xs, 0, &r->x);
     if (s == CLD_OK) s = cld_graph_input(r->g, "t", 1, ts, 0, &r->t);
@@ -220,8 +238,10 @@ cld_status cld_unet_runner_fn(void *user, cl_mem x, size_t x_off, cl_mem out, si
     cld_unet_runner *r = user;
     if (!r || !x || !out || !t) return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_runner_fn: NULL argument");
     if (n < 1 || n > r->max_batch)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_runner_fn: batch %d, the runner holds %d", n, r->max_batch);
-    if (labels && !r->labels) return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_runner_fn: labels for an unconditional model");
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_runner_fn: batch %d, the runner holds %d", n,
+                         r->max_batch);
+    if (labels && !r->labels)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_runner_fn: labels for an unconditional model");
     cl_mem xb, yb;
     size_t xo, yo;
     CLD_TRY(cld_tensor_buffer(r->x, &xb, &xo));
@@ -233,7 +253,8 @@ cld_status cld_unet_runner_fn(void *user, cl_mem x, size_t x_off, cl_mem out, si
     for (int i = 0; i < r->max_batch; i++) r->host[i] = i < n ? t[i] : t[0];
     CLD_TRY(cld_tensor_write(r->g, r->t, r->host));
     if (r->labels) {
-        for (int i = 0; i < r->max_batch; i++) r->host[i] = (float)(labels && i < n ? labels[i] : r->null_label);
+        for (int i = 0; i < r->max_batch; i++)
+            r->host[i] = (float)(labels && i < n ? labels[i] : r->null_label);
         CLD_TRY(cld_tensor_write(r->g, r->labels, r->host));
     }
     CLD_TRY(cld_graph_run(r->g));

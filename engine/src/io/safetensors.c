@@ -44,10 +44,10 @@ static const struct {
     int size;
     dt_kind kind;
 } dtypes[] = {
-    {"F32", 4, DT_F32},     {"F16", 2, DT_F16},     {"BF16", 2, DT_BF16},   {"F64", 8, DT_OTHER},
-    {"I64", 8, DT_OTHER},   {"U64", 8, DT_OTHER},   {"I32", 4, DT_OTHER},   {"U32", 4, DT_OTHER},
-    {"I16", 2, DT_OTHER},   {"U16", 2, DT_OTHER},   {"I8", 1, DT_OTHER},    {"U8", 1, DT_OTHER},
-    {"BOOL", 1, DT_OTHER},  {"F8_E5M2", 1, DT_OTHER}, {"F8_E4M3", 1, DT_OTHER},
+    {"F32", 4, DT_F32},    {"F16", 2, DT_F16},       {"BF16", 2, DT_BF16},     {"F64", 8, DT_OTHER},
+    {"I64", 8, DT_OTHER},  {"U64", 8, DT_OTHER},     {"I32", 4, DT_OTHER},     {"U32", 4, DT_OTHER},
+    {"I16", 2, DT_OTHER},  {"U16", 2, DT_OTHER},     {"I8", 1, DT_OTHER},      {"U8", 1, DT_OTHER},
+    {"BOOL", 1, DT_OTHER}, {"F8_E5M2", 1, DT_OTHER}, {"F8_E4M3", 1, DT_OTHER},
 };
 #define N_DTYPES ((int)(sizeof dtypes / sizeof dtypes[0]))
 
@@ -58,8 +58,10 @@ static float f16_to_f32(uint16_t h)
         float v = ldexpf((float)man, -24); /* zero or subnormal */
         return sign ? -v : v;
     }
-    if (exp == 31) bits = sign | 0x7f800000u | (man << 13); /* inf, nan */
-    else bits = sign | ((exp + 112u) << 23) | (man << 13);
+    if (exp == 31)
+        bits = sign | 0x7f800000u | (man << 13); /* inf, nan */
+    else
+        bits = sign | ((exp + 112u) << 23) | (man << 13);
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
@@ -78,8 +80,8 @@ static void convert(dt_kind kind, const unsigned char *src, size_t n, float *dst
 {
     for (size_t i = 0; i < n; i++) {
         if (kind == DT_F32) {
-            uint32_t b = (uint32_t)src[4 * i] | (uint32_t)src[4 * i + 1] << 8 | (uint32_t)src[4 * i + 2] << 16 |
-                         (uint32_t)src[4 * i + 3] << 24;
+            uint32_t b = (uint32_t)src[4 * i] | (uint32_t)src[4 * i + 1] << 8 |
+                         (uint32_t)src[4 * i + 2] << 16 | (uint32_t)src[4 * i + 3] << 24;
             memcpy(&dst[i], &b, sizeof b);
         } else {
             uint16_t h = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
@@ -100,8 +102,8 @@ static int is_string_map(const cJSON *o)
 }
 
 /* The header JSON, padded with spaces to a multiple of 8 (malloc'd). */
-static cld_status save_header(const cld_params *p, const char *const *prefixes, int nsec, const char *metadata_json,
-                              char **out, size_t *len)
+static cld_status save_header(const cld_params *p, const char *const *prefixes, int nsec,
+                              const char *metadata_json, char **out, size_t *len)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root) return cld__fail(CLD_ERR_NOMEM, "cld_params_save: out of host memory");
@@ -110,8 +112,10 @@ static cld_status save_header(const cld_params *p, const char *const *prefixes, 
         cJSON *meta = cJSON_Parse(metadata_json);
         if (!is_string_map(meta)) {
             cJSON_Delete(meta);
-            s = cld__fail(CLD_ERR_INVALID_ARG, "cld_params_save: metadata must be a JSON object of string "
-                          "values, got '%.60s'", metadata_json);
+            s = cld__fail(CLD_ERR_INVALID_ARG,
+                          "cld_params_save: metadata must be a JSON object of string "
+                          "values, got '%.60s'",
+                          metadata_json);
         } else {
             cJSON_AddItemToObject(root, "__metadata__", meta);
         }
@@ -119,25 +123,26 @@ static cld_status save_header(const cld_params *p, const char *const *prefixes, 
     size_t begin = 0;
     char name[160];
     for (int sec = 0; sec < nsec && s == CLD_OK; sec++)
-    for (int i = 0; i < p->count && s == CLD_OK; i++) {
-        const cld__param *q = &p->items[i];
-        snprintf(name, sizeof name, "%s%s", prefixes[sec], q->name);
-        if (!strcmp(name, "__metadata__")) {
-            s = cld__fail(CLD_ERR_INVALID_ARG, "cld_params_save: a parameter is named '__metadata__'");
-            break;
+        for (int i = 0; i < p->count && s == CLD_OK; i++) {
+            const cld__param *q = &p->items[i];
+            snprintf(name, sizeof name, "%s%s", prefixes[sec], q->name);
+            if (!strcmp(name, "__metadata__")) {
+                s = cld__fail(CLD_ERR_INVALID_ARG, "cld_params_save: a parameter is named '__metadata__'");
+                break;
+            }
+            cJSON *t = cJSON_AddObjectToObject(root, name);
+            cJSON *shape = t ? cJSON_CreateIntArray(q->shape, q->ndim) : NULL;
+            cJSON *offs = shape ? cJSON_CreateArray() : NULL;
+            if (offs) {
+                cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)begin));
+                cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(begin + q->n * 4)));
+            }
+            if (!offs || !cJSON_AddStringToObject(t, "dtype", "F32") ||
+                !cJSON_AddItemToObject(t, "shape", shape) ||
+                !cJSON_AddItemToObject(t, "data_offsets", offs) || cJSON_GetArraySize(offs) != 2)
+                s = cld__fail(CLD_ERR_NOMEM, "cld_params_save: out of host memory");
+            begin += q->n * 4;
         }
-        cJSON *t = cJSON_AddObjectToObject(root, name);
-        cJSON *shape = t ? cJSON_CreateIntArray(q->shape, q->ndim) : NULL;
-        cJSON *offs = shape ? cJSON_CreateArray() : NULL;
-        if (offs) {
-            cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)begin));
-            cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(begin + q->n * 4)));
-        }
-        if (!offs || !cJSON_AddStringToObject(t, "dtype", "F32") || !cJSON_AddItemToObject(t, "shape", shape) ||
-            !cJSON_AddItemToObject(t, "data_offsets", offs) || cJSON_GetArraySize(offs) != 2)
-            s = cld__fail(CLD_ERR_NOMEM, "cld_params_save: out of host memory");
-        begin += q->n * 4;
-    }
     char *text = s == CLD_OK ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
     if (s != CLD_OK) return s;
@@ -208,9 +213,12 @@ static void sync_parent_dir(const char *path)
     if (!dir) return;
     memcpy(dir, path, n + 1);
     char *slash = strrchr(dir, '/');
-    if (!slash) strcpy(dir, ".");
-    else if (slash == dir) dir[1] = 0;
-    else *slash = 0;
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
     int fd = open(dir, O_RDONLY);
     if (fd >= 0) {
         fsync(fd);
@@ -255,9 +263,12 @@ static cld_status save_sections(cld_params *p, const char *path, const char *met
             if (fclose(f) != 0 && s == CLD_OK)
                 s = cld__fail(CLD_ERR_IO, "cld_params_save: closing '%s': %s", tmp, strerror(errno));
             if (s == CLD_OK && rename(tmp, path) != 0)
-                s = cld__fail(CLD_ERR_IO, "cld_params_save: renaming '%s' to '%s': %s", tmp, path, strerror(errno));
-            if (s != CLD_OK) unlink(tmp); /* we created it: never leave a partial file behind */
-            else sync_parent_dir(path);
+                s = cld__fail(CLD_ERR_IO, "cld_params_save: renaming '%s' to '%s': %s", tmp, path,
+                              strerror(errno));
+            if (s != CLD_OK)
+                unlink(tmp); /* we created it: never leave a partial file behind */
+            else
+                sync_parent_dir(path);
         }
     }
     free(header);
@@ -296,7 +307,8 @@ static int json_u64(const cJSON *v, uint64_t *out)
 static const char *shape_text(int ndim, const int *shape, char *buf, size_t cap)
 {
     size_t k = (size_t)snprintf(buf, cap, "(");
-    for (int i = 0; i < ndim && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, i ? ", %d" : "%d", shape[i]);
+    for (int i = 0; i < ndim && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, i ? ", %d" : "%d", shape[i]);
     if (k < cap) snprintf(buf + k, cap - k, ")");
     return buf;
 }
@@ -322,7 +334,8 @@ static cld_status parse_entry(const cJSON *e, uint64_t data_len, const char *pat
     int nd = 0;
     for (const cJSON *d = shape->child; d; d = d->next, nd++) {
         uint64_t v;
-        if (!json_u64(d, &v) || v > 2147483647u) BADT("shape[%d] is not a non-negative integer", path, name, nd);
+        if (!json_u64(d, &v) || v > 2147483647u)
+            BADT("shape[%d] is not a non-negative integer", path, name, nd);
         if (nd < CLD_MAX_DIMS) out->shape[nd] = (int)v;
         if (v && numel > UINT64_MAX / 8 / v) BADT("shape is too large", path, name);
         numel *= v;
@@ -331,11 +344,13 @@ static cld_status parse_entry(const cJSON *e, uint64_t data_len, const char *pat
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 || !json_u64(offs->child, &out->begin) ||
         !json_u64(offs->child->next, &out->end))
         BADT("'data_offsets' must be two non-negative integers", path, name);
-    if (out->begin > out->end) BADT("data_offsets [%llu, %llu] are reversed", path, name,
-                                    (unsigned long long)out->begin, (unsigned long long)out->end);
+    if (out->begin > out->end)
+        BADT("data_offsets [%llu, %llu] are reversed", path, name, (unsigned long long)out->begin,
+             (unsigned long long)out->end);
     if (out->end > data_len)
-        BADT("data_offsets [%llu, %llu] run past the data section of %llu bytes (truncated file?)", path, name,
-             (unsigned long long)out->begin, (unsigned long long)out->end, (unsigned long long)data_len);
+        BADT("data_offsets [%llu, %llu] run past the data section of %llu bytes (truncated file?)", path,
+             name, (unsigned long long)out->begin, (unsigned long long)out->end,
+             (unsigned long long)data_len);
     if (out->end - out->begin != numel * (uint64_t)dtypes[out->dtype].size)
         BADT("data_offsets [%llu, %llu] hold %llu bytes, shape and dtype %s need %llu", path, name,
              (unsigned long long)out->begin, (unsigned long long)out->end,
@@ -363,10 +378,14 @@ static size_t utf8_bad_at(const unsigned char *s, size_t n)
         if (c < 0x80) {
             i++;
             continue;
-        } else if ((c & 0xE0) == 0xC0) len = 2, min = 0x80, cp = c & 0x1F;
-        else if ((c & 0xF0) == 0xE0) len = 3, min = 0x800, cp = c & 0x0F;
-        else if ((c & 0xF8) == 0xF0) len = 4, min = 0x10000, cp = c & 0x07;
-        else return i;
+        } else if ((c & 0xE0) == 0xC0)
+            len = 2, min = 0x80, cp = c & 0x1F;
+        else if ((c & 0xF0) == 0xE0)
+            len = 3, min = 0x800, cp = c & 0x0F;
+        else if ((c & 0xF8) == 0xF0)
+            len = 4, min = 0x10000, cp = c & 0x07;
+        else
+            return i;
         if (n - i < len) return i;
         for (size_t k = 1; k < len; k++) {
             if ((s[i + k] & 0xC0) != 0x80) return i;
@@ -379,8 +398,8 @@ static size_t utf8_bad_at(const unsigned char *s, size_t n)
 }
 
 /* Parse and validate the header: entries (unsorted) and the metadata object. */
-static cld_status parse_header(const char *text, size_t hlen, uint64_t data_len, const char *path, cJSON **root,
-                               st_entry **entries, int *n_entries, const cJSON **meta)
+static cld_status parse_header(const char *text, size_t hlen, uint64_t data_len, const char *path,
+                               cJSON **root, st_entry **entries, int *n_entries, const cJSON **meta)
 {
     const char *end = NULL;
     const size_t bad = utf8_bad_at((const unsigned char *)text, hlen);
@@ -391,7 +410,8 @@ static cld_status parse_header(const char *text, size_t hlen, uint64_t data_len,
     for (const char *c = end; c < text + hlen; c++)
         if (*c != ' ' && *c != '\t' && *c != '\n' && *c != '\r')
             return cld__fail(CLD_ERR_FORMAT, "safetensors '%s': bytes after the header's JSON", path);
-    if (!cJSON_IsObject(*root)) return cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is not a JSON object", path);
+    if (!cJSON_IsObject(*root))
+        return cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is not a JSON object", path);
     int n = cJSON_GetArraySize(*root);
     st_entry *es = calloc((size_t)n + 1, sizeof *es);
     if (!es) return cld__fail(CLD_ERR_NOMEM, "cld_params_load: out of host memory");
@@ -404,7 +424,8 @@ static cld_status parse_header(const char *text, size_t hlen, uint64_t data_len,
                 return cld__fail(CLD_ERR_FORMAT, "safetensors '%s': key '%s' appears twice", path, e->string);
         if (!strcmp(e->string, "__metadata__")) {
             if (!is_string_map(e))
-                return cld__fail(CLD_ERR_FORMAT, "safetensors '%s': __metadata__ is not an object of strings", path);
+                return cld__fail(CLD_ERR_FORMAT, "safetensors '%s': __metadata__ is not an object of strings",
+                                 path);
             *meta = e;
             continue;
         }
@@ -421,16 +442,18 @@ static cld_status parse_header(const char *text, size_t hlen, uint64_t data_len,
     cld_status s = CLD_OK;
     for (int i = 0; i < k && s == CLD_OK; i++) {
         if (sorted[i].begin < at)
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' overlaps another tensor's data", path,
-                          sorted[i].name);
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' overlaps another tensor's data",
+                          path, sorted[i].name);
         else if (sorted[i].begin > at)
             s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': hole of %llu bytes before tensor '%s'", path,
                           (unsigned long long)(sorted[i].begin - at), sorted[i].name);
         at = sorted[i].end;
     }
     if (s == CLD_OK && at != data_len)
-        s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': the data section has %llu bytes but the tensors "
-                      "cover %llu", path, (unsigned long long)data_len, (unsigned long long)at);
+        s = cld__fail(CLD_ERR_FORMAT,
+                      "safetensors '%s': the data section has %llu bytes but the tensors "
+                      "cover %llu",
+                      path, (unsigned long long)data_len, (unsigned long long)at);
     free(sorted);
     return s;
 }
@@ -455,16 +478,20 @@ static cld_status read_tensors(FILE *f, const cld_params *p, const st_entry *es,
             break;
         }
         if (e->ndim != q->ndim || memcmp(e->shape, q->shape, (size_t)q->ndim * sizeof(int))) {
-            if (e->ndim > CLD_MAX_DIMS) snprintf(sa, sizeof sa, "of rank %d", e->ndim);
-            else shape_text(e->ndim, e->shape, sa, sizeof sa);
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has shape %s in the file, %s in the model",
-                          path, name, sa, shape_text(q->ndim, q->shape, sb, sizeof sb));
+            if (e->ndim > CLD_MAX_DIMS)
+                snprintf(sa, sizeof sa, "of rank %d", e->ndim);
+            else
+                shape_text(e->ndim, e->shape, sa, sizeof sa);
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "safetensors '%s': tensor '%s' has shape %s in the file, %s in the model", path,
+                          name, sa, shape_text(q->ndim, q->shape, sb, sizeof sb));
             break;
         }
         dt_kind kind = dtypes[e->dtype].kind;
         if (kind == DT_OTHER) {
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has dtype %s (F32, F16 or BF16 needed)",
-                          path, name, dtypes[e->dtype].name);
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "safetensors '%s': tensor '%s' has dtype %s (F32, F16 or BF16 needed)", path, name,
+                          dtypes[e->dtype].name);
             break;
         }
         const size_t esz = (size_t)dtypes[e->dtype].size;
@@ -475,9 +502,10 @@ static cld_status read_tensors(FILE *f, const cld_params *p, const st_entry *es,
         for (size_t j = 0; j < q->n && s == CLD_OK; j += ST_CHUNK) {
             size_t m = q->n - j < ST_CHUNK ? q->n - j : ST_CHUNK;
             if (fread(raw, esz, m, f) != m)
-                s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s': file ends early (truncated)", path,
-                              name);
-            else convert(kind, raw, m, stage + q->off + j);
+                s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s': file ends early (truncated)",
+                              path, name);
+            else
+                convert(kind, raw, m, stage + q->off + j);
         }
     }
     free(raw);
@@ -491,8 +519,8 @@ static cld_status read_tensors(FILE *f, const cld_params *p, const st_entry *es,
  * shape or not a float dtype, or the first file tensor the store does not
  * have (or that fills a parameter twice), is named in the error. Checked
  * from the header alone, before any data is read. */
-static cld_status map_entries(const cld_params *p, st_entry *es, int n, const char *path, cld__tensor_name_map map,
-                              char (*names)[160])
+static cld_status map_entries(const cld_params *p, st_entry *es, int n, const char *path,
+                              cld__tensor_name_map map, char (*names)[160])
 {
     char sa[96], sb[96];
     int *owner = calloc((size_t)p->count + 1, sizeof *owner);
@@ -501,20 +529,22 @@ static cld_status map_entries(const cld_params *p, st_entry *es, int n, const ch
     for (int j = 0; j < n && s == CLD_OK; j++) {
         const char *orig = es[j].name;
         if (!map(orig, names[j], sizeof names[j])) {
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': unexpected tensor '%s' (not a parameter of the model)",
-                          path, orig);
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "safetensors '%s': unexpected tensor '%s' (not a parameter of the model)", path,
+                          orig);
             break;
         }
         int i = 0;
         while (i < p->count && strcmp(p->items[i].name, names[j])) i++;
         if (i == p->count) {
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': unexpected tensor '%s' (not a parameter of the model)",
-                          path, orig);
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "safetensors '%s': unexpected tensor '%s' (not a parameter of the model)", path,
+                          orig);
             break;
         }
         if (owner[i]) {
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensors '%s' and '%s' are both parameter '%s'", path,
-                          es[owner[i] - 1].name, orig, names[j]);
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensors '%s' and '%s' are both parameter '%s'",
+                          path, es[owner[i] - 1].name, orig, names[j]);
             break;
         }
         owner[i] = j + 1;
@@ -527,13 +557,17 @@ static cld_status map_entries(const cld_params *p, st_entry *es, int n, const ch
         }
         const st_entry *e = &es[owner[i] - 1];
         if (e->ndim != q->ndim || memcmp(e->shape, q->shape, (size_t)q->ndim * sizeof(int))) {
-            if (e->ndim > CLD_MAX_DIMS) snprintf(sa, sizeof sa, "of rank %d", e->ndim);
-            else shape_text(e->ndim, e->shape, sa, sizeof sa);
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has shape %s in the file, %s in the model",
-                          path, e->name, sa, shape_text(q->ndim, q->shape, sb, sizeof sb));
+            if (e->ndim > CLD_MAX_DIMS)
+                snprintf(sa, sizeof sa, "of rank %d", e->ndim);
+            else
+                shape_text(e->ndim, e->shape, sa, sizeof sa);
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "safetensors '%s': tensor '%s' has shape %s in the file, %s in the model", path,
+                          e->name, sa, shape_text(q->ndim, q->shape, sb, sizeof sb));
         } else if (dtypes[e->dtype].kind == DT_OTHER) {
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has dtype %s (F32, F16 or BF16 needed)",
-                          path, e->name, dtypes[e->dtype].name);
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "safetensors '%s': tensor '%s' has dtype %s (F32, F16 or BF16 needed)", path,
+                          e->name, dtypes[e->dtype].name);
         }
     }
     for (int j = 0; j < n && s == CLD_OK; j++) es[j].name = names[j];
@@ -570,27 +604,32 @@ static cld_status load_sections_mapped(cld_params *p, const char *path, char **m
     cld_status s = CLD_OK;
     unsigned char len8[8];
     uint64_t hlen = 0, size = 0;
-    if (fstat(fileno(f), &st) != 0) s = cld__fail(CLD_ERR_IO, "cld_params_load: stat '%s': %s", path, strerror(errno));
-    else size = (uint64_t)st.st_size;
+    if (fstat(fileno(f), &st) != 0)
+        s = cld__fail(CLD_ERR_IO, "cld_params_load: stat '%s': %s", path, strerror(errno));
+    else
+        size = (uint64_t)st.st_size;
     if (s == CLD_OK && (size < 8 || fread(len8, 1, 8, f) != 8))
         s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': %llu bytes, too short for a header length", path,
                       (unsigned long long)size);
     if (s == CLD_OK) {
         for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
         if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > size - 8)
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header length %llu is out of range (file has %llu "
-                          "bytes, limit %llu)", path, (unsigned long long)hlen, (unsigned long long)size,
-                          ST_MAX_HEADER);
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "safetensors '%s': header length %llu is out of range (file has %llu "
+                          "bytes, limit %llu)",
+                          path, (unsigned long long)hlen, (unsigned long long)size, ST_MAX_HEADER);
     }
     if (s == CLD_OK) {
         header = malloc((size_t)hlen + 1);
-        if (!header) s = cld__fail(CLD_ERR_NOMEM, "cld_params_load: out of host memory");
+        if (!header)
+            s = cld__fail(CLD_ERR_NOMEM, "cld_params_load: out of host memory");
         else if (fread(header, 1, (size_t)hlen, f) != hlen)
             s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is truncated", path);
-        else header[hlen] = 0;
+        else
+            header[hlen] = 0;
     }
     if (s == CLD_OK) s = parse_header(header, (size_t)hlen, size - 8 - hlen, path, &root, &es, &n, &meta);
-    char (*names)[160] = NULL;
+    char(*names)[160] = NULL;
     if (s == CLD_OK && map) {
         names = calloc((size_t)n + 1, sizeof *names);
         s = names ? map_entries(p, es, n, path, map, names)
@@ -613,15 +652,18 @@ static cld_status load_sections_mapped(cld_params *p, const char *path, char **m
     if (s == CLD_OK && meta && metadata_json_out) {
         char *text = cJSON_PrintUnformatted(meta);
         meta_text = text ? malloc(strlen(text) + 1) : NULL; /* the caller frees with free() */
-        if (meta_text) strcpy(meta_text, text);
-        else s = cld__fail(CLD_ERR_NOMEM, "cld_params_load: out of host memory");
+        if (meta_text)
+            strcpy(meta_text, text);
+        else
+            s = cld__fail(CLD_ERR_NOMEM, "cld_params_load: out of host memory");
         if (text) cJSON_free(text);
     }
     /* everything read and checked: now the store changes */
     if (s == CLD_OK) s = cld_params_alloc(p);
     for (int k = 0; k < nsec && s == CLD_OK; k++) {
-        cl_int err = clEnqueueWriteBuffer(p->ctx->queue, bufs[k] ? bufs[k] : p->values, CL_TRUE, 0,
-                                          p->total * sizeof *stage, stage + p->total * (size_t)k, 0, NULL, NULL);
+        cl_int err =
+            clEnqueueWriteBuffer(p->ctx->queue, bufs[k] ? bufs[k] : p->values, CL_TRUE, 0,
+                                 p->total * sizeof *stage, stage + p->total * (size_t)k, 0, NULL, NULL);
         s = cld__cl_check(err, "cld_params_load: clEnqueueWriteBuffer(params)");
     }
     if (s == CLD_OK && metadata_json_out) {
@@ -715,33 +757,41 @@ static cld_status st_open(const char *path, st_file *h)
     unsigned char len8[8];
     uint64_t size = 0;
     cld_status s = CLD_OK;
-    if (fstat(fileno(h->f), &st) != 0) s = cld__fail(CLD_ERR_IO, "stat '%s': %s", path, strerror(errno));
-    else size = (uint64_t)st.st_size;
+    if (fstat(fileno(h->f), &st) != 0)
+        s = cld__fail(CLD_ERR_IO, "stat '%s': %s", path, strerror(errno));
+    else
+        size = (uint64_t)st.st_size;
     if (s == CLD_OK && (size < 8 || fread(len8, 1, 8, h->f) != 8))
         s = cld__fail(CLD_ERR_FORMAT, "'%s' (%llu bytes) is not a safetensors file: too short", path,
                       (unsigned long long)size);
     if (s == CLD_OK) {
         for (int i = 0; i < 8; i++) h->hlen |= (uint64_t)len8[i] << (8 * i);
         if (h->hlen < 2 || h->hlen > ST_MAX_HEADER || h->hlen > size - 8)
-            s = cld__fail(CLD_ERR_FORMAT, "'%s' is not a safetensors file: header length %llu out of range (file "
-                          "has %llu bytes)", path, (unsigned long long)h->hlen, (unsigned long long)size);
+            s = cld__fail(CLD_ERR_FORMAT,
+                          "'%s' is not a safetensors file: header length %llu out of range (file "
+                          "has %llu bytes)",
+                          path, (unsigned long long)h->hlen, (unsigned long long)size);
     }
     if (s == CLD_OK) {
         h->header = malloc((size_t)h->hlen + 1);
-        if (!h->header) s = cld__fail(CLD_ERR_NOMEM, "safetensors '%s': out of host memory", path);
+        if (!h->header)
+            s = cld__fail(CLD_ERR_NOMEM, "safetensors '%s': out of host memory", path);
         else if (fread(h->header, 1, (size_t)h->hlen, h->f) != h->hlen)
             s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': header is truncated", path);
-        else h->header[h->hlen] = 0;
+        else
+            h->header[h->hlen] = 0;
     }
     if (s == CLD_OK)
-        s = parse_header(h->header, (size_t)h->hlen, size - 8 - h->hlen, path, &h->root, &h->es, &h->n, &h->meta);
+        s = parse_header(h->header, (size_t)h->hlen, size - 8 - h->hlen, path, &h->root, &h->es, &h->n,
+                         &h->meta);
     if (s != CLD_OK) st_close(h);
     return s;
 }
 
 cld_status cld_safetensors_metadata(const char *path, char **metadata_json)
 {
-    if (!path || !metadata_json) return cld__fail(CLD_ERR_INVALID_ARG, "cld_safetensors_metadata: NULL argument");
+    if (!path || !metadata_json)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_safetensors_metadata: NULL argument");
     *metadata_json = NULL;
     st_file h;
     CLD_TRY(st_open(path, &h));
@@ -749,8 +799,10 @@ cld_status cld_safetensors_metadata(const char *path, char **metadata_json)
     if (h.meta) {
         char *text = cJSON_PrintUnformatted(h.meta);
         *metadata_json = text ? malloc(strlen(text) + 1) : NULL;
-        if (*metadata_json) strcpy(*metadata_json, text);
-        else s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_metadata: out of host memory");
+        if (*metadata_json)
+            strcpy(*metadata_json, text);
+        else
+            s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_metadata: out of host memory");
         if (text) cJSON_free(text);
     } else {
         s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s' has no __metadata__", path);
@@ -759,9 +811,11 @@ cld_status cld_safetensors_metadata(const char *path, char **metadata_json)
     return s;
 }
 
-cld_status cld_safetensors_read(const char *path, const char *name, int *ndim, int shape[CLD_MAX_DIMS], float **data)
+cld_status cld_safetensors_read(const char *path, const char *name, int *ndim, int shape[CLD_MAX_DIMS],
+                                float **data)
 {
-    if (!path || !ndim || !shape || !data) return cld__fail(CLD_ERR_INVALID_ARG, "cld_safetensors_read: NULL argument");
+    if (!path || !ndim || !shape || !data)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_safetensors_read: NULL argument");
     *data = NULL;
     st_file h;
     CLD_TRY(st_open(path, &h));
@@ -772,22 +826,28 @@ cld_status cld_safetensors_read(const char *path, const char *name, int *ndim, i
     for (int j = 0; j < h.n && !e && name; j++)
         if (!strcmp(h.es[j].name, name)) e = &h.es[j];
     if (!name && h.n == 1) e = &h.es[0];
-    if (!e && name) s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': no tensor '%s'", path, name);
-    else if (!e) s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': %d tensors, one expected", path, h.n);
+    if (!e && name)
+        s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': no tensor '%s'", path, name);
+    else if (!e)
+        s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': %d tensors, one expected", path, h.n);
     if (s == CLD_OK && e->ndim > CLD_MAX_DIMS)
-        s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has rank %d (at most %d)", path, e->name, e->ndim,
-                      CLD_MAX_DIMS);
+        s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has rank %d (at most %d)", path, e->name,
+                      e->ndim, CLD_MAX_DIMS);
     if (s == CLD_OK && dtypes[e->dtype].kind == DT_OTHER)
-        s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has dtype %s (F32, F16 or BF16 needed)", path,
-                      e->name, dtypes[e->dtype].name);
+        s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s' has dtype %s (F32, F16 or BF16 needed)",
+                      path, e->name, dtypes[e->dtype].name);
     if (s == CLD_OK) {
         const size_t esz = (size_t)dtypes[e->dtype].size, count = (size_t)((e->end - e->begin) / esz);
         raw = malloc(count * esz + 1);
         out = malloc(count * sizeof *out + 1);
-        if (!raw || !out) s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_read: out of host memory");
-        else if (fseeko(h.f, (off_t)(8 + h.hlen + e->begin), SEEK_SET) != 0 || fread(raw, esz, count, h.f) != count)
-            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s': file ends early (truncated)", path, e->name);
-        else convert(dtypes[e->dtype].kind, raw, count, out);
+        if (!raw || !out)
+            s = cld__fail(CLD_ERR_NOMEM, "cld_safetensors_read: out of host memory");
+        else if (fseeko(h.f, (off_t)(8 + h.hlen + e->begin), SEEK_SET) != 0 ||
+                 fread(raw, esz, count, h.f) != count)
+            s = cld__fail(CLD_ERR_FORMAT, "safetensors '%s': tensor '%s': file ends early (truncated)", path,
+                          e->name);
+        else
+            convert(dtypes[e->dtype].kind, raw, count, out);
     }
     if (s == CLD_OK) {
         *ndim = e->ndim;

@@ -35,7 +35,8 @@ static int is_file(const char *p)
 
 cld_status cld_asset_path(const char *name, char *buf, size_t cap)
 {
-    if (!name || !*name || !buf || cap == 0) return cld__fail(CLD_ERR_INVALID_ARG, "cld_asset_path: bad argument");
+    if (!name || !*name || !buf || cap == 0)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_asset_path: bad argument");
     char dirs[6][1024];
     int nd = 0;
     const char *env = getenv("CLD_ASSETS");
@@ -62,13 +63,16 @@ cld_status cld_asset_path(const char *name, char *buf, size_t cap)
         char path[2048];
         if (snprintf(path, sizeof path, "%s/%s", dirs[i], name) >= (int)sizeof path) continue;
         if (is_file(path)) {
-            if (strlen(path) >= cap) return cld__fail(CLD_ERR_INVALID_ARG, "cld_asset_path: buffer too small");
+            if (strlen(path) >= cap)
+                return cld__fail(CLD_ERR_INVALID_ARG, "cld_asset_path: buffer too small");
             strcpy(buf, path);
             return CLD_OK;
         }
-        if (used < sizeof tried) used += (size_t)snprintf(tried + used, sizeof tried - used, "%s%s", i ? ", " : "", path);
+        if (used < sizeof tried)
+            used += (size_t)snprintf(tried + used, sizeof tried - used, "%s%s", i ? ", " : "", path);
     }
-    return cld__fail(CLD_ERR_IO, "asset '%s' not found (looked in %s; set CLD_ASSETS to its folder)", name, tried);
+    return cld__fail(CLD_ERR_IO, "asset '%s' not found (looked in %s; set CLD_ASSETS to its folder)", name,
+                     tried);
 }
 
 cld_status cld_file_hash(const char *path, uint64_t *hash)
@@ -132,10 +136,12 @@ cld_status cld_model_load(cld_ctx *ctx, const char *path, cld_model **out)
     struct stat st;
     cld_diffusers_model *dm = NULL;
     cld_status s = CLD_OK;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) { /* a diffusers folder, header-checked before device memory */
+    if (stat(path, &st) == 0 &&
+        S_ISDIR(st.st_mode)) { /* a diffusers folder, header-checked before device memory */
         m->diffusers = 1;
         dm = malloc(sizeof *dm);
-        s = dm ? cld_diffusers_open(path, dm) : cld__fail(CLD_ERR_NOMEM, "cld_model_load: out of host memory");
+        s = dm ? cld_diffusers_open(path, dm)
+               : cld__fail(CLD_ERR_NOMEM, "cld_model_load: out of host memory");
         if (s == CLD_OK) {
             m->meta = dm->meta;
             m->sched = dm->sched;
@@ -152,7 +158,8 @@ cld_status cld_model_load(cld_ctx *ctx, const char *path, cld_model **out)
         s = model_runner(m, b);
         if (s == CLD_OK) s = cld_unet_runner_bytes(m->runner, &m->plan_bytes[b - 1]);
     }
-    if (s == CLD_OK) s = dm ? cld_diffusers_load_weights(m->params, dm->weights) : cld_params_load(m->params, path, NULL);
+    if (s == CLD_OK)
+        s = dm ? cld_diffusers_load_weights(m->params, dm->weights) : cld_params_load(m->params, path, NULL);
     if (s == CLD_OK) s = cld_file_hash(dm ? dm->weights : path, &m->hash);
     free(dm);
     if (s != CLD_OK) {
@@ -170,7 +177,8 @@ cld_status cld_model_class_parse(const cld_model *m, const char *name, int *labe
 {
     if (!m || !name || !label) return cld__fail(CLD_ERR_INVALID_ARG, "cld_model_class_parse: NULL argument");
     const int nc = m->meta.unet.num_classes;
-    if (nc == 0) return cld__fail(CLD_ERR_INVALID_ARG, "class '%s': the model has no class conditioning", name);
+    if (nc == 0)
+        return cld__fail(CLD_ERR_INVALID_ARG, "class '%s': the model has no class conditioning", name);
     char *end;
     long v = strtol(name, &end, 10);
     if (*name && !*end) {
@@ -191,14 +199,16 @@ cld_status cld_model_class_parse(const cld_model *m, const char *name, int *labe
     char list[2048] = "";
     size_t used = 0;
     for (int k = 0; k < m->meta.n_class_names && used < sizeof list; k++)
-        used += (size_t)snprintf(list + used, sizeof list - used, "%s%d '%s'", k ? ", " : "", k, m->meta.class_names[k]);
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%d '%s'", k ? ", " : "", k,
+                                 m->meta.class_names[k]);
     if (!m->meta.n_class_names) snprintf(list, sizeof list, "indices 0 .. %d, no names stored", nc - 1);
     return cld__fail(CLD_ERR_INVALID_ARG, "unknown class '%s' (the model's classes: %s)", name, list);
 }
 
 cld_status cld_model_batch_memory(const cld_model *m, int batch, int guided, cld_batch_memory *mem)
 {
-    if (!m || !mem || batch < 1) return cld__fail(CLD_ERR_INVALID_ARG, "cld_model_batch_memory: bad argument");
+    if (!m || !mem || batch < 1)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_model_batch_memory: bad argument");
     cld_device_info info;
     CLD_TRY(cld_ctx_device_info(m->ctx, &info));
     const double mb = (double)batch * (guided ? 2 : 1), per = (double)m->per_sample * sizeof(float);
@@ -209,7 +219,8 @@ cld_status cld_model_batch_memory(const cld_model *m, int batch, int guided, cld
     const double out_ch = (double)m->meta.unet.out_channels / m->meta.unet.in_channels;
     /* sampler workspace (sampler.c: 4 + 1 or 4 + 4 batches), result, staging of wide outputs, parameters
      * with their gradient and AdamW buffers (the store allocates all four) */
-    const double ws = per * batch * (guided ? 8.0 : 5.0) + per * batch + (out_ch > 1 ? per * mb * out_ch : 0.0);
+    const double ws =
+        per * batch * (guided ? 8.0 : 5.0) + per * batch + (out_ch > 1 ? per * mb * out_ch : 0.0);
     const double total = arena + ws + 4.0 * (double)n_params * sizeof(float);
     const double lim = (double)SIZE_MAX / 2;
     mem->arena_bytes = arena < lim ? (size_t)arena : (size_t)lim;
@@ -226,11 +237,12 @@ cld_status cld_model_check_batch(const cld_model *m, int batch, int guided)
     if (mem.arena_bytes > mem.max_alloc_bytes || mem.total_bytes > mem.budget_bytes) {
         cld_device_info info;
         CLD_TRY(cld_ctx_device_info(m->ctx, &info));
-        return cld__fail(CLD_ERR_NOMEM, "a batch of %d samples%s needs %.1f MiB of device memory (%.1f MiB in one "
-                         "allocation); device '%s' allows %.1f MiB (half its memory) and %.1f MiB per allocation",
-                         batch, guided ? " with guidance" : "", mem.total_bytes / 1048576.0,
-                         mem.arena_bytes / 1048576.0, info.name, mem.budget_bytes / 1048576.0,
-                         mem.max_alloc_bytes / 1048576.0);
+        return cld__fail(
+            CLD_ERR_NOMEM,
+            "a batch of %d samples%s needs %.1f MiB of device memory (%.1f MiB in one "
+            "allocation); device '%s' allows %.1f MiB (half its memory) and %.1f MiB per allocation",
+            batch, guided ? " with guidance" : "", mem.total_bytes / 1048576.0, mem.arena_bytes / 1048576.0,
+            info.name, mem.budget_bytes / 1048576.0, mem.max_alloc_bytes / 1048576.0);
     }
     return CLD_OK;
 }
@@ -244,8 +256,10 @@ cld_status cld_model_fit_batch(const cld_model *m, int guided, int limit, int *b
         int mid = lo + (hi - lo + 1) / 2;
         cld_batch_memory mem;
         CLD_TRY(cld_model_batch_memory(m, mid, guided, &mem));
-        if (mem.arena_bytes <= mem.max_alloc_bytes && mem.total_bytes <= mem.budget_bytes) lo = mid;
-        else hi = mid - 1;
+        if (mem.arena_bytes <= mem.max_alloc_bytes && mem.total_bytes <= mem.budget_bytes)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     *batch = lo;
     return CLD_OK;
@@ -268,8 +282,8 @@ cld_status cld_sample_spec_default(cld_sample_spec *spec)
 cld_status cld_repaint_schedule(int steps, int jump, int resample, int *pt, int cap, int *count)
 {
     if (steps < 1 || jump < 1 || resample < 1 || !count || (cap > 0 && !pt))
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_repaint_schedule: steps %d, jump %d, resample %d", steps, jump,
-                         resample);
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_repaint_schedule: steps %d, jump %d, resample %d", steps,
+                         jump, resample);
     /* Lugmayr et al. 2022 (get_schedule_jump), on point indices: after
      * reaching point i (a multiple of jump, i + jump <= steps - 1, so never
      * from the clean end), go back jump points, resample - 1 times. */
@@ -277,7 +291,11 @@ cld_status cld_repaint_schedule(int steps, int jump, int resample, int *pt, int 
     int *left = calloc((size_t)steps + 1, sizeof *left);
     if (!left) return cld__fail(CLD_ERR_NOMEM, "cld_repaint_schedule: out of host memory");
     for (int k = jump; k <= steps - 1; k += jump) left[k] = resample - 1;
-#define PUSH() do { if (n < cap) pt[n] = i; n++; } while (0)
+#define PUSH()                  \
+    do {                        \
+        if (n < cap) pt[n] = i; \
+        n++;                    \
+    } while (0)
     PUSH();
     while (i < steps) {
         i++;
@@ -293,29 +311,30 @@ cld_status cld_repaint_schedule(int steps, int jump, int resample, int *pt, int 
 #undef PUSH
     free(left);
     *count = n;
-    if (pt && n > cap) return cld__fail(CLD_ERR_INVALID_ARG, "cld_repaint_schedule: %d entries, room for %d", n, cap);
+    if (pt && n > cap)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_repaint_schedule: %d entries, room for %d", n, cap);
     return CLD_OK;
 }
 
 /* One run's shared state: a batch of nb samples starting at sample i0. */
 typedef struct sampling {
     cld_ctx *ctx;
-    const cld_schedule *s;     /* cut at the start timestep for SDEdit */
-    cld_model_fn model;        /* returns (n, per) predictions */
+    const cld_schedule *s; /* cut at the start timestep for SDEdit */
+    cld_model_fn model;    /* returns (n, per) predictions */
     void *user;
-    cld_model_fn learned;      /* or NULL: a learned-variance model's full output, for DDPM */
+    cld_model_fn learned; /* or NULL: a learned-variance model's full output, for DDPM */
     void *learned_user;
     const cld_sample_spec *sp;
-    cld_sampler_opts o;        /* steps: those run */
+    cld_sampler_opts o; /* steps: those run */
     int C, S;
     size_t per;
     int guided;
-    int moves;                 /* steps (or RePaint passes) of one run */
-    int *frame_at;             /* (frames) move count of each frame */
+    int moves;     /* steps (or RePaint passes) of one run */
+    int *frame_at; /* (frames) move count of each frame */
     int i0, nb, runs_done, total_moves;
-    float *out;                /* the caller's (n, per) */
-    cl_mem x;                  /* (batch, per) device state */
-    cld_status cb_status;      /* first failure inside the sampler's progress callback */
+    float *out;           /* the caller's (n, per) */
+    cl_mem x;             /* (batch, per) device state */
+    cld_status cb_status; /* first failure inside the sampler's progress callback */
 } sampling;
 
 static cld_status capture(sampling *r, int move, const float *host_x)
@@ -325,8 +344,11 @@ static cld_status capture(sampling *r, int move, const float *host_x)
         if (r->frame_at[f] != move) continue;
         for (int i = 0; i < r->nb; i++) {
             float *dst = sp->trajectory + ((size_t)(r->i0 + i) * sp->frames + f) * r->per;
-            if (host_x) memcpy(dst, host_x + (size_t)i * r->per, r->per * sizeof(float));
-            else CLD_TRY(cld_buffer_read(r->ctx, r->x, (size_t)i * r->per * sizeof(float), r->per * sizeof(float), dst));
+            if (host_x)
+                memcpy(dst, host_x + (size_t)i * r->per, r->per * sizeof(float));
+            else
+                CLD_TRY(cld_buffer_read(r->ctx, r->x, (size_t)i * r->per * sizeof(float),
+                                        r->per * sizeof(float), dst));
         }
     }
     return CLD_OK;
@@ -334,7 +356,8 @@ static cld_status capture(sampling *r, int move, const float *host_x)
 
 static void report(sampling *r, int move)
 {
-    if (r->sp->progress) r->sp->progress(r->sp->progress_user, r->runs_done * r->moves + move, r->total_moves);
+    if (r->sp->progress)
+        r->sp->progress(r->sp->progress_user, r->runs_done * r->moves + move, r->total_moves);
 }
 
 static void on_step(void *user, int step, int total)
@@ -347,8 +370,8 @@ static void on_step(void *user, int step, int total)
 
 /* D (nb, per) = x_0 estimate at point p from host x (nb, per): one model
  * call of nb (2 nb with guidance) samples. io: (2 nb, per) host scratch. */
-static cld_status denoise_host(sampling *r, const float *x, const cld_sampler_point *p, cl_mem min, cl_mem mout,
-                               float *io, float *d)
+static cld_status denoise_host(sampling *r, const float *x, const cld_sampler_point *p, cl_mem min,
+                               cl_mem mout, float *io, float *d)
 {
     const int nb = r->nb, mb = r->guided ? 2 * nb : nb;
     const size_t bytes = (size_t)nb * r->per * sizeof(float);
@@ -387,7 +410,8 @@ static cld_status merge_known(sampling *r, float *x, double a, double b, uint32_
     const size_t plane = (size_t)r->S * r->S;
     for (int i = 0; i < r->nb; i++)
         for (size_t e = 0; e < r->per; e++) {
-            double m = r->sp->mask[e % plane], known = a * r->sp->init[e] + (b > 0 ? b * z[(size_t)i * r->per + e] : 0.0);
+            double m = r->sp->mask[e % plane],
+                   known = a * r->sp->init[e] + (b > 0 ? b * z[(size_t)i * r->per + e] : 0.0);
             float *v = &x[(size_t)i * r->per + e];
             *v = (float)(m * *v + (1.0 - m) * known);
         }
@@ -403,7 +427,8 @@ static cld_status repaint(sampling *r, const cld_sampler_point *pts, float *x)
     int len = 0;
     cld_repaint_schedule(r->o.steps, r->sp->jump, r->sp->resample, NULL, 0, &len);
     int *seq = malloc((size_t)len * sizeof *seq);
-    float *io = malloc((size_t)mb * r->per * sizeof *io), *d = malloc(n * sizeof *d), *z = malloc(n * sizeof *z);
+    float *io = malloc((size_t)mb * r->per * sizeof *io), *d = malloc(n * sizeof *d),
+          *z = malloc(n * sizeof *z);
     cl_mem min = NULL, mout = NULL;
     cld_status s = seq && io && d && z ? CLD_OK : cld__fail(CLD_ERR_NOMEM, "inpainting: out of host memory");
     if (s == CLD_OK) s = cld_repaint_schedule(r->o.steps, r->sp->jump, r->sp->resample, seq, len, &len);
@@ -414,14 +439,18 @@ static cld_status repaint(sampling *r, const cld_sampler_point *pts, float *x)
     if (s == CLD_OK) s = capture(r, 0, x);
     for (int k = 1; k < len && s == CLD_OK; k++) {
         const cld_sampler_point *P = &pts[seq[k - 1]], *Q = &pts[seq[k]];
-        cld_noise_key key = {r->sp->seed, CLD_NOISE_STREAM_SAMPLER, r->sp->first_index + (uint32_t)r->i0, (uint32_t)k};
+        cld_noise_key key = {r->sp->seed, CLD_NOISE_STREAM_SAMPLER, r->sp->first_index + (uint32_t)r->i0,
+                             (uint32_t)k};
         if (seq[k] > seq[k - 1]) {
             /* DDIM step P -> Q (sampler.c's formula), then the known pixels at Q's level */
             s = denoise_host(r, x, P, min, mout, io, d);
-            double se = eta * sqrt(fmax(0.0, (Q->b * Q->b) / (P->b * P->b) * (1.0 - (P->a * P->a) / (Q->a * Q->a))));
-            double dir = sqrt(fmax(0.0, Q->b * Q->b - se * se)), wx = dir / P->b, wd = Q->a - dir * P->a / P->b;
+            double se =
+                eta * sqrt(fmax(0.0, (Q->b * Q->b) / (P->b * P->b) * (1.0 - (P->a * P->a) / (Q->a * Q->a))));
+            double dir = sqrt(fmax(0.0, Q->b * Q->b - se * se)), wx = dir / P->b,
+                   wd = Q->a - dir * P->a / P->b;
             if (s == CLD_OK && se > 0) s = cld_noise_host(&key, nb, r->per, z);
-            for (size_t i = 0; s == CLD_OK && i < n; i++) x[i] = (float)(wx * x[i] + wd * d[i] + (se > 0 ? se * z[i] : 0.0));
+            for (size_t i = 0; s == CLD_OK && i < n; i++)
+                x[i] = (float)(wx * x[i] + wd * d[i] + (se > 0 ? se * z[i] : 0.0));
             if (s == CLD_OK) s = merge_known(r, x, Q->a, Q->b, (uint32_t)k, z);
         } else {
             /* back up: q(x_Q | x_P) of the forward process, Q noisier than P */
@@ -448,9 +477,13 @@ static cld_status run_batch(sampling *r, const cld_sampler_point *pts, const int
     const cld_sample_spec *sp = r->sp;
     const size_t n = (size_t)r->nb * r->per;
     cld_noise_key key = {sp->seed, CLD_NOISE_STREAM_SAMPLER, sp->first_index + (uint32_t)r->i0, 0};
-    if (sp->init) CLD_TRY(cld_q_sample(r->ctx, r->s, r->nb, r->per, t_start, x0, 0, &key, r->x, 0, CLD_PRED_X0, NULL, 0));
-    else if (sp->noise) CLD_TRY(cld_buffer_write(r->ctx, r->x, 0, n * sizeof(float), sp->noise + (size_t)r->i0 * r->per));
-    else CLD_TRY(cld_noise_fill(r->ctx, &key, r->nb, r->per, r->x, 0));
+    if (sp->init)
+        CLD_TRY(
+            cld_q_sample(r->ctx, r->s, r->nb, r->per, t_start, x0, 0, &key, r->x, 0, CLD_PRED_X0, NULL, 0));
+    else if (sp->noise)
+        CLD_TRY(cld_buffer_write(r->ctx, r->x, 0, n * sizeof(float), sp->noise + (size_t)r->i0 * r->per));
+    else
+        CLD_TRY(cld_noise_fill(r->ctx, &key, r->nb, r->per, r->x, 0));
     float *dst = r->out + (size_t)r->i0 * r->per;
     if (sp->mask) return repaint(r, pts, dst);
     CLD_TRY(capture(r, 0, NULL));
@@ -469,7 +502,8 @@ static cld_status run_batch(sampling *r, const cld_sampler_point *pts, const int
     job.progress = on_step;
     job.progress_user = r;
     r->cb_status = CLD_OK;
-    CLD_TRY(learned ? cld_sampler_run_learned_var(r->ctx, r->s, &r->o, &job) : cld_sampler_run(r->ctx, r->s, &r->o, &job));
+    CLD_TRY(learned ? cld_sampler_run_learned_var(r->ctx, r->s, &r->o, &job)
+                    : cld_sampler_run(r->ctx, r->s, &r->o, &job));
     CLD_TRY(r->cb_status);
     return cld_buffer_read(r->ctx, r->x, 0, n * sizeof(float), dst);
 }
@@ -479,7 +513,8 @@ static cld_status check_spec(const cld_sample_spec *sp, int C, int S)
     if (sp->n < 1 || sp->batch < 1 || C < 1 || S < 1)
         return cld__fail(CLD_ERR_INVALID_ARG, "sampling: %d samples in batches of %d", sp->n, sp->batch);
     if (sp->noise && sp->init)
-        return cld__fail(CLD_ERR_INVALID_ARG, "sampling: an initial noise x_T and an init image exclude each other");
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "sampling: an initial noise x_T and an init image exclude each other");
     if ((sp->mask || sp->strength != 1.0) && !sp->init)
         return cld__fail(CLD_ERR_INVALID_ARG, "sampling: a mask or a strength needs an init image");
     if (!(sp->strength > 0.0 && sp->strength <= 1.0))
@@ -488,10 +523,11 @@ static cld_status check_spec(const cld_sample_spec *sp, int C, int S)
         return cld__fail(CLD_ERR_INVALID_ARG, "inpainting runs DDPM or DDIM steps (RePaint), not %s",
                          cld_sampler_name(sp->opts.kind));
     if (sp->mask && (sp->resample < 1 || sp->jump < 1))
-        return cld__fail(CLD_ERR_INVALID_ARG, "inpainting: resample %d and jump %d must be >= 1", sp->resample, sp->jump);
+        return cld__fail(CLD_ERR_INVALID_ARG, "inpainting: resample %d and jump %d must be >= 1",
+                         sp->resample, sp->jump);
     if (sp->frames < 0 || sp->frames == 1 || (sp->frames && !sp->trajectory))
-        return cld__fail(CLD_ERR_INVALID_ARG, "sampling: %d trajectory frames (0, or 2 and more with a buffer)",
-                         sp->frames);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "sampling: %d trajectory frames (0, or 2 and more with a buffer)", sp->frames);
     return CLD_OK;
 }
 
@@ -503,10 +539,12 @@ static long first_nonfinite(const float *x, int n, size_t per)
     return -1;
 }
 
-static cld_status sample_impl(cld_ctx *ctx, const cld_schedule *s, cld_model_fn model, void *user, cld_model_fn learned,
-                              void *learned_user, int channels, int size, const cld_sample_spec *sp, float *out)
+static cld_status sample_impl(cld_ctx *ctx, const cld_schedule *s, cld_model_fn model, void *user,
+                              cld_model_fn learned, void *learned_user, int channels, int size,
+                              const cld_sample_spec *sp, float *out)
 {
-    if (!ctx || !s || !model || !sp || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_sample_with: NULL argument");
+    if (!ctx || !s || !model || !sp || !out)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_sample_with: NULL argument");
     CLD_TRY(check_spec(sp, channels, size));
     sampling r;
     memset(&r, 0, sizeof r);
@@ -538,8 +576,8 @@ static cld_status sample_impl(cld_ctx *ctx, const cld_schedule *s, cld_model_fn 
         r.moves--;
     }
     if (sp->frames > r.moves + 1)
-        return cld__fail(CLD_ERR_INVALID_ARG, "sampling: %d trajectory frames from a run of %d steps", sp->frames,
-                         r.moves);
+        return cld__fail(CLD_ERR_INVALID_ARG, "sampling: %d trajectory frames from a run of %d steps",
+                         sp->frames, r.moves);
     const int runs = (sp->n + sp->batch - 1) / sp->batch, B = sp->batch < sp->n ? sp->batch : sp->n;
     r.total_moves = runs * r.moves;
     cld_sampler_point *pts = malloc(((size_t)r.o.steps + 1) * sizeof *pts);
@@ -547,8 +585,9 @@ static cld_status sample_impl(cld_ctx *ctx, const cld_schedule *s, cld_model_fn 
     r.frame_at = malloc(((size_t)sp->frames + 1) * sizeof *r.frame_at);
     float *rep = sp->init ? malloc((size_t)B * r.per * sizeof *rep) : NULL;
     cl_mem x0 = NULL;
-    cld_status st = pts && t_start && r.frame_at && (!sp->init || rep) ? CLD_OK
-                    : cld__fail(CLD_ERR_NOMEM, "sampling: out of host memory");
+    cld_status st = pts && t_start && r.frame_at && (!sp->init || rep)
+                        ? CLD_OK
+                        : cld__fail(CLD_ERR_NOMEM, "sampling: out of host memory");
     for (int f = 0; f < sp->frames; f++) r.frame_at[f] = (int)lround((double)f * r.moves / (sp->frames - 1));
     for (int i = 0; st == CLD_OK && i < B; i++) {
         t_start[i] = t0;
@@ -566,8 +605,10 @@ static cld_status sample_impl(cld_ctx *ctx, const cld_schedule *s, cld_model_fn 
     }
     long bad = st == CLD_OK ? first_nonfinite(out, sp->n, r.per) : -1;
     if (bad >= 0)
-        st = cld__fail(CLD_ERR_STATE, "sample %ld (noise index %lu) holds NaN or Inf after sampling: the model or the "
-                       "device computed non-finite values", bad, (unsigned long)(sp->first_index + (uint32_t)bad));
+        st = cld__fail(CLD_ERR_STATE,
+                       "sample %ld (noise index %lu) holds NaN or Inf after sampling: the model or the "
+                       "device computed non-finite values",
+                       bad, (unsigned long)(sp->first_index + (uint32_t)bad));
     if (r.x) cld_buffer_release(r.x);
     if (x0) cld_buffer_release(x0);
     free(pts);
@@ -587,46 +628,57 @@ cld_status cld_model_sample(cld_model *m, const cld_sample_spec *spec, float *ou
 {
     if (!m || !spec || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_model_sample: NULL argument");
     const int nc = m->meta.unet.num_classes;
-    if (spec->labels && nc == 0) return cld__fail(CLD_ERR_INVALID_ARG, "sampling: class labels for a model without classes");
+    if (spec->labels && nc == 0)
+        return cld__fail(CLD_ERR_INVALID_ARG, "sampling: class labels for a model without classes");
     if (spec->opts.guidance != 1.0 && nc == 0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "sampling: guidance %g needs a class-conditional model (this one has no "
-                         "classes)", spec->opts.guidance);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "sampling: guidance %g needs a class-conditional model (this one has no "
+                         "classes)",
+                         spec->opts.guidance);
     if (spec->opts.guidance != 1.0 && m->meta.unet.class_no_null)
-        return cld__fail(CLD_ERR_INVALID_ARG, "sampling: guidance %g needs a null class, and this model's class table "
-                         "(num_class_embeds) has none", spec->opts.guidance);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "sampling: guidance %g needs a null class, and this model's class table "
+                         "(num_class_embeds) has none",
+                         spec->opts.guidance);
     for (int i = 0; spec->labels && i < spec->n; i++)
         if (spec->labels[i] < 0 || spec->labels[i] >= nc)
-            return cld__fail(CLD_ERR_INVALID_ARG, "sampling: sample %d has class %d (the model has 0 .. %d)", i,
-                             spec->labels[i], nc - 1);
+            return cld__fail(CLD_ERR_INVALID_ARG, "sampling: sample %d has class %d (the model has 0 .. %d)",
+                             i, spec->labels[i], nc - 1);
     const int guided = spec->labels && spec->opts.guidance != 1.0;
     cld_sample_spec sp = *spec;
     sp.opts.pred = m->meta.diffusion.pred;
     sp.opts.null_label = nc;
-    if (sp.batch > 0) CLD_TRY(cld_model_check_batch(m, sp.batch, guided));
-    else CLD_TRY(cld_model_fit_batch(m, guided, sp.n < 64 ? sp.n : 64, &sp.batch));
+    if (sp.batch > 0)
+        CLD_TRY(cld_model_check_batch(m, sp.batch, guided));
+    else
+        CLD_TRY(cld_model_fit_batch(m, guided, sp.n < 64 ? sp.n : 64, &sp.batch));
     CLD_TRY(model_runner(m, guided ? 2 * sp.batch : sp.batch));
     const int C = m->meta.unet.in_channels, S = m->meta.unet.image_size;
     if (m->meta.unet.out_channels == C)
         return sample_impl(m->ctx, m->schedule, cld_unet_runner_fn, m->runner, NULL, NULL, C, S, &sp, out);
     if (!m->meta.diffusion.learned_variance || m->meta.unet.out_channels != 2 * C)
-        return cld__fail(CLD_ERR_FORMAT, "sampling: the UNet returns %d channels for %d inputs, and the model has no "
-                         "learned variance", m->meta.unet.out_channels, C);
+        return cld__fail(CLD_ERR_FORMAT,
+                         "sampling: the UNet returns %d channels for %d inputs, and the model has no "
+                         "learned variance",
+                         m->meta.unet.out_channels, C);
     /* learned variance: DDPM uses it, the other samplers (and RePaint's steps) the prediction half */
     cld_pred_half half = {m->ctx, cld_unet_runner_fn, m->runner, m->per_sample};
-    return sample_impl(m->ctx, m->schedule, cld_pred_half_fn, &half, cld_unet_runner_fn, m->runner, C, S, &sp, out);
+    return sample_impl(m->ctx, m->schedule, cld_pred_half_fn, &half, cld_unet_runner_fn, m->runner, C, S, &sp,
+                       out);
 }
 
 /* ---------------------------------------------------------------- output */
 
-cld_status cld_grid_pixels(const float *x, int n, int C, int S, int cols, int pad, uint8_t **pixels, int *width,
-                           int *height)
+cld_status cld_grid_pixels(const float *x, int n, int C, int S, int cols, int pad, uint8_t **pixels,
+                           int *width, int *height)
 {
     if (!x || !pixels || !width || !height || n < 1 || C < 1 || C > 4 || S < 1 || cols < 1 || pad < 0)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_grid_pixels: bad argument");
     if (cols > n) cols = n;
     const int rows = (n + cols - 1) / cols;
     const long W = (long)cols * (S + pad) + pad, H = (long)rows * (S + pad) + pad;
-    if (W > 65535 || H > 65535) return cld__fail(CLD_ERR_INVALID_ARG, "cld_grid_pixels: a %ld x %ld grid", W, H);
+    if (W > 65535 || H > 65535)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_grid_pixels: a %ld x %ld grid", W, H);
     uint8_t *img = calloc((size_t)W * H * C, 1);
     if (!img) return cld__fail(CLD_ERR_NOMEM, "cld_grid_pixels: out of host memory");
     for (int i = 0; i < n; i++) {
@@ -665,7 +717,8 @@ cld_status cld_recipe_to_json(const cld_recipe *r, const cld_model_meta *meta, c
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_recipe_to_json: bad spacing or classes");
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
-    cJSON *o = cJSON_CreateObject(), *cl = cJSON_CreateIntArray(r->classes, r->n_classes), *names = cJSON_CreateArray();
+    cJSON *o = cJSON_CreateObject(), *cl = cJSON_CreateIntArray(r->classes, r->n_classes),
+          *names = cJSON_CreateArray();
     int ok = o && cl && names;
     ok = ok && cJSON_AddStringToObject(o, "format", "cld-recipe 1");
     ok = ok && cJSON_AddStringToObject(o, "engine", CLD_VERSION_STRING);
@@ -696,7 +749,8 @@ cld_status cld_recipe_to_json(const cld_recipe *r, const cld_model_meta *meta, c
              cJSON_AddNumberToObject(o, "strength", r->strength);
         if (ok && r->mask[0])
             ok = cJSON_AddStringToObject(o, "mask", r->mask) && add_hash(o, "mask_hash", r->mask_hash) &&
-                 cJSON_AddNumberToObject(o, "resample", r->resample) && cJSON_AddNumberToObject(o, "jump", r->jump);
+                 cJSON_AddNumberToObject(o, "resample", r->resample) &&
+                 cJSON_AddNumberToObject(o, "jump", r->jump);
     }
     if (ok && r->noise[0])
         ok = cJSON_AddStringToObject(o, "noise", r->noise) && add_hash(o, "noise_hash", r->noise_hash);
@@ -721,7 +775,8 @@ static const cJSON *field(rd *d, const char *key, int want_string)
 {
     const cJSON *v = d->s == CLD_OK ? cJSON_GetObjectItemCaseSensitive(d->o, key) : NULL;
     if (d->s == CLD_OK && !(want_string ? cJSON_IsString(v) : cJSON_IsNumber(v)))
-        d->s = cld__fail(CLD_ERR_FORMAT, "recipe: '%s' is missing or not a %s", key, want_string ? "string" : "number");
+        d->s = cld__fail(CLD_ERR_FORMAT, "recipe: '%s' is missing or not a %s", key,
+                         want_string ? "string" : "number");
     return d->s == CLD_OK ? v : NULL;
 }
 
@@ -729,15 +784,18 @@ static double num(rd *d, const char *key, double lo, double hi)
 {
     const cJSON *v = field(d, key, 0);
     if (v && !(v->valuedouble >= lo && v->valuedouble <= hi))
-        d->s = cld__fail(CLD_ERR_FORMAT, "recipe: '%s' = %g is outside [%g, %g]", key, v->valuedouble, lo, hi);
+        d->s =
+            cld__fail(CLD_ERR_FORMAT, "recipe: '%s' = %g is outside [%g, %g]", key, v->valuedouble, lo, hi);
     return v && d->s == CLD_OK ? v->valuedouble : 0.0;
 }
 
 static void str(rd *d, const char *key, char *dst, size_t cap)
 {
     const cJSON *v = field(d, key, 1);
-    if (v && strlen(v->valuestring) >= cap) d->s = cld__fail(CLD_ERR_FORMAT, "recipe: '%s' is too long", key);
-    else if (v) strcpy(dst, v->valuestring);
+    if (v && strlen(v->valuestring) >= cap)
+        d->s = cld__fail(CLD_ERR_FORMAT, "recipe: '%s' is too long", key);
+    else if (v)
+        strcpy(dst, v->valuestring);
 }
 
 static uint64_t hash_field(rd *d, const char *key)
@@ -763,7 +821,8 @@ cld_status cld_recipe_from_json(const char *json, cld_recipe *out)
         d.s = cld__fail(CLD_ERR_FORMAT, "recipe format '%s' (this build reads cld-recipe 1)", fmt);
     double nv = num(&d, "noise_version", 0, 1e9);
     if (d.s == CLD_OK && nv != CLD_NOISE_VERSION)
-        d.s = cld__fail(CLD_ERR_FORMAT, "recipe: made with noise version %g, this build has %d", nv, CLD_NOISE_VERSION);
+        d.s = cld__fail(CLD_ERR_FORMAT, "recipe: made with noise version %g, this build has %d", nv,
+                        CLD_NOISE_VERSION);
     str(&d, "model", r.model, sizeof r.model);
     r.model_hash = hash_field(&d, "model_hash");
     str(&d, "sampler", sampler, sizeof sampler);
@@ -775,7 +834,8 @@ cld_status cld_recipe_from_json(const char *json, cld_recipe *out)
     r.karras = !strcmp(spacing, "karras");
     r.spacing = sp >= 0 ? (cld_spacing)sp : CLD_SPACING_TRAILING;
     if (d.s == CLD_OK && sp < 0 && !r.karras)
-        d.s = cld__fail(CLD_ERR_FORMAT, "recipe: spacing '%s' (leading, trailing, linspace, karras)", spacing);
+        d.s =
+            cld__fail(CLD_ERR_FORMAT, "recipe: spacing '%s' (leading, trailing, linspace, karras)", spacing);
     r.steps = (int)num(&d, "steps", 1, 1e6);
     r.eta = num(&d, "eta", 0, 1e6);
     r.guidance = num(&d, "guidance", -1e6, 1e6);
@@ -787,15 +847,18 @@ cld_status cld_recipe_from_json(const char *json, cld_recipe *out)
     r.n = (int)num(&d, "n", 1, 1e7);
     const cJSON *cl = d.s == CLD_OK ? cJSON_GetObjectItemCaseSensitive(o, "classes") : NULL;
     if (d.s == CLD_OK && (!cJSON_IsArray(cl) || cJSON_GetArraySize(cl) > CLD_MODEL_MAX_CLASSES))
-        d.s = cld__fail(CLD_ERR_FORMAT, "recipe: 'classes' is not an array of at most %d", CLD_MODEL_MAX_CLASSES);
+        d.s = cld__fail(CLD_ERR_FORMAT, "recipe: 'classes' is not an array of at most %d",
+                        CLD_MODEL_MAX_CLASSES);
     for (const cJSON *e = cl ? cl->child : NULL; d.s == CLD_OK && e; e = e->next) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= CLD_MODEL_MAX_CLASSES)
             d.s = cld__fail(CLD_ERR_FORMAT, "recipe: 'classes' holds a bad class");
-        else r.classes[r.n_classes++] = (int)e->valuedouble;
+        else
+            r.classes[r.n_classes++] = (int)e->valuedouble;
     }
     r.batch = (int)num(&d, "batch", 1, 1e7);
     str(&d, "layout", r.layout, sizeof r.layout);
-    if (d.s == CLD_OK && strcmp(r.layout, layouts[0]) && strcmp(r.layout, layouts[1]) && strcmp(r.layout, layouts[2]))
+    if (d.s == CLD_OK && strcmp(r.layout, layouts[0]) && strcmp(r.layout, layouts[1]) &&
+        strcmp(r.layout, layouts[2]))
         d.s = cld__fail(CLD_ERR_FORMAT, "recipe: layout '%s' (grid, single, trajectory)", r.layout);
     r.grid_cols = (int)num(&d, "grid_cols", 0, 65535);
     r.frames = (int)num(&d, "frames", 0, 65535);

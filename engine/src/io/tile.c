@@ -35,7 +35,8 @@ cld_status cld_unet_receptive_radius(const cld_unet_config *cfg, int *radius)
     if (!cfg || !radius) return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_receptive_radius: NULL argument");
     CLD_TRY(cld_unet_config_check(cfg));
     if (!cld_unet_config_is_local(cfg))
-        return cld__fail(CLD_ERR_INVALID_ARG, "the UNet is not local (norm_groups %d, %d attention resolutions, "
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "the UNet is not local (norm_groups %d, %d attention resolutions, "
                          "mid attention %s): its output depends on the whole image, it cannot run in tiles",
                          cfg->norm_groups, cfg->n_attn, cfg->no_mid_attn ? "off" : "on");
     /* The same walk as unet.c's build(): conv3x3 stride 1 at scale s adds s
@@ -88,7 +89,7 @@ struct cld_tiled {
     cld_params *params;
     cld_unet_config cfg;
     cld_tile_opts opts;
-    int align;          /* 2^(n_levels-1) */
+    int align; /* 2^(n_levels-1) */
     int radius;
     size_t param_bytes;
     /* planned arena at sides align*8 and align*16: bytes ~ c0 + c2 side^2 */
@@ -112,19 +113,21 @@ static size_t runner_arena(cld_tiled *t, int side, cld_status *s)
     return bytes;
 }
 
-cld_status cld_tiled_create(cld_ctx *ctx, cld_params *params, const cld_unet_config *cfg, const cld_tile_opts *opts,
-                            cld_tiled **out)
+cld_status cld_tiled_create(cld_ctx *ctx, cld_params *params, const cld_unet_config *cfg,
+                            const cld_tile_opts *opts, cld_tiled **out)
 {
-    if (!ctx || !params || !cfg || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_tiled_create: NULL argument");
+    if (!ctx || !params || !cfg || !out)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_tiled_create: NULL argument");
     *out = NULL;
     int radius;
     CLD_TRY(cld_unet_receptive_radius(cfg, &radius));
     cld_tile_opts o = {0, -1, 0, 0};
     if (opts) o = *opts;
     if (o.margin < -1 || o.blend < 0 || o.tile < 0 || o.max_tile < 0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_tiled_create: tile %d, margin %d, blend %d, max_tile %d", o.tile,
-                         o.margin, o.blend, o.max_tile);
-    if (o.margin < 0 || o.margin > radius) o.margin = radius; /* more context than the reach changes nothing */
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_tiled_create: tile %d, margin %d, blend %d, max_tile %d",
+                         o.tile, o.margin, o.blend, o.max_tile);
+    if (o.margin < 0 || o.margin > radius)
+        o.margin = radius; /* more context than the reach changes nothing */
     if (!o.blend) o.blend = CLD_TILE_DEFAULT_BLEND;
     if (!o.max_tile) o.max_tile = CLD_TILE_AUTO_MAX;
     cld_tiled *t = calloc(1, sizeof *t);
@@ -199,9 +202,10 @@ static cld_status plan_side(cld_tiled *t, int side, int H, int W, cld_tile_plan 
     const int m = t->opts.margin, a = t->align;
     int stride = (side - 2 * m - t->opts.blend) / a * a;
     if (side % a || stride < a)
-        return cld__fail(CLD_ERR_INVALID_ARG, "tile %d: must be a multiple of %d and leave room for the margins "
-                         "(2 x %d) and the blend (%d) plus %d: at least %d", side, a, m, t->opts.blend, a,
-                         ((2 * m + t->opts.blend + a) + a - 1) / a * a);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "tile %d: must be a multiple of %d and leave room for the margins "
+                         "(2 x %d) and the blend (%d) plus %d: at least %d",
+                         side, a, m, t->opts.blend, a, ((2 * m + t->opts.blend + a) + a - 1) / a * a);
     p->tile = side;
     p->margin = m;
     p->stride = stride;
@@ -233,7 +237,8 @@ cld_status cld_tiled_plan(cld_tiled *t, int H, int W, cld_tile_plan *plan)
         double best = -1;
         for (int side = lo; side <= hi; side += a) {
             CLD_TRY(tile_bytes(t, side, &bytes));
-            if (bytes > budget || (side > lo && t->c0 + t->c2 * side * side > (double)info.max_alloc_bytes)) break;
+            if (bytes > budget || (side > lo && t->c0 + t->c2 * side * side > (double)info.max_alloc_bytes))
+                break;
             cld_tile_plan p;
             CLD_TRY(plan_side(t, side, H, W, &p));
             /* pixels computed, plus a fixed cost per tile (launches, copies) worth a 32 x 32 tile */
@@ -242,18 +247,20 @@ cld_status cld_tiled_plan(cld_tiled *t, int H, int W, cld_tile_plan *plan)
         }
         if (best < 0) {
             CLD_TRY(tile_bytes(t, lo, &bytes));
-            return cld__fail(CLD_ERR_NOMEM, "the smallest tile (%d) needs %.1f MiB of device memory; device '%s' "
-                             "allows %.1f MiB (half its memory, less the parameters)", lo, bytes / 1048576.0,
-                             info.name, budget / 1048576.0);
+            return cld__fail(CLD_ERR_NOMEM,
+                             "the smallest tile (%d) needs %.1f MiB of device memory; device '%s' "
+                             "allows %.1f MiB (half its memory, less the parameters)",
+                             lo, bytes / 1048576.0, info.name, budget / 1048576.0);
         }
         plan->budget_bytes = budget > 0 ? (size_t)budget : 0;
     }
     CLD_TRY(tile_bytes(t, plan->tile, &bytes));
     plan->device_bytes = (size_t)bytes;
     if (t->opts.tile && bytes > budget)
-        return cld__fail(CLD_ERR_NOMEM, "tile %d needs %.1f MiB of device memory; device '%s' allows %.1f MiB (half "
-                         "its memory, less the parameters)", plan->tile, bytes / 1048576.0, info.name,
-                         budget / 1048576.0);
+        return cld__fail(CLD_ERR_NOMEM,
+                         "tile %d needs %.1f MiB of device memory; device '%s' allows %.1f MiB (half "
+                         "its memory, less the parameters)",
+                         plan->tile, bytes / 1048576.0, info.name, budget / 1048576.0);
     return CLD_OK;
 }
 
@@ -303,17 +310,20 @@ static cld_status ensure_runner(cld_tiled *t, int side)
 cld_status cld_tiled_run(cld_tiled *t, const float *x, int H, int W, float timestep, float *out,
                          void (*progress)(void *user, int done, int total), void *user)
 {
-    if (!t || !x || !out || H < 1 || W < 1) return cld__fail(CLD_ERR_INVALID_ARG, "cld_tiled_run: bad argument");
+    if (!t || !x || !out || H < 1 || W < 1)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_tiled_run: bad argument");
     cld_tile_plan p;
     CLD_TRY(cld_tiled_plan(t, H, W, &p));
     CLD_TRY(ensure_runner(t, p.tile));
     const int Ci = t->cfg.in_channels, Co = t->cfg.out_channels, T = p.tile;
     const size_t plane = (size_t)T * T;
     float *tin = malloc(plane * Ci * sizeof *tin), *tout = malloc(plane * Co * sizeof *tout);
-    double *wt = malloc((size_t)T * sizeof *wt), *nx = calloc((size_t)W, sizeof *nx), *ny = calloc((size_t)H, sizeof *ny);
+    double *wt = malloc((size_t)T * sizeof *wt), *nx = calloc((size_t)W, sizeof *nx),
+           *ny = calloc((size_t)H, sizeof *ny);
     int *col = malloc((size_t)T * sizeof *col);
     cld_status s = CLD_OK;
-    if (!tin || !tout || !wt || !nx || !ny || !col) s = cld__fail(CLD_ERR_NOMEM, "cld_tiled_run: out of host memory");
+    if (!tin || !tout || !wt || !nx || !ny || !col)
+        s = cld__fail(CLD_ERR_NOMEM, "cld_tiled_run: out of host memory");
     if (s == CLD_OK) {
         for (int u = 0; u < T; u++) wt[u] = axis_weight(&p, u);
         /* per-axis weight sums at every image pixel */
@@ -328,9 +338,11 @@ cld_status cld_tiled_run(cld_tiled *t, const float *x, int H, int W, float times
                 if (yi >= 0 && yi < H) ny[yi] += wt[u];
             }
         for (int i = 0; i < W && s == CLD_OK; i++)
-            if (!(nx[i] > 0)) s = cld__fail(CLD_ERR_STATE, "cld_tiled_run: column %d has no tile weight (bug)", i);
+            if (!(nx[i] > 0))
+                s = cld__fail(CLD_ERR_STATE, "cld_tiled_run: column %d has no tile weight (bug)", i);
         for (int i = 0; i < H && s == CLD_OK; i++)
-            if (!(ny[i] > 0)) s = cld__fail(CLD_ERR_STATE, "cld_tiled_run: row %d has no tile weight (bug)", i);
+            if (!(ny[i] > 0))
+                s = cld__fail(CLD_ERR_STATE, "cld_tiled_run: row %d has no tile weight (bug)", i);
     }
     if (s == CLD_OK) memset(out, 0, (size_t)Co * H * W * sizeof *out);
     const int total = p.nx * p.ny;
@@ -369,7 +381,8 @@ cld_status cld_tiled_run(cld_tiled *t, const float *x, int H, int W, float times
             for (int xi = 0; xi < W; xi++) {
                 row[xi] = (float)(row[xi] / (nx[xi] * ny[yi]));
                 if (!isfinite(row[xi])) {
-                    s = cld__fail(CLD_ERR_STATE, "the UNet output is not finite (%g) at channel %d, pixel (%d, %d)",
+                    s = cld__fail(CLD_ERR_STATE,
+                                  "the UNet output is not finite (%g) at channel %d, pixel (%d, %d)",
                                   (double)row[xi], c, xi, yi);
                     break;
                 }

@@ -114,11 +114,13 @@ static cld_status check_diffusers(const cld_unet_config *cfg)
     if (cfg->downsample_padding != 0 && cfg->downsample_padding != 1)
         BAD("downsample_padding = %d (0 or 1)", cfg->downsample_padding);
     if (cfg->head_dim < 0) BAD("head_dim = %d (must be >= 0)", cfg->head_dim);
-    if (cfg->n_attn) BAD("attn_res is not used with diffusers = 1 (attention is by block: down_attn, up_attn)");
+    if (cfg->n_attn)
+        BAD("attn_res is not used with diffusers = 1 (attention is by block: down_attn, up_attn)");
     if (cfg->heads != 1) BAD("heads = %d: diffusers configs give head_dim instead", cfg->heads);
     if (cfg->class_no_null && cfg->num_classes < 1) BAD("class_no_null needs num_classes >= 1");
     for (int i = cfg->n_levels; i < CLD_UNET_MAX_LEVELS; i++)
-        if (cfg->down_attn[i] || cfg->up_attn[i]) BAD("down_attn / up_attn set past the %d levels", cfg->n_levels);
+        if (cfg->down_attn[i] || cfg->up_attn[i])
+            BAD("down_attn / up_attn set past the %d levels", cfg->n_levels);
     if (cfg->head_dim) {
         for (int i = 0; i < cfg->n_levels; i++) {
             const int ch = cfg->base_channels * cfg->mult[i];
@@ -164,8 +166,8 @@ cld_status cld_unet_config_check(const cld_unet_config *cfg)
     for (int i = 0; i < cfg->n_levels; i++) {
         if (cfg->mult[i] < 1) BAD("mult[%d] = %d (must be >= 1)", i, cfg->mult[i]);
         int ch = cfg->base_channels * cfg->mult[i];
-        if (ch % groups) BAD("mult[%d]: %d channels is not a multiple of norm_groups = %d", i, ch,
-                                       cfg->norm_groups);
+        if (ch % groups)
+            BAD("mult[%d]: %d channels is not a multiple of norm_groups = %d", i, ch, cfg->norm_groups);
     }
     if (cfg->n_attn < 0 || cfg->n_attn > CLD_UNET_MAX_LEVELS)
         BAD("n_attn = %d (must be in 0..%d)", cfg->n_attn, CLD_UNET_MAX_LEVELS);
@@ -173,10 +175,12 @@ cld_status cld_unet_config_check(const cld_unet_config *cfg)
         int found = -1;
         for (int i = 0; i < cfg->n_levels; i++)
             if (cfg->image_size >> i == cfg->attn_res[a]) found = i;
-        if (found < 0) BAD("attn_res[%d] = %d is not a resolution of the UNet (%d halved up to %d times)", a,
-                           cfg->attn_res[a], cfg->image_size, cfg->n_levels - 1);
+        if (found < 0)
+            BAD("attn_res[%d] = %d is not a resolution of the UNet (%d halved up to %d times)", a,
+                cfg->attn_res[a], cfg->image_size, cfg->n_levels - 1);
         int ch = cfg->base_channels * cfg->mult[found];
-        if (ch % cfg->heads) BAD("attn_res[%d]: %d channels is not a multiple of heads = %d", a, ch, cfg->heads);
+        if (ch % cfg->heads)
+            BAD("attn_res[%d]: %d channels is not a multiple of heads = %d", a, ch, cfg->heads);
     }
     int last = cfg->base_channels * cfg->mult[cfg->n_levels - 1];
     if (last % cfg->heads) BAD("heads = %d does not divide the middle block's %d channels", cfg->heads, last);
@@ -269,8 +273,9 @@ static cld_status diffusers_from_json(const cJSON *d, cld_unet_config *c)
 {
 #define BADD(...) return cld__fail(CLD_ERR_FORMAT, "unet config JSON: diffusers: " __VA_ARGS__)
     if (!cJSON_IsObject(d)) BADD("not an object");
-    static const char *const keys[] = {"norm_eps", "flip_sin_to_cos", "freq_shift", "head_dim",
-                                       "downsample_padding", "down_attn", "up_attn", "class_no_null"};
+    static const char *const keys[] = {"norm_eps", "flip_sin_to_cos",    "freq_shift",
+                                       "head_dim", "downsample_padding", "down_attn",
+                                       "up_attn",  "class_no_null"};
     for (const cJSON *e = d->child; e; e = e->next) {
         int k = 0;
         while (k < 8 && strcmp(keys[k], e->string)) k++;
@@ -279,8 +284,8 @@ static cld_status diffusers_from_json(const cJSON *d, cld_unet_config *c)
     const cJSON *v[8];
     for (int k = 0; k < 8; k++)
         if (!(v[k] = cJSON_GetObjectItemCaseSensitive(d, keys[k]))) BADD("missing key '%s'", keys[k]);
-    if (!cJSON_IsNumber(v[0]) || !cJSON_IsBool(v[1]) || !cJSON_IsNumber(v[2]) || !json_int(v[3], &c->head_dim) ||
-        !json_int(v[4], &c->downsample_padding) || !cJSON_IsBool(v[7]))
+    if (!cJSON_IsNumber(v[0]) || !cJSON_IsBool(v[1]) || !cJSON_IsNumber(v[2]) ||
+        !json_int(v[3], &c->head_dim) || !json_int(v[4], &c->downsample_padding) || !cJSON_IsBool(v[7]))
         BADD("a key has the wrong type");
     c->diffusers = 1;
     c->norm_eps = (float)v[0]->valuedouble;
@@ -298,8 +303,9 @@ cld_status cld_unet_config_from_json(const char *json, cld_unet_config *cfg)
 {
     if (!json || !cfg) return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_config_from_json: NULL argument");
     cJSON *o = cJSON_Parse(json);
-    if (!o) return cld__fail(CLD_ERR_FORMAT, "unet config JSON: parse error near '%.32s'",
-                             cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "");
+    if (!o)
+        return cld__fail(CLD_ERR_FORMAT, "unet config JSON: parse error near '%.32s'",
+                         cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "");
     cld_unet_config c;
     memset(&c, 0, sizeof c);
     c.heads = 1; /* optional keys and their defaults */
@@ -307,11 +313,23 @@ cld_status cld_unet_config_from_json(const char *json, cld_unet_config *cfg)
     cld_status s = CLD_OK;
     unsigned seen = 0;
     /* required keys: the first six */
-    static const char *const keys[] = {"in_channels", "out_channels", "image_size", "base_channels",
-                                       "mult", "num_res_blocks", "attn_res", "heads", "norm_groups",
-                                       "dropout", "num_classes", "mid_attention", "diffusers"};
-    int *ints[] = {&c.in_channels, &c.out_channels, &c.image_size, &c.base_channels, NULL,
-                   &c.num_res_blocks, NULL, &c.heads, &c.norm_groups, NULL, &c.num_classes, NULL, NULL};
+    static const char *const keys[] = {"in_channels", "out_channels",   "image_size",  "base_channels",
+                                       "mult",        "num_res_blocks", "attn_res",    "heads",
+                                       "norm_groups", "dropout",        "num_classes", "mid_attention",
+                                       "diffusers"};
+    int *ints[] = {&c.in_channels,
+                   &c.out_channels,
+                   &c.image_size,
+                   &c.base_channels,
+                   NULL,
+                   &c.num_res_blocks,
+                   NULL,
+                   &c.heads,
+                   &c.norm_groups,
+                   NULL,
+                   &c.num_classes,
+                   NULL,
+                   NULL};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     if (!cJSON_IsObject(o)) s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: not an object");
     for (const cJSON *e = o->child; s == CLD_OK && e; e = e->next) {
@@ -328,11 +346,15 @@ cld_status cld_unet_config_from_json(const char *json, cld_unet_config *cfg)
         } else if (!strcmp(keys[k], "diffusers")) {
             s = diffusers_from_json(e, &c);
         } else if (!strcmp(keys[k], "mid_attention")) {
-            if (!cJSON_IsBool(e)) s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: 'mid_attention' is not true/false");
-            else c.no_mid_attn = cJSON_IsFalse(e);
+            if (!cJSON_IsBool(e))
+                s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: 'mid_attention' is not true/false");
+            else
+                c.no_mid_attn = cJSON_IsFalse(e);
         } else if (!strcmp(keys[k], "dropout")) {
-            if (!cJSON_IsNumber(e)) s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: 'dropout' is not a number");
-            else c.dropout = (float)e->valuedouble;
+            if (!cJSON_IsNumber(e))
+                s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: 'dropout' is not a number");
+            else
+                c.dropout = (float)e->valuedouble;
         } else if (!json_int(e, ints[k])) {
             s = cld__fail(CLD_ERR_FORMAT, "unet config JSON: '%s' is not an integer", keys[k]);
         }
@@ -372,10 +394,7 @@ static cld_status param(unet_builder *b, const char *module, const char *suffix,
     return cld_graph_param(b->g, name, ndim, shape, init, scale, out);
 }
 
-static void enter(unet_builder *b, const char *module)
-{
-    snprintf(b->where, sizeof b->where, "%s", module);
-}
+static void enter(unet_builder *b, const char *module) { snprintf(b->where, sizeof b->where, "%s", module); }
 
 /* DDPM default_init: variance scaling 1.0, fan_avg, uniform. */
 static float fan_avg_bound(int fan_in, int fan_out)
@@ -390,8 +409,8 @@ enum { CONV_ZERO = 1, CONV_LINEAR_SHAPE = 2 };
  * (so a mismatched input fails in conv2d), or (co, ci) for K = 1 with
  * CONV_LINEAR_SHAPE (diffusers' attention projections are nn.Linear).
  * CONV_ZERO: zero init. */
-static cld_status conv_pad(unet_builder *b, const char *module, cld_tensor *x, int ci, int co, int k, int stride,
-                           int pad, unsigned flags, cld_tensor **y)
+static cld_status conv_pad(unet_builder *b, const char *module, cld_tensor *x, int ci, int co, int k,
+                           int stride, int pad, unsigned flags, cld_tensor **y)
 {
     enter(b, module);
     const int zero = flags & CONV_ZERO, linear_shape = flags & CONV_LINEAR_SHAPE;
@@ -426,8 +445,7 @@ static cld_status linear(unet_builder *b, const char *module, cld_tensor *x, int
 
 /* GN, followed by SiLU in the same pass if `act`; without normalisation
  * (norm_groups 0) only the SiLU */
-static cld_status group_norm_act(unet_builder *b, const char *module, cld_tensor *x, int act,
-                                 cld_tensor **y)
+static cld_status group_norm_act(unet_builder *b, const char *module, cld_tensor *x, int act, cld_tensor **y)
 {
     enter(b, module);
     if (b->cfg->norm_groups == 0) {
@@ -439,9 +457,8 @@ static cld_status group_norm_act(unet_builder *b, const char *module, cld_tensor
     cld_tensor *gamma, *beta;
     CLD_TRY(param(b, module, "weight", 1, &c, CLD_INIT_ONE, 0.0f, &gamma));
     CLD_TRY(param(b, module, "bias", 1, &c, CLD_INIT_ZERO, 0.0f, &beta));
-    return (act ? cld__op_group_norm_silu : cld_op_group_norm)(b->g, x, gamma, beta,
-                                                               b->cfg->norm_groups,
-                                                               b->cfg->diffusers ? b->cfg->norm_eps : UNET_GN_EPS, y);
+    return (act ? cld__op_group_norm_silu : cld_op_group_norm)(
+        b->g, x, gamma, beta, b->cfg->norm_groups, b->cfg->diffusers ? b->cfg->norm_eps : UNET_GN_EPS, y);
 }
 
 static cld_status group_norm(unet_builder *b, const char *module, cld_tensor *x, cld_tensor **y)
@@ -610,22 +627,27 @@ static cld_status build(unet_builder *b, cld_tensor *x, cld_tensor *t, cld_tenso
 cld_status cld_unet_build(cld_graph *g, const cld_unet_config *cfg, cld_tensor *x, cld_tensor *t,
                           cld_tensor *labels, cld_tensor **out)
 {
-    if (!g || !cfg || !x || !t || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_build: NULL argument");
+    if (!g || !cfg || !x || !t || !out)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_build: NULL argument");
     *out = NULL;
     CLD_TRY(cld_unet_config_check(cfg));
     char sx[96], so[96];
     if (x->ndim != 4 || x->shape[2] != cfg->image_size || x->shape[3] != cfg->image_size)
-        return cld__fail(CLD_ERR_SHAPE, "unet: x is %s, expected (N, %d, %d, %d)", cld__shape_str(x, sx, sizeof sx),
-                         cfg->in_channels, cfg->image_size, cfg->image_size);
+        return cld__fail(CLD_ERR_SHAPE, "unet: x is %s, expected (N, %d, %d, %d)",
+                         cld__shape_str(x, sx, sizeof sx), cfg->in_channels, cfg->image_size,
+                         cfg->image_size);
     const int N = x->shape[0];
     if (t->ndim != 1 || t->shape[0] != N)
         return cld__fail(CLD_ERR_SHAPE, "unet: timesteps t are %s, expected (%d) for x %s",
                          cld__shape_str(t, so, sizeof so), N, cld__shape_str(x, sx, sizeof sx));
     if (cfg->num_classes > 0 && !labels)
-        return cld__fail(CLD_ERR_INVALID_ARG, "unet: class-conditional (num_classes = %d) but labels is NULL "
-                         "(use label %d for the null class)", cfg->num_classes, cfg->num_classes);
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "unet: class-conditional (num_classes = %d) but labels is NULL "
+                         "(use label %d for the null class)",
+                         cfg->num_classes, cfg->num_classes);
     if (cfg->num_classes == 0 && labels)
-        return cld__fail(CLD_ERR_INVALID_ARG, "unet: labels given to an unconditional UNet (num_classes = 0)");
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "unet: labels given to an unconditional UNet (num_classes = 0)");
     if (labels && (labels->ndim != 1 || labels->shape[0] != N))
         return cld__fail(CLD_ERR_SHAPE, "unet: labels are %s, expected (%d) for x %s",
                          cld__shape_str(labels, so, sizeof so), N, cld__shape_str(x, sx, sizeof sx));
@@ -760,13 +782,12 @@ static cld_status time_runs(cld_ctx *ctx, cld_params *p, cld_graph *g, int train
     return s;
 }
 
-cld_status cld_unet_time(cld_ctx *ctx, const cld_unet_config *cfg, int batch, int iters,
-                         cld_unet_timing *out)
+cld_status cld_unet_time(cld_ctx *ctx, const cld_unet_config *cfg, int batch, int iters, cld_unet_timing *out)
 {
     if (!ctx || !cfg || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_time: NULL argument");
     if (batch < 1 || iters < 1)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_time: batch = %d, iters = %d (both must be >= 1)", batch,
-                         iters);
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_time: batch = %d, iters = %d (both must be >= 1)",
+                         batch, iters);
     CLD_TRY(cld_unet_config_check(cfg));
     cld_unet_timing r;
     memset(&r, 0, sizeof r);

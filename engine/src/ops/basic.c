@@ -15,8 +15,8 @@ static cld_status launch_chunks(cld_graph *g, cl_kernel k, const cld_tensor *t)
 
 /* ------------------------------------------------------- add / mul (broadcast)
  * ip[0] = mode (0 same shape, 1 per (n,c), 2 per c), ip[1] = inner, ip[2] = C */
-static cld_status bcast_mode(const char *op, const cld_tensor *a, const cld_tensor *b, int *mode,
-                             int *inner, int *C)
+static cld_status bcast_mode(const char *op, const cld_tensor *a, const cld_tensor *b, int *mode, int *inner,
+                             int *C)
 {
     *inner = 1;
     *C = a->ndim >= 2 ? a->shape[1] : 1;
@@ -50,8 +50,8 @@ static cld_status binary_forward(cld_graph *g, cld_tensor *t, const char *kname)
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", kname, &k));
     const cld_tensor *a = t->src[0], *b = t->src[1];
-    CLD_TRY(cld__kargs(k, kname, "bibibiiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf,
-                       (int)t->off, (int)t->n, t->ip[0], t->ip[1], t->ip[2]));
+    CLD_TRY(cld__kargs(k, kname, "bibibiiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf, (int)t->off,
+                       (int)t->n, t->ip[0], t->ip[1], t->ip[2]));
     return launch_chunks(g, k, t);
 }
 

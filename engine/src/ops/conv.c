@@ -47,8 +47,7 @@
  * forced either way by the test hook conv_winograd_mode: runtime/internal.h). */
 static int conv_use_winograd(const cld__settings *st, int Ci, int Co, int K, int stride, int pad)
 {
-    if (K != 3 || stride != 1 || pad != 1 || st->conv_force_im2col || st->conv_winograd_mode == 1)
-        return 0;
+    if (K != 3 || stride != 1 || pad != 1 || st->conv_force_im2col || st->conv_winograd_mode == 1) return 0;
     if (st->conv_winograd_mode == 2) return 1;
     if (!st->conv_winograd) return 0;
     return Ci >= CONV_WINO_MIN_CH && Co >= CONV_WINO_MIN_CH;
@@ -76,7 +75,7 @@ typedef struct conv_geom {
     int Hq, Wq; /* padded output-gradient planes (implicit dx) */
 } conv_geom;
 
-enum { MR = 6, NR = 16 };              /* GEMM register tile (conv.cl) */
+enum { MR = 6, NR = 16 }; /* GEMM register tile (conv.cl) */
 enum { SRC_DENSE = 0, SRC_BCP = 1, SRC_IM2COL = 2, SRC_BCP_ROWS = 3, SRC_WFLIP = 4 };
 enum { WS_FWD, WS_DX, WS_DW };
 #define CONV_SLACK(K) ((size_t)(K) + 16) /* zeros after padded planes: tile overrun */
@@ -159,16 +158,14 @@ static wino_ws wino_layout(const conv_geom *d, int M, int C, int nb)
  * im2col   fwd: A = W packed (Co x CKK), B = im2col(x) packed (CKK x BP)
  *          dx:  A = W^T packed (CKK x Co), B = dy packed (Co x BP), col (CKK x BP)
  *          dw:  A = dy packed (Co x BP), B = im2col(x)^T packed (BP x CKK) */
-static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t *b_len,
-                           size_t *c_len)
+static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t *b_len, size_t *c_len)
 {
     size_t B = (size_t)d->B, bp = B * (size_t)d->P, co = (size_t)d->Co, ckk = (size_t)d->CKK;
     size_t ci = (size_t)d->Ci, kk = (size_t)d->K * (size_t)d->K;
     size_t xp = B * ci * (size_t)d->Hp * (size_t)d->Wp + CONV_SLACK(d->K);
     *c_len = 0;
     if (d->wino && which != WS_DW) { /* wino_layout, M outputs of C inputs */
-        *a_len = wino_layout(d, which == WS_FWD ? d->Co : d->Ci, which == WS_FWD ? d->Ci : d->Co,
-                             d->B).end;
+        *a_len = wino_layout(d, which == WS_FWD ? d->Co : d->Ci, which == WS_FWD ? d->Ci : d->Co, d->B).end;
         *b_len = 0;
     } else if (d->wino) { /* wino_layout of the forward (dU in U's place), dy planes after it */
         wino_ws l = wino_layout(d, d->Co, d->Ci, d->B);
@@ -210,27 +207,25 @@ static void conv_setup(cld_tensor *t, int which, const int *ip, const conv_geom 
  * SRC_BCP_ROWS a chunk (nb, Co, P) over rows padded to Wp; SRC_WFLIP the
  * weight flipped and transposed) into panels of R at arena offset dst. */
 static cld_status conv_pack(cld_graph *g, const cld_tensor *t, const conv_geom *d, size_t dst,
-                            const cld_tensor *src, size_t so, int kind, int trans, int R, int U,
-                            int L)
+                            const cld_tensor *src, size_t so, int kind, int trans, int R, int U, int L)
 {
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "pack", &k));
     int C = (kind == SRC_BCP || kind == SRC_BCP_ROWS) ? d->Co : d->Ci;
     int ld = kind == SRC_BCP_ROWS ? d->Wp : d->CKK;
-    CLD_TRY(cld__kargs(k, "pack", "bibiiiiiiiiiiiiiii", cld__graph_arena(g), (int)dst, src->buf,
-                       (int)so, kind, trans, R, U, L, ld, C, d->P, d->H, d->W, d->K, d->stride,
-                       d->pad, d->Wo));
+    CLD_TRY(cld__kargs(k, "pack", "bibiiiiiiiiiiiiiii", cld__graph_arena(g), (int)dst, src->buf, (int)so,
+                       kind, trans, R, U, L, ld, C, d->P, d->H, d->W, d->K, d->stride, d->pad, d->Wo));
     return cld__launch1d(g, k, t, round_up((size_t)U, (size_t)R) / (size_t)R * (size_t)L);
 }
 
 /* xp (bc, hp, wp) in the arena at dst = src (bc, h, w) shifted by pad, + slack */
-static cld_status conv_pad(cld_graph *g, const cld_tensor *t, size_t dst, const cld_tensor *src,
-                           size_t so, int bc, int h, int w, int pad, int hp, int wp, int K)
+static cld_status conv_pad(cld_graph *g, const cld_tensor *t, size_t dst, const cld_tensor *src, size_t so,
+                           int bc, int h, int w, int pad, int hp, int wp, int K)
 {
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "pad_planes", &k));
-    CLD_TRY(cld__kargs(k, "pad_planes", "bibiiiiiiii", src->buf, (int)so, cld__graph_arena(g),
-                       (int)dst, bc, h, w, pad, hp, wp, (int)CONV_SLACK(K)));
+    CLD_TRY(cld__kargs(k, "pad_planes", "bibiiiiiiii", src->buf, (int)so, cld__graph_arena(g), (int)dst, bc,
+                       h, w, pad, hp, wp, (int)CONV_SLACK(K)));
     return cld__launch1d(g, k, t, (size_t)bc * (size_t)hp + 1);
 }
 
@@ -243,9 +238,9 @@ static cld_status conv_gemm(cld_graph *g, const cld_tensor *t, int M, int N, int
     cl_kernel k;
     cl_mem arena = cld__graph_arena(g);
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "gemm_packed", &k));
-    CLD_TRY(cld__kargs(k, "gemm_packed", "iiibibibiiiiibii", M, N, K, arena, (int)a_off, arena,
-                       (int)b_off, c, (int)c_off, P, sB, sM, beta, bias ? bias->buf : arena,
-                       bias ? (int)bias->off : 0, bias != NULL));
+    CLD_TRY(cld__kargs(k, "gemm_packed", "iiibibibiiiiibii", M, N, K, arena, (int)a_off, arena, (int)b_off, c,
+                       (int)c_off, P, sB, sM, beta, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
+                       bias != NULL));
     size_t gs[2] = {round_up((size_t)M, MR) / MR, round_up((size_t)N, NR) / NR}, ls[2] = {1, 1};
     return cld__launch(cld__graph_ctx(g), k, t->name, 2, gs, ls);
 }
@@ -253,23 +248,20 @@ static cld_status conv_gemm(cld_graph *g, const cld_tensor *t, int M, int N, int
 /* conv_s1 can read unpadded planes in place: a 1x1 kernel without padding
  * whose planes are whole 16-wide tiles (its last tile ends at the plane's end,
  * so it never reads past the tensor); saves the copy into padded planes. */
-static int s1_in_place(int K, int pad, int H, int W)
-{
-    return K == 1 && pad == 0 && (H * W) % NR == 0;
-}
+static int s1_in_place(int K, int pad, int H, int W) { return K == 1 && pad == 0 && (H * W) % NR == 0; }
 
 /* y (nb, M, Ho, Wo) = stride-1 conv of padded planes (nb, C, Hp, Wp) in xp at
  * offset xp_off with the packed weight at arena offset a_off (+ bias). */
-static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K, size_t a_off,
-                          cl_mem xp, size_t xp_off, int Hp, int Wp, cl_mem y, size_t yo, int Ho,
-                          int Wo, int nb, const cld_tensor *bias)
+static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K, size_t a_off, cl_mem xp,
+                          size_t xp_off, int Hp, int Wp, cl_mem y, size_t yo, int Ho, int Wo, int nb,
+                          const cld_tensor *bias)
 {
     cl_kernel k;
     cl_mem arena = cld__graph_arena(g);
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "conv_s1", &k));
-    CLD_TRY(cld__kargs(k, "conv_s1", "iiibibiiibiiibii", M, C, K, arena, (int)a_off, xp,
-                       (int)xp_off, Hp, Wp, y, (int)yo, Ho, Wo, bias ? bias->buf : arena,
-                       bias ? (int)bias->off : 0, bias != NULL));
+    CLD_TRY(cld__kargs(k, "conv_s1", "iiibibiiibiiibii", M, C, K, arena, (int)a_off, xp, (int)xp_off, Hp, Wp,
+                       y, (int)yo, Ho, Wo, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
+                       bias != NULL));
     size_t gs[3] = {round_up((size_t)Ho * Wp, NR) / NR, round_up((size_t)M, MR) / MR, (size_t)nb};
     size_t ls[3] = {1, 1, 1};
     return cld__launch(cld__graph_ctx(g), k, t->name, 3, gs, ls);
@@ -277,26 +269,25 @@ static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K
 
 /* V of a chunk (wino_layout l, workspace at ws) = the input transform of
  * src (nb, C, H, W) at so: padded into l's xp planes, then wino_input. */
-static cld_status wino_input(cld_graph *g, const cld_tensor *t, const conv_geom *d,
-                             const wino_ws *l, int C, int nb, const cld_tensor *src, size_t so,
-                             size_t ws)
+static cld_status wino_input(cld_graph *g, const cld_tensor *t, const conv_geom *d, const wino_ws *l, int C,
+                             int nb, const cld_tensor *src, size_t so, size_t ws)
 {
     cl_mem arena = cld__graph_arena(g);
     int xp_off = (int)(ws + l->xp), v_off = (int)(ws + l->v);
     CLD_TRY(conv_pad(g, t, (size_t)xp_off, src, so, nb * C, d->Ho, d->Wo, 1, l->Hp, l->Wp, 3));
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "winograd", "wino_input", &k));
-    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off, C, nb,
-                       l->Hp, l->Wp, d->TH, l->TWp, l->Tp, l->ldv, l->ev));
+    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off, C, nb, l->Hp, l->Wp,
+                       d->TH, l->TWp, l->Tp, l->ldv, l->ev));
     return cld__launch1d(g, k, t, (size_t)C * (size_t)(l->Tp / 8));
 }
 
 /* Winograd F(4x4, 3x3) (winograd.cl) of a chunk: y (nb, M, H, W) at yo =
  * conv(src (nb, C, H, W) at so, pad 1) (+ bias); U at ws (transformed by the
  * caller), the rest of the workspace after it (wino_layout). */
-static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom *d, int M, int C,
-                             size_t ws, const cld_tensor *src, size_t so, cl_mem y, size_t yo,
-                             int nb, const cld_tensor *bias)
+static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom *d, int M, int C, size_t ws,
+                             const cld_tensor *src, size_t so, cl_mem y, size_t yo, int nb,
+                             const cld_tensor *bias)
 {
     cld_ctx *ctx = cld__graph_ctx(g);
     cl_mem arena = cld__graph_arena(g);
@@ -305,36 +296,35 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
     CLD_TRY(wino_input(g, t, d, &l, C, nb, src, so, ws));
     cl_kernel k;
     if (wino_blas(ctx)) { // Mo[e] = U[e] V[e], U row-major (wino_weight)
-        CLD_TRY(cld__gemm_batched(ctx, 0, 0, (size_t)M, (size_t)l.Tp, (size_t)C, 1.0f, arena, ws,
-                                  (size_t)C, (size_t)l.eu, arena, (size_t)v_off, (size_t)l.ldv,
-                                  (size_t)l.ev, 0.0f, arena, (size_t)m_off, (size_t)l.Tp,
-                                  (size_t)l.em, 36));
+        CLD_TRY(cld__gemm_batched(ctx, 0, 0, (size_t)M, (size_t)l.Tp, (size_t)C, 1.0f, arena, ws, (size_t)C,
+                                  (size_t)l.eu, arena, (size_t)v_off, (size_t)l.ldv, (size_t)l.ev, 0.0f,
+                                  arena, (size_t)m_off, (size_t)l.Tp, (size_t)l.em, 36));
     } else {
         CLD_TRY(cld__kernel(ctx, "winograd", "wino_gemm", &k));
-        CLD_TRY(cld__kargs(k, "wino_gemm", "iiiiiiibibibi", M, C, l.Tp, l.ldv, l.eu, l.ev, l.em,
-                           arena, (int)ws, arena, v_off, arena, m_off));
+        CLD_TRY(cld__kargs(k, "wino_gemm", "iiiiiiibibibi", M, C, l.Tp, l.ldv, l.eu, l.ev, l.em, arena,
+                           (int)ws, arena, v_off, arena, m_off));
         size_t gs[3] = {round_up((size_t)M, MR) / MR, (size_t)l.Tp / NR, 36}, ls[3] = {1, 1, 1};
         CLD_TRY(cld__launch(ctx, k, t->name, 3, gs, ls));
     }
     CLD_TRY(cld__kernel(ctx, "winograd", "wino_output", &k));
-    CLD_TRY(cld__kargs(k, "wino_output", "bibiiiiiiiiiibii", arena, m_off, y, (int)yo, M, nb,
-                       d->Ho, d->Wo, d->TH, d->TW, l.TWp, l.Tp, l.em, bias ? bias->buf : arena,
-                       bias ? (int)bias->off : 0, bias != NULL));
+    CLD_TRY(cld__kargs(k, "wino_output", "bibiiiiiiiiiibii", arena, m_off, y, (int)yo, M, nb, d->Ho, d->Wo,
+                       d->TH, d->TW, l.TWp, l.Tp, l.em, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
+                       bias != NULL));
     return cld__launch1d(g, k, t, (size_t)M * (size_t)(l.Tp / 8));
 }
 
 /* U (36, M, C) at ws = the Winograd transform of w; flip: of the dx kernel.
  * Packed for wino_gemm, or row-major for cld__gemm_batched (wino_blas). */
-static cld_status wino_weight(cld_graph *g, const cld_tensor *t, const conv_geom *d, int M,
-                              int C, const cld_tensor *w, int flip, size_t ws)
+static cld_status wino_weight(cld_graph *g, const cld_tensor *t, const conv_geom *d, int M, int C,
+                              const cld_tensor *w, int flip, size_t ws)
 {
     cl_kernel k;
     cld_ctx *ctx = cld__graph_ctx(g);
     int packed = !wino_blas(ctx);
     CLD_TRY(cld__kernel(ctx, "winograd", "wino_weight", &k));
     wino_ws l = wino_layout(d, M, C, 1);
-    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiiiii", w->buf, (int)w->off, cld__graph_arena(g),
-                       (int)ws, M, C, flip, l.eu, packed));
+    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiiiii", w->buf, (int)w->off, cld__graph_arena(g), (int)ws, M, C,
+                       flip, l.eu, packed));
     return cld__launch1d(g, k, t, (packed ? round_up((size_t)M, MR) : (size_t)M) * (size_t)C);
 }
 
@@ -349,8 +339,7 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
         CLD_TRY(wino_weight(g, t, &d, d.Co, d.Ci, w, 0, a_off));
         for (int n0 = 0; n0 < d.N; n0 += d.B) {
             int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
-            CLD_TRY(wino_chunk(g, t, &d, d.Co, d.Ci, a_off, x,
-                               x->off + (size_t)n0 * d.Ci * d.H * d.W, t->buf,
+            CLD_TRY(wino_chunk(g, t, &d, d.Co, d.Ci, a_off, x, x->off + (size_t)n0 * d.Ci * d.H * d.W, t->buf,
                                t->off + (size_t)n0 * d.Co * d.P, nb, b));
         }
         return CLD_OK;
@@ -364,19 +353,18 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
         if (d.implicit) {
             // xp (nb, Ci, Hp, Wp) = x chunk padded; y chunk = conv(xp, W) + b
             if (s1_in_place(d.K, d.pad, d.H, d.W)) {
-                CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, x->buf, xo, d.H, d.W, t->buf, yo,
-                                d.Ho, d.Wo, nb, b));
+                CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, x->buf, xo, d.H, d.W, t->buf, yo, d.Ho, d.Wo,
+                                nb, b));
                 continue;
             }
             CLD_TRY(conv_pad(g, t, b_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
-            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, cld__graph_arena(g), b_off, d.Hp, d.Wp,
-                            t->buf, yo, d.Ho, d.Wo, nb, b));
+            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, cld__graph_arena(g), b_off, d.Hp, d.Wp, t->buf, yo,
+                            d.Ho, d.Wo, nb, b));
             continue;
         }
         // B (CKK, nb*P) = im2col(x chunk); y chunk (nb, Co, P) = A B + b
         CLD_TRY(conv_pack(g, t, &d, b_off, x, xo, SRC_IM2COL, 1, NR, nb * d.P, d.CKK));
-        CLD_TRY(conv_gemm(g, t, d.Co, nb * d.P, d.CKK, a_off, b_off, t->buf, yo, d.P, d.Co * d.P,
-                          d.P, 0, b));
+        CLD_TRY(conv_gemm(g, t, d.Co, nb * d.P, d.CKK, a_off, b_off, t->buf, yo, d.P, d.Co * d.P, d.P, 0, b));
     }
     return CLD_OK;
 }
@@ -393,8 +381,7 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
         CLD_TRY(wino_weight(g, t, &d, d.Ci, d.Co, w, 1, a_off));
         for (int n0 = 0; n0 < d.N; n0 += d.B) {
             int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
-            CLD_TRY(wino_chunk(g, t, &d, d.Ci, d.Co, a_off, dy,
-                               dy->off + (size_t)n0 * d.Co * d.P, t->buf,
+            CLD_TRY(wino_chunk(g, t, &d, d.Ci, d.Co, a_off, dy, dy->off + (size_t)n0 * d.Co * d.P, t->buf,
                                t->off + (size_t)n0 * d.Ci * d.H * d.W, nb, NULL));
         }
         return CLD_OK;
@@ -413,21 +400,21 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
             // dx chunk = conv(dy chunk padded by K-1-pad, W flipped^T)
             int q = d.K - 1 - d.pad;
             if (s1_in_place(d.K, q, d.Ho, d.Wo)) {
-                CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, dy->buf, yo, d.Ho, d.Wo, t->buf, xo,
-                                d.H, d.W, nb, NULL));
+                CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, dy->buf, yo, d.Ho, d.Wo, t->buf, xo, d.H, d.W,
+                                nb, NULL));
                 continue;
             }
             CLD_TRY(conv_pad(g, t, b_off, dy, yo, nb * d.Co, d.Ho, d.Wo, q, d.Hq, d.Wq, d.K));
-            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, cld__graph_arena(g), b_off, d.Hq, d.Wq,
-                            t->buf, xo, d.H, d.W, nb, NULL));
+            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, cld__graph_arena(g), b_off, d.Hq, d.Wq, t->buf, xo,
+                            d.H, d.W, nb, NULL));
             continue;
         }
         // B (Co, nb*P) = dy chunk; col (CKK, nb*P) = A B; dx chunk = col2im(col)
         CLD_TRY(conv_pack(g, t, &d, b_off, dy, yo, SRC_BCP, 1, NR, np, d.Co));
-        CLD_TRY(conv_gemm(g, t, d.CKK, np, d.Co, a_off, b_off, cld__graph_arena(g), col_off, np,
-                          0, np, 0, NULL));
-        CLD_TRY(cld__kargs(c2i, "col2im", "bibiiiiiiiiii", cld__graph_arena(g), (int)col_off,
-                           t->buf, (int)xo, d.Ci, d.H, d.W, d.K, d.stride, d.pad, d.Ho, d.Wo, nb));
+        CLD_TRY(
+            conv_gemm(g, t, d.CKK, np, d.Co, a_off, b_off, cld__graph_arena(g), col_off, np, 0, np, 0, NULL));
+        CLD_TRY(cld__kargs(c2i, "col2im", "bibiiiiiiiiii", cld__graph_arena(g), (int)col_off, t->buf, (int)xo,
+                           d.Ci, d.H, d.W, d.K, d.stride, d.pad, d.Ho, d.Wo, nb));
         CLD_TRY(cld__launch1d(g, c2i, t, (size_t)nb * d.Ci * d.H));
     }
     return CLD_OK;
@@ -461,22 +448,21 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
                 dyp = dy->buf;
                 dyp_off = (int)yo;
             } else {
-                CLD_TRY(conv_pad(g, t, (size_t)dyp_off, dy, yo, nb * d.Co, d.Ho, d.Wo, 0,
-                                 4 * d.TH, 4 * l.TWp, 3));
+                CLD_TRY(conv_pad(g, t, (size_t)dyp_off, dy, yo, nb * d.Co, d.Ho, d.Wo, 0, 4 * d.TH, 4 * l.TWp,
+                                 3));
             }
             CLD_TRY(cld__kernel(ctx, "winograd", "wino_dy", &k));
-            CLD_TRY(cld__kargs(k, "wino_dy", "bibiiiiiii", dyp, dyp_off, arena, m_off, d.Co, nb,
-                               d.TH, l.TWp, l.Tp, l.em));
+            CLD_TRY(cld__kargs(k, "wino_dy", "bibiiiiiii", dyp, dyp_off, arena, m_off, d.Co, nb, d.TH, l.TWp,
+                               l.Tp, l.em));
             CLD_TRY(cld__launch1d(g, k, t, (size_t)d.Co * (size_t)(l.Tp / 8)));
-            CLD_TRY(cld__gemm_batched(ctx, 0, 1, (size_t)d.Co, (size_t)d.Ci, (size_t)l.Tp, 1.0f,
-                                      arena, (size_t)m_off, (size_t)l.Tp, (size_t)l.em, arena,
-                                      (size_t)v_off, (size_t)l.ldv, (size_t)l.ev,
-                                      n0 > 0 ? 1.0f : 0.0f, arena, a_off, (size_t)d.Ci,
-                                      (size_t)eu, 36));
+            CLD_TRY(cld__gemm_batched(ctx, 0, 1, (size_t)d.Co, (size_t)d.Ci, (size_t)l.Tp, 1.0f, arena,
+                                      (size_t)m_off, (size_t)l.Tp, (size_t)l.em, arena, (size_t)v_off,
+                                      (size_t)l.ldv, (size_t)l.ev, n0 > 0 ? 1.0f : 0.0f, arena, a_off,
+                                      (size_t)d.Ci, (size_t)eu, 36));
         }
         CLD_TRY(cld__kernel(ctx, "winograd", "wino_wgrad", &k));
-        CLD_TRY(cld__kargs(k, "wino_wgrad", "biibii", arena, (int)a_off, eu, t->buf,
-                           (int)t->off, d.Co * d.Ci));
+        CLD_TRY(
+            cld__kargs(k, "wino_wgrad", "biibii", arena, (int)a_off, eu, t->buf, (int)t->off, d.Co * d.Ci));
         return cld__launch1d(g, k, t, (size_t)d.Co * (size_t)d.Ci);
     }
     cl_kernel kdw;
@@ -492,9 +478,8 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
             CLD_TRY(conv_pack(g, t, &d, b_off, dy, yo, SRC_BCP_ROWS, 0, NR, d.Co, J));
             // dW (Co, CKK) (+)= (X D)^T
             cl_mem arena = cld__graph_arena(g);
-            CLD_TRY(cld__kargs(kdw, "conv_dw_s1", "iiibiiiiibibii", d.Co, d.Ci, d.K, arena,
-                               (int)a_off, d.Hp, d.Wp, d.Ho, nb, arena, (int)b_off, t->buf,
-                               (int)t->off, n0 > 0));
+            CLD_TRY(cld__kargs(kdw, "conv_dw_s1", "iiibiiiiibibii", d.Co, d.Ci, d.K, arena, (int)a_off, d.Hp,
+                               d.Wp, d.Ho, nb, arena, (int)b_off, t->buf, (int)t->off, n0 > 0));
             size_t gs[2] = {round_up((size_t)d.CKK, MR) / MR, round_up((size_t)d.Co, NR) / NR};
             size_t ls[2] = {1, 1};
             CLD_TRY(cld__launch(ctx, kdw, t->name, 2, gs, ls));
@@ -503,8 +488,8 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
         // A (Co, nb*P) = dy chunk; B (nb*P, CKK) = im2col(x chunk)^T; dW (+)= A B
         CLD_TRY(conv_pack(g, t, &d, a_off, dy, yo, SRC_BCP, 0, MR, d.Co, np));
         CLD_TRY(conv_pack(g, t, &d, b_off, x, xo, SRC_IM2COL, 0, NR, d.CKK, np));
-        CLD_TRY(conv_gemm(g, t, d.Co, d.CKK, np, a_off, b_off, t->buf, t->off, d.CKK, 0, d.CKK,
-                          n0 > 0, NULL));
+        CLD_TRY(
+            conv_gemm(g, t, d.Co, d.CKK, np, a_off, b_off, t->buf, t->off, d.CKK, 0, d.CKK, n0 > 0, NULL));
     }
     return CLD_OK;
 }
@@ -530,8 +515,8 @@ static cld_status conv_backward(cld_graph *g, cld_tensor *t)
 }
 static const cld_op_def op_conv = {"conv2d", conv_forward, conv_backward, 0, 0};
 
-cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b, int stride,
-                         int pad, cld_tensor **y)
+cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b, int stride, int pad,
+                         cld_tensor **y)
 {
     if (!g || !x || !w || !y) return cld__fail(CLD_ERR_INVALID_ARG, "conv2d: NULL argument");
     if (x->ndim != 4) return cld__shape_fail("conv2d", "input must be (N, Ci, H, W)", x, w);
@@ -542,8 +527,7 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
     if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
         return cld__shape_fail("conv2d", "bias must be (Co)", w, b);
     if (stride < 1 || pad < 0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "conv2d: stride %d must be >= 1 and pad %d >= 0",
-                         stride, pad);
+        return cld__fail(CLD_ERR_INVALID_ARG, "conv2d: stride %d must be >= 1 and pad %d >= 0", stride, pad);
     int K = w->shape[2];
     if (x->shape[2] + 2 * pad < K || x->shape[3] + 2 * pad < K)
         return cld__shape_fail("conv2d", "kernel larger than the padded input", x, w);
@@ -592,12 +576,12 @@ static cld_status linear_forward(cld_graph *g, cld_tensor *t)
     if (b) {
         cl_kernel k;
         CLD_TRY(cld__kernel(ctx, "conv", "bias_fill", &k));
-        CLD_TRY(cld__kargs(k, "bias_fill", "bibiiii", t->buf, (int)t->off, b->buf, (int)b->off,
-                           (int)t->n, 1, (int)M));
+        CLD_TRY(cld__kargs(k, "bias_fill", "bibiiii", t->buf, (int)t->off, b->buf, (int)b->off, (int)t->n, 1,
+                           (int)M));
         CLD_TRY(cld__launch1d(g, k, t, t->n));
     }
-    return cld__gemm(ctx, 0, 1, N, M, K, 1.0f, x->buf, x->off, K, w->buf, w->off, K,
-                     b ? 1.0f : 0.0f, t->buf, t->off, M);
+    return cld__gemm(ctx, 0, 1, N, M, K, 1.0f, x->buf, x->off, K, w->buf, w->off, K, b ? 1.0f : 0.0f, t->buf,
+                     t->off, M);
 }
 
 /* The gradients, one GEMM each (ip[0] says which):
@@ -609,8 +593,8 @@ static cld_status linear_grad_forward(cld_graph *g, cld_tensor *t)
     int is_dw = t->ip[0];
     size_t N = (size_t)dy->shape[0], M = (size_t)dy->shape[1];
     size_t K = (is_dw ? o->n : t->n) / N;
-    return cld__gemm(cld__graph_ctx(g), is_dw, 0, is_dw ? M : N, K, is_dw ? N : M, 1.0f, dy->buf,
-                     dy->off, M, o->buf, o->off, K, 0.0f, t->buf, t->off, K);
+    return cld__gemm(cld__graph_ctx(g), is_dw, 0, is_dw ? M : N, K, is_dw ? N : M, 1.0f, dy->buf, dy->off, M,
+                     o->buf, o->off, K, 0.0f, t->buf, t->off, K);
 }
 static const cld_op_def op_linear_dx = {"linear_dx", linear_grad_forward, NULL, 0, 0};
 static const cld_op_def op_linear_dw = {"linear_dw", linear_grad_forward, NULL, 0, 0};
@@ -634,8 +618,7 @@ static cld_status linear_backward(cld_graph *g, cld_tensor *t)
 }
 static const cld_op_def op_linear = {"linear", linear_forward, linear_backward, 0, 0};
 
-cld_status cld_op_linear(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b,
-                         cld_tensor **y)
+cld_status cld_op_linear(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b, cld_tensor **y)
 {
     if (!g || !x || !w || !y) return cld__fail(CLD_ERR_INVALID_ARG, "linear: NULL argument");
     size_t K = x->n / (size_t)x->shape[0];

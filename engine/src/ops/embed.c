@@ -14,8 +14,8 @@ static cld_status tsemb_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "embed", "timestep_embedding", &k));
     const cld_tensor *ts = t->src[0];
-    CLD_TRY(cld__kargs(k, t->name, "bibiii", ts->buf, (int)ts->off, t->buf, (int)t->off,
-                       t->shape[0], t->ip[0]));
+    CLD_TRY(
+        cld__kargs(k, t->name, "bibiii", ts->buf, (int)ts->off, t->buf, (int)t->off, t->shape[0], t->ip[0]));
     return cld__launch1d(g, k, t, t->n);
 }
 
@@ -47,8 +47,8 @@ static cld_status tsemb_torch_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *ts = t->src[0];
     float shift;
     memcpy(&shift, &t->ip[2], sizeof shift);
-    CLD_TRY(cld__kargs(k, t->name, "bibiiiif", ts->buf, (int)ts->off, t->buf, (int)t->off, t->shape[0], t->ip[0],
-                       t->ip[1], shift));
+    CLD_TRY(cld__kargs(k, t->name, "bibiiiif", ts->buf, (int)ts->off, t->buf, (int)t->off, t->shape[0],
+                       t->ip[0], t->ip[1], shift));
     return cld__launch1d(g, k, t, t->n);
 }
 static const cld_op_def op_tsemb_torch = {"timestep_embedding", tsemb_torch_forward, tsemb_backward, 0, 0};

@@ -20,13 +20,13 @@ static cld_status mse_forward(cld_graph *g, cld_tensor *t)
     cl_mem ws = cld__graph_arena(g);
     cl_kernel k;
     CLD_TRY(cld__kernel(ctx, "loss", "mse_partial", &k));
-    CLD_TRY(cld__kargs(k, t->name, "bibibiii", p->buf, (int)p->off, q->buf, (int)q->off, ws,
-                       (int)t->ws_off, M, nchunk));
+    CLD_TRY(cld__kargs(k, t->name, "bibibiii", p->buf, (int)p->off, q->buf, (int)q->off, ws, (int)t->ws_off,
+                       M, nchunk));
     size_t ls = MSE_LS, gs = (size_t)N * (size_t)nchunk * MSE_LS;
     CLD_TRY(cld__launch(ctx, k, t->name, 1, &gs, &ls));
     CLD_TRY(cld__kernel(ctx, "loss", "mse_final", &k));
-    CLD_TRY(cld__kargs(k, t->name, "bibiibiiif", ws, (int)t->ws_off, w->buf, (int)w->off, t->nsrc > 2,
-                       t->buf, (int)t->off, N, nchunk, 1.0 / ((double)N * (double)M)));
+    CLD_TRY(cld__kargs(k, t->name, "bibiibiiif", ws, (int)t->ws_off, w->buf, (int)w->off, t->nsrc > 2, t->buf,
+                       (int)t->off, N, nchunk, 1.0 / ((double)N * (double)M)));
     gs = MSE_LS;
     return cld__launch(ctx, k, t->name, 1, &gs, &ls);
 }
@@ -89,7 +89,8 @@ cld_status cld_op_mse_loss(cld_graph *g, cld_tensor *pred, cld_tensor *target, c
                            cld_tensor **loss)
 {
     if (!g || !pred || !target || !loss) return cld__fail(CLD_ERR_INVALID_ARG, "mse_loss: NULL argument");
-    if (pred->ndim != target->ndim) return cld__shape_fail("mse_loss", "pred and target differ", pred, target);
+    if (pred->ndim != target->ndim)
+        return cld__shape_fail("mse_loss", "pred and target differ", pred, target);
     for (int i = 0; i < pred->ndim; i++)
         if (pred->shape[i] != target->shape[i])
             return cld__shape_fail("mse_loss", "pred and target differ", pred, target);

@@ -16,10 +16,10 @@ static cld_status matmul_forward(cld_graph *g, cld_tensor *t)
     size_t lda = ta ? M : K, ldb = tb ? K : N;
     cld_ctx *ctx = cld__graph_ctx(g);
     if (B == 1)
-        return cld__gemm(ctx, ta, tb, M, N, K, t->fp[0], a->buf, a->off, lda, b->buf, b->off, ldb,
-                         0.0f, t->buf, t->off, N);
-    return cld__gemm_batched(ctx, ta, tb, M, N, K, t->fp[0], a->buf, a->off, lda, M * K, b->buf,
-                             b->off, ldb, K * N, 0.0f, t->buf, t->off, N, M * N, B);
+        return cld__gemm(ctx, ta, tb, M, N, K, t->fp[0], a->buf, a->off, lda, b->buf, b->off, ldb, 0.0f,
+                         t->buf, t->off, N);
+    return cld__gemm_batched(ctx, ta, tb, M, N, K, t->fp[0], a->buf, a->off, lda, M * K, b->buf, b->off, ldb,
+                             K * N, 0.0f, t->buf, t->off, N, M * N, B);
 }
 
 /* With dY = dL/dy (B, M, N):
@@ -59,8 +59,8 @@ static int mm_dims(const cld_tensor *t, int trans, int *B, int *rows, int *cols)
     return 1;
 }
 
-cld_status cld_op_matmul(cld_graph *g, cld_tensor *a, cld_tensor *b, int trans_a, int trans_b,
-                         float alpha, cld_tensor **y)
+cld_status cld_op_matmul(cld_graph *g, cld_tensor *a, cld_tensor *b, int trans_a, int trans_b, float alpha,
+                         cld_tensor **y)
 {
     if (!g || !a || !b || !y) return cld__fail(CLD_ERR_INVALID_ARG, "matmul: NULL argument");
     trans_a = trans_a != 0;

@@ -17,13 +17,12 @@ static size_t reduce_ls(const cld_ctx *ctx) { return ctx->settings.reduce_ls; }
 
 /* Launch kernel k with one work-group per row; `part_bytes` of local memory
  * per work-item go in argument `part_arg` (skipped if part_bytes is 0). */
-static cld_status launch_rows(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t rows,
-                              cl_uint part_arg, size_t part_bytes)
+static cld_status launch_rows(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t rows, cl_uint part_arg,
+                              size_t part_bytes)
 {
     cld_ctx *ctx = cld__graph_ctx(g);
     size_t ls = reduce_ls(ctx), gs = rows * ls;
-    if (part_bytes)
-        CLD_CL_TRY(clSetKernelArg(k, part_arg, ls * part_bytes, NULL), "clSetKernelArg(local)");
+    if (part_bytes) CLD_CL_TRY(clSetKernelArg(k, part_arg, ls * part_bytes, NULL), "clSetKernelArg(local)");
     return cld__launch(ctx, k, t->name, 1, &gs, &ls);
 }
 
@@ -35,9 +34,9 @@ static cld_status gn_stats_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     const cld_tensor *x = t->src[0], *gam = t->src[1], *bet = t->src[2]; // (N, C, H, W), (C), (C)
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_stats", &k));
-    CLD_TRY(cld__kargs(k, t->name, "bibibibiiiif", x->buf, (int)x->off, gam->buf, (int)gam->off,
-                       bet->buf, (int)bet->off, t->buf, (int)t->off, t->ip[1], t->ip[2],
-                       t->ip[1] / t->ip[3], (double)t->fp[0]));
+    CLD_TRY(cld__kargs(k, t->name, "bibibibiiiif", x->buf, (int)x->off, gam->buf, (int)gam->off, bet->buf,
+                       (int)bet->off, t->buf, (int)t->off, t->ip[1], t->ip[2], t->ip[1] / t->ip[3],
+                       (double)t->fp[0]));
     return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 12, 2 * sizeof(float));
 }
 /* No backward: group_norm's backward accounts for the statistics. */
@@ -48,8 +47,8 @@ static cld_status gn_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     const cld_tensor *x = t->src[0], *coef = t->src[1];
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_apply", &k));
-    CLD_TRY(cld__kargs(k, t->name, "bibibiii", x->buf, (int)x->off, coef->buf, (int)coef->off,
-                       t->buf, (int)t->off, t->ip[2], t->ip[4]));
+    CLD_TRY(cld__kargs(k, t->name, "bibibiii", x->buf, (int)x->off, coef->buf, (int)coef->off, t->buf,
+                       (int)t->off, t->ip[2], t->ip[4]));
     return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
 }
 
@@ -59,8 +58,8 @@ static cld_status gn_silu_grad_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     const cld_tensor *x = t->src[0], *coef = t->src[1], *dy = t->src[2];
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_silu_grad", &k));
-    CLD_TRY(cld__kargs(k, t->name, "bibibibii", x->buf, (int)x->off, coef->buf, (int)coef->off,
-                       dy->buf, (int)dy->off, t->buf, (int)t->off, t->ip[2]));
+    CLD_TRY(cld__kargs(k, t->name, "bibibibii", x->buf, (int)x->off, coef->buf, (int)coef->off, dy->buf,
+                       (int)dy->off, t->buf, (int)t->off, t->ip[2]));
     return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
 }
 static const cld_op_def op_gn_silu_grad = {"group_norm_silu_grad", gn_silu_grad_forward, NULL, 0, 0};
@@ -71,9 +70,9 @@ static cld_status gn_grad_x_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     const cld_tensor *x = t->src[0], *gam = t->src[1], *coef = t->src[2], *dv = t->src[3];
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_grad_x", &k));
-    CLD_TRY(cld__kargs(k, t->name, "bibibibibiiii", x->buf, (int)x->off, gam->buf, (int)gam->off,
-                       coef->buf, (int)coef->off, dv->buf, (int)dv->off, t->buf, (int)t->off,
-                       t->ip[1], t->ip[2], t->ip[1] / t->ip[3]));
+    CLD_TRY(cld__kargs(k, t->name, "bibibibibiiii", x->buf, (int)x->off, gam->buf, (int)gam->off, coef->buf,
+                       (int)coef->off, dv->buf, (int)dv->off, t->buf, (int)t->off, t->ip[1], t->ip[2],
+                       t->ip[1] / t->ip[3]));
     return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 13, 2 * sizeof(float));
 }
 static const cld_op_def op_gn_grad_x = {"group_norm_grad_x", gn_grad_x_forward, NULL, 0, 0};
@@ -85,19 +84,16 @@ static cld_status gn_grad_affine_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *dv = t->src[0];
     const cld_tensor *x = t->ip[4] ? t->src[1] : dv, *coef = t->ip[4] ? t->src[2] : dv;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_grad_affine", &k));
-    CLD_TRY(cld__kargs(k, t->name, "bibibibiiiii", x->buf, (int)x->off, coef->buf, (int)coef->off,
-                       dv->buf, (int)dv->off, t->buf, (int)t->off, t->ip[0], t->ip[1], t->ip[2],
-                       t->ip[4]));
+    CLD_TRY(cld__kargs(k, t->name, "bibibibiiiii", x->buf, (int)x->off, coef->buf, (int)coef->off, dv->buf,
+                       (int)dv->off, t->buf, (int)t->off, t->ip[0], t->ip[1], t->ip[2], t->ip[4]));
     return launch_rows(g, k, t, (size_t)t->ip[1], 12, 2 * sizeof(float));
 }
-static const cld_op_def op_gn_grad_affine = {"group_norm_grad_affine", gn_grad_affine_forward,
-                                             NULL, 0, 0};
+static const cld_op_def op_gn_grad_affine = {"group_norm_grad_affine", gn_grad_affine_forward, NULL, 0, 0};
 
 /* A node of op `op` with the dimensions (ip[0..3]) of group-norm node `like`,
  * ip[4] = extra and the shape of `shape_of`. */
 static cld_status gn_node(cld_graph *g, const cld_op_def *op, const cld_tensor *like, int extra,
-                          const cld_tensor *shape_of, int nsrc, cld_tensor *const *src,
-                          cld_tensor **out)
+                          const cld_tensor *shape_of, int nsrc, cld_tensor *const *src, cld_tensor **out)
 {
     CLD_TRY(cld__node(g, op, shape_of->ndim, shape_of->shape, nsrc, src, out));
     for (int i = 0; i < 4; i++) (*out)->ip[i] = like->ip[i];
@@ -163,14 +159,14 @@ static cld_status group_norm(cld_graph *g, const cld_op_def *op, cld_tensor *x, 
     return gn_node(g, op, coef, op == &op_group_norm_silu, x, 2, src, y);
 }
 
-cld_status cld_op_group_norm(cld_graph *g, cld_tensor *x, cld_tensor *gamma, cld_tensor *beta,
-                             int groups, float eps, cld_tensor **y)
+cld_status cld_op_group_norm(cld_graph *g, cld_tensor *x, cld_tensor *gamma, cld_tensor *beta, int groups,
+                             float eps, cld_tensor **y)
 {
     return group_norm(g, &op_group_norm, x, gamma, beta, groups, eps, y);
 }
 
-cld_status cld__op_group_norm_silu(cld_graph *g, cld_tensor *x, cld_tensor *gamma,
-                                   cld_tensor *beta, int groups, float eps, cld_tensor **y)
+cld_status cld__op_group_norm_silu(cld_graph *g, cld_tensor *x, cld_tensor *gamma, cld_tensor *beta,
+                                   int groups, float eps, cld_tensor **y)
 {
     return group_norm(g, &op_group_norm_silu, x, gamma, beta, groups, eps, y);
 }
@@ -196,8 +192,7 @@ static cld_status softmax_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "softmax", "softmax_fwd", &k));
-    CLD_TRY(cld__kargs(k, t->name, "bibii", x->buf, (int)x->off, t->buf, (int)t->off,
-                       t->shape[t->ndim - 1]));
+    CLD_TRY(cld__kargs(k, t->name, "bibii", x->buf, (int)x->off, t->buf, (int)t->off, t->shape[t->ndim - 1]));
     return launch_rows(g, k, t, (size_t)sm_rows(t), 5, sizeof(float));
 }
 

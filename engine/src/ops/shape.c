@@ -21,8 +21,8 @@ static cld_status slice_forward(cld_graph *g, cld_tensor *t)
     cl_kernel k;
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "channel_slice", &k));
     const cld_tensor *x = t->src[0];
-    CLD_TRY(cld__kargs(k, t->name, "bibiiiiii", x->buf, (int)x->off, t->buf, (int)t->off,
-                       t->shape[0], x->shape[1], t->ip[0], t->shape[1], inner_of(t)));
+    CLD_TRY(cld__kargs(k, t->name, "bibiiiiii", x->buf, (int)x->off, t->buf, (int)t->off, t->shape[0],
+                       x->shape[1], t->ip[0], t->shape[1], inner_of(t)));
     return cld__launch1d(g, k, t, (size_t)t->shape[0] * (size_t)t->shape[1]); // rows of y
 }
 
@@ -156,19 +156,14 @@ static cld_status pad_kernel(cld_graph *g, cld_tensor *t, int top, int left)
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "pad2d", &k));
     CLD_TRY(cld__kargs(k, "pad2d", "bibiiiiiiii", x->buf, (int)x->off, t->buf, (int)t->off,
-                       x->shape[0] * x->shape[1], x->shape[2], x->shape[3], t->shape[2], t->shape[3], top, left));
+                       x->shape[0] * x->shape[1], x->shape[2], x->shape[3], t->shape[2], t->shape[3], top,
+                       left));
     return cld__launch1d(g, k, t, t->n);
 }
 
-static cld_status pad_forward(cld_graph *g, cld_tensor *t)
-{
-    return pad_kernel(g, t, t->ip[0], t->ip[1]);
-}
+static cld_status pad_forward(cld_graph *g, cld_tensor *t) { return pad_kernel(g, t, t->ip[0], t->ip[1]); }
 
-static cld_status crop_forward(cld_graph *g, cld_tensor *t)
-{
-    return pad_kernel(g, t, -t->ip[0], -t->ip[1]);
-}
+static cld_status crop_forward(cld_graph *g, cld_tensor *t) { return pad_kernel(g, t, -t->ip[0], -t->ip[1]); }
 static const cld_op_def op_pad_grad = {"pad2d_grad", crop_forward, NULL, 0, 0};
 
 static cld_status pad_backward(cld_graph *g, cld_tensor *t)
@@ -186,7 +181,8 @@ cld_status cld_op_pad2d(cld_graph *g, cld_tensor *x, int top, int bottom, int le
     if (!g || !x || !y) return cld__fail(CLD_ERR_INVALID_ARG, "pad2d: NULL argument");
     if (x->ndim != 4) return cld__shape_fail("pad2d", "input must be (N, C, H, W)", x, NULL);
     if (top < 0 || bottom < 0 || left < 0 || right < 0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "pad2d: negative padding (%d, %d, %d, %d)", top, bottom, left, right);
+        return cld__fail(CLD_ERR_INVALID_ARG, "pad2d: negative padding (%d, %d, %d, %d)", top, bottom, left,
+                         right);
     int shape[4] = {x->shape[0], x->shape[1], x->shape[2] + top + bottom, x->shape[3] + left + right};
     CLD_TRY(cld__node(g, &op_pad, 4, shape, 1, &x, y));
     (*y)->ip[0] = top;

@@ -36,15 +36,13 @@ int cld__gemm_backend(const cld_ctx *ctx);
 
 /* Strided-batched GEMM through one specific implementation (arguments as
  * cld__gemm_batched). cfg NULL = cld__gemm_default_cfg. */
-cld_status cld__gemm_own(cld_ctx *ctx, const cld__gemm_cfg *cfg, int trans_a, int trans_b,
-                         size_t m, size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
-                         size_t lda, size_t a_stride, cl_mem b, size_t b_off, size_t ldb,
-                         size_t b_stride, float beta, cl_mem c, size_t c_off, size_t ldc,
-                         size_t c_stride, size_t batch);
-cld_status cld__gemm_clblast(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n,
-                             size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
-                             size_t a_stride, cl_mem b, size_t b_off, size_t ldb,
-                             size_t b_stride, float beta, cl_mem c, size_t c_off, size_t ldc,
-                             size_t c_stride, size_t batch);
+cld_status cld__gemm_own(cld_ctx *ctx, const cld__gemm_cfg *cfg, int trans_a, int trans_b, size_t m, size_t n,
+                         size_t k, float alpha, cl_mem a, size_t a_off, size_t lda, size_t a_stride, cl_mem b,
+                         size_t b_off, size_t ldb, size_t b_stride, float beta, cl_mem c, size_t c_off,
+                         size_t ldc, size_t c_stride, size_t batch);
+cld_status cld__gemm_clblast(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                             float alpha, cl_mem a, size_t a_off, size_t lda, size_t a_stride, cl_mem b,
+                             size_t b_off, size_t ldb, size_t b_stride, float beta, cl_mem c, size_t c_off,
+                             size_t ldc, size_t c_stride, size_t batch);
 
 #endif

@@ -28,7 +28,8 @@ typedef struct dev_list {
     int platform_index[CLD_MAX_DEVICES];
 } dev_list;
 
-static cld_status enumerate(dev_list *list) {
+static cld_status enumerate(dev_list *list)
+{
     cl_platform_id plats[CLD_MAX_PLATFORMS];
     cl_uint np = 0;
     list->n = 0;
@@ -36,8 +37,8 @@ static cld_status enumerate(dev_list *list) {
     if (err == CL_PLATFORM_NOT_FOUND_KHR || (err == CL_SUCCESS && np == 0))
         return cld__fail(CLD_ERR_NO_PLATFORM, "no OpenCL platform found; %s", no_platform_hint);
     if (err != CL_SUCCESS)
-        return cld__fail(CLD_ERR_NO_PLATFORM, "clGetPlatformIDs: %s (%d); %s",
-                         cld_cl_error_name(err), (int)err, no_platform_hint);
+        return cld__fail(CLD_ERR_NO_PLATFORM, "clGetPlatformIDs: %s (%d); %s", cld_cl_error_name(err),
+                         (int)err, no_platform_hint);
     if (np > CLD_MAX_PLATFORMS) np = CLD_MAX_PLATFORMS;
     for (cl_uint p = 0; p < np; p++) {
         cl_device_id devs[CLD_MAX_DEVICES];
@@ -57,7 +58,8 @@ static cld_status enumerate(dev_list *list) {
 }
 
 /* String info into a fixed buffer, truncated, always terminated. */
-static void platform_str(cl_platform_id p, cl_platform_info what, char *dst, size_t cap) {
+static void platform_str(cl_platform_id p, cl_platform_info what, char *dst, size_t cap)
+{
     size_t len = 0;
     dst[0] = 0;
     if (clGetPlatformInfo(p, what, 0, NULL, &len) != CL_SUCCESS || len == 0) return;
@@ -71,7 +73,8 @@ static void platform_str(cl_platform_id p, cl_platform_info what, char *dst, siz
 }
 
 /* Device string info; returns a malloc'd copy (NULL on failure). */
-static char *device_str_alloc(cl_device_id d, cl_device_info what) {
+static char *device_str_alloc(cl_device_id d, cl_device_info what)
+{
     size_t len = 0;
     if (clGetDeviceInfo(d, what, 0, NULL, &len) != CL_SUCCESS) return NULL;
     char *tmp = malloc(len + 1);
@@ -84,7 +87,8 @@ static char *device_str_alloc(cl_device_id d, cl_device_info what) {
     return tmp;
 }
 
-static void device_str(cl_device_id d, cl_device_info what, char *dst, size_t cap) {
+static void device_str(cl_device_id d, cl_device_info what, char *dst, size_t cap)
+{
     char *s = device_str_alloc(d, what);
     snprintf(dst, cap, "%s", s ? s : "");
     free(s);
@@ -93,7 +97,8 @@ static void device_str(cl_device_id d, cl_device_info what, char *dst, size_t ca
     while (n > 0 && dst[n - 1] == ' ') dst[--n] = 0;
 }
 
-static int has_token(const char *list, const char *tok) {
+static int has_token(const char *list, const char *tok)
+{
     size_t n = strlen(tok);
     for (const char *p = list; p && (p = strstr(p, tok)) != NULL; p += n) {
         int start_ok = p == list || p[-1] == ' ';
@@ -103,7 +108,8 @@ static int has_token(const char *list, const char *tok) {
     return 0;
 }
 
-static void fill_info(const dev_list *list, int i, cld_device_info *o) {
+static void fill_info(const dev_list *list, int i, cld_device_info *o)
+{
     memset(o, 0, sizeof *o);
     cl_device_id d = list->device[i];
     o->index = i;
@@ -128,8 +134,7 @@ static void fill_info(const dev_list *list, int i, cld_device_info *o) {
     clGetDeviceInfo(d, CL_DEVICE_LOCAL_MEM_SIZE, sizeof lmem, &lmem, NULL);
     clGetDeviceInfo(d, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof maxalloc, &maxalloc, NULL);
     clGetDeviceInfo(d, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
-    if (clGetDeviceInfo(d, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof dfp, &dfp, NULL) != CL_SUCCESS)
-        dfp = 0;
+    if (clGetDeviceInfo(d, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof dfp, &dfp, NULL) != CL_SUCCESS) dfp = 0;
     o->is_gpu = (type & CL_DEVICE_TYPE_GPU) != 0;
     o->is_cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
     o->compute_units = cu;
@@ -144,7 +149,8 @@ static void fill_info(const dev_list *list, int i, cld_device_info *o) {
     free(ext);
 }
 
-cld_status cld_device_count(int *count) {
+cld_status cld_device_count(int *count)
+{
     if (!count) return cld__fail(CLD_ERR_INVALID_ARG, "cld_device_count: count is NULL");
     dev_list list;
     CLD_TRY(enumerate(&list));
@@ -152,18 +158,22 @@ cld_status cld_device_count(int *count) {
     return CLD_OK;
 }
 
-cld_status cld_device_info_get(int index, cld_device_info *out) {
+cld_status cld_device_info_get(int index, cld_device_info *out)
+{
     if (!out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_device_info_get: out is NULL");
     dev_list list;
     CLD_TRY(enumerate(&list));
     if (index < 0 || index >= list.n)
-        return cld__fail(CLD_ERR_NO_DEVICE, "cld_device_info_get: device index %d out of range "
-                                            "(%d devices)", index, list.n);
+        return cld__fail(CLD_ERR_NO_DEVICE,
+                         "cld_device_info_get: device index %d out of range "
+                         "(%d devices)",
+                         index, list.n);
     fill_info(&list, index, out);
     return CLD_OK;
 }
 
-static int default_index(const dev_list *list) {
+static int default_index(const dev_list *list)
+{
     for (int pass = 0; pass < 2; pass++) {
         cl_device_type want = pass == 0 ? CL_DEVICE_TYPE_GPU : CL_DEVICE_TYPE_CPU;
         for (int i = 0; i < list->n; i++) {
@@ -175,7 +185,8 @@ static int default_index(const dev_list *list) {
     return 0;
 }
 
-cld_status cld_device_default(int *index) {
+cld_status cld_device_default(int *index)
+{
     if (!index) return cld__fail(CLD_ERR_INVALID_ARG, "cld_device_default: index is NULL");
     dev_list list;
     CLD_TRY(enumerate(&list));
@@ -186,27 +197,28 @@ cld_status cld_device_default(int *index) {
     return CLD_OK;
 }
 
-static int ci_contains(const char *hay, const char *needle) {
+static int ci_contains(const char *hay, const char *needle)
+{
     size_t n = strlen(needle);
     if (n == 0) return 1;
     for (; *hay; hay++) {
         size_t k = 0;
-        while (k < n && hay[k] &&
-               tolower((unsigned char)hay[k]) == tolower((unsigned char)needle[k]))
-            k++;
+        while (k < n && hay[k] && tolower((unsigned char)hay[k]) == tolower((unsigned char)needle[k])) k++;
         if (k == n) return 1;
     }
     return 0;
 }
 
-static int is_index(const char *s) {
+static int is_index(const char *s)
+{
     if (!*s) return 0;
     for (; *s; s++)
         if (!isdigit((unsigned char)*s)) return 0;
     return 1;
 }
 
-cld_status cld_device_select(const char *spec, int *index) {
+cld_status cld_device_select(const char *spec, int *index)
+{
     if (!index) return cld__fail(CLD_ERR_INVALID_ARG, "cld_device_select: index is NULL");
     const char *source = "device spec";
     if (!spec || !*spec) {
@@ -254,8 +266,7 @@ cld_status cld_device_select(const char *spec, int *index) {
     for (int i = 0; i < list.n && used < sizeof msg; i++) {
         cld_device_info info;
         fill_info(&list, i, &info);
-        int w = snprintf(msg + used, sizeof msg - used, "\n  [%d] %s / %s", i,
-                         info.platform_name, info.name);
+        int w = snprintf(msg + used, sizeof msg - used, "\n  [%d] %s / %s", i, info.platform_name, info.name);
         if (w < 0) break;
         used += (size_t)w;
     }
@@ -266,7 +277,8 @@ cld_status cld_device_select(const char *spec, int *index) {
 }
 
 /* ---------------------------------------------------------------- context */
-cld_status cld_ctx_create(const char *device_spec, cld_ctx **out) {
+cld_status cld_ctx_create(const char *device_spec, cld_ctx **out)
+{
     if (!out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_ctx_create: out is NULL");
     *out = NULL;
     int index = 0;
@@ -279,12 +291,11 @@ cld_status cld_ctx_create(const char *device_spec, cld_ctx **out) {
     cld__settings_read(&ctx->settings, &ctx->info);
 
     cl_int err = CL_SUCCESS;
-    cl_context_properties props[] = {CL_CONTEXT_PLATFORM,
-                                     (cl_context_properties)ctx->info.platform, 0};
+    cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)ctx->info.platform, 0};
     ctx->context = clCreateContext(props, 1, &ctx->info.device, NULL, NULL, &err);
     if (err != CL_SUCCESS) {
-        s = cld__fail(CLD_ERR_OPENCL, "clCreateContext on '%s / %s': %s (%d)",
-                      ctx->info.platform_name, ctx->info.name, cld_cl_error_name(err), (int)err);
+        s = cld__fail(CLD_ERR_OPENCL, "clCreateContext on '%s / %s': %s (%d)", ctx->info.platform_name,
+                      ctx->info.name, cld_cl_error_name(err), (int)err);
         goto fail;
     }
     /* In-order queue: ops rely on submission order instead of events. */
@@ -302,7 +313,8 @@ fail:
     return s;
 }
 
-cld_status cld_ctx_free(cld_ctx *ctx) {
+cld_status cld_ctx_free(cld_ctx *ctx)
+{
     if (!ctx) return CLD_OK;
     if (ctx->queue) clFinish(ctx->queue);
     for (int i = 0; i < ctx->n_kernels; i++) {
@@ -322,7 +334,8 @@ cld_status cld_ctx_free(cld_ctx *ctx) {
     return CLD_OK;
 }
 
-cld_status cld_ctx_device_info(const cld_ctx *ctx, cld_device_info *out) {
+cld_status cld_ctx_device_info(const cld_ctx *ctx, cld_device_info *out)
+{
     if (!ctx || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_ctx_device_info: NULL argument");
     *out = ctx->info;
     return CLD_OK;
@@ -331,19 +344,22 @@ cld_status cld_ctx_device_info(const cld_ctx *ctx, cld_device_info *out) {
 cl_context cld_ctx_cl_context(const cld_ctx *ctx) { return ctx ? ctx->context : NULL; }
 cl_command_queue cld_ctx_queue(const cld_ctx *ctx) { return ctx ? ctx->queue : NULL; }
 
-cld_status cld_ctx_finish(cld_ctx *ctx) {
+cld_status cld_ctx_finish(cld_ctx *ctx)
+{
     if (!ctx) return cld__fail(CLD_ERR_INVALID_ARG, "cld_ctx_finish: ctx is NULL");
     return cld__cl_check(clFinish(ctx->queue), "clFinish");
 }
 
-cld_status cld_ctx_compile_stats(const cld_ctx *ctx, cld_compile_stats *out) {
+cld_status cld_ctx_compile_stats(const cld_ctx *ctx, cld_compile_stats *out)
+{
     if (!ctx || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_ctx_compile_stats: NULL argument");
     *out = ctx->stats;
     return CLD_OK;
 }
 
 /* ---------------------------------------------------------------- buffers */
-cld_status cld_buffer_alloc(cld_ctx *ctx, size_t bytes, cl_mem *out) {
+cld_status cld_buffer_alloc(cld_ctx *ctx, size_t bytes, cl_mem *out)
+{
     if (!ctx || !out || bytes == 0)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_buffer_alloc: NULL argument or 0 bytes");
     cl_int err = CL_SUCCESS;
@@ -354,51 +370,53 @@ cld_status cld_buffer_alloc(cld_ctx *ctx, size_t bytes, cl_mem *out) {
                     err == CL_OUT_OF_HOST_MEMORY || err == CL_INVALID_BUFFER_SIZE)
                        ? CLD_ERR_NOMEM
                        : CLD_ERR_OPENCL;
-    return cld__fail(s, "clCreateBuffer(%zu bytes) on '%s' (max single allocation %llu): %s (%d)",
-                     bytes, ctx->info.name, (unsigned long long)ctx->info.max_alloc_bytes,
-                     cld_cl_error_name(err), (int)err);
+    return cld__fail(s, "clCreateBuffer(%zu bytes) on '%s' (max single allocation %llu): %s (%d)", bytes,
+                     ctx->info.name, (unsigned long long)ctx->info.max_alloc_bytes, cld_cl_error_name(err),
+                     (int)err);
 }
 
-cld_status cld_buffer_write(cld_ctx *ctx, cl_mem buf, size_t offset_bytes, size_t bytes,
-                            const void *src) {
+cld_status cld_buffer_write(cld_ctx *ctx, cl_mem buf, size_t offset_bytes, size_t bytes, const void *src)
+{
     if (!ctx || !buf || (bytes && !src))
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_buffer_write: NULL argument");
     if (bytes == 0) return CLD_OK;
-    cl_int err = clEnqueueWriteBuffer(ctx->queue, buf, CL_TRUE, offset_bytes, bytes, src, 0,
-                                      NULL, NULL);
+    cl_int err = clEnqueueWriteBuffer(ctx->queue, buf, CL_TRUE, offset_bytes, bytes, src, 0, NULL, NULL);
     if (err == CL_SUCCESS) return CLD_OK;
-    return cld__fail(CLD_ERR_OPENCL, "clEnqueueWriteBuffer(offset %zu, %zu bytes): %s (%d)",
-                     offset_bytes, bytes, cld_cl_error_name(err), (int)err);
+    return cld__fail(CLD_ERR_OPENCL, "clEnqueueWriteBuffer(offset %zu, %zu bytes): %s (%d)", offset_bytes,
+                     bytes, cld_cl_error_name(err), (int)err);
 }
 
-cld_status cld_buffer_read(cld_ctx *ctx, cl_mem buf, size_t offset_bytes, size_t bytes,
-                           void *dst) {
+cld_status cld_buffer_read(cld_ctx *ctx, cl_mem buf, size_t offset_bytes, size_t bytes, void *dst)
+{
     if (!ctx || !buf || (bytes && !dst))
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_buffer_read: NULL argument");
     if (bytes == 0) return CLD_OK;
-    cl_int err = clEnqueueReadBuffer(ctx->queue, buf, CL_TRUE, offset_bytes, bytes, dst, 0,
-                                     NULL, NULL);
+    cl_int err = clEnqueueReadBuffer(ctx->queue, buf, CL_TRUE, offset_bytes, bytes, dst, 0, NULL, NULL);
     if (err == CL_SUCCESS) return CLD_OK;
-    return cld__fail(CLD_ERR_OPENCL, "clEnqueueReadBuffer(offset %zu, %zu bytes): %s (%d)",
-                     offset_bytes, bytes, cld_cl_error_name(err), (int)err);
+    return cld__fail(CLD_ERR_OPENCL, "clEnqueueReadBuffer(offset %zu, %zu bytes): %s (%d)", offset_bytes,
+                     bytes, cld_cl_error_name(err), (int)err);
 }
 
-cld_status cld_buffer_release(cl_mem buf) {
+cld_status cld_buffer_release(cl_mem buf)
+{
     if (!buf) return CLD_OK;
     return cld__cl_check(clReleaseMemObject(buf), "clReleaseMemObject");
 }
 
 /* ---------------------------------------------------------------- kernels */
-static void kernel_name(cl_kernel k, char *dst, size_t cap) {
+static void kernel_name(cl_kernel k, char *dst, size_t cap)
+{
     dst[0] = 0;
     if (!k || clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, cap, dst, NULL) != CL_SUCCESS)
         snprintf(dst, cap, "?");
     dst[cap - 1] = 0;
 }
 
-cld_status cld__kargs(cl_kernel k, const char *what, const char *fmt, ...) {
-    if (!k || !fmt) return cld__fail(CLD_ERR_INVALID_ARG, "%s: cld__kargs: NULL kernel or format",
-                                     what ? what : "kernel");
+cld_status cld__kargs(cl_kernel k, const char *what, const char *fmt, ...)
+{
+    if (!k || !fmt)
+        return cld__fail(CLD_ERR_INVALID_ARG, "%s: cld__kargs: NULL kernel or format",
+                         what ? what : "kernel");
     va_list ap;
     va_start(ap, fmt);
     cl_int err = CL_SUCCESS;
@@ -447,15 +465,14 @@ cld_status cld__kargs(cl_kernel k, const char *what, const char *fmt, ...) {
     char name[128];
     kernel_name(k, name, sizeof name);
     return cld__fail(CLD_ERR_OPENCL, "%s: clSetKernelArg(kernel '%s', arg %u '%c'): %s (%d)",
-                     what ? what : "kernel", name, (unsigned)i, fmt[i], cld_cl_error_name(err),
-                     (int)err);
+                     what ? what : "kernel", name, (unsigned)i, fmt[i], cld_cl_error_name(err), (int)err);
 }
 
-cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims,
-                       const size_t *global, const size_t *local) {
+cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims, const size_t *global,
+                       const size_t *local)
+{
     if (!ctx || !k || !global || dims < 1 || dims > 3)
-        return cld__fail(CLD_ERR_INVALID_ARG, "%s: cld__launch: bad arguments",
-                         what ? what : "kernel");
+        return cld__fail(CLD_ERR_INVALID_ARG, "%s: cld__launch: bad arguments", what ? what : "kernel");
     size_t g[3] = {1, 1, 1};
     for (cl_uint d = 0; d < dims; d++) {
         g[d] = global[d];
@@ -475,8 +492,6 @@ cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims
         for (cl_uint d = 1; d < dims && w > 0 && (size_t)w < sizeof shape; d++)
             w += snprintf(shape + w, sizeof shape - (size_t)w, "x%zu", local[d]);
     }
-    return cld__fail(CLD_ERR_OPENCL,
-                     "%s: clEnqueueNDRangeKernel(kernel '%s', %s) on '%s': %s (%d)",
-                     what ? what : "kernel", name, shape, ctx->info.name,
-                     cld_cl_error_name(err), (int)err);
+    return cld__fail(CLD_ERR_OPENCL, "%s: clEnqueueNDRangeKernel(kernel '%s', %s) on '%s': %s (%d)",
+                     what ? what : "kernel", name, shape, ctx->info.name, cld_cl_error_name(err), (int)err);
 }

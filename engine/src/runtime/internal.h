@@ -16,16 +16,16 @@ cld_status cld__fail(cld_status s, const char *fmt, ...)
     ;
 /* Record "what: CL_ERROR_NAME (code)" if err != CL_SUCCESS. */
 cld_status cld__cl_check(cl_int err, const char *what);
-#define CLD_TRY(expr)                 \
-    do {                              \
-        cld_status s__ = (expr);      \
+#define CLD_TRY(expr)                  \
+    do {                               \
+        cld_status s__ = (expr);       \
         if (s__ != CLD_OK) return s__; \
     } while (0)
 #define CLD_CL_TRY(expr, what) CLD_TRY(cld__cl_check((expr), (what)))
 
 /* ---------------------------------------------------------------- context */
 typedef struct cld__kernel_entry {
-    char *key;        /* program \n options \n kernel */
+    char *key; /* program \n options \n kernel */
     cl_kernel kernel;
 } cld__kernel_entry;
 
@@ -38,7 +38,7 @@ typedef struct cld__kernel_slot {
 } cld__kernel_slot;
 
 typedef struct cld__program_entry {
-    char *key;        /* program \n options */
+    char *key; /* program \n options */
     cl_program program;
 } cld__program_entry;
 
@@ -49,11 +49,11 @@ typedef struct cld__program_entry {
 typedef struct cld__settings {
     size_t launch1d_ls;     /* work-group size of cld__launch1d: CLD_LAUNCH1D_LS, else 1 on CPUs, 64 */
     size_t launch1d_groups; /* most work-groups: CLD_LAUNCH1D_GROUPS, else 8 (CPU) or 1024 per unit */
-    size_t reduce_ls;       /* row reductions (basic.cl, norm.cl, softmax.cl): CLD_REDUCE_LS, else 1 (CPU), 64 */
-    int gemm_backend;       /* CLD__GEMM_CLBLAST or CLD__GEMM_OWN: CLD_GEMM, else own on CPUs */
-    int clblast_tune;       /* install the PoCL CLBlast parameters (0 if CLD_CLBLAST_TUNE=0) */
-    int conv_winograd;      /* Winograd where it pays (0 if CLD_CONV_WINOGRAD=0) */
-    int poison;             /* new graphs poison released memory (CLD_POISON) */
+    size_t reduce_ls;  /* row reductions (basic.cl, norm.cl, softmax.cl): CLD_REDUCE_LS, else 1 (CPU), 64 */
+    int gemm_backend;  /* CLD__GEMM_CLBLAST or CLD__GEMM_OWN: CLD_GEMM, else own on CPUs */
+    int clblast_tune;  /* install the PoCL CLBlast parameters (0 if CLD_CLBLAST_TUNE=0) */
+    int conv_winograd; /* Winograd where it pays (0 if CLD_CONV_WINOGRAD=0) */
+    int poison;        /* new graphs poison released memory (CLD_POISON) */
     /* Test hooks, never from the environment (test/ops/test_ops_conv.c,
      * test/models/test_unet.c, bench/lab_winograd.c), for conv nodes built
      * afterwards: at most conv_max_chunk samples per chunk (0: no cap), the
@@ -76,9 +76,9 @@ struct cld_ctx {
     int n_kernels, cap_kernels;
     cld__kernel_slot kernel_slots[CLD__KERNEL_SLOTS];
     cld_compile_stats stats;
-    cl_mem gemm_scratch;          /* packed GEMM panels, reused (blas.c) */
+    cl_mem gemm_scratch; /* packed GEMM panels, reused (blas.c) */
     size_t gemm_scratch_bytes;
-    int blas_tuned;               /* cld__blas_tune ran (first CLBlast call, blas.c) */
+    int blas_tuned; /* cld__blas_tune ran (first CLBlast call, blas.c) */
 };
 
 /* Set kernel arguments from a format string: 'b' cl_mem, 'i' int,
@@ -86,8 +86,8 @@ struct cld_ctx {
  * 'L' uint64 (cl_ulong). */
 cld_status cld__kargs(cl_kernel k, const char *what, const char *fmt, ...);
 /* Enqueue an NDRange; global sizes are rounded up to multiples of local. */
-cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims,
-                       const size_t *global, const size_t *local);
+cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims, const size_t *global,
+                       const size_t *local);
 /* Shorthand: get kernel `name` of `program` with default options. After the
  * first call from a call site (same string pointers) a table lookup: no
  * malloc, no scan of the context's kernels (program.c). */
@@ -95,18 +95,17 @@ cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_k
 
 /* Matrix products (row-major), routed by blas.c to our kernels (cl/gemm.cl)
  * or CLBlast (cld__gemm_backend). Offsets and leading dims in floats. */
-cld_status cld__gemm(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n, size_t k,
-                     float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem b, size_t b_off,
-                     size_t ldb, float beta, cl_mem c, size_t c_off, size_t ldc);
-cld_status cld__gemm_batched(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n,
-                             size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
-                             size_t a_stride, cl_mem b, size_t b_off, size_t ldb,
-                             size_t b_stride, float beta, cl_mem c, size_t c_off, size_t ldc,
-                             size_t c_stride, size_t batch);
+cld_status cld__gemm(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                     cl_mem a, size_t a_off, size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
+                     cl_mem c, size_t c_off, size_t ldc);
+cld_status cld__gemm_batched(cld_ctx *ctx, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                             float alpha, cl_mem a, size_t a_off, size_t lda, size_t a_stride, cl_mem b,
+                             size_t b_off, size_t ldb, size_t b_stride, float beta, cl_mem c, size_t c_off,
+                             size_t ldc, size_t c_stride, size_t batch);
 
 /* Host-side deterministic RNG (splitmix64 / Box-Muller), for init and tests. */
 uint64_t cld__splitmix64(uint64_t *state);
-double cld__rand_uniform(uint64_t *state);   /* [0, 1) */
+double cld__rand_uniform(uint64_t *state); /* [0, 1) */
 double cld__rand_normal(uint64_t *state);
 
 #endif

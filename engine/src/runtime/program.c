@@ -29,24 +29,28 @@ static const char cache_magic[8] = {'C', 'L', 'D', 'B', 'I', 'N', '1', '\0'};
 extern const char *const cld__embedded_names[];
 extern const char *const cld__embedded_sources[];
 
-cld_status cld_kernel_sources(const char *const **names, const char *const **sources) {
+cld_status cld_kernel_sources(const char *const **names, const char *const **sources)
+{
     if (names) *names = cld__embedded_names;
     if (sources) *sources = cld__embedded_sources;
     return CLD_OK;
 }
 
-static double now_seconds(void) {
+static double now_seconds(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int env_on(const char *name) {
+static int env_on(const char *name)
+{
     const char *v = getenv(name);
     return v && *v && strcmp(v, "0") != 0;
 }
 
-static char *str_dup(const char *s) {
+static char *str_dup(const char *s)
+{
     size_t n = strlen(s) + 1;
     char *d = malloc(n);
     if (d) memcpy(d, s, n);
@@ -54,7 +58,8 @@ static char *str_dup(const char *s) {
 }
 
 /* Read a whole file; NULL with errno set on failure. */
-static char *read_file(const char *path, size_t *len) {
+static char *read_file(const char *path, size_t *len)
+{
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     char *buf = NULL;
@@ -90,7 +95,8 @@ static char *read_file(const char *path, size_t *len) {
 
 /* Source of `program`: $CLD_KERNEL_DIR/<program>.cl if that file exists, else
  * the embedded copy. Returns a malloc'd string. */
-static cld_status load_source(const char *program, char **out) {
+static cld_status load_source(const char *program, char **out)
+{
     const char *dir = getenv("CLD_KERNEL_DIR");
     if (dir && *dir) {
         char path[4096];
@@ -119,14 +125,18 @@ static cld_status load_source(const char *program, char **out) {
 /* ---------------------------------------------------------------- disk cache */
 static atomic_int cache_warned;
 
-static void cache_warn(const char *dir, const char *why) {
+static void cache_warn(const char *dir, const char *why)
+{
     if (atomic_exchange(&cache_warned, 1)) return;
-    fprintf(stderr, "cldiffusion: warning: kernel cache dir %s not writable: %s; "
-                    "continuing without cache\n", dir, why);
+    fprintf(stderr,
+            "cldiffusion: warning: kernel cache dir %s not writable: %s; "
+            "continuing without cache\n",
+            dir, why);
 }
 
 /* mkdir -p; 0 on success, else errno. */
-static int mkdir_p(const char *dir) {
+static int mkdir_p(const char *dir)
+{
     char path[4096];
     size_t n = strlen(dir);
     if (n == 0 || n >= sizeof path) return ENAMETOOLONG;
@@ -149,7 +159,8 @@ static int mkdir_p(const char *dir) {
  * size: fetching a program's binary for our cache makes it compile every
  * kernel of the program first (conv.cl 1.55 s -> 3.45 s; the default
  * cld-sample command 21 s of compiling against ~4 s, bench/NOTES.md). */
-static int driver_caches(const cld_ctx *ctx) {
+static int driver_caches(const cld_ctx *ctx)
+{
     if (strstr(ctx->info.platform_name, "Portable Computing Language") == NULL) return 0;
     const char *v = getenv("POCL_KERNEL_CACHE");
     return !(v && strcmp(v, "0") == 0);
@@ -157,7 +168,8 @@ static int driver_caches(const cld_ctx *ctx) {
 
 /* The cache directory, created; 0 if the cache is off or unusable.
  * CLD_CACHE=0: off; =1: on; unset: on unless the driver caches itself. */
-static int cache_dir(const cld_ctx *ctx, char *dst, size_t cap) {
+static int cache_dir(const cld_ctx *ctx, char *dst, size_t cap)
+{
     const char *v = getenv("CLD_CACHE");
     if (v && strcmp(v, "0") == 0) return 0;
     if (!(v && *v) && driver_caches(ctx)) return 0;
@@ -186,13 +198,15 @@ static int cache_dir(const cld_ctx *ctx, char *dst, size_t cap) {
 
 /* Two independent 64-bit hashes (FNV-1a and a multiply-rotate hash), each
  * finished with a strong mixer: 128 bits of key. */
-static uint64_t mix64(uint64_t z) {
+static uint64_t mix64(uint64_t z)
+{
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 
-static void hash128(const char *s, size_t n, uint64_t out[2]) {
+static void hash128(const char *s, size_t n, uint64_t out[2])
+{
     uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x9E3779B97F4A7C15ull ^ n;
     for (size_t i = 0; i < n; i++) {
         unsigned char b = (unsigned char)s[i];
@@ -204,22 +218,23 @@ static void hash128(const char *s, size_t n, uint64_t out[2]) {
     out[1] = mix64(h2);
 }
 
-static char *make_key_text(const cld_ctx *ctx, const char *program, const char *options,
-                           const char *source) {
+static char *make_key_text(const cld_ctx *ctx, const char *program, const char *options, const char *source)
+{
     const cld_device_info *d = &ctx->info;
     const char *fmt = CLD_CACHE_FORMAT "\nprogram: %s\noptions: %s\ndevice: %s\ndevice version: "
                                        "%s\ndriver: %s\nplatform: %s %s\nsource:\n%s";
-    int n = snprintf(NULL, 0, fmt, program, options, d->name, d->device_version,
-                     d->driver_version, d->platform_name, d->platform_version, source);
+    int n = snprintf(NULL, 0, fmt, program, options, d->name, d->device_version, d->driver_version,
+                     d->platform_name, d->platform_version, source);
     if (n < 0) return NULL;
     char *key = malloc((size_t)n + 1);
     if (key)
-        snprintf(key, (size_t)n + 1, fmt, program, options, d->name, d->device_version,
-                 d->driver_version, d->platform_name, d->platform_version, source);
+        snprintf(key, (size_t)n + 1, fmt, program, options, d->name, d->device_version, d->driver_version,
+                 d->platform_name, d->platform_version, source);
     return key;
 }
 
-static uint32_t crc_of(const unsigned char *p, size_t n) {
+static uint32_t crc_of(const unsigned char *p, size_t n)
+{
     uLong c = crc32(0L, Z_NULL, 0);
     while (n > 0) {
         uInt chunk = n > (1u << 30) ? (1u << 30) : (uInt)n;
@@ -230,18 +245,21 @@ static uint32_t crc_of(const unsigned char *p, size_t n) {
     return (uint32_t)c;
 }
 
-static void put_u64(unsigned char *p, uint64_t v) {
+static void put_u64(unsigned char *p, uint64_t v)
+{
     for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
-static uint64_t get_u64(const unsigned char *p) {
+static uint64_t get_u64(const unsigned char *p)
+{
     uint64_t v = 0;
     for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
     return v;
 }
 
 /* Parse a cache file; on success *bin points into `buf`. 0 if anything is off. */
-static int parse_cache_file(const unsigned char *buf, size_t len, const char *key,
-                            const unsigned char **bin, size_t *bin_len) {
+static int parse_cache_file(const unsigned char *buf, size_t len, const char *key, const unsigned char **bin,
+                            size_t *bin_len)
+{
     size_t klen = strlen(key), pos = 0;
     if (len < 8 + 8 || memcmp(buf, cache_magic, 8) != 0) return 0;
     pos = 8;
@@ -255,16 +273,16 @@ static int parse_cache_file(const unsigned char *buf, size_t len, const char *ke
     if (bl == 0 || bl > len - pos || len - pos - bl != 4) return 0;
     const unsigned char *b = buf + pos;
     const unsigned char *t = b + bl;
-    uint32_t want = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 |
-                    (uint32_t)t[3] << 24;
+    uint32_t want = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
     if (crc_of(b, (size_t)bl) != want) return 0;
     *bin = b;
     *bin_len = (size_t)bl;
     return 1;
 }
 
-static void store_cache_file(const char *dir, const char *path, const char *key,
-                             const unsigned char *bin, size_t bin_len) {
+static void store_cache_file(const char *dir, const char *path, const char *key, const unsigned char *bin,
+                             size_t bin_len)
+{
     char tmp[4300];
     int tn = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     if (tn < 0 || (size_t)tn >= sizeof tmp) return;
@@ -281,9 +299,8 @@ static void store_cache_file(const char *dir, const char *path, const char *key,
     put_u64(blen, bin_len);
     uint32_t crc = crc_of(bin, bin_len);
     for (int i = 0; i < 4; i++) tail[i] = (unsigned char)(crc >> (8 * i));
-    int ok = fwrite(hdr, 1, 16, f) == 16 && fwrite(key, 1, klen, f) == klen &&
-             fwrite(blen, 1, 8, f) == 8 && fwrite(bin, 1, bin_len, f) == bin_len &&
-             fwrite(tail, 1, 4, f) == 4;
+    int ok = fwrite(hdr, 1, 16, f) == 16 && fwrite(key, 1, klen, f) == klen && fwrite(blen, 1, 8, f) == 8 &&
+             fwrite(bin, 1, bin_len, f) == bin_len && fwrite(tail, 1, 4, f) == 4;
     int err = errno;
     if (fclose(f) != 0 && ok) {
         ok = 0;
@@ -300,10 +317,10 @@ static void store_cache_file(const char *dir, const char *path, const char *key,
 }
 
 /* The device binary of a built program (malloc'd), or NULL. */
-static unsigned char *program_binary(cl_program prog, size_t *len) {
+static unsigned char *program_binary(cl_program prog, size_t *len)
+{
     size_t n = 0;
-    if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS ||
-        n == 0)
+    if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || n == 0)
         return NULL;
     unsigned char *bin = malloc(n);
     if (!bin) return NULL;
@@ -315,11 +332,11 @@ static unsigned char *program_binary(cl_program prog, size_t *len) {
     return bin;
 }
 
-static cl_program program_from_binary(cld_ctx *ctx, const unsigned char *bin, size_t len,
-                                      const char *options) {
+static cl_program program_from_binary(cld_ctx *ctx, const unsigned char *bin, size_t len, const char *options)
+{
     cl_int err = CL_SUCCESS, bstatus = CL_SUCCESS;
-    cl_program prog = clCreateProgramWithBinary(ctx->context, 1, &ctx->info.device, &len, &bin,
-                                                &bstatus, &err);
+    cl_program prog =
+        clCreateProgramWithBinary(ctx->context, 1, &ctx->info.device, &len, &bin, &bstatus, &err);
     if (err != CL_SUCCESS || bstatus != CL_SUCCESS) {
         if (prog) clReleaseProgram(prog);
         return NULL;
@@ -333,7 +350,8 @@ static cl_program program_from_binary(cld_ctx *ctx, const unsigned char *bin, si
 
 /* ---------------------------------------------------------------- building */
 static cld_status build_from_source(cld_ctx *ctx, const char *program, const char *options,
-                                    const char *source, cl_program *out) {
+                                    const char *source, cl_program *out)
+{
     if (env_on("CLD_FORBID_COMPILE"))
         return cld__fail(CLD_ERR_COMPILE_FORBIDDEN,
                          "CLD_FORBID_COMPILE is set but program '%s' (options '%s') is not in "
@@ -355,26 +373,26 @@ static cld_status build_from_source(cld_ctx *ctx, const char *program, const cha
     if (clGetProgramBuildInfo(prog, ctx->info.device, CL_PROGRAM_BUILD_LOG, 0, NULL, &log_len) ==
             CL_SUCCESS &&
         (log = malloc(log_len + 1)) != NULL) {
-        if (clGetProgramBuildInfo(prog, ctx->info.device, CL_PROGRAM_BUILD_LOG, log_len, log,
-                                  NULL) != CL_SUCCESS)
+        if (clGetProgramBuildInfo(prog, ctx->info.device, CL_PROGRAM_BUILD_LOG, log_len, log, NULL) !=
+            CL_SUCCESS)
             log_len = 0;
         log[log_len] = 0;
     }
     clReleaseProgram(prog);
     char head[1024];
-    int hn = snprintf(head, sizeof head,
-                      "building kernel program '%s' with options '%s' for '%s / %s' failed: "
-                      "%s (%d); build log:\n",
-                      program, options, ctx->info.platform_name, ctx->info.name,
-                      cld_cl_error_name(err), (int)err);
+    int hn =
+        snprintf(head, sizeof head,
+                 "building kernel program '%s' with options '%s' for '%s / %s' failed: "
+                 "%s (%d); build log:\n",
+                 program, options, ctx->info.platform_name, ctx->info.name, cld_cl_error_name(err), (int)err);
     if (hn < 0) hn = 0;
     if ((size_t)hn >= sizeof head) hn = (int)sizeof head - 1;
     const char *body = log && *log ? log : "(empty build log)";
     /* The last-error buffer holds 4 KiB; a longer log also goes to stderr whole. */
     if ((size_t)hn + strlen(body) > 4000) {
         fprintf(stderr, "cldiffusion: %s%s\n", head, body);
-        cld__fail(CLD_ERR_BUILD, "%s%.*s\n[build log truncated: %zu bytes, full log on stderr]",
-                  head, 3900 - hn, body, strlen(body));
+        cld__fail(CLD_ERR_BUILD, "%s%.*s\n[build log truncated: %zu bytes, full log on stderr]", head,
+                  3900 - hn, body, strlen(body));
     } else {
         cld__fail(CLD_ERR_BUILD, "%s%s", head, body);
     }
@@ -383,8 +401,8 @@ static cld_status build_from_source(cld_ctx *ctx, const char *program, const cha
 }
 
 /* A built program from the disk cache or from source; stats updated. */
-static cld_status obtain_program(cld_ctx *ctx, const char *program, const char *user_options,
-                                 cl_program *out) {
+static cld_status obtain_program(cld_ctx *ctx, const char *program, const char *user_options, cl_program *out)
+{
     double t0 = now_seconds();
     char *options = NULL, *source = NULL, *key = NULL;
     unsigned char *file = NULL;
@@ -408,8 +426,8 @@ static cld_status obtain_program(cld_ctx *ctx, const char *program, const char *
         }
         uint64_t h[2];
         hash128(key, strlen(key), h);
-        int pn = snprintf(path, sizeof path, "%s/%016llx%016llx.bin", dir,
-                          (unsigned long long)h[0], (unsigned long long)h[1]);
+        int pn = snprintf(path, sizeof path, "%s/%016llx%016llx.bin", dir, (unsigned long long)h[0],
+                          (unsigned long long)h[1]);
         if (pn < 0 || (size_t)pn >= sizeof path) use_cache = 0;
     }
     if (use_cache) {
@@ -446,7 +464,8 @@ done:
     return s;
 }
 
-static char *join_key(const char *a, const char *b, const char *c) {
+static char *join_key(const char *a, const char *b, const char *c)
+{
     size_t n = strlen(a) + strlen(b) + (c ? strlen(c) : 0) + 3;
     char *k = malloc(n);
     if (k) snprintf(k, n, "%s\n%s%s%s", a, b, c ? "\n" : "", c ? c : "");
@@ -454,8 +473,8 @@ static char *join_key(const char *a, const char *b, const char *c) {
 }
 
 /* The context's program for (program, options), built on first use. */
-static cld_status get_program(cld_ctx *ctx, const char *program, const char *options,
-                              cl_program *out) {
+static cld_status get_program(cld_ctx *ctx, const char *program, const char *options, cl_program *out)
+{
     char *key = join_key(program, options ? options : "", NULL);
     if (!key) return cld__fail(CLD_ERR_NOMEM, "out of host memory");
     for (int i = 0; i < ctx->n_programs; i++) {
@@ -488,8 +507,9 @@ static cld_status get_program(cld_ctx *ctx, const char *program, const char *opt
     return CLD_OK;
 }
 
-cld_status cld_ctx_kernel(cld_ctx *ctx, const char *program, const char *options,
-                          const char *kernel_name, cl_kernel *out) {
+cld_status cld_ctx_kernel(cld_ctx *ctx, const char *program, const char *options, const char *kernel_name,
+                          cl_kernel *out)
+{
     if (!ctx || !program || !kernel_name || !out)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_ctx_kernel: NULL argument");
     char *key = join_key(program, options ? options : "", kernel_name);
@@ -521,9 +541,10 @@ cld_status cld_ctx_kernel(cld_ctx *ctx, const char *program, const char *options
     cl_kernel k = clCreateKernel(prog, kernel_name, &err);
     if (err != CL_SUCCESS) {
         free(key);
-        return cld__fail(CLD_ERR_OPENCL, "clCreateKernel('%s' in program '%s', options '%s'): "
-                                         "%s (%d)", kernel_name, program,
-                         options ? options : "", cld_cl_error_name(err), (int)err);
+        return cld__fail(CLD_ERR_OPENCL,
+                         "clCreateKernel('%s' in program '%s', options '%s'): "
+                         "%s (%d)",
+                         kernel_name, program, options ? options : "", cld_cl_error_name(err), (int)err);
     }
     ctx->kernels[ctx->n_kernels].key = key;
     ctx->kernels[ctx->n_kernels].kernel = k;
@@ -534,7 +555,8 @@ cld_status cld_ctx_kernel(cld_ctx *ctx, const char *program, const char *options
 
 /* Does entry e hold kernel `name` of `program` with default options (key
  * "program\n\nname")? */
-static int entry_is(const cld__kernel_entry *e, const char *program, const char *name) {
+static int entry_is(const cld__kernel_entry *e, const char *program, const char *name)
+{
     size_t n = strlen(program);
     return strncmp(e->key, program, n) == 0 && e->key[n] == '\n' && e->key[n + 1] == '\n' &&
            strcmp(e->key + n + 2, name) == 0;
@@ -545,7 +567,8 @@ static int entry_is(const cld__kernel_entry *e, const char *program, const char 
  * finds the cached entry without building a key (no malloc, no scan); the
  * strings are compared once more on a hit, so a caller reusing a buffer for
  * another name still gets the right kernel. Misses take cld_ctx_kernel. */
-cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out) {
+cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out)
+{
     if (!ctx || !program || !name || !out)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld__kernel: NULL argument");
     uint64_t h = ((uint64_t)(uintptr_t)program * 0x9E3779B97F4A7C15ull) ^ (uint64_t)(uintptr_t)name;
@@ -573,7 +596,8 @@ cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_k
     return CLD_OK;
 }
 
-cld_status cld_ctx_build_all(cld_ctx *ctx) {
+cld_status cld_ctx_build_all(cld_ctx *ctx)
+{
     if (!ctx) return cld__fail(CLD_ERR_INVALID_ARG, "cld_ctx_build_all: ctx is NULL");
     for (int i = 0; cld__embedded_names[i]; i++) {
         cl_program prog = NULL;

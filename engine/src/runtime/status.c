@@ -7,7 +7,8 @@
 
 static _Thread_local char last_error[4096];
 
-cld_status cld__fail(cld_status s, const char *fmt, ...) {
+cld_status cld__fail(cld_status s, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
@@ -15,15 +16,17 @@ cld_status cld__fail(cld_status s, const char *fmt, ...) {
     return s;
 }
 
-cld_status cld__cl_check(cl_int err, const char *what) {
+cld_status cld__cl_check(cl_int err, const char *what)
+{
     if (err == CL_SUCCESS) return CLD_OK;
-    return cld__fail(CLD_ERR_OPENCL, "%s: %s (%d)", what ? what : "OpenCL call",
-                     cld_cl_error_name(err), (int)err);
+    return cld__fail(CLD_ERR_OPENCL, "%s: %s (%d)", what ? what : "OpenCL call", cld_cl_error_name(err),
+                     (int)err);
 }
 
 const char *cld_last_error(void) { return last_error; }
 
-const char *cld_status_name(cld_status s) {
+const char *cld_status_name(cld_status s)
+{
     switch (s) {
     case CLD_OK: return "CLD_OK";
     case CLD_ERR_INVALID_ARG: return "CLD_ERR_INVALID_ARG";
@@ -42,8 +45,10 @@ const char *cld_status_name(cld_status s) {
     return "CLD_ERR_UNKNOWN";
 }
 
-const char *cld_cl_error_name(cl_int err) {
+const char *cld_cl_error_name(cl_int err)
+{
     switch (err) {
+        // clang-format off
 #define E(name, code) case code: return #name;
     E(CL_SUCCESS, 0)
     E(CL_DEVICE_NOT_FOUND, -1)
@@ -108,23 +113,27 @@ const char *cld_cl_error_name(cl_int err) {
     E(CL_PLATFORM_NOT_FOUND_KHR, -1001)
 #undef E
     }
+    // clang-format on
     return "CL_UNKNOWN_ERROR";
 }
 
 /* ---------------------------------------------------------------- RNG */
-uint64_t cld__splitmix64(uint64_t *state) {
+uint64_t cld__splitmix64(uint64_t *state)
+{
     uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 
-double cld__rand_uniform(uint64_t *state) {
+double cld__rand_uniform(uint64_t *state)
+{
     /* Top 53 bits -> [0, 1). */
     return (double)(cld__splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
-double cld__rand_normal(uint64_t *state) {
+double cld__rand_normal(uint64_t *state)
+{
     /* Box-Muller; one value per call keeps the stream stateless beyond `state`. */
     double u1 = 1.0 - cld__rand_uniform(state); /* (0, 1]: log is finite */
     double u2 = cld__rand_uniform(state);
