@@ -78,53 +78,42 @@ static int parse_args(int argc, char **argv, opts *o)
         const char *a = argv[i], *v = NULL;
         int r;
         double d;
-#define OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
-#define VAL()                             \
-    do {                                  \
-        if (r < 0) return CLI_EXIT_USAGE; \
-    } while (0)
-#define NUM(lo, hi)                                                                        \
-    do {                                                                                   \
-        VAL();                                                                             \
-        if (!cli_parse_num(v, lo, hi, &d))                                                 \
-            BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); \
-    } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
         } else if (!strcmp(a, "--version")) {
             printf("cld-denoise %s\n", CLD_VERSION_STRING);
             exit(0);
-        } else if (OPT("--out") || OPT("-o")) {
-            VAL();
+        } else if (CLI_OPT("--out") || CLI_OPT("-o")) {
+            CLI_VAL();
             o->out = v;
-        } else if (OPT("--model")) {
-            VAL();
+        } else if (CLI_OPT("--model")) {
+            CLI_VAL();
             o->model = v;
-        } else if (OPT("--device")) {
-            VAL();
+        } else if (CLI_OPT("--device")) {
+            CLI_VAL();
             o->device = v;
-        } else if (OPT("--progress")) {
-            VAL();
+        } else if (CLI_OPT("--progress")) {
+            CLI_VAL();
             if (strcmp(v, "bar") && strcmp(v, "json") && strcmp(v, "none"))
                 BAD("--progress: bar, json or none, not '%s'", v);
             o->progress = v;
-        } else if (OPT("--sigma")) {
-            NUM(1e-3, 1e6);
+        } else if (CLI_OPT("--sigma")) {
+            CLI_NUM(1e-3, 1e6);
             o->sigma = d;
-        } else if (OPT("--steps")) {
-            NUM(1, 1000);
+        } else if (CLI_OPT("--steps")) {
+            CLI_NUM(1, 1000);
             if (d != floor(d)) BAD("--steps: '%s' is not an integer", v);
             o->steps = (int)d;
-        } else if (OPT("--strength")) {
-            NUM(0, 1);
+        } else if (CLI_OPT("--strength")) {
+            CLI_NUM(0, 1);
             o->strength = d;
-        } else if (OPT("--tile")) {
-            NUM(8, 1 << 16);
+        } else if (CLI_OPT("--tile")) {
+            CLI_NUM(8, 1 << 16);
             if (d != floor(d)) BAD("--tile: '%s' is not an integer", v);
             o->tile = (int)d;
-        } else if (OPT("--margin")) {
-            VAL();
+        } else if (CLI_OPT("--margin")) {
+            CLI_VAL();
             if (!strcmp(v, "exact"))
                 o->margin = -1;
             else if (!cli_parse_num(v, 0, 4096, &d) || d != floor(d))
@@ -137,9 +126,6 @@ static int parse_args(int argc, char **argv, opts *o)
             o->in = a;
         else
             BAD("one input (a file or a folder), not '%s' too", a);
-#undef OPT
-#undef VAL
-#undef NUM
     }
     if (!o->in) BAD("no input (see --help)");
     if (!o->out) BAD("no output: -o OUT.png (or a folder for a folder input)");

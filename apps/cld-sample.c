@@ -135,17 +135,6 @@ static int parse_args(int argc, char **argv, opts *o)
         int r;
         double d;
         int shared = 0;
-#define OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
-#define VAL()                             \
-    do {                                  \
-        if (r < 0) return CLI_EXIT_USAGE; \
-    } while (0)
-#define NUM(lo, hi)                                                                        \
-    do {                                                                                   \
-        VAL();                                                                             \
-        if (!cli_parse_num(v, lo, hi, &d))                                                 \
-            BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); \
-    } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
@@ -154,96 +143,93 @@ static int parse_args(int argc, char **argv, opts *o)
             exit(0);
         } else if (!strcmp(a, "--trajectory"))
             o->trajectory = 1;
-        else if (OPT("--model")) {
-            VAL();
+        else if (CLI_OPT("--model")) {
+            CLI_VAL();
             o->model = v;
             shared = 1;
-        } else if (OPT("--device")) {
-            VAL();
+        } else if (CLI_OPT("--device")) {
+            CLI_VAL();
             o->device = v;
             shared = 1;
-        } else if (OPT("--out")) {
-            VAL();
+        } else if (CLI_OPT("--out")) {
+            CLI_VAL();
             o->out = v;
             shared = 1;
-        } else if (OPT("--replay")) {
-            VAL();
+        } else if (CLI_OPT("--replay")) {
+            CLI_VAL();
             o->replay = v;
             shared = 1;
-        } else if (OPT("--progress")) {
-            VAL();
+        } else if (CLI_OPT("--progress")) {
+            CLI_VAL();
             if (strcmp(v, "bar") && strcmp(v, "json") && strcmp(v, "none"))
                 BAD("--progress: bar, json or none, not '%s'", v);
             o->progress = v;
             shared = 1;
-        } else if (OPT("--sampler")) {
-            VAL();
+        } else if (CLI_OPT("--sampler")) {
+            CLI_VAL();
             if (!parse_sampler(v, &o->sampler))
                 BAD("--sampler: unknown sampler '%s' (ddpm, ddim, dpm++2m, euler, euler-a, heun)", v);
             o->sampler_set = 1;
-        } else if (OPT("--spacing")) {
-            VAL();
+        } else if (CLI_OPT("--spacing")) {
+            CLI_VAL();
             if (!parse_spacing(v, &o->spacing, &o->karras))
                 BAD("--spacing: unknown spacing '%s' (leading, trailing, linspace, karras)", v);
             o->spacing_set = 1;
-        } else if (OPT("--steps")) {
-            NUM(1, 1e6);
+        } else if (CLI_OPT("--steps")) {
+            CLI_NUM(1, 1e6);
             if (d != floor(d)) BAD("--steps: '%s' is not an integer", v);
             o->steps = (int)d;
-        } else if (OPT("--eta")) {
-            NUM(0, 100);
+        } else if (CLI_OPT("--eta")) {
+            CLI_NUM(0, 100);
             o->eta = d;
             o->eta_set = 1;
-        } else if (OPT("--seed")) {
-            NUM(0, 9007199254740991.0);
+        } else if (CLI_OPT("--seed")) {
+            CLI_NUM(0, 9007199254740991.0);
             if (d != floor(d)) BAD("--seed: '%s' is not an integer", v);
             o->seed = (uint64_t)d;
-        } else if (OPT("--class")) {
-            VAL();
+        } else if (CLI_OPT("--class")) {
+            CLI_VAL();
             if (o->n_classes == CLD_MODEL_MAX_CLASSES) BAD("--class: at most %d", CLD_MODEL_MAX_CLASSES);
             o->classes[o->n_classes++] = v;
-        } else if (OPT("--guidance")) {
-            NUM(-100, 100);
+        } else if (CLI_OPT("--guidance")) {
+            CLI_NUM(-100, 100);
             o->guidance = d;
             o->guidance_set = 1;
-        } else if (OPT("--n")) {
-            NUM(1, 1e6);
+        } else if (CLI_OPT("--n")) {
+            CLI_NUM(1, 1e6);
             if (d != floor(d)) BAD("--n: '%s' is not an integer", v);
             o->n = (int)d;
-        } else if (OPT("--batch")) {
-            NUM(1, 1e6);
+        } else if (CLI_OPT("--batch")) {
+            CLI_NUM(1, 1e6);
             if (d != floor(d)) BAD("--batch: '%s' is not an integer", v);
             o->batch = (int)d;
-        } else if (OPT("--grid-cols")) {
-            NUM(1, 4096);
+        } else if (CLI_OPT("--grid-cols")) {
+            CLI_NUM(1, 4096);
             o->grid_cols = (int)d;
-        } else if (OPT("--init")) {
-            VAL();
+        } else if (CLI_OPT("--init")) {
+            CLI_VAL();
             o->init = v;
-        } else if (OPT("--noise")) {
-            VAL();
+        } else if (CLI_OPT("--noise")) {
+            CLI_VAL();
             o->noise = v;
-        } else if (OPT("--strength")) {
-            NUM(1e-6, 1);
+        } else if (CLI_OPT("--strength")) {
+            CLI_NUM(1e-6, 1);
             o->strength = d;
             o->strength_set = 1;
-        } else if (OPT("--mask")) {
-            VAL();
+        } else if (CLI_OPT("--mask")) {
+            CLI_VAL();
             o->mask = v;
-        } else if (OPT("--resample")) {
-            NUM(1, 1000);
+        } else if (CLI_OPT("--resample")) {
+            CLI_NUM(1, 1000);
             o->resample = (int)d;
             o->resample_set = 1;
-        } else if (OPT("--jump")) {
-            NUM(1, 1000);
+        } else if (CLI_OPT("--jump")) {
+            CLI_NUM(1, 1000);
             o->jump = (int)d;
             o->resample_set = 1;
         } else
             BAD("unknown option '%s' (see --help)", a);
         if (!shared && !replay_only) replay_only = 1, first_bad = a;
-#undef OPT
-#undef VAL
-#undef NUM
     }
     if (o->replay) {
         if (replay_only)

@@ -174,19 +174,12 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         const char *a = argv[i], *v = NULL;
         int r;
         double d;
-#define OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
 #define BAD(...)                       \
     do {                               \
         fprintf(stderr, "%s: ", PROG); \
         fprintf(stderr, __VA_ARGS__);  \
         fputc('\n', stderr);           \
         return CLI_EXIT_USAGE;         \
-    } while (0)
-#define NUM(lo, hi)                                                                        \
-    do {                                                                                   \
-        if (r < 0) return CLI_EXIT_USAGE;                                                  \
-        if (!cli_parse_num(v, lo, hi, &d))                                                 \
-            BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); \
     } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
@@ -201,46 +194,46 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         else if (!strcmp(a, "--cosine")) {
             o->cosine = 1;
             mark(sf->first_optim, &sf->optim, a);
-        } else if (OPT("--data")) {
+        } else if (CLI_OPT("--data")) {
             if (r < 0) return 2;
             o->data = v;
-        } else if (OPT("--labels")) {
+        } else if (CLI_OPT("--labels")) {
             if (r < 0) return 2;
             o->labels = v;
-        } else if (OPT("--val-data")) {
+        } else if (CLI_OPT("--val-data")) {
             if (r < 0) return 2;
             o->val_data = v;
-        } else if (OPT("--val-labels")) {
+        } else if (CLI_OPT("--val-labels")) {
             if (r < 0) return 2;
             o->val_labels = v;
-        } else if (OPT("--class-names")) {
+        } else if (CLI_OPT("--class-names")) {
             if (r < 0) return 2;
             o->class_names = v;
-        } else if (OPT("--crop")) {
-            NUM(8, 4096);
+        } else if (CLI_OPT("--crop")) {
+            CLI_NUM(8, 4096);
             o->crop = (int)d;
-        } else if (OPT("--channels")) {
-            NUM(1, 3);
+        } else if (CLI_OPT("--channels")) {
+            CLI_NUM(1, 3);
             if (d != 1 && d != 3) BAD("--channels: 1 or 3");
             o->channels = (int)d;
-        } else if (OPT("--preset")) {
+        } else if (CLI_OPT("--preset")) {
             if (r < 0) return 2;
             o->preset = v;
             mark(sf->first_model, &sf->model, a);
-        } else if (OPT("--config")) {
+        } else if (CLI_OPT("--config")) {
             if (r < 0) return 2;
             o->config_file = v;
             mark(sf->first_model, &sf->model, a);
-        } else if (OPT("--base")) {
-            NUM(4, 4096);
+        } else if (CLI_OPT("--base")) {
+            CLI_NUM(4, 4096);
             o->base = (int)d;
             mark(sf->first_model, &sf->model, a);
-        } else if (OPT("--res-blocks")) {
-            NUM(1, 16);
+        } else if (CLI_OPT("--res-blocks")) {
+            CLI_NUM(1, 16);
             o->res_blocks = (int)d;
             mark(sf->first_model, &sf->model, a);
-        } else if (OPT("--groups")) {
-            NUM(1, 1024);
+        } else if (CLI_OPT("--groups")) {
+            CLI_NUM(1, 1024);
             o->groups = (int)d;
             mark(sf->first_model, &sf->model, a);
         } else if (!strcmp(a, "--local")) {
@@ -257,27 +250,27 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
                     BAD("--eval-nll: '%s' is not a number in [1, 1e7]", argv[i]);
                 o->eval_nll = (int)d;
             }
-        } else if (OPT("--nll-stride")) {
-            NUM(1, 100000);
+        } else if (CLI_OPT("--nll-stride")) {
+            CLI_NUM(1, 100000);
             o->nll_stride = (int)d;
-        } else if (OPT("--vlb-weight")) {
-            NUM(0, 1e6);
+        } else if (CLI_OPT("--vlb-weight")) {
+            CLI_NUM(0, 1e6);
             o->vlb_weight = d;
             mark(sf->first_optim, &sf->optim, a);
-        } else if (OPT("--heads")) {
-            NUM(1, 64);
+        } else if (CLI_OPT("--heads")) {
+            CLI_NUM(1, 64);
             o->heads = (int)d;
             mark(sf->first_model, &sf->model, a);
-        } else if (OPT("--dropout")) {
-            NUM(0, 0.9);
+        } else if (CLI_OPT("--dropout")) {
+            CLI_NUM(0, 0.9);
             o->dropout = d;
             mark(sf->first_model, &sf->model, a);
-        } else if (OPT("--mult")) {
+        } else if (CLI_OPT("--mult")) {
             if (r < 0) return 2;
             if (!parse_int_list(v, o->mult, CLD_UNET_MAX_LEVELS, &o->n_mult))
                 BAD("--mult: '%s' is not a list like 1,2,2", v);
             mark(sf->first_model, &sf->model, a);
-        } else if (OPT("--attn")) {
+        } else if (CLI_OPT("--attn")) {
             if (r < 0) return 2;
             if (!strcmp(v, "none"))
                 o->n_attn = 0, o->attn[0] = -1;
@@ -285,97 +278,95 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
                 BAD("--attn: '%s' is not a list of resolutions", v);
             if (!o->n_attn) o->n_attn = -1; /* explicit none */
             mark(sf->first_model, &sf->model, a);
-        } else if (OPT("--schedule")) {
+        } else if (CLI_OPT("--schedule")) {
             if (r < 0) return 2;
             if (cld_schedule_parse(v, &o->diff.schedule) != CLD_OK) BAD("%s", cld_last_error());
             mark(sf->first_diff, &sf->diff, a);
-        } else if (OPT("--T")) {
-            NUM(2, 100000);
+        } else if (CLI_OPT("--T")) {
+            CLI_NUM(2, 100000);
             o->diff.T = (int)d;
             mark(sf->first_diff, &sf->diff, a);
-        } else if (OPT("--pred")) {
+        } else if (CLI_OPT("--pred")) {
             if (r < 0) return 2;
             if (cld_pred_parse(v, &o->diff.pred) != CLD_OK) BAD("%s", cld_last_error());
             mark(sf->first_diff, &sf->diff, a);
-        } else if (OPT("--min-snr")) {
-            NUM(0, 1e6);
+        } else if (CLI_OPT("--min-snr")) {
+            CLI_NUM(0, 1e6);
             o->min_snr = d;
             mark(sf->first_diff, &sf->diff, a);
-        } else if (OPT("--cfg-drop")) {
-            NUM(0, 1);
+        } else if (CLI_OPT("--cfg-drop")) {
+            CLI_NUM(0, 1);
             o->cfg_drop = d;
             mark(sf->first_diff, &sf->diff, a);
-        } else if (OPT("--t-max")) {
-            NUM(1, 100000);
+        } else if (CLI_OPT("--t-max")) {
+            CLI_NUM(1, 100000);
             o->t_max = (int)d;
             mark(sf->first_diff, &sf->diff, a);
-        } else if (OPT("--steps")) {
-            NUM(1, 1e12);
+        } else if (CLI_OPT("--steps")) {
+            CLI_NUM(1, 1e12);
             o->steps = (long)d;
-        } else if (OPT("--batch")) {
-            NUM(1, 65536);
+        } else if (CLI_OPT("--batch")) {
+            CLI_NUM(1, 65536);
             o->batch = (int)d;
             mark(sf->first_optim, &sf->optim, a);
-        } else if (OPT("--lr")) {
-            NUM(0, 1);
+        } else if (CLI_OPT("--lr")) {
+            CLI_NUM(0, 1);
             o->lr = d;
             mark(sf->first_optim, &sf->optim, a);
-        } else if (OPT("--warmup")) {
-            NUM(0, 1e9);
+        } else if (CLI_OPT("--warmup")) {
+            CLI_NUM(0, 1e9);
             o->warmup = (int)d;
             mark(sf->first_optim, &sf->optim, a);
-        } else if (OPT("--wd")) {
-            NUM(0, 10);
+        } else if (CLI_OPT("--wd")) {
+            CLI_NUM(0, 10);
             o->wd = d;
             mark(sf->first_optim, &sf->optim, a);
-        } else if (OPT("--clip")) {
-            NUM(0, 1e9);
+        } else if (CLI_OPT("--clip")) {
+            CLI_NUM(0, 1e9);
             o->clip = d;
             mark(sf->first_optim, &sf->optim, a);
-        } else if (OPT("--ema")) {
-            NUM(0, 1);
+        } else if (CLI_OPT("--ema")) {
+            CLI_NUM(0, 1);
             o->ema = d;
             mark(sf->first_optim, &sf->optim, a);
-        } else if (OPT("--seed")) {
-            NUM(0, 9007199254740991.0);
+        } else if (CLI_OPT("--seed")) {
+            CLI_NUM(0, 9007199254740991.0);
             o->seed = (uint64_t)d;
             mark(sf->first_optim, &sf->optim, a);
-        } else if (OPT("--out")) {
+        } else if (CLI_OPT("--out")) {
             if (r < 0) return 2;
             o->out = v;
-        } else if (OPT("--device")) {
+        } else if (CLI_OPT("--device")) {
             if (r < 0) return 2;
             o->device = v;
-        } else if (OPT("--progress")) {
+        } else if (CLI_OPT("--progress")) {
             if (r < 0) return 2;
             if (strcmp(v, "bar") && strcmp(v, "json") && strcmp(v, "none"))
                 BAD("--progress: bar, json or none, not '%s'", v);
             o->progress = v;
-        } else if (OPT("--val-every")) {
-            NUM(0, 1e9);
+        } else if (CLI_OPT("--val-every")) {
+            CLI_NUM(0, 1e9);
             o->val_every = (int)d;
-        } else if (OPT("--val-n")) {
-            NUM(1, 1e7);
+        } else if (CLI_OPT("--val-n")) {
+            CLI_NUM(1, 1e7);
             o->val_n = (int)d;
-        } else if (OPT("--ckpt-every")) {
-            NUM(1, 1e9);
+        } else if (CLI_OPT("--ckpt-every")) {
+            CLI_NUM(1, 1e9);
             o->ckpt_every = (int)d;
-        } else if (OPT("--keep")) {
-            NUM(1, 1000);
+        } else if (CLI_OPT("--keep")) {
+            CLI_NUM(1, 1000);
             o->keep = (int)d;
-        } else if (OPT("--grid-every")) {
-            NUM(0, 1e9);
+        } else if (CLI_OPT("--grid-every")) {
+            CLI_NUM(0, 1e9);
             o->grid_every = (int)d;
-        } else if (OPT("--log-every")) {
-            NUM(1, 1e9);
+        } else if (CLI_OPT("--log-every")) {
+            CLI_NUM(1, 1e9);
             o->log_every = (int)d;
-        } else if (OPT("--stop-after")) {
-            NUM(1, 1e12);
+        } else if (CLI_OPT("--stop-after")) {
+            CLI_NUM(1, 1e12);
             o->stop_after = (long)d;
         } else
             BAD("unknown option '%s' (see --help)", a);
-#undef OPT
-#undef NUM
     }
     if (!o->out) BAD("--out DIR is required");
     if (!o->data && !o->resume) BAD("--data PATH is required");

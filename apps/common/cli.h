@@ -39,4 +39,22 @@ int cli_is_file(const char *path);
 /* s as a JSON string literal, quotes and escapes included. */
 void cli_json_str(FILE *f, const char *s);
 
+/* Option-loop helpers, for a loop of the form
+ *     for (int i = 1; i < argc; i++) { const char *a = argv[i], *v = NULL; int r; double d; ...
+ * with the program's own BAD(fmt, ...) (print, return CLI_EXIT_USAGE).
+ * CLI_OPT(name): argv[i] is `name` (its value in v; r < 0 when missing);
+ * CLI_VAL(): a missing value is a usage error; CLI_NUM(lo, hi): v is a
+ * number in [lo, hi], into d. */
+#define CLI_OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
+#define CLI_VAL()                         \
+    do {                                  \
+        if (r < 0) return CLI_EXIT_USAGE; \
+    } while (0)
+#define CLI_NUM(lo, hi)                                                                    \
+    do {                                                                                   \
+        CLI_VAL();                                                                         \
+        if (!cli_parse_num(v, lo, hi, &d))                                                 \
+            BAD("%s: '%s' is not a number in [%g, %g]", a, v, (double)(lo), (double)(hi)); \
+    } while (0)
+
 #endif
