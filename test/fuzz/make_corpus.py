@@ -40,6 +40,12 @@ put("config", "meta.json", json.dumps(meta).encode())
 put("config", "recipe.json", json.dumps({"model": "asset:fashion-mnist.safetensors", "model_hash": "0123456789abcdef",
     "sampler": "dpm++2m", "spacing": "trailing", "steps": 20, "eta": 0, "seed": 7, "index": 3, "class": 2,
     "guidance": 2.0, "engine": "cldiffusion 0.1.0"}).encode())
+# the diffusers readers: the committed fixtures' config.json and scheduler_config.json
+fx = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "diffusers")
+for d in sorted(os.listdir(fx)):
+    for f, name in (("config.json", "diffusers"), ("scheduler_config.json", "scheduler")):
+        if os.path.exists(os.path.join(fx, d, f)):
+            put("config", f"{name}-{d}.json", open(os.path.join(fx, d, f), "rb").read())
 
 # IDX: magic 0x0000 08 ndim, big-endian dims, bytes; the fuzz input is
 # [cut u16 le][images][labels]

@@ -219,6 +219,12 @@ START_TEST(test_config_check)
     EXPECT_BAD(c.dropout = 1.0f, "dropout");
     EXPECT_BAD(c.num_classes = -1, "num_classes");
     EXPECT_BAD(c.image_size = 30, "image_size");
+    /* products of hostile sizes are refused before they are formed (found by fuzzing) */
+    EXPECT_BAD(c.mult[1] = 1 << 30, "more than 65536 channels");
+    EXPECT_BAD(c.base_channels = 1 << 30, "more than 65536 channels");
+    EXPECT_BAD(c.out_channels = 1 << 20, "out_channels");
+    EXPECT_BAD(c.image_size = 1 << 20, "image_size");
+    EXPECT_BAD(c.num_res_blocks = 1 << 20, "num_res_blocks");
 #undef EXPECT_BAD
 }
 END_TEST

@@ -11,6 +11,8 @@ extern "C" {
 #endif
 
 #define CLD_UNET_MAX_LEVELS 8
+/* The most channels any level (or the input and output) may have: a guard against hostile configs. */
+#define CLD_UNET_MAX_CHANNELS 65536
 
 typedef struct cld_unet_config {
     int in_channels;               /* e.g. 3 */

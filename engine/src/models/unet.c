@@ -148,6 +148,19 @@ cld_status cld_unet_config_check(const cld_unet_config *cfg)
     if (cfg->num_res_blocks < 1) BAD("num_res_blocks = %d (must be >= 1)", cfg->num_res_blocks);
     if (cfg->heads < 1) BAD("heads = %d (must be >= 1)", cfg->heads);
     if (cfg->norm_groups < 0) BAD("norm_groups = %d (must be >= 1, or 0 for none)", cfg->norm_groups);
+    /* Sizes are bounded before any product of them is formed, so no later int arithmetic on a
+     * hostile config can overflow (a fuzzed config.json found base_channels * mult wrapping). */
+    if (cfg->in_channels > CLD_UNET_MAX_CHANNELS || cfg->out_channels > CLD_UNET_MAX_CHANNELS)
+        BAD("in_channels = %d / out_channels = %d (at most %d)", cfg->in_channels, cfg->out_channels,
+            CLD_UNET_MAX_CHANNELS);
+    if (cfg->num_res_blocks > 64) BAD("num_res_blocks = %d (at most 64)", cfg->num_res_blocks);
+    if (cfg->image_size > 65536) BAD("image_size = %d (at most 65536)", cfg->image_size);
+    for (int i = 0; i < cfg->n_levels; i++) {
+        if (cfg->mult[i] < 1) BAD("mult[%d] = %d (must be >= 1)", i, cfg->mult[i]);
+        if ((long long)cfg->base_channels * cfg->mult[i] > CLD_UNET_MAX_CHANNELS)
+            BAD("level %d: base_channels %d x mult %d is more than %d channels", i, cfg->base_channels,
+                cfg->mult[i], CLD_UNET_MAX_CHANNELS);
+    }
     CLD_TRY(check_diffusers(cfg));
     int any_block_attn = 0;
     for (int i = 0; i < cfg->n_levels && i < CLD_UNET_MAX_LEVELS; i++)
@@ -164,7 +177,6 @@ cld_status cld_unet_config_check(const cld_unet_config *cfg)
         BAD("image_size = %d (must be a positive multiple of %d for %d levels)", cfg->image_size, down,
             cfg->n_levels);
     for (int i = 0; i < cfg->n_levels; i++) {
-        if (cfg->mult[i] < 1) BAD("mult[%d] = %d (must be >= 1)", i, cfg->mult[i]);
         int ch = cfg->base_channels * cfg->mult[i];
         if (ch % groups)
             BAD("mult[%d]: %d channels is not a multiple of norm_groups = %d", i, ch, cfg->norm_groups);
