@@ -38,6 +38,7 @@ typedef struct opts {
     int eta_set, guidance_set, strength_set, resample_set;
     double eta, guidance, strength;
     uint64_t seed;
+    cld_overrides ov; /* --schedule, --prediction, --clip-sample, ...: over the model's defaults */
 } opts;
 
 static void usage(FILE *f)
@@ -79,6 +80,16 @@ static void usage(FILE *f)
         "  --jump J             inpainting: steps per jump back (default 1)\n"
         "  --replay FILE.png    make FILE.png again from its recipe (with --out, --device, --model, --progress)\n"
         "  --progress bar|json|none  (default: bar on a terminal, else none)\n"
+        "\n"
+        "Overrides of the model's defaults (a model file's metadata, or a diffusers scheduler config);\n"
+        "kept in each PNG's recipe:\n"
+        "  --schedule NAME      linear, cosine, scaled-linear      --train-steps T   the schedule's T\n"
+        "  --beta-start B, --beta-end B   linear schedules' beta range\n"
+        "  --prediction P       eps, v or x0: what the model predicts\n"
+        "  --variance V         ddpm: fixed_small (posterior) or fixed_large (beta)\n"
+        "  --clip-sample C      ddpm, ddim: clamp the x_0 estimate to [-C, C] (0: off)\n"
+        "  --steps-offset N     added to leading-spacing timesteps\n"
+        "  --set-alpha-to-one true|false   ddim: the last step ends at alpha_bar = 1 (true) or alpha_bar[0]\n"
         "  --help, --version\n"
         "\n"
         "The same seed and options give the same PNG bytes on the same device. Written paths go to\n"
@@ -165,6 +176,48 @@ static int parse_args(int argc, char **argv, opts *o)
                 BAD("--progress: bar, json or none, not '%s'", v);
             o->progress = v;
             shared = 1;
+        } else if (CLI_OPT("--schedule")) {
+            CLI_VAL();
+            if (cld_schedule_parse(v, &o->ov.schedule)) BAD("--schedule: %s", cld_last_error());
+            o->ov.set |= CLD_OVERRIDE_SCHEDULE;
+        } else if (CLI_OPT("--train-steps")) {
+            CLI_NUM(2, 100000);
+            if (d != floor(d)) BAD("--train-steps: '%s' is not an integer", v);
+            o->ov.T = (int)d;
+            o->ov.set |= CLD_OVERRIDE_T;
+        } else if (CLI_OPT("--beta-start")) {
+            CLI_NUM(0, 1);
+            o->ov.beta_start = d;
+            o->ov.set |= CLD_OVERRIDE_BETA_START;
+        } else if (CLI_OPT("--beta-end")) {
+            CLI_NUM(0, 1);
+            o->ov.beta_end = d;
+            o->ov.set |= CLD_OVERRIDE_BETA_END;
+        } else if (CLI_OPT("--prediction")) {
+            CLI_VAL();
+            if (cld_pred_parse(v, &o->ov.pred)) BAD("--prediction: %s", cld_last_error());
+            o->ov.set |= CLD_OVERRIDE_PRED;
+        } else if (CLI_OPT("--variance")) {
+            CLI_VAL();
+            if (strcmp(v, "fixed_small") && strcmp(v, "fixed_large"))
+                BAD("--variance: fixed_small or fixed_large, not '%s'", v);
+            o->ov.variance = !strcmp(v, "fixed_large") ? CLD_VAR_BETA : CLD_VAR_POSTERIOR;
+            o->ov.set |= CLD_OVERRIDE_VARIANCE;
+        } else if (CLI_OPT("--clip-sample")) {
+            CLI_NUM(0, 1e6);
+            o->ov.clip_sample = d;
+            o->ov.set |= CLD_OVERRIDE_CLIP;
+        } else if (CLI_OPT("--steps-offset")) {
+            CLI_NUM(0, 100000);
+            if (d != floor(d)) BAD("--steps-offset: '%s' is not an integer", v);
+            o->ov.steps_offset = (int)d;
+            o->ov.set |= CLD_OVERRIDE_STEPS_OFFSET;
+        } else if (CLI_OPT("--set-alpha-to-one")) {
+            CLI_VAL();
+            if (strcmp(v, "true") && strcmp(v, "false"))
+                BAD("--set-alpha-to-one: true or false, not '%s'", v);
+            o->ov.set_alpha_to_one = !strcmp(v, "true");
+            o->ov.set |= CLD_OVERRIDE_ALPHA_ONE;
         } else if (CLI_OPT("--sampler")) {
             CLI_VAL();
             if (!parse_sampler(v, &o->sampler))
@@ -243,6 +296,12 @@ static int parse_args(int argc, char **argv, opts *o)
     if (o->mask && !o->sampler_set) o->sampler = CLD_SAMPLER_DDPM;
     if (o->eta_set && o->sampler != CLD_SAMPLER_DDIM && o->sampler != CLD_SAMPLER_EULER_A)
         BAD("--eta applies to ddim and euler-a, not %s", sampler_label(o->sampler));
+    if ((o->ov.set & CLD_OVERRIDE_VARIANCE) && o->sampler != CLD_SAMPLER_DDPM)
+        BAD("--variance applies to ddpm, not %s", sampler_label(o->sampler));
+    if ((o->ov.set & CLD_OVERRIDE_CLIP) && o->sampler != CLD_SAMPLER_DDPM && o->sampler != CLD_SAMPLER_DDIM)
+        BAD("--clip-sample applies to ddpm and ddim, not %s", sampler_label(o->sampler));
+    if ((o->ov.set & CLD_OVERRIDE_ALPHA_ONE) && o->sampler != CLD_SAMPLER_DDIM)
+        BAD("--set-alpha-to-one applies to ddim, not %s", sampler_label(o->sampler));
     if (o->karras && o->sampler == CLD_SAMPLER_DDPM)
         BAD("--spacing karras needs a continuous-time sampler (not ddpm)");
     if (o->mask && o->sampler != CLD_SAMPLER_DDPM && o->sampler != CLD_SAMPLER_DDIM)
@@ -435,6 +494,7 @@ static int from_recipe(opts *o, cld_recipe *r, char *out_buf, size_t cap)
     o->resample = r->resample;
     o->jump = r->jump;
     o->noise = r->noise[0] ? r->noise : NULL;
+    o->ov = r->overrides;
     if (!o->out) {
         size_t n = strlen(o->replay);
         snprintf(out_buf, cap, "%.*s-replay.png", (int)(ends_with_png(o->replay) ? n - 4 : n), o->replay);
@@ -498,6 +558,7 @@ static int run(state *S)
         return cli_fail(PROG, "device", cld_ctx_create(o->device, &S->ctx));
     cld_status s = cld_model_load(S->ctx, o->model, &S->m);
     if (s) return cli_fail(PROG, "--model", s);
+    if (o->ov.set && (s = cld_model_override(S->m, &o->ov))) return cli_fail(PROG, "overrides", s);
     const cld_model *m = S->m;
     const cld_model_meta *meta = &m->meta;
     const int nc = meta->unet.num_classes, C = meta->unet.in_channels, SZ = meta->unet.image_size;
@@ -588,6 +649,7 @@ static int run(state *S)
     cld_sample_spec_default(&sp);
     cld_sampler_opts_default(o->sampler, &sp.opts);
     if (m->diffusers) cld_diffusers_sampler_defaults(&m->sched, &sp.opts); /* the scheduler config's */
+    if ((s = cld_overrides_apply(&o->ov, &sp.opts))) return cli_fail(PROG, "overrides", s);
     sp.opts.steps = o->steps;
     if (o->spacing_set) { /* else the sampler's default (Heun: Karras) */
         sp.opts.spacing = (cld_spacing)o->spacing;
@@ -668,6 +730,7 @@ static int run(state *S)
     r.strength = o->strength;
     r.resample = o->resample;
     r.jump = o->jump;
+    r.overrides = o->ov;
     if (o->init) {
         snprintf(r.init, sizeof r.init, "%s", o->init);
         cld_file_hash(o->init, &r.init_hash);

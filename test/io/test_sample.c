@@ -631,6 +631,16 @@ START_TEST(test_grid_and_recipe)
     r.mask_hash = 2;
     r.resample = 3;
     r.jump = 2;
+    r.overrides.set = 0x1ff; /* every override kept */
+    r.overrides.schedule = CLD_SCHEDULE_SCALED_LINEAR;
+    r.overrides.T = 500;
+    r.overrides.beta_start = 0.001;
+    r.overrides.beta_end = 0.015;
+    r.overrides.pred = CLD_PRED_X0;
+    r.overrides.variance = CLD_VAR_BETA;
+    r.overrides.clip_sample = 1.5;
+    r.overrides.steps_offset = 1;
+    r.overrides.set_alpha_to_one = 1;
     char *json;
     TU_OK(cld_recipe_to_json(&r, NULL, &json));
     TU_OK(cld_recipe_from_json(json, &back));
@@ -647,6 +657,10 @@ START_TEST(test_grid_and_recipe)
     TU_STATUS(cld_recipe_from_json(bad, &back), CLD_ERR_FORMAT);
     ck_assert_msg(strstr(cld_last_error(), "'steps'"), "%s", cld_last_error());
     TU_STATUS(cld_recipe_from_json("{", &back), CLD_ERR_FORMAT);
+    strcpy(bad, json);
+    memcpy(strstr(bad, "\"beta_end\""), "\"beta_enf\"", 10);
+    TU_STATUS(cld_recipe_from_json(bad, &back), CLD_ERR_FORMAT);
+    ck_assert_msg(strstr(cld_last_error(), "unknown override 'beta_enf'"), "%s", cld_last_error());
     free(bad);
     free(json);
 }
@@ -723,6 +737,16 @@ START_TEST(test_app_errors)
         {"--model m.safetensors --init missing.png", 1, "missing.png"},
         {"--model m.safetensors --batch 1000000", 1, "1000000 samples"},
         {"--replay in.png", 1, "cld.recipe"},
+        {"--model m.safetensors --prediction eps2", 2, "unknown prediction type 'eps2'"},
+        {"--model m.safetensors --schedule cubic", 2, "unknown schedule 'cubic'"},
+        {"--model m.safetensors --variance fixed_large", 2, "--variance applies to ddpm"},
+        {"--model m.safetensors --sampler ddpm --variance learned", 2, "fixed_small or fixed_large"},
+        {"--model m.safetensors --clip-sample 1", 2, "--clip-sample applies to ddpm and ddim"},
+        {"--model m.safetensors --sampler ddpm --set-alpha-to-one true", 2, "applies to ddim"},
+        {"--model m.safetensors --sampler ddim --set-alpha-to-one yes", 2, "true or false"},
+        {"--model m.safetensors --train-steps 50 --steps 60", 2, "T = 50"},
+        {"--model m.safetensors --beta-start 0.5 --beta-end 0.1 --schedule linear", 1, "betas 0.5 .. 0.1"},
+        {"--replay o.png --prediction v", 2, "--prediction cannot be combined"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[1024], *err = NULL, *so = NULL;
@@ -808,6 +832,33 @@ START_TEST(test_app_identical_and_replay)
     ck_assert_int_eq(run_app(dir, "--replay dir/sample-00002-gamma-seed5.png --out one.png", NULL, NULL), 0);
     char *f2 = at_path(dir, "dir/sample-00002-gamma-seed5.png"), *one = at_path(dir, "one.png");
     at_files_equal(f2, one);
+    /* overrides of the model's defaults change the picture and are kept in the recipe */
+    const char *ovr = "--model m.safetensors --steps 4 --n 2 --seed 3 --sampler ddim --out ";
+    snprintf(args, sizeof args, "%sp.png", ovr);
+    ck_assert_int_eq(run_app(dir, args, NULL, NULL), 0);
+    snprintf(args, sizeof args,
+             "%sq.png --prediction x0 --schedule linear --beta-end 0.03 --clip-sample 0.5 "
+             "--set-alpha-to-one false --spacing leading --steps-offset 1",
+             ovr);
+    ck_assert_int_eq(run_app(dir, args, NULL, &err), 0);
+    free(err);
+    char *pp = at_path(dir, "p.png"), *qp = at_path(dir, "q.png"), *rp = at_path(dir, "r.png");
+    size_t lp, lq;
+    unsigned char *bp = at_read_file(pp, &lp), *bq = at_read_file(qp, &lq);
+    ck_assert_msg(lp != lq || memcmp(bp, bq, lp), "the overrides did not change the samples");
+    free(bp);
+    free(bq);
+    TU_OK(cld_png_read_text(qp, CLD_RECIPE_KEY, &recipe));
+    ck_assert_msg(strstr(recipe, "\"override\":{\"schedule\":\"linear\",\"beta_end\":0.03,"
+                                 "\"prediction\":\"x0\",\"clip_sample\":0.5,\"steps_offset\":1,"
+                                 "\"set_alpha_to_one\":false}"),
+                  "%s", recipe);
+    free(recipe);
+    ck_assert_int_eq(run_app(dir, "--replay q.png --out r.png", NULL, NULL), 0);
+    at_files_equal(qp, rp);
+    free(pp);
+    free(qp);
+    free(rp);
     /* a changed model is refused */
     make_model(model, 3, 1, 1);
     ck_assert_int_eq(run_app(dir, "--replay a.png --out d.png", NULL, &err), 1);

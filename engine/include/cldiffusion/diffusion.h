@@ -64,8 +64,8 @@ typedef struct cld_schedule {
     double *log_sigma;     /* (T) log(b/a), alpha_bar clamped to >= 2^-24 (see below) */
 } cld_schedule;
 
-/* beta_start, beta_end: the linear and scaled-linear end points (both 0 gives
- * the defaults above; ignored for cosine). The betas are
+/* beta_start, beta_end: the linear and scaled-linear end points (0 gives that end's
+ * default above; ignored for cosine). The betas are
  *   linear:        linspace(beta_start, beta_end, T)
  *   scaled-linear: linspace(sqrt(beta_start), sqrt(beta_end), T)^2
  *   cosine:        beta_t = min(1 - f(t+1)/f(t), 0.999),

@@ -16,7 +16,7 @@ extern "C" {
 typedef struct cld_diffusion_config {
     cld_schedule_kind schedule;
     int T;
-    double beta_start, beta_end; /* 0, 0: the schedule's defaults */
+    double beta_start, beta_end; /* 0: the schedule's default for that end */
     int zero_terminal_snr;
     cld_pred_type pred;
     int learned_variance; /* 1: the UNet has 2x output channels, the second half

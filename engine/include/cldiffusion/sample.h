@@ -63,6 +63,38 @@ typedef struct cld_model {
  * CLD_ERR_FORMAT, naming the problem. */
 cld_status cld_model_load(cld_ctx *ctx, const char *path, cld_model **out);
 cld_status cld_model_free(cld_model *m);
+/* Settings that override a model's defaults (cld-sample's --schedule,
+ * --prediction, --clip-sample, ...; for a diffusers folder, its scheduler
+ * config's values): each field counts only where its bit is set in `set`. */
+enum {
+    CLD_OVERRIDE_SCHEDULE = 1 << 0,
+    CLD_OVERRIDE_T = 1 << 1,
+    CLD_OVERRIDE_BETA_START = 1 << 2,
+    CLD_OVERRIDE_BETA_END = 1 << 3,
+    CLD_OVERRIDE_PRED = 1 << 4,
+    CLD_OVERRIDE_VARIANCE = 1 << 5,     /* DDPM: fixed_small / fixed_large */
+    CLD_OVERRIDE_CLIP = 1 << 6,         /* clip the x_0 estimate to [-c, c] (0: off) */
+    CLD_OVERRIDE_STEPS_OFFSET = 1 << 7, /* leading spacing */
+    CLD_OVERRIDE_ALPHA_ONE = 1 << 8,    /* DDIM's set_alpha_to_one */
+};
+typedef struct cld_overrides {
+    unsigned set;
+    cld_schedule_kind schedule;
+    int T;
+    double beta_start, beta_end;
+    cld_pred_type pred;
+    cld_ddpm_variance variance;
+    double clip_sample;
+    int steps_offset, set_alpha_to_one;
+} cld_overrides;
+/* The diffusion fields (schedule, T, betas, prediction) replace m's and
+ * rebuild its schedule, checked as a model file's would be (a learned-
+ * variance model keeps its T: its variance head is tied to it); nothing
+ * changes on an error. */
+cld_status cld_model_override(cld_model *m, const cld_overrides *ov);
+/* The sampler fields (variance, clip, steps_offset, set_alpha_to_one) into o. */
+cld_status cld_overrides_apply(const cld_overrides *ov, cld_sampler_opts *o);
+
 /* Class index of `name`: a class name of the model (case-insensitive) or a
  * decimal index. CLD_ERR_INVALID_ARG listing the classes otherwise. */
 cld_status cld_model_class_parse(const cld_model *m, const char *name, int *label);
@@ -179,6 +211,7 @@ typedef struct cld_recipe {
     int resample, jump;
     char noise[CLD_RECIPE_PATH]; /* "" or the file of x_T (row i: sample index i) */
     uint64_t noise_hash;
+    cld_overrides overrides; /* of the model's defaults (JSON "override"; set = 0: none) */
 } cld_recipe;
 
 /* JSON text (malloc'd) of a recipe, with the engine and noise versions and

@@ -40,10 +40,9 @@ cld_status cld_schedule_create(cld_schedule_kind kind, int T, double beta_start,
     *out = NULL;
     if (T < 2 || T > 1000000)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_schedule_create: T = %d (need 2 .. 1000000)", T);
-    if (beta_start == 0.0 && beta_end == 0.0) {
-        beta_start = kind == CLD_SCHEDULE_SCALED_LINEAR ? 0.00085 : 1e-4;
-        beta_end = kind == CLD_SCHEDULE_SCALED_LINEAR ? 0.012 : 0.02;
-    }
+    /* 0: that end's default (so a start or an end alone can be given) */
+    if (beta_start == 0.0) beta_start = kind == CLD_SCHEDULE_SCALED_LINEAR ? 0.00085 : 1e-4;
+    if (beta_end == 0.0) beta_end = kind == CLD_SCHEDULE_SCALED_LINEAR ? 0.012 : 0.02;
     if (kind != CLD_SCHEDULE_COSINE && !(beta_start > 0.0 && beta_end >= beta_start && beta_end < 1.0))
         return cld__fail(CLD_ERR_INVALID_ARG,
                          "cld_schedule_create: betas %g .. %g (need 0 < start <= end < 1)", beta_start,

@@ -103,6 +103,48 @@ static cld_status model_fail(cld_status s, const char *path)
     return cld__fail(s, "model '%s': %s", path, msg);
 }
 
+cld_status cld_model_override(cld_model *m, const cld_overrides *ov)
+{
+    if (!m || !ov) return cld__fail(CLD_ERR_INVALID_ARG, "cld_model_override: NULL argument");
+    if (ov->set & ~0x1ffu)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_model_override: unknown bits %#x", ov->set);
+    cld_diffusion_config d = m->meta.diffusion;
+    if (ov->set & CLD_OVERRIDE_SCHEDULE) d.schedule = ov->schedule;
+    if (ov->set & CLD_OVERRIDE_T) d.T = ov->T;
+    if (ov->set & CLD_OVERRIDE_BETA_START) d.beta_start = ov->beta_start;
+    if (ov->set & CLD_OVERRIDE_BETA_END) d.beta_end = ov->beta_end;
+    if (ov->set & CLD_OVERRIDE_PRED) d.pred = ov->pred;
+    if (d.learned_variance && d.T != m->meta.diffusion.T)
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "T = %d: the model learned its variance for T = %d, which cannot change", d.T,
+                         m->meta.diffusion.T);
+    if (d.T < 2 || d.T > 100000) return cld__fail(CLD_ERR_INVALID_ARG, "T = %d (must be in 2..100000)", d.T);
+    if ((unsigned)d.pred > CLD_PRED_X0) return cld__fail(CLD_ERR_INVALID_ARG, "prediction %d", (int)d.pred);
+    if (memcmp(&d, &m->meta.diffusion, sizeof d) == 0) return CLD_OK;
+    cld_schedule *sch = NULL;
+    CLD_TRY(cld_diffusion_schedule(&d, &sch));
+    cld_schedule_free(m->schedule);
+    m->schedule = sch;
+    m->meta.diffusion = d;
+    return CLD_OK;
+}
+
+cld_status cld_overrides_apply(const cld_overrides *ov, cld_sampler_opts *o)
+{
+    if (!ov || !o) return cld__fail(CLD_ERR_INVALID_ARG, "cld_overrides_apply: NULL argument");
+    if ((ov->set & CLD_OVERRIDE_VARIANCE) && (unsigned)ov->variance > CLD_VAR_BETA)
+        return cld__fail(CLD_ERR_INVALID_ARG, "variance %d", (int)ov->variance);
+    if ((ov->set & CLD_OVERRIDE_CLIP) && !(ov->clip_sample >= 0 && ov->clip_sample < 1e6))
+        return cld__fail(CLD_ERR_INVALID_ARG, "clip_sample %g (must be >= 0; 0: off)", ov->clip_sample);
+    if ((ov->set & CLD_OVERRIDE_STEPS_OFFSET) && (ov->steps_offset < 0 || ov->steps_offset > 100000))
+        return cld__fail(CLD_ERR_INVALID_ARG, "steps_offset %d (must be >= 0)", ov->steps_offset);
+    if (ov->set & CLD_OVERRIDE_VARIANCE) o->variance = ov->variance;
+    if (ov->set & CLD_OVERRIDE_CLIP) o->clip_sample = ov->clip_sample;
+    if (ov->set & CLD_OVERRIDE_STEPS_OFFSET) o->steps_offset = ov->steps_offset;
+    if (ov->set & CLD_OVERRIDE_ALPHA_ONE) o->final_alpha_bar0 = !ov->set_alpha_to_one;
+    return CLD_OK;
+}
+
 cld_status cld_model_free(cld_model *m)
 {
     if (!m) return CLD_OK;
@@ -709,6 +751,34 @@ static int add_hash(cJSON *o, const char *key, uint64_t h)
     return cJSON_AddStringToObject(o, key, v) != NULL;
 }
 
+static const char *const variance_names[] = {"fixed_small", "fixed_large"};
+
+/* "override": {"schedule": "linear", "T": 1000, ...}: only the keys set */
+static int add_overrides(cJSON *parent, const cld_overrides *v)
+{
+    cJSON *o = cJSON_AddObjectToObject(parent, "override");
+    int ok = o != NULL;
+    if (ok && (v->set & CLD_OVERRIDE_SCHEDULE))
+        ok = cJSON_AddStringToObject(o, "schedule", cld_schedule_name(v->schedule)) != NULL;
+    if (ok && (v->set & CLD_OVERRIDE_T)) ok = cJSON_AddNumberToObject(o, "T", v->T) != NULL;
+    if (ok && (v->set & CLD_OVERRIDE_BETA_START))
+        ok = cJSON_AddNumberToObject(o, "beta_start", v->beta_start) != NULL;
+    if (ok && (v->set & CLD_OVERRIDE_BETA_END))
+        ok = cJSON_AddNumberToObject(o, "beta_end", v->beta_end) != NULL;
+    if (ok && (v->set & CLD_OVERRIDE_PRED))
+        ok = cJSON_AddStringToObject(o, "prediction", cld_pred_name(v->pred)) != NULL;
+    if (ok && (v->set & CLD_OVERRIDE_VARIANCE))
+        ok = (unsigned)v->variance <= CLD_VAR_BETA &&
+             cJSON_AddStringToObject(o, "variance", variance_names[v->variance]) != NULL;
+    if (ok && (v->set & CLD_OVERRIDE_CLIP))
+        ok = cJSON_AddNumberToObject(o, "clip_sample", v->clip_sample) != NULL;
+    if (ok && (v->set & CLD_OVERRIDE_STEPS_OFFSET))
+        ok = cJSON_AddNumberToObject(o, "steps_offset", v->steps_offset) != NULL;
+    if (ok && (v->set & CLD_OVERRIDE_ALPHA_ONE))
+        ok = cJSON_AddBoolToObject(o, "set_alpha_to_one", v->set_alpha_to_one) != NULL;
+    return ok;
+}
+
 cld_status cld_recipe_to_json(const cld_recipe *r, const cld_model_meta *meta, char **json)
 {
     if (!r || !json) return cld__fail(CLD_ERR_INVALID_ARG, "cld_recipe_to_json: NULL argument");
@@ -754,6 +824,7 @@ cld_status cld_recipe_to_json(const cld_recipe *r, const cld_model_meta *meta, c
     }
     if (ok && r->noise[0])
         ok = cJSON_AddStringToObject(o, "noise", r->noise) && add_hash(o, "noise_hash", r->noise_hash);
+    if (ok && r->overrides.set) ok = add_overrides(o, &r->overrides);
     char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     cJSON_Delete(cl);
@@ -806,6 +877,58 @@ static uint64_t hash_field(rd *d, const char *key)
     if (d->s == CLD_OK && (strncmp(v, "fnv1a64:", 8) || sscanf(v + 8, "%16llx", &h) != 1))
         d->s = cld__fail(CLD_ERR_FORMAT, "recipe: '%s' = '%s' is not fnv1a64:HEX", key, v);
     return h;
+}
+
+static void read_overrides(rd *parent, const cJSON *ov, cld_overrides *v)
+{
+    rd d = {ov, parent->s};
+    if (d.s == CLD_OK && !cJSON_IsObject(ov))
+        d.s = cld__fail(CLD_ERR_FORMAT, "recipe: 'override' is not an object");
+    for (const cJSON *e = d.s == CLD_OK ? ov->child : NULL; d.s == CLD_OK && e; e = e->next) {
+        const char *k = e->string;
+        char name[32] = "";
+        if (!strcmp(k, "schedule")) {
+            str(&d, k, name, sizeof name);
+            if (d.s == CLD_OK) d.s = cld_schedule_parse(name, &v->schedule);
+            v->set |= CLD_OVERRIDE_SCHEDULE;
+        } else if (!strcmp(k, "T")) {
+            v->T = (int)num(&d, k, 2, 100000);
+            v->set |= CLD_OVERRIDE_T;
+        } else if (!strcmp(k, "beta_start")) {
+            v->beta_start = num(&d, k, 0, 1);
+            v->set |= CLD_OVERRIDE_BETA_START;
+        } else if (!strcmp(k, "beta_end")) {
+            v->beta_end = num(&d, k, 0, 1);
+            v->set |= CLD_OVERRIDE_BETA_END;
+        } else if (!strcmp(k, "prediction")) {
+            str(&d, k, name, sizeof name);
+            if (d.s == CLD_OK) d.s = cld_pred_parse(name, &v->pred);
+            v->set |= CLD_OVERRIDE_PRED;
+        } else if (!strcmp(k, "variance")) {
+            str(&d, k, name, sizeof name);
+            int found = -1;
+            for (int i = 0; i < 2; i++)
+                if (!strcmp(name, variance_names[i])) found = i;
+            if (d.s == CLD_OK && found < 0)
+                d.s = cld__fail(CLD_ERR_FORMAT, "recipe: override variance '%s' (fixed_small, fixed_large)",
+                                name);
+            v->variance = found > 0 ? CLD_VAR_BETA : CLD_VAR_POSTERIOR;
+            v->set |= CLD_OVERRIDE_VARIANCE;
+        } else if (!strcmp(k, "clip_sample")) {
+            v->clip_sample = num(&d, k, 0, 1e6);
+            v->set |= CLD_OVERRIDE_CLIP;
+        } else if (!strcmp(k, "steps_offset")) {
+            v->steps_offset = (int)num(&d, k, 0, 100000);
+            v->set |= CLD_OVERRIDE_STEPS_OFFSET;
+        } else if (!strcmp(k, "set_alpha_to_one")) {
+            if (!cJSON_IsBool(e))
+                d.s = cld__fail(CLD_ERR_FORMAT, "recipe: override 'set_alpha_to_one' is not a bool");
+            v->set_alpha_to_one = cJSON_IsTrue(e);
+            v->set |= CLD_OVERRIDE_ALPHA_ONE;
+        } else
+            d.s = cld__fail(CLD_ERR_FORMAT, "recipe: unknown override '%s'", k);
+    }
+    parent->s = d.s;
 }
 
 cld_status cld_recipe_from_json(const char *json, cld_recipe *out)
@@ -879,6 +1002,8 @@ cld_status cld_recipe_from_json(const char *json, cld_recipe *out)
         str(&d, "noise", r.noise, sizeof r.noise);
         r.noise_hash = hash_field(&d, "noise_hash");
     }
+    const cJSON *ov = d.s == CLD_OK ? cJSON_GetObjectItemCaseSensitive(o, "override") : NULL;
+    if (ov) read_overrides(&d, ov, &r.overrides);
     cJSON_Delete(o);
     if (d.s == CLD_OK) *out = r;
     return d.s;
