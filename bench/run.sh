@@ -48,18 +48,18 @@ while [ $# -gt 0 ]; do
 done
 
 venv=$root/bench/.venv
+py=$venv/bin/python
 if [ -n "${BENCH_PYTHON:-}" ]; then
-    mkdir -p "$root/bench/.bench-python/bin"
-    ln -sf "$BENCH_PYTHON" "$root/bench/.bench-python/bin/python"
-    venv=$root/bench/.bench-python
-fi
-if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+    # used as given: a symlink to a virtualenv's python would lose that
+    # virtualenv's site-packages (Python finds pyvenv.cfg next to argv[0])
+    py=$BENCH_PYTHON
+    "$py" -c 'import torch' || { echo "run.sh: BENCH_PYTHON=$py has no torch" >&2; exit 1; }
+elif ! "$py" -c 'import torch' 2>/dev/null; then
     echo "== creating $venv and installing torch from PyPI" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --upgrade pip
     "$venv/bin/pip" install --quiet torch numpy
 fi
-
 echo "== building cld-bench" >&2
 cmake -S "$root" -B "$root/build-bench" -DCMAKE_BUILD_TYPE=Release -DCLD_BUILD_TESTS=OFF >/dev/null
 cmake --build "$root/build-bench" --target cld-bench cld-sample cld-train -j "$(nproc)" >/dev/null
@@ -90,7 +90,7 @@ train_rows() {
         || { echo "cld-train (fmnist) failed: $(tail -1 "$d/fmnist.log")" >&2; }
     # CIFAR-10 UNet on 64 random 32x32 RGB images (PPM), batch 32
     mkdir -p "$d/rgb"
-    "$venv/bin/python" - "$d/rgb" <<'PY'
+    "$py" - "$d/rgb" <<'PY'
 import os, random, sys
 random.seed(0)
 for i in range(64):
@@ -101,7 +101,7 @@ PY
         --preset cifar10 --batch 32 --steps "$train_steps" --val-every 0 --grid-every 0 --ckpt-every 1000000 \
         --log-every 1 --progress json >"$d/cifar.jsonl" 2>"$d/cifar.log" \
         || { echo "cld-train (cifar10) failed: $(tail -1 "$d/cifar.log")" >&2; }
-    "$venv/bin/python" - "$json" "$d" <<'PY'
+    "$py" - "$json" "$d" <<'PY'
 import json, sys
 path, d = sys.argv[1], sys.argv[2]
 doc = json.load(open(path))
@@ -135,18 +135,18 @@ for ((r = 1; r <= rounds; r++)); do
     fi
     echo "round $r torch CPU: load before $(load)" >>"$out/load.txt"
     echo "== round $r/$rounds: torch_reference.py (CPU, ${threads} threads) -> $out/torch.$r.json" >&2
-    "$venv/bin/python" "$root/bench/torch_reference.py" --json --device cpu --threads "$threads" \
+    "$py" "$root/bench/torch_reference.py" --json --device cpu --threads "$threads" \
         --data "$fmnist" --train-steps "$train_steps" "${args[@]}" >"$out/torch.$r.json"
     echo "round $r end: load $(load)" >>"$out/load.txt"
 done
-if "$venv/bin/python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+if "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo "== torch_reference.py (CUDA) -> $out/torch_cuda.1.json" >&2
-    "$venv/bin/python" "$root/bench/torch_reference.py" --json --device cuda --data "$fmnist" \
+    "$py" "$root/bench/torch_reference.py" --json --device cuda --data "$fmnist" \
         --train-steps "$train_steps" "${args[@]}" \
         >"$out/torch_cuda.1.json"
 fi
 
-"$venv/bin/python" - "$out" <<'EOF'
+"$py" - "$out" <<'EOF'
 import glob, json, os, sys
 out = sys.argv[1]
 
