@@ -181,8 +181,8 @@ int dist_allreduce_grads(dist *d, cld_ctx *ctx, cld_params *p)
     MPI_Request rq[DIST_MAX_BUCKETS];
     int rc = 0, started = 0, enq = 0;
     for (int k = 0; k < nb; k++, enq++) {
-        err = clEnqueueReadBuffer(q, grads, CL_FALSE, d->bk_off[k] * sizeof(float), d->bk_len[k] * sizeof(float),
-                                  d->host + d->bk_off[k], 0, NULL, &ev[k]);
+        err = clEnqueueReadBuffer(q, grads, CL_FALSE, d->bk_off[k] * sizeof(float),
+                                  d->bk_len[k] * sizeof(float), d->host + d->bk_off[k], 0, NULL, &ev[k]);
         if (err != CL_SUCCESS) {
             rc = cl_fail(d, "reading the gradients", err);
             break;
@@ -210,8 +210,8 @@ int dist_allreduce_grads(dist *d, cld_ctx *ctx, cld_params *p)
         if (code != MPI_SUCCESS && !rc) rc = mpi_fail(d, "MPI_Iallreduce(gradients)", code);
         if (rc) continue;
         scale(d->host + d->bk_off[k], d->bk_len[k], inv);
-        err = clEnqueueWriteBuffer(q, grads, CL_FALSE, d->bk_off[k] * sizeof(float), d->bk_len[k] * sizeof(float),
-                                   d->host + d->bk_off[k], 0, NULL, NULL);
+        err = clEnqueueWriteBuffer(q, grads, CL_FALSE, d->bk_off[k] * sizeof(float),
+                                   d->bk_len[k] * sizeof(float), d->host + d->bk_off[k], 0, NULL, NULL);
         if (err != CL_SUCCESS) rc = cl_fail(d, "writing the gradients", err);
     }
     for (int k = 0; k < enq; k++) clReleaseEvent(ev[k]);
