@@ -168,7 +168,7 @@ START_TEST(test_two_ranks_equal_one)
     snprintf(args, sizeof args, "%s --out one", run);
     ck_assert_msg(train(dir, 0, args, &err) == 0, "%s", err);
     free(err);
-    snprintf(args, sizeof args, "%s --out two", run);
+    snprintf(args, sizeof args, "%s --out two --allreduce-bucket 0", run);
     ck_assert_msg(train(dir, 2, args, &err) == 0, "%s", err);
     ck_assert_msg(strstr(err, "rank 1 of 2") && strstr(err, "batch 4 of 8") &&
                       strstr(err, "6 steps (6 this run)") && strstr(err, "gradient all-reduce"),
