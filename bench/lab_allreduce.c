@@ -33,13 +33,13 @@ static int cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-#define CK(x)                                                                             \
-    do {                                                                                  \
-        cld_status s_ = (x);                                                              \
-        if (s_) {                                                                         \
+#define CK(x)                                                                           \
+    do {                                                                                \
+        cld_status s_ = (x);                                                            \
+        if (s_) {                                                                       \
             fprintf(stderr, "%s: %s: %s\n", #x, cld_status_name(s_), cld_last_error()); \
-            MPI_Abort(MPI_COMM_WORLD, 1);                                                 \
-        }                                                                                 \
+            MPI_Abort(MPI_COMM_WORLD, 1);                                               \
+        }                                                                               \
     } while (0)
 
 int main(int argc, char **argv)
