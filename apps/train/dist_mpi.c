@@ -4,10 +4,11 @@
  * 1/size, write it back. With buckets, the same in pieces that pipeline.
  *
  * What the buckets cannot do here: start before the backward pass is over.
- * cld_graph_run enqueues every node in one call and the library offers no
- * per-node hook (callback or event after node i) nor which node writes a
- * parameter's gradient last, so the app cannot tell when a bucket is final
- * until the whole backward is; see README (multi-device training). */
+ * cld_graph_run enqueues every node in one call with no per-node hook
+ * (callback or event after node i), and autodiff adds every parameter's
+ * gradient into the store with sinks appended after the whole backward
+ * walk, so no bucket is final before the backward ends; bench/NOTES.md
+ * ("Data-parallel training") says what the library would need. */
 #define _POSIX_C_SOURCE 200809L
 #include <mpi.h>
 #include <stdio.h>
