@@ -9,7 +9,9 @@
  *  - resuming with another rank count (2 -> 1, 1 -> 2) ends the same;
  *  - the pipelined bucket all-reduce gives bit for bit the one-buffer result;
  *  - a rank killed with SIGKILL stops the whole job with mpirun's message
- *    naming the rank, and the last checkpoint resumes. */
+ *    naming the rank, and the last checkpoint resumes;
+ *  - SIGTERM to one rank stops every rank after the same step with a
+ *    checkpoint; a rank failing alone aborts the job with its message. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <signal.h>
@@ -302,6 +304,84 @@ END_TEST
 #endif
 #endif
 
+/* SIGTERM to one rank (as a batch system may send): every rank stops after
+ * the same step, rank 0 writes the checkpoint, all exit 130; it resumes. A
+ * rank that fails alone (its --device entry matches nothing) aborts the job
+ * with its message. */
+START_TEST(test_signal_and_lone_failure)
+{
+    char *dir = tu_mkdtemp("cld-train-mpi");
+    write_idx_set(dir);
+    char a[8192];
+    snprintf(a, sizeof a,
+             "--oversubscribe -np 2 '%s' --data train-images-idx3-ubyte " TINY
+             " --steps 100000 --ckpt-every 1000 "
+             "--out s",
+             train_bin());
+    pid_t job = at_spawn(CLD_MPIEXEC, dir, a);
+    char *e = at_path(dir, "bg-stderr"), *csv = at_path(dir, "s/log.csv");
+    long victim = -1;
+    int rows = 0;
+    for (int tries = 0; tries < 1200 && (victim < 0 || rows < 3); tries++) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        size_t len;
+        char *t = (char *)at_read_file(e, &len);
+        const char *at = t ? strstr(t, "rank 1 of 2 (local 1 of 2): pid ") : NULL;
+        if (at) victim = strtol(at + strlen("rank 1 of 2 (local 1 of 2): pid "), NULL, 10);
+        free(t);
+        t = (char *)at_read_file(csv, &len);
+        rows = 0;
+        for (size_t i = 0; t && i < len; i++) rows += t[i] == '\n';
+        free(t);
+    }
+    ck_assert_msg(victim > 0 && rows >= 3, "rank 1 never reported its pid, or no steps logged");
+    ck_assert(kill((pid_t)victim, SIGTERM) == 0);
+    int status = 0, done = 0;
+    for (int tries = 0; tries < 600 && !done; tries++) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        done = waitpid(job, &status, WNOHANG) == job;
+    }
+    if (!done) {
+        kill(job, SIGKILL);
+        waitpid(job, &status, 0);
+    }
+    size_t len;
+    char *t = (char *)at_read_file(e, &len);
+    ck_assert_msg(done, "the job still ran 60 s after SIGTERM to rank 1: %s", t);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 130, "exit status %d: %s", status, t);
+    const char *msg = "another rank was signalled: writing a checkpoint at step ";
+    char *at = strstr(t, msg);
+    ck_assert_msg(at, "%s", t);
+    long step = strtol(at + strlen(msg), NULL, 10);
+    free(t);
+    char name[64];
+    snprintf(name, sizeof name, "s/state-%09ld.safetensors", step);
+    char *sp = at_path(dir, name);
+    ck_assert_msg(at_exists(sp), "no %s", sp);
+    char *err = NULL;
+    ck_assert_msg(train(dir, 0,
+                        "--data train-images-idx3-ubyte --out s --resume --progress none --stop-after 1",
+                        &err) == 0,
+                  "%s", err);
+    free(err);
+
+    /* rank 1's device entry matches nothing: its message, and the job ends */
+    ck_assert_int_ne(
+        train(dir, 2, "--data train-images-idx3-ubyte " TINY " --steps 2 --out d --device 0,no-such-device",
+              &err),
+        0);
+    ck_assert_msg(strstr(err, "[rank 1/2]: device:") && strstr(err, "no-such-device"), "%s", err);
+    free(err);
+    free(sp);
+    free(e);
+    free(csv);
+    tu_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
 #ifdef CLD_ASAN
@@ -325,6 +405,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_two_ranks_equal_one);
     tcase_add_test(tc, test_killed_rank_stops_job);
+    tcase_add_test(tc, test_signal_and_lone_failure);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
