@@ -16,7 +16,12 @@
  * noise and labels as one process with the whole batch), runs forward and
  * backward on its shard, and the flat gradient buffer is all-reduced (mean)
  * before the norm, the clipping and AdamW, so every rank takes the same step.
- * Rank 0 alone writes checkpoints, the log, grids and progress. */
+ * Rank 0 alone writes checkpoints, the log, grids and progress.
+ * Each rank's loader thread prepares the whole global batch and the rank
+ * keeps its shard: N times the loading work (cheap for IDX and for decoded,
+ * cached folder images, and on its own thread: no step waited for it in the
+ * runs of bench/NOTES.md), because the library's loader steps by its own
+ * batch; a stride there (batch = shard, step = global batch) would remove it. */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
 #include <dirent.h>
