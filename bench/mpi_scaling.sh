@@ -12,10 +12,17 @@
 #   1p-core   1 process pinned to core 0, one PoCL thread
 #   2r-core   mpirun -np 2 --bind-to core: one core and one PoCL thread per rank
 #   2r-all    mpirun -np 2 --bind-to none, PoCL default: 2 threads per rank on 2 cores
+#   2r-poll   2r-core with --mca mpi_yield_when_idle 0: a rank waiting in the
+#             all-reduce busy-polls (Open MPI's default; cld-train sets 1
+#             unless told otherwise, since commit "yield when idle")
 # Scaling efficiency: 2r-core / (2 x 1p-core) (per-core work, the textbook
 # number) and 2r-core / 1p-all (against one process using the whole machine).
 # The rate is over steps 3..STEPS from the JSON progress lines (compilation
-# and first-touch excluded). Run at nice 5 like the other benches.
+# and first-touch excluded). CPU time per image (all processes, user + sys,
+# from /usr/bin/time) is the difference between a STEPS run and a SHORT run,
+# so start-up cancels: on a shared machine it is steadier than wall time and
+# shows what data parallelism costs in work (MPI's busy-polling included).
+# Run at nice 5 like the other benches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD_DIR:-build}
@@ -23,6 +30,7 @@ ROUNDS=${ROUNDS:-3}
 STEPS=${STEPS:-10}
 BATCH=${BATCH:-32}
 BUCKET=${BUCKET:-4}
+SHORT=${SHORT:-4}
 BIN=$PWD/$BUILD/cld-train
 [ -x "$BIN" ] || { echo "no $BIN: build first" >&2; exit 1; }
 command -v mpirun >/dev/null || { echo "mpirun not found (openmpi-bin)" >&2; exit 1; }
@@ -59,40 +67,61 @@ b, n = int(sys.argv[1]), int(sys.argv[2])
 print("%.2f" % ((n - 3) * b / (rows[n] - rows[3])) if 3 in rows and n in rows else "nan")' "$BATCH" "$STEPS"
 }
 
-run() { # layout -> images/s
-    local out=$tmp/out-$1 err=$tmp/err-$1
+launch() { # layout steps out err: run it, CPU seconds (user + sys) into $tmp/cpu
+    local steps=$2
     rm -rf "$tmp/run"
+    local T=(/usr/bin/time -o "$tmp/cpu" -f "%U %S")
+    local M=(mpirun --oversubscribe -np 2 -x CLD_CACHE_DIR)
     case $1 in
-    1p-all) nice -n 5 "$BIN" $ARGS --out "$tmp/run" >"$out" 2>"$err" ;;
-    1p-core) POCL_CPU_MAX_CU_COUNT=1 POCL_MAX_PTHREAD_COUNT=1 nice -n 5 taskset -c 0 "$BIN" $ARGS \
-        --out "$tmp/run" >"$out" 2>"$err" ;;
-    2r-core) nice -n 5 mpirun --oversubscribe -np 2 --bind-to core --map-by core \
-        -x POCL_CPU_MAX_CU_COUNT=1 -x POCL_MAX_PTHREAD_COUNT=1 -x CLD_CACHE_DIR \
-        "$BIN" $ARGS --out "$tmp/run" >"$out" 2>"$err" ;;
-    2r-all) nice -n 5 mpirun --oversubscribe -np 2 --bind-to none -x CLD_CACHE_DIR \
-        "$BIN" $ARGS --out "$tmp/run" >"$out" 2>"$err" ;;
+    1p-all) nice -n 5 "${T[@]}" "$BIN" $ARGS --steps "$steps" --out "$tmp/run" >"$3" 2>"$4" ;;
+    1p-core) POCL_CPU_MAX_CU_COUNT=1 POCL_MAX_PTHREAD_COUNT=1 nice -n 5 "${T[@]}" taskset -c 0 "$BIN" $ARGS \
+        --steps "$steps" --out "$tmp/run" >"$3" 2>"$4" ;;
+    2r-core) nice -n 5 "${T[@]}" "${M[@]}" --bind-to core --map-by core -x POCL_CPU_MAX_CU_COUNT=1 \
+        -x POCL_MAX_PTHREAD_COUNT=1 "$BIN" $ARGS --steps "$steps" --out "$tmp/run" >"$3" 2>"$4" ;;
+    2r-all) nice -n 5 "${T[@]}" "${M[@]}" --bind-to none "$BIN" $ARGS --steps "$steps" --out "$tmp/run" \
+        >"$3" 2>"$4" ;;
+    2r-poll) nice -n 5 "${T[@]}" "${M[@]}" --bind-to core --map-by core --mca mpi_yield_when_idle 0 \
+        -x POCL_CPU_MAX_CU_COUNT=1 -x POCL_MAX_PTHREAD_COUNT=1 "$BIN" $ARGS --steps "$steps" \
+        --out "$tmp/run" >"$3" 2>"$4" ;;
     esac
-    rate <"$out"
+}
+
+run() { # layout -> "images/s cpu_ms_per_image"
+    local out=$tmp/out-$1 err=$tmp/err-$1
+    launch "$1" "$SHORT" /dev/null /dev/null
+    local c0
+    c0=$(awk '{print $1 + $2}' "$tmp/cpu")
+    launch "$1" "$STEPS" "$out" "$err"
+    local c1
+    c1=$(awk '{print $1 + $2}' "$tmp/cpu")
+    echo "$(rate <"$out") $(awk -v a="$c0" -v b="$c1" -v n=$((STEPS - SHORT)) -v bs="$BATCH" \
+        'BEGIN {printf "%.2f", 1000 * (b - a) / (n * bs)}')"
     grep -h "all-reduce\|per step" "$err" | sed "s/^/    [$1] /" >&2 || true
 }
 
-LAYOUTS=(1p-all 1p-core 2r-core 2r-all)
-declare -A R
+LAYOUTS=(1p-all 1p-core 2r-core 2r-all 2r-poll)
+declare -A R C
 echo "cld-train 1 -> 2 ranks: global batch $BATCH, steps 3..$STEPS, $(nproc) cores, $(uptime | sed 's/.*load/load/')"
 for ((r = 1; r <= ROUNDS; r++)); do
     line="round $r:"
     for l in "${LAYOUTS[@]}"; do
-        v=$(run "$l")
+        read -r v c < <(run "$l")
         R[$l]="${R[$l]:-} $v"
-        line="$line $l $v img/s;"
+        C[$l]="${C[$l]:-} $c"
+        line="$line $l $v img/s $c cpu-ms/img;"
     done
     echo "$line $(uptime | sed 's/.*load/load/')"
 done
 med() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-declare -A M
-for l in "${LAYOUTS[@]}"; do M[$l]=$(echo "${R[$l]}" | med); done
-echo "median img/s: 1p-all ${M[1p-all]}, 1p-core ${M[1p-core]}, 2r-core ${M[2r-core]}, 2r-all ${M[2r-all]}"
+declare -A M MC
+for l in "${LAYOUTS[@]}"; do
+    M[$l]=$(echo "${R[$l]}" | med)
+    MC[$l]=$(echo "${C[$l]}" | med)
+    echo "median $l: ${M[$l]} img/s, ${MC[$l]} CPU ms per image"
+done
 python3 -c "
-a, c, r2, r2a = map(float, '${M[1p-all]} ${M[1p-core]} ${M[2r-core]} ${M[2r-all]}'.split())
-print('efficiency 1 -> 2 ranks, per core: 2r-core / (2 x 1p-core) = %.2f' % (r2 / (2 * c)))
-print('speedup over one process on both cores: 2r-core / 1p-all = %.2f, 2r-all / 1p-all = %.2f' % (r2 / a, r2a / a))"
+a, c, r2, r2a, r2p = map(float, '${M[1p-all]} ${M[1p-core]} ${M[2r-core]} ${M[2r-all]} ${M[2r-poll]}'.split())
+ca, cc, cr2, cr2a, cr2p = map(float, '${MC[1p-all]} ${MC[1p-core]} ${MC[2r-core]} ${MC[2r-all]} ${MC[2r-poll]}'.split())
+print('efficiency 1 -> 2 ranks, per core: 2r-core / (2 x 1p-core) = %.2f (2r-poll: %.2f)' % (r2 / (2 * c), r2p / (2 * c)))
+print('speedup over one process on both cores: 2r-core / 1p-all = %.2f, 2r-all %.2f, 2r-poll %.2f' % (r2 / a, r2a / a, r2p / a))
+print('CPU work per image against 1p-core: 1p-all %.2f, 2r-core %.2f, 2r-all %.2f, 2r-poll %.2f' % (ca / cc, cr2 / cc, cr2a / cc, cr2p / cc))"

@@ -53,6 +53,10 @@ int dist_init(dist *d, int *argc, char ***argv)
     memset(d, 0, sizeof *d);
     d->size = d->local_size = 1;
     if (!launched_by_mpi()) return 0;
+    /* Open MPI busy-polls while a rank waits in a collective, which takes the
+     * core from the very rank it waits for when cores are shared (measured:
+     * bench/NOTES.md, 2r-core vs 2r-yield); yield instead, unless set */
+    setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
     int code = MPI_Init(argc, argv);
     if (code != MPI_SUCCESS) {
         snprintf(d->err, sizeof d->err, "MPI_Init failed (code %d)", code);
