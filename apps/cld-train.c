@@ -8,7 +8,20 @@
  *   gradient norm (NaN check), clipping, AdamW with the scheduled rate, EMA
  * Everything random is a function of the seed and the step or global sample
  * index, and the state file holds weights, EMA, AdamW moments and the step,
- * so a resumed run continues bit for bit. */
+ * so a resumed run continues bit for bit.
+ *
+ * Data parallel (`mpirun -np N cld-train ...`, apps/train/dist.h): --batch is
+ * the global batch; rank r takes positions r*B/N .. (r+1)*B/N - 1 of each
+ * global batch (the same global sample indices, so the same samples, t,
+ * noise and labels as one process with the whole batch), runs forward and
+ * backward on its shard, and the flat gradient buffer is all-reduced (mean)
+ * before the norm, the clipping and AdamW, so every rank takes the same step.
+ * Rank 0 alone writes checkpoints, the log, grids and progress.
+ * Each rank's loader thread prepares the whole global batch and the rank
+ * keeps its shard: N times the loading work (cheap for IDX and for decoded,
+ * cached folder images, and on its own thread: no step waited for it in the
+ * runs of bench/NOTES.md), because the library's loader steps by its own
+ * batch; a stride there (batch = shard, step = global batch) would remove it. */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -23,6 +36,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "dist.h"
 
 static const char *PROG = "cld-train";
 
@@ -53,6 +67,7 @@ typedef struct opts {
     int resume, val_every, val_n, ckpt_every, keep, grid_every, log_every;
     long stop_after;          /* testing: stop (with a checkpoint) after this many steps of this process */
     int eval_nll, nll_stride; /* after training: the bound in bits/dim on eval_nll test images */
+    double bucket_mb;         /* mpirun: gradient all-reduce in buckets of this many MiB (0: one) */
     int val_n_all;            /* held-back samples there are */
 } opts;
 
@@ -105,6 +120,12 @@ static void usage(FILE *f)
         "                      appended to DIR/nll.csv\n"
         "  --nll-stride K      evaluate every K-th timestep of the bound (an estimate, K times faster; 1)\n"
         "  --help, --version\n"
+        "multi-device (mpirun -np N cld-train ..., a build with MPI):\n"
+        "  each rank drives one device: --device A,B,.. the local rank's entry, else the node's GPUs by\n"
+        "  local rank (a plain --device or CLD_DEVICE: that device for every rank); --batch is the global\n"
+        "  batch (divisible by N); rank 0 writes all files; --resume works with any N\n"
+        "  --allreduce-bucket MB  all-reduce the gradients in buckets of MB MiB in reverse layer order,\n"
+        "                      pipelined (0: one all-reduce of the whole buffer; default 4)\n"
         "\n"
         "SIGINT/SIGTERM write a checkpoint and stop. Exit status: 0 done, 1 failure, 2 usage error,\n"
         "130 interrupted (checkpoint written).\n");
@@ -168,6 +189,7 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
     o->keep = 3;
     o->grid_every = 2000;
     o->log_every = 50;
+    o->bucket_mb = 4; /* measured best of 0/1/4/16/64 on the 35.7M store (bench/NOTES.md) */
     o->base = o->res_blocks = o->groups = o->heads = -1;
     o->dropout = -1;
     for (int i = 1; i < argc; i++) {
@@ -362,6 +384,9 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         } else if (CLI_OPT("--log-every")) {
             CLI_NUM(1, 1e9);
             o->log_every = (int)d;
+        } else if (CLI_OPT("--allreduce-bucket")) {
+            CLI_NUM(0, 65536);
+            o->bucket_mb = d;
         } else if (CLI_OPT("--stop-after")) {
             CLI_NUM(1, 1e12);
             o->stop_after = (long)d;
@@ -427,10 +452,21 @@ typedef struct run {
     int vb;
     /* seconds summed over this process's steps: data and inputs, UNet forward + backward
      * (zero_grad, run, loss read back), optimizer (norm, clipping, AdamW, EMA, to the finish) */
-    double t_data, t_unet, t_optim;
+    double t_data, t_unet, t_optim, t_comm;
+    /* data parallel */
+    dist D;
+    int lb;       /* this rank's share of the global batch */
+    int stop_all; /* a signal reached some rank: all stop after this step */
+    int agreed;   /* the ranks stop together (no MPI_Abort needed) */
 } run;
 
 static int fail(const char *what, cld_status s) { return cli_fail(PROG, what, s); }
+static int dist_fail(run *R)
+{
+    fprintf(stderr, "%s: %s\n", PROG, R->D.err);
+    return 1;
+}
+static int stop_requested(const run *R) { return R->D.size > 1 ? R->stop_all : g_signal != 0; }
 
 /* The UNet config from the options: defaults from `resumed` (the state's
  * model) when given, else from --config or the preset. */
@@ -556,6 +592,8 @@ static char *metadata(run *R, long step)
     cJSON_AddStringToObject(root, "cld.step", num);
     snprintf(num, sizeof num, "%llu", (unsigned long long)step * (unsigned long long)R->o.batch);
     cJSON_AddStringToObject(root, "cld.images_seen", num);
+    snprintf(num, sizeof num, "%d", R->D.size);
+    cJSON_AddStringToObject(root, "cld.ranks", num);
     cJSON_AddStringToObject(root, "cld.engine", CLD_VERSION_STRING);
     char *t = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
@@ -616,6 +654,27 @@ static int save_checkpoint(run *R)
     return 0;
 }
 
+/* Every rank at a checkpoint step: the ranks' weights must be identical
+ * (checked by a hash, so a silent divergence cannot go unnoticed); rank 0
+ * writes the files. */
+static int checkpoint(run *R)
+{
+    if (R->D.size > 1) {
+        int same = 1;
+        if (dist_weights_agree(&R->D, R->ctx, R->p, &same)) return dist_fail(R);
+        if (!same) {
+            if (!R->D.rank)
+                fprintf(stderr,
+                        "%s: step %ld: the ranks' weights differ (every rank must take the same step); "
+                        "stopping (the last checkpoint is kept)\n",
+                        PROG, R->step);
+            R->agreed = 1;
+            return 1;
+        }
+    }
+    return R->D.rank ? 0 : save_checkpoint(R);
+}
+
 /* ---------------------------------------------------------- training */
 
 static double lr_at(const opts *o, long step)
@@ -632,7 +691,7 @@ static double lr_at(const opts *o, long step)
 
 static int build_train_graph(run *R)
 {
-    const int B = R->o.batch, S = R->cfg.image_size;
+    const int B = R->lb, S = R->cfg.image_size;
     int xs[4] = {B, R->cfg.in_channels, S, S}, ts[1] = {B};
     cld_plan_stats st;
     cld_tensor *pred;
@@ -662,9 +721,10 @@ static int build_train_graph(run *R)
     if (!s) s = cld_graph_backward(R->g, R->loss);
     if (!s) s = cld_graph_plan(R->g, &st);
     if (s) return fail("building the training graph", s);
-    fprintf(stderr,
-            "training graph: batch %d, arena %.1f MiB, parameters %.1f MiB (x4 with grads and moments)\n", B,
-            st.peak_bytes / 1048576.0, st.param_bytes / 1048576.0);
+    if (!R->D.rank)
+        fprintf(stderr,
+                "training graph: batch %d, arena %.1f MiB, parameters %.1f MiB (x4 with grads and moments)\n",
+                B, st.peak_bytes / 1048576.0, st.param_bytes / 1048576.0);
     return 0;
 }
 
@@ -679,20 +739,26 @@ static void draws(const run *R, uint64_t g, int *t, int *drop)
 /* One step. Returns 0, or an exit code (the message printed). */
 static int train_step(run *R, double *loss_out, double *gnorm_out)
 {
-    const int B = R->o.batch;
+    /* this rank's shard: positions r0 .. r0 + B - 1 of the global batch the
+     * loader delivers (global indices g0 + r0 ..), so samples, timesteps,
+     * labels and noise are those of the same positions in one process */
+    const int B = R->lb, r0 = R->D.rank * R->lb;
     uint64_t g0;
     const double t0 = cli_now_s();
     cld_status s = cld_loader_next(R->loader, R->hx, R->hlab, &g0);
     if (s) return fail("loading data", s);
+    g0 += (uint64_t)r0;
+    float *const hx = R->hx + (size_t)r0 * R->per;
+    int *const hlab = R->hlab + r0;
     for (int b = 0; b < B; b++) {
         int drop;
         draws(R, g0 + (uint64_t)b, &R->hti[b], &drop);
-        if (drop || !R->cfg.num_classes) R->hlab[b] = R->cfg.num_classes;
+        if (drop || !R->cfg.num_classes) hlab[b] = R->cfg.num_classes;
     }
     cl_mem xb, tb;
     size_t xo, to;
     cld_noise_key key = {R->o.seed, CLD_NOISE_STREAM_TRAIN, (uint32_t)g0, (uint32_t)(g0 >> 32)};
-    s = cld_buffer_write(R->ctx, R->x0, 0, (size_t)B * R->per * sizeof(float), R->hx);
+    s = cld_buffer_write(R->ctx, R->x0, 0, (size_t)B * R->per * sizeof(float), hx);
     if (!s) s = cld_tensor_buffer(R->x_t, &xb, &xo);
     if (!s) s = cld_tensor_buffer(R->target, &tb, &to);
     if (!s)
@@ -700,7 +766,7 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     for (int b = 0; b < B; b++) R->hbuf[b] = (float)R->hti[b];
     if (!s) s = cld_tensor_write(R->g, R->t, R->hbuf);
     if (!s && R->labels) {
-        for (int b = 0; b < B; b++) R->hbuf[b] = (float)R->hlab[b];
+        for (int b = 0; b < B; b++) R->hbuf[b] = (float)hlab[b];
         s = cld_tensor_write(R->g, R->labels, R->hbuf);
     }
     for (int b = 0; b < B && !s; b++) {
@@ -710,18 +776,32 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
         R->hbuf[b] = (float)w;
     }
     if (!s) s = cld_tensor_write(R->g, R->weights, R->hbuf);
-    if (!s && R->x_0) s = cld_tensor_write(R->g, R->x_0, R->hx);
+    if (!s && R->x_0) s = cld_tensor_write(R->g, R->x_0, hx);
     if (!s && R->coefs) s = cld_vlb_coefs(R->sched, R->o.diff.pred, B, R->hti, R->hcoefs);
     if (!s && R->coefs) s = cld_tensor_write(R->g, R->coefs, R->hcoefs);
     if (!s) s = cld_ctx_finish(R->ctx);
     const double t1 = cli_now_s();
     if (!s) s = cld_params_zero_grad(R->p);
-    if (!s) s = cld_graph_set_seed(R->g, mix64(R->o.seed + 0x5151ull * (uint64_t)(R->step + 1)));
+    /* dropout: rank 0 keeps the one-process seed, the others their own (the
+     * masks are a function of the seed and the position in the local batch) */
+    uint64_t gseed = mix64(R->o.seed + 0x5151ull * (uint64_t)(R->step + 1));
+    if (R->D.rank) gseed = mix64(gseed ^ (0xD157D157ull * (uint64_t)R->D.rank));
+    if (!s) s = cld_graph_set_seed(R->g, gseed);
     if (!s) s = cld_graph_run(R->g);
-    float loss = 0;
-    if (!s) s = cld_tensor_read(R->g, R->loss, &loss);
+    float lossf = 0;
+    if (!s) s = cld_tensor_read(R->g, R->loss, &lossf);
+    double loss = lossf;
     const double t2 = cli_now_s();
     if (s) return fail("training step", s);
+    if (R->D.size > 1) {
+        /* the global batch's mean gradient and loss on every rank, and the
+         * stop decision (a signal on any rank) shared: all stop at one step */
+        double v[2] = {loss, g_signal ? 1.0 : 0.0};
+        if (dist_allreduce_grads(&R->D, R->ctx, R->p) || dist_sum(&R->D, v, 2)) return dist_fail(R);
+        loss = v[0] / R->D.size;
+        R->stop_all = v[1] > 0;
+    }
+    const double t3 = cli_now_s();
     if (!isfinite(loss)) {
         /* the step ran forward and backward: name the first tensor that went bad */
         int bad = -1, grads = 0;
@@ -730,11 +810,13 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
             cld_params_find_nonfinite(R->p, 1, &bad) == CLD_OK && bad >= 0)
             grads = 1;
         if (bad >= 0) cld_params_info(R->p, bad, &name, NULL, NULL, NULL);
-        fprintf(stderr, "%s: step %ld: the loss is %g (%s%s%s); stopping (the last checkpoint is kept)\n",
-                PROG, R->step + 1, loss,
-                name ? (grads ? "first non-finite gradient: '" : "first non-finite weight: '") : "",
-                name ? name : "weights and gradients are finite: the activations overflowed",
-                name ? "'" : "");
+        if (!R->D.rank)
+            fprintf(stderr, "%s: step %ld: the loss is %g (%s%s%s); stopping (the last checkpoint is kept)\n",
+                    PROG, R->step + 1, loss,
+                    name ? (grads ? "first non-finite gradient: '" : "first non-finite weight: '") : "",
+                    name ? name : "weights and gradients are finite: the activations overflowed",
+                    name ? "'" : "");
+        R->agreed = 1; /* every rank sees the same global loss */
         return 1;
     }
     double gn = 0;
@@ -745,10 +827,12 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
         const char *name = "?";
         if (cld_params_find_nonfinite(R->p, 1, &bad) == CLD_OK && bad >= 0)
             cld_params_info(R->p, bad, &name, NULL, NULL, NULL);
-        fprintf(
-            stderr,
-            "%s: step %ld: the gradient of '%s' holds NaN or Inf; stopping (the last checkpoint is kept)\n",
-            PROG, R->step + 1, name);
+        if (!R->D.rank)
+            fprintf(
+                stderr,
+                "%s: step %ld: the gradient of '%s' holds NaN or Inf; stopping (the last checkpoint is kept)\n",
+                PROG, R->step + 1, name);
+        R->agreed = 1; /* the same reduced gradient on every rank */
         return 1;
     }
     if (R->o.clip > 0 && gn > R->o.clip) s = cld_params_grad_scale(R->p, (float)(R->o.clip / gn));
@@ -762,7 +846,8 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     if (s) return fail("optimizer step", s);
     R->t_data += t1 - t0;
     R->t_unet += t2 - t1;
-    R->t_optim += cli_now_s() - t2;
+    R->t_comm += t3 - t2;
+    R->t_optim += cli_now_s() - t3;
     R->step++;
     *loss_out = loss;
     *gnorm_out = gn;
@@ -1059,15 +1144,63 @@ static int check_out(const char *dir)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Data parallel: this rank's device spec into spec (empty: o->device as
+ * given). A list "A,B,.." gives the local rank's entry (modulo its length);
+ * with no --device and no CLD_DEVICE, the node's GPUs go to the local ranks
+ * in turn; a single spec (or CLD_DEVICE) is every rank's. */
+static int rank_device(run *R, char *spec, size_t cap)
 {
-    /* static: the run's state lives until exit, also on the early error
-     * returns below (the normal end frees it all) */
-    static run R;
+    const opts *o = &R->o;
+    spec[0] = 0;
+    if (o->device && strchr(o->device, ',')) {
+        int n = 1;
+        for (const char *c = o->device; *c; c++) n += *c == ',';
+        int want = R->D.local_rank % n;
+        const char *c = o->device;
+        for (int k = 0; k < want; k++) c = strchr(c, ',') + 1;
+        size_t len = strcspn(c, ",");
+        if (!len || len >= cap) {
+            fprintf(stderr, "%s: --device: empty or too long entry %d in '%s'\n", PROG, want, o->device);
+            return 2;
+        }
+        memcpy(spec, c, len);
+        spec[len] = 0;
+        return 0;
+    }
+    const char *env = getenv("CLD_DEVICE");
+    if (o->device || (env && *env)) return 0;
+    int n = 0, gpu[64], gpus = 0;
+    if (cld_device_count(&n) != CLD_OK) return 0; /* cld_ctx_create reports it */
+    for (int i = 0; i < n && gpus < 64; i++) {
+        cld_device_info info;
+        if (cld_device_info_get(i, &info) == CLD_OK && info.is_gpu) gpu[gpus++] = i;
+    }
+    if (gpus) snprintf(spec, cap, "%d", gpu[R->D.local_rank % gpus]);
+    return 0; /* no GPU: the default device, shared by the node's ranks */
+}
+
+/* static: the run's state lives until exit, also on the early error returns
+ * of train_main (the normal end frees it all); main ends the MPI job with it */
+static run R;
+
+static int train_main(int argc, char **argv)
+{
     setflags sf;
     int rc = parse_args(argc, argv, &R.o, &sf);
     if (rc) return rc;
     opts *o = &R.o;
+    if (dist_init(&R.D, &argc, &argv)) {
+        fprintf(stderr, "%s: %s\n", PROG, R.D.err);
+        return 1;
+    }
+    static char prog_rank[64];
+    if (R.D.size > 1) {
+        /* every message names its rank; only rank 0 shows progress */
+        snprintf(prog_rank, sizeof prog_rank, "cld-train [rank %d/%d]", R.D.rank, R.D.size);
+        PROG = prog_rank;
+        if (R.D.rank) o->progress = "none";
+        R.D.bucket_floats = (size_t)(o->bucket_mb * 1048576.0 / sizeof(float));
+    }
     const double t_start = cli_now_s();
     o->diff.learned_variance = o->learn_sigma;
     char resume_path[4096] = "";
@@ -1135,6 +1268,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: --data PATH is required (also with --resume)\n", PROG);
         return 2;
     }
+    if (o->batch % R.D.size) {
+        fprintf(stderr, "%s: --batch %d is the global batch: it must split evenly over the %d ranks\n", PROG,
+                o->batch, R.D.size);
+        return 2;
+    }
+    R.lb = o->batch / R.D.size;
     if ((rc = open_data(&R))) return rc;
     if ((rc = build_config(&R, o->resume ? &stored_meta.unet : NULL))) return rc;
     if (o->resume) {
@@ -1175,7 +1314,21 @@ int main(int argc, char **argv)
     R.meta.diffusion = o->diff;
     cld_status s = cld_diffusion_schedule(&o->diff, &R.sched);
     if (s) return fail("schedule", s);
-    if (cli_ctx_create(o->device, stderr, &R.ctx)) return fail("device", cld_ctx_create(o->device, &R.ctx));
+    const char *dev = o->device;
+    char rank_spec[256] = "";
+    if (R.D.size > 1) {
+        if ((rc = rank_device(&R, rank_spec, sizeof rank_spec))) return rc;
+        if (rank_spec[0]) dev = rank_spec;
+    }
+    if (cli_ctx_create(dev, R.D.rank ? NULL : stderr, &R.ctx))
+        return fail("device", cld_ctx_create(dev, &R.ctx));
+    if (R.D.size > 1) {
+        cld_device_info di;
+        cld_ctx_device_info(R.ctx, &di);
+        fprintf(stderr, "rank %d of %d (local %d of %d): pid %ld, device %s / %s, batch %d of %d\n", R.D.rank,
+                R.D.size, R.D.local_rank, R.D.local_size, (long)getpid(), di.platform_name, di.name, R.lb,
+                o->batch);
+    }
     size_t np = 0;
     cld_unet_param_count(&R.cfg, &np);
     s = cld_params_create(R.ctx, &R.p);
@@ -1190,13 +1343,14 @@ int main(int argc, char **argv)
     if (o->resume) {
         s = cld_params_load_state(R.p, R.ema, resume_path, NULL);
         if (s) return fail("--resume", s);
-        fprintf(stderr, "resumed from %s (step %ld)\n", resume_path, R.step);
+        if (!R.D.rank) fprintf(stderr, "resumed from %s (step %ld)\n", resume_path, R.step);
     }
-    fprintf(
-        stderr,
-        "model: UNet %zu parameters, %d classes, %s schedule T=%d, %s prediction; data: %d samples of %dx%dx%d\n",
-        np, R.cfg.num_classes, cld_schedule_name(o->diff.schedule), o->diff.T, cld_pred_name(o->diff.pred),
-        R.info.n, R.info.channels, R.info.height, R.info.width);
+    if (!R.D.rank)
+        fprintf(
+            stderr,
+            "model: UNet %zu parameters, %d classes, %s schedule T=%d, %s prediction; data: %d samples of %dx%dx%d\n",
+            np, R.cfg.num_classes, cld_schedule_name(o->diff.schedule), o->diff.T,
+            cld_pred_name(o->diff.pred), R.info.n, R.info.channels, R.info.height, R.info.width);
     const int B = o->batch;
     R.hx = malloc((size_t)B * R.per * sizeof(float));
     R.hbuf = malloc((size_t)B * sizeof(float));
@@ -1204,12 +1358,12 @@ int main(int argc, char **argv)
     R.hti = malloc((size_t)B * sizeof(int));
     R.hcoefs = malloc((size_t)B * CLD_VLB_COEFS * sizeof(float));
     if (!R.hx || !R.hbuf || !R.hlab || !R.hti || !R.hcoefs) return fail("host buffers", CLD_ERR_NOMEM);
-    s = cld_buffer_alloc(R.ctx, (size_t)B * R.per * sizeof(float), &R.x0);
+    s = cld_buffer_alloc(R.ctx, (size_t)R.lb * R.per * sizeof(float), &R.x0);
     if (s) return fail("device buffers", s);
     cld_augment aug = {o->hflip};
     s = cld_loader_create(R.ds, B, &aug, o->seed, (uint64_t)R.step * (uint64_t)B, &R.loader);
     if (s) return fail("data loader", s);
-    if (R.val) {
+    if (R.val && !R.D.rank) {
         R.vb = o->val_n < 250 ? o->val_n : 250;
         s = cld_unet_runner_create(R.ctx, R.ema, &R.cfg, R.vb, &R.vrun_ema);
         if (!s) s = cld_unet_runner_create(R.ctx, R.p, &R.cfg, R.vb, &R.vrun_raw);
@@ -1218,12 +1372,13 @@ int main(int argc, char **argv)
     char csv[4096];
     snprintf(csv, sizeof csv, "%s/log.csv", o->out);
     int new_csv = !cli_is_file(csv) || !o->resume;
-    R.csv = fopen(csv, new_csv ? "w" : "a");
-    if (!R.csv) {
+    R.csv = R.D.rank ? NULL : fopen(csv, new_csv ? "w" : "a");
+    if (!R.csv && !R.D.rank) {
         fprintf(stderr, "%s: cannot write '%s': %s\n", PROG, csv, strerror(errno));
         return 1;
     }
-    if (new_csv) fprintf(R.csv, "step,loss,val_loss,val_loss_ema,lr,grad_norm,images_per_s,elapsed_s\n");
+    if (new_csv && R.csv)
+        fprintf(R.csv, "step,loss,val_loss,val_loss_ema,lr,grad_norm,images_per_s,elapsed_s\n");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -1235,8 +1390,8 @@ int main(int argc, char **argv)
     double t_win = cli_now_s(), loss_sum = 0, gn_last = 0;
     long win_steps = 0;
     rc = 0;
-    if (R.step == 0 && o->grid_every) rc = write_grid(&R);
-    while (!rc && R.step < o->steps && !g_signal) {
+    if (R.step == 0 && o->grid_every && !R.D.rank) rc = write_grid(&R);
+    while (!rc && R.step < o->steps && !stop_requested(&R)) {
         double loss = 0, gn = 0, t_it = cli_now_s();
         if ((rc = train_step(&R, &loss, &gn))) break;
         loss_sum += loss;
@@ -1249,14 +1404,16 @@ int main(int argc, char **argv)
         const int last = R.step == o->steps || (o->stop_after && R.step - step0 >= o->stop_after);
         if (R.step % o->log_every == 0 || last) {
             double vl = NAN, vle = NAN;
-            if (R.val && o->val_every && (R.step % o->val_every == 0 || last)) {
+            if (R.vrun_raw && o->val_every && (R.step % o->val_every == 0 || last)) {
                 if ((rc = validate(&R, R.vrun_raw, &vl)) || (rc = validate(&R, R.vrun_ema, &vle))) break;
                 if (!strcmp(o->progress, "bar")) fputc('\n', stderr);
                 fprintf(stderr, "step %ld: validation loss %.5f (EMA %.5f)\n", R.step, vl, vle);
             }
-            fprintf(R.csv, "%ld,%.6f,%.6f,%.6f,%.6g,%.4f,%.2f,%.1f\n", R.step, loss_sum / win_steps, vl, vle,
-                    lr_at(o, R.step - 1), gn_last, R.img_s, cli_now_s() - t_start);
-            fflush(R.csv);
+            if (R.csv) {
+                fprintf(R.csv, "%ld,%.6f,%.6f,%.6f,%.6g,%.4f,%.2f,%.1f\n", R.step, loss_sum / win_steps, vl,
+                        vle, lr_at(o, R.step - 1), gn_last, R.img_s, cli_now_s() - t_start);
+                fflush(R.csv);
+            }
             progress(&R, loss_sum / win_steps, t_start, step0);
             loss_sum = 0;
             win_steps = 0;
@@ -1264,27 +1421,43 @@ int main(int argc, char **argv)
         } else if (!strcmp(o->progress, "bar")) {
             progress(&R, loss, t_start, step0);
         }
-        if (R.step % o->ckpt_every == 0 || last) rc = save_checkpoint(&R);
-        if (!rc && o->grid_every && (R.step % o->grid_every == 0 || R.step == o->steps)) rc = write_grid(&R);
+        if (R.step % o->ckpt_every == 0 || last) rc = checkpoint(&R);
+        if (!rc && o->grid_every && !R.D.rank && (R.step % o->grid_every == 0 || R.step == o->steps))
+            rc = write_grid(&R);
         t_loop += cli_now_s() - t_it;
         if (last) break;
     }
-    if (!rc && g_signal) {
+    if (!rc && stop_requested(&R)) {
         if (!strcmp(o->progress, "bar")) fputc('\n', stderr);
-        fprintf(stderr, "%s: %s: writing a checkpoint at step %ld\n", PROG,
-                g_signal == SIGINT ? "interrupted" : "terminated", R.step);
-        rc = save_checkpoint(&R);
+        if (!R.D.rank)
+            fprintf(stderr, "%s: %s: writing a checkpoint at step %ld\n", PROG,
+                    g_signal == SIGINT ? "interrupted"
+                    : g_signal         ? "terminated"
+                                       : "another rank was signalled",
+                    R.step);
+        rc = R.D.rank ? 0 : save_checkpoint(&R);
         if (!rc) rc = 130;
+        R.agreed = 1;
     }
     if (!strcmp(o->progress, "bar")) fputc('\n', stderr);
-    if (!rc && o->eval_nll) rc = eval_nll(&R);
+    if (!rc && o->eval_nll && !R.D.rank) rc = eval_nll(&R);
     double wait = 0;
     cld_loader_wait_seconds(R.loader, &wait);
     cld_device_info di;
     cld_ctx_device_info(R.ctx, &di);
-    fprintf(stderr, "%s: %ld steps (%ld this run) on %s in %.1f s; data loader waits %.2f s in all\n", PROG,
-            R.step, R.step - step0, di.name, cli_now_s() - t_start, wait);
-    if (R.step > step0) {
+    if (!R.D.rank)
+        fprintf(stderr, "%s: %ld steps (%ld this run) on %s in %.1f s; data loader waits %.2f s in all\n",
+                PROG, R.step, R.step - step0, di.name, cli_now_s() - t_start, wait);
+    if (R.step > step0 && R.D.size > 1 && !R.D.rank) {
+        const double n = (double)(R.step - step0);
+        fprintf(stderr,
+                "%s: %d ranks (%s): gradient all-reduce of %.1f MiB in %d bucket%s: %.1f ms per step "
+                "(read %.1f, MPI %.1f, write %.1f ms; MPI includes waiting for the slowest rank)\n",
+                PROG, R.D.size, dist_library(), R.D.n * 4 / 1048576.0, R.D.n_buckets,
+                R.D.n_buckets > 1 ? "s, pipelined (read, MPI and write in one)" : "", 1e3 * R.t_comm / n,
+                1e3 * R.D.t_read / n, 1e3 * R.D.t_reduce / n, 1e3 * R.D.t_write / n);
+    }
+    if (R.step > step0 && !R.D.rank) {
         const double n = (double)(R.step - step0);
         fprintf(stderr,
                 "%s: per step: data and inputs %.1f ms, UNet forward + backward %.1f ms, optimizer "
@@ -1308,5 +1481,13 @@ int main(int argc, char **argv)
     free(R.hlab);
     free(R.hti);
     free(R.hcoefs);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    int rc = train_main(argc, argv);
+    /* a rank that failed alone aborts the job (the others may wait in a collective) */
+    dist_end(&R.D, rc, !(rc == 0 || R.agreed));
     return rc;
 }

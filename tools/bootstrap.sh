@@ -22,7 +22,8 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 PACKAGES=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
-          libclblast-dev check libsubunit-dev libstb-dev zlib1g-dev libcjson-dev libjpeg-dev libexif-dev clinfo clang clang-format oclgrind)
+          libclblast-dev check libsubunit-dev libstb-dev zlib1g-dev libcjson-dev libjpeg-dev libexif-dev clinfo clang clang-format oclgrind
+          openmpi-bin libopenmpi-dev)
 
 say() { printf '==> %s\n' "$*" >&2; }
 
