@@ -197,7 +197,7 @@ static cld_status reshape_backward(cld_graph *g, cld_tensor *t)
 {
     return cld__grad_add(g, t->src[0], t->grad); /* grad_add reshapes */
 }
-static const cld_op_def op_reshape = {"reshape", NULL, reshape_backward, 0, 1};
+static const cld_op_def op_reshape = {"reshape", NULL, reshape_backward, 0, 1, NULL, NULL};
 
 cld_status cld_op_reshape(cld_graph *g, cld_tensor *x, int ndim, const int *shape, cld_tensor **y)
 {

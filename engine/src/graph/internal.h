@@ -7,14 +7,30 @@
 #include "runtime/internal.h"
 
 /* ---------------------------------------------------------------- tensors */
+/* A kernel an op launches: `name` in cl/<program>.cl (default options). */
+typedef struct cld_kernel_ref {
+    const char *program, *name;
+} cld_kernel_ref;
+#define CLD_OP_KERNELS 12 /* most kernels one op def lists */
+/* An op def's kernel list, for its initializer: CLD_KERNELS({"basic", "add"}). */
+#define CLD_KERNELS(...) ((const cld_kernel_ref[]){__VA_ARGS__, {NULL, NULL}})
+
 typedef struct cld_op_def {
     const char *name;
-    /* Enqueue the kernels computing t from t->src (buffers are planned). */
+    /* Enqueue the kernels computing t from t->src (buffers are planned);
+     * they are t->kern[i], resolved by the planner from `kernels`. */
     cld_status (*forward)(cld_graph *g, cld_tensor *t);
     /* Given t->grad, add the gradients of t's sources with cld__grad_add. */
     cld_status (*backward)(cld_graph *g, cld_tensor *t);
     int inplace; /* output may take over src[0]'s buffer at its last use */
     int is_view; /* output aliases src[0]'s buffer (reshape)              */
+    /* The kernels forward launches ({NULL, NULL}-terminated, at most
+     * CLD_OP_KERNELS; NULL if none): cld_graph_plan looks each up once into
+     * t->kern[i], so running a plan looks no kernel up. */
+    const cld_kernel_ref *kernels;
+    /* Which of them node t launches (bit i: kernels[i]), so that a program
+     * no node needs is not built; NULL: all of them. */
+    unsigned (*kernels_used)(const cld_graph *g, const cld_tensor *t);
 } cld_op_def;
 
 enum {
@@ -42,9 +58,10 @@ struct cld_tensor {
     size_t ws; /* workspace floats the op needs */
     /* set by the planner */
     cl_mem buf;
-    size_t off;       /* in floats */
-    size_t ws_off;    /* workspace offset in g->arena, floats */
-    cld_tensor *grad; /* gradient tensor during/after backward */
+    size_t off;                     /* in floats */
+    size_t ws_off;                  /* workspace offset in g->arena, floats */
+    cl_kernel kern[CLD_OP_KERNELS]; /* op->kernels, those op->kernels_used says (else NULL) */
+    cld_tensor *grad;               /* gradient tensor during/after backward */
 };
 
 /* Create a node of op `op` with shape and sources (NULL-terminated list

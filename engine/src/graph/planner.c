@@ -97,6 +97,28 @@ static cld_status check_int_offsets(size_t floats, const char *what)
                      floats, what);
 }
 
+/* Every node's kernels (op->kernels, those op->kernels_used names), looked
+ * up once here so that running the plan looks none up: t->kern[i]. The
+ * cl_kernel objects stay the context's, shared with its other graphs
+ * (cldiffusion.h's thread rule). */
+static cld_status resolve_kernels(cld_graph *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        cld_tensor *t = g->nodes[i];
+        const cld_kernel_ref *ks = t->op ? t->op->kernels : NULL;
+        if (!ks) continue;
+        unsigned used = t->op->kernels_used ? t->op->kernels_used(g, t) : ~0u;
+        for (int j = 0; ks[j].name; j++) {
+            if (j >= CLD_OP_KERNELS)
+                return cld__fail(CLD_ERR_STATE, "op '%s' lists more than %d kernels", t->op->name,
+                                 CLD_OP_KERNELS);
+            t->kern[j] = NULL;
+            if (used >> j & 1u) CLD_TRY(cld__kernel(g->ctx, ks[j].program, ks[j].name, &t->kern[j]));
+        }
+    }
+    return CLD_OK;
+}
+
 cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
 {
     if (!g) return cld__fail(CLD_ERR_INVALID_ARG, "cld_graph_plan: NULL graph");
@@ -198,6 +220,7 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
                          "graph needs %zu bytes of activations, device '%s' allows "
                          "%llu per allocation: use a smaller batch",
                          arena_bytes, g->ctx->info.name, (unsigned long long)g->ctx->info.max_alloc_bytes);
+    CLD_TRY(resolve_kernels(g));
     g->arena = clCreateBuffer(g->ctx->context, CL_MEM_READ_WRITE, arena_bytes, NULL, &err);
     CLD_TRY(cld__cl_check(err, "clCreateBuffer(graph arena)"));
     g->pinned = clCreateBuffer(g->ctx->context, CL_MEM_READ_WRITE, pinned_bytes, NULL, &err);

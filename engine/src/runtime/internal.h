@@ -65,6 +65,8 @@ typedef struct cld__settings {
 /* Fill s from the environment for the device `info` (settings.c). */
 void cld__settings_read(cld__settings *s, const cld_device_info *info);
 
+#define CLD__GEMM_KERNELS 10 /* cl/gemm.cl's kernels (blas.c) */
+
 struct cld_ctx {
     cld_device_info info;
     cld__settings settings;
@@ -75,8 +77,10 @@ struct cld_ctx {
     cld__kernel_entry *kernels;
     int n_kernels, cap_kernels;
     cld__kernel_slot kernel_slots[CLD__KERNEL_SLOTS];
+    unsigned long kernel_lookups; /* cld__kernel calls: tests check a planned graph's run makes none */
     cld_compile_stats stats;
-    cl_mem gemm_scratch; /* packed GEMM panels, reused (blas.c) */
+    cl_kernel gemm_kernels[CLD__GEMM_KERNELS]; /* the default configuration's, once looked up (blas.c) */
+    cl_mem gemm_scratch;                       /* packed GEMM panels, reused (blas.c) */
     size_t gemm_scratch_bytes;
     int blas_tuned; /* cld__blas_tune ran (first CLBlast call, blas.c) */
 };
@@ -90,7 +94,8 @@ cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims
                        const size_t *local);
 /* Shorthand: get kernel `name` of `program` with default options. After the
  * first call from a call site (same string pointers) a table lookup: no
- * malloc, no scan of the context's kernels (program.c). */
+ * malloc, no scan of the context's kernels (program.c). Graph ops do not
+ * call it: the planner resolves their kernels into the nodes (t->kern). */
 cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out);
 
 /* Matrix products (row-major), routed by blas.c to our kernels (cl/gemm.cl)
