@@ -123,7 +123,7 @@ static cld_status mean_forward(cld_graph *g, cld_tensor *t)
 {
     cld_ctx *ctx = cld__graph_ctx(g);
     const cld_tensor *el = t->src[0];
-    cl_mem ws = cld__graph_arena(g);
+    cl_mem ws = t->ws_buf;
     int N = el->ip[0];
     CLD_TRY(launch_row_sums(ctx, t->kern[0], t->name, el->buf, el->off, ws, t->ws_off, N, el->ip[1]));
     cl_kernel k = t->kern[1]; /* mse_final, unweighted: sum * scale */

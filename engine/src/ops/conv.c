@@ -252,8 +252,8 @@ static cld_status conv_pack(cld_graph *g, const cld_tensor *t, const conv_geom *
     cl_kernel k = t->kern[K_PACK];
     int C = (kind == SRC_BCP || kind == SRC_BCP_ROWS) ? d->Co : d->Ci;
     int ld = kind == SRC_BCP_ROWS ? d->Wp : d->CKK;
-    CLD_TRY(cld__kargs(k, "pack", "bibiiiiiiiiiiiiiii", cld__graph_arena(g), (int)dst, src->buf, (int)so,
-                       kind, trans, R, U, L, ld, C, d->P, d->H, d->W, d->K, d->stride, d->pad, d->Wo));
+    CLD_TRY(cld__kargs(k, "pack", "bibiiiiiiiiiiiiiii", t->ws_buf, (int)dst, src->buf, (int)so, kind, trans,
+                       R, U, L, ld, C, d->P, d->H, d->W, d->K, d->stride, d->pad, d->Wo));
     return cld__launch1d(g, k, t, round_up((size_t)U, (size_t)R) / (size_t)R * (size_t)L);
 }
 
@@ -262,8 +262,8 @@ static cld_status conv_pad(cld_graph *g, const cld_tensor *t, size_t dst, const 
                            int bc, int h, int w, int pad, int hp, int wp, int K)
 {
     cl_kernel k = t->kern[K_PAD];
-    CLD_TRY(cld__kargs(k, "pad_planes", "bibiiiiiiii", src->buf, (int)so, cld__graph_arena(g), (int)dst, bc,
-                       h, w, pad, hp, wp, (int)CONV_SLACK(K)));
+    CLD_TRY(cld__kargs(k, "pad_planes", "bibiiiiiiii", src->buf, (int)so, t->ws_buf, (int)dst, bc, h, w, pad,
+                       hp, wp, (int)CONV_SLACK(K)));
     return cld__launch1d(g, k, t, (size_t)bc * (size_t)hp + 1);
 }
 
@@ -274,7 +274,7 @@ static cld_status conv_gemm(cld_graph *g, const cld_tensor *t, int M, int N, int
                             const cld_tensor *bias)
 {
     cl_kernel k = t->kern[K_GEMM];
-    cl_mem arena = cld__graph_arena(g);
+    cl_mem arena = t->ws_buf;
     CLD_TRY(cld__kargs(k, "gemm_packed", "iiibibibiiiiibii", M, N, K, arena, (int)a_off, arena, (int)b_off, c,
                        (int)c_off, P, sB, sM, beta, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
                        bias != NULL));
@@ -294,7 +294,7 @@ static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K
                           const cld_tensor *bias)
 {
     cl_kernel k = t->kern[K_S1];
-    cl_mem arena = cld__graph_arena(g);
+    cl_mem arena = t->ws_buf;
     CLD_TRY(cld__kargs(k, "conv_s1", "iiibibiiibiiibii", M, C, K, arena, (int)a_off, xp, (int)xp_off, Hp, Wp,
                        y, (int)yo, Ho, Wo, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
                        bias != NULL));
@@ -308,7 +308,7 @@ static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K
 static cld_status wino_input(cld_graph *g, const cld_tensor *t, const conv_geom *d, const wino_ws *l, int C,
                              int nb, const cld_tensor *src, size_t so, size_t ws)
 {
-    cl_mem arena = cld__graph_arena(g);
+    cl_mem arena = t->ws_buf;
     int xp_off = (int)(ws + l->xp), v_off = (int)(ws + l->v);
     CLD_TRY(conv_pad(g, t, (size_t)xp_off, src, so, nb * C, d->Ho, d->Wo, 1, l->Hp, l->Wp, 3));
     cl_kernel k = t->kern[K_WINO_INPUT];
@@ -325,7 +325,7 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
                              const cld_tensor *bias)
 {
     cld_ctx *ctx = cld__graph_ctx(g);
-    cl_mem arena = cld__graph_arena(g);
+    cl_mem arena = t->ws_buf;
     wino_ws l = wino_layout(d, M, C, nb);
     int v_off = (int)(ws + l.v), m_off = (int)(ws + l.mo);
     CLD_TRY(wino_input(g, t, d, &l, C, nb, src, so, ws));
@@ -356,8 +356,8 @@ static cld_status wino_weight(cld_graph *g, const cld_tensor *t, const conv_geom
     cl_kernel k = t->kern[K_WINO_WEIGHT];
     int packed = !wino_blas(cld__graph_ctx(g));
     wino_ws l = wino_layout(d, M, C, 1);
-    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiiiii", w->buf, (int)w->off, cld__graph_arena(g), (int)ws, M, C,
-                       flip, l.eu, packed));
+    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiiiii", w->buf, (int)w->off, t->ws_buf, (int)ws, M, C, flip,
+                       l.eu, packed));
     return cld__launch1d(g, k, t, (packed ? round_up((size_t)M, MR) : (size_t)M) * (size_t)C);
 }
 
@@ -391,8 +391,8 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
                 continue;
             }
             CLD_TRY(conv_pad(g, t, b_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
-            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, cld__graph_arena(g), b_off, d.Hp, d.Wp, t->buf, yo,
-                            d.Ho, d.Wo, nb, b));
+            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, t->ws_buf, b_off, d.Hp, d.Wp, t->buf, yo, d.Ho,
+                            d.Wo, nb, b));
             continue;
         }
         // B (CKK, nb*P) = im2col(x chunk); y chunk (nb, Co, P) = A B + b
@@ -437,16 +437,15 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
                 continue;
             }
             CLD_TRY(conv_pad(g, t, b_off, dy, yo, nb * d.Co, d.Ho, d.Wo, q, d.Hq, d.Wq, d.K));
-            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, cld__graph_arena(g), b_off, d.Hq, d.Wq, t->buf, xo,
-                            d.H, d.W, nb, NULL));
+            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, t->ws_buf, b_off, d.Hq, d.Wq, t->buf, xo, d.H, d.W,
+                            nb, NULL));
             continue;
         }
         // B (Co, nb*P) = dy chunk; col (CKK, nb*P) = A B; dx chunk = col2im(col)
         CLD_TRY(conv_pack(g, t, &d, b_off, dy, yo, SRC_BCP, 1, NR, np, d.Co));
-        CLD_TRY(
-            conv_gemm(g, t, d.CKK, np, d.Co, a_off, b_off, cld__graph_arena(g), col_off, np, 0, np, 0, NULL));
-        CLD_TRY(cld__kargs(c2i, "col2im", "bibiiiiiiiiii", cld__graph_arena(g), (int)col_off, t->buf, (int)xo,
-                           d.Ci, d.H, d.W, d.K, d.stride, d.pad, d.Ho, d.Wo, nb));
+        CLD_TRY(conv_gemm(g, t, d.CKK, np, d.Co, a_off, b_off, t->ws_buf, col_off, np, 0, np, 0, NULL));
+        CLD_TRY(cld__kargs(c2i, "col2im", "bibiiiiiiiiii", t->ws_buf, (int)col_off, t->buf, (int)xo, d.Ci,
+                           d.H, d.W, d.K, d.stride, d.pad, d.Ho, d.Wo, nb));
         CLD_TRY(cld__launch1d(g, c2i, t, (size_t)nb * d.Ci * d.H));
     }
     return CLD_OK;
@@ -464,7 +463,7 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
     size_t a_off = t->ws_off, b_off = a_off + a_len;
     cld_ctx *ctx = cld__graph_ctx(g);
     if (d.wino) { // dU (+)= dMo V^T per chunk, dW = G^T dU G (winograd.cl)
-        cl_mem arena = cld__graph_arena(g);
+        cl_mem arena = t->ws_buf;
         cl_kernel k;
         int eu = wino_layout(&d, d.Co, d.Ci, 1).eu; /* dU's stride: independent of nb */
         for (int n0 = 0; n0 < d.N; n0 += d.B) {
@@ -509,7 +508,7 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
             CLD_TRY(conv_pad(g, t, a_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
             CLD_TRY(conv_pack(g, t, &d, b_off, dy, yo, SRC_BCP_ROWS, 0, NR, d.Co, J));
             // dW (Co, CKK) (+)= (X D)^T
-            cl_mem arena = cld__graph_arena(g);
+            cl_mem arena = t->ws_buf;
             CLD_TRY(cld__kargs(kdw, "conv_dw_s1", "iiibiiiiibibii", d.Co, d.Ci, d.K, arena, (int)a_off, d.Hp,
                                d.Wp, d.Ho, nb, arena, (int)b_off, t->buf, (int)t->off, n0 > 0));
             size_t gs[2] = {round_up((size_t)d.CKK, MR) / MR, round_up((size_t)d.Co, NR) / NR};

@@ -17,7 +17,7 @@ static cld_status mse_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *p = t->src[0], *q = t->src[1];
     const cld_tensor *w = t->nsrc > 2 ? t->src[2] : p;
     int N = t->ip[0], M = t->ip[1], nchunk = t->ip[2];
-    cl_mem ws = cld__graph_arena(g);
+    cl_mem ws = t->ws_buf;
     cl_kernel k = t->kern[0];
     CLD_TRY(cld__kargs(k, t->name, "bibibiii", p->buf, (int)p->off, q->buf, (int)q->off, ws, (int)t->ws_off,
                        M, nchunk));

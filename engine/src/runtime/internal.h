@@ -54,6 +54,13 @@ typedef struct cld__settings {
     int clblast_tune;  /* install the PoCL CLBlast parameters (0 if CLD_CLBLAST_TUNE=0) */
     int conv_winograd; /* Winograd where it pays (0 if CLD_CONV_WINOGRAD=0) */
     int poison;        /* new graphs poison released memory (CLD_POISON) */
+    /* Most bytes in one device buffer: the graph arena, its pinned buffer
+     * and the parameter store are split into chunks of at most this (no
+     * tensor crosses one). CL_DEVICE_MAX_MEM_ALLOC_SIZE, or CLD_MAX_ALLOC_MB
+     * MiB if that is lower (max_alloc_env then 1). */
+    size_t max_alloc_bytes;
+    int max_alloc_env;
+    size_t base_align_bytes; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes: planned blocks start on it */
     /* Test hooks, never from the environment (test/ops/test_ops_conv.c,
      * test/models/test_unet.c, bench/lab_winograd.c), for conv nodes built
      * afterwards: at most conv_max_chunk samples per chunk (0: no cap), the
