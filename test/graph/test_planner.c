@@ -3,6 +3,7 @@
  * bit-identical, NaN-free results with and without poisoning of released
  * memory; planned offsets never overlap for simultaneously live tensors;
  * plan statistics show reuse and in-place ops. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,7 @@ static int check_no_overlap(cld_graph *g, size_t arena_floats)
         }
         if (t->op && t->op->is_view && last[root_of(t)->id] < i) last[root_of(t)->id] = i;
     }
-    cl_mem arena = cld__graph_arena(g);
+    cl_mem arena = cld__graph_arena(g, 0);
     block *b = tu_malloc(2 * (size_t)n * sizeof *b);
     int nb = 0;
     for (int i = 0; i < n; i++) {
@@ -204,7 +205,10 @@ START_TEST(test_poison_bit_identical)
     ck_assert_int_gt(plain.st.n_inplace, 0);
 
     static big_out a, b, c;
+    /* the plan resolved every node's kernels: running it looks none up */
+    unsigned long lookups = tu_ctx()->kernel_lookups;
     run_big(p, &plain, &a);
+    ck_assert_uint_eq(tu_ctx()->kernel_lookups, lookups);
     run_big(p, &pois, &b);
     run_big(p, &pois, &c); /* a second run over memory poisoned by the first */
     assert_finite(&a.loss, 1, "loss");
@@ -372,9 +376,57 @@ START_TEST(test_int_offsets_refused)
         const char *msg = cld_last_error();
         ck_assert_msg(strstr(msg, "2^31 - 1") && strstr(msg, k == 0 ? "inputs and outputs" : "activations"),
                       "message: %s", msg);
-        ck_assert_ptr_null(cld__graph_arena(g));
+        ck_assert_ptr_null(cld__graph_arena(g, 0));
         cld_graph_free(g);
     }
+}
+END_TEST
+
+/* Issue 15: CLD_MAX_ALLOC_MB lowers the per-buffer limit (read when a
+ * context is made). A graph larger than it is split into chunks; a single
+ * tensor larger than it is refused, naming the tensor and the limit. So is
+ * a parameter. */
+START_TEST(test_tensor_over_alloc_limit)
+{
+    setenv("CLD_MAX_ALLOC_MB", "1", 1);
+    cld_ctx *ctx;
+    B(cld_ctx_create(NULL, &ctx));
+    /* two 0.75 MiB tensors live at once fit only in two chunks */
+    cld_graph *g;
+    B(cld_graph_create(ctx, NULL, &g));
+    cld_tensor *x, *a, *b, *y;
+    B(cld_graph_input(g, "x", 2, (int[]){3, 65536}, 0, &x));
+    B(cld_op_silu(g, x, &a));
+    B(cld_op_scale(g, x, 2.0f, &b));
+    B(cld_op_add(g, a, b, &y));
+    B(cld_graph_set_output(g, y));
+    cld_plan_stats st;
+    B(cld_graph_plan(g, &st));
+    ck_assert_int_eq(st.n_arena_chunks, 2);
+    cld_graph_free(g);
+    /* one 1.5 MiB tensor does not fit */
+    B(cld_graph_create(ctx, NULL, &g));
+    B(cld_graph_input(g, "x", 2, (int[]){3, 65536}, 0, &x));
+    B(cld_op_reshape(g, x, 4, (int[]){1, 3, 256, 256}, &a));
+    B(cld_op_upsample2x(g, a, &b)); /* 3 x 512 x 512 floats: 3 MiB */
+    B(cld_op_scale(g, b, 0.5f, &y));
+    B(cld_graph_set_output(g, x));
+    TU_STATUS(cld_graph_plan(g, NULL), CLD_ERR_NOMEM);
+    const char *msg = cld_last_error();
+    ck_assert_msg(strstr(msg, b->name) && strstr(msg, "1048576 bytes") && strstr(msg, "CLD_MAX_ALLOC_MB"),
+                  "message: %s", msg);
+    ck_assert_ptr_null(cld__graph_arena(g, 0));
+    cld_graph_free(g);
+    /* and a parameter of 2 MiB */
+    cld_params *p;
+    B(cld_params_create(ctx, &p));
+    TU_STATUS(cld_params_declare(p, "big.weight", 2, (int[]){512, 1024}, CLD_INIT_ZERO, 0.0f, NULL),
+              CLD_ERR_NOMEM);
+    msg = cld_last_error();
+    ck_assert_msg(strstr(msg, "big.weight") && strstr(msg, "1048576 bytes"), "message: %s", msg);
+    cld_params_free(p);
+    cld_ctx_free(ctx);
+    unsetenv("CLD_MAX_ALLOC_MB");
 }
 END_TEST
 
@@ -385,6 +437,7 @@ static Suite *planner_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_poison_bit_identical);
     tcase_add_test(tc, test_int_offsets_refused);
+    tcase_add_test(tc, test_tensor_over_alloc_limit);
     tcase_add_test(tc, test_chain_reuse);
     tcase_add_test(tc, test_inplace_only_at_last_use);
     tcase_add_test(tc, test_temporary_access);

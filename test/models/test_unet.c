@@ -670,6 +670,124 @@ START_TEST(test_adamw)
 }
 END_TEST
 
+/* ------------------------------------------------------- allocation limit */
+
+/* Everything a training step and an inference forward of the tiny UNet
+ * produce: loss, every gradient and updated parameter (the store's layout),
+ * the inference output; and how many buffers held the arena and the store. */
+typedef struct step_out {
+    float loss, *grads, *values, *y;
+    size_t n_params, n_y;
+    int arena_chunks, fwd_arena_chunks, param_chunks;
+    size_t largest; /* bytes of the largest planned tensor, workspace or parameter */
+} step_out;
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Train step (forward, MSE, backward, AdamW) at batch 2 and then a forward
+ * of the inference graph on the updated weights, with the context's
+ * allocation limit at `limit` bytes (0: the device's), poisoning or not. */
+static void limited_step(size_t limit, int poison, step_out *o)
+{
+    cld_ctx *ctx = tu_ctx();
+    size_t saved = ctx->settings.max_alloc_bytes;
+    int saved_poison = ctx->settings.poison;
+    if (limit) ctx->settings.max_alloc_bytes = limit;
+    ctx->settings.poison = poison; /* released blocks (in every chunk) filled with NaN */
+    cld_unet_config cfg = tiny_config(2);
+    cld_params *p;
+    TU_OK(cld_params_create(ctx, &p));
+    net n, f;
+    net_build(&n, p, &cfg, 2, 1, 1);
+    cld_plan_stats st, fst;
+    TU_OK(cld_graph_plan(n.g, &st));
+    randomize_params(p, 11);
+    net_inputs(&n, &cfg, 2, 5);
+    TU_OK(cld_params_zero_grad(p));
+    o->loss = (float)run_loss(&n);
+    int count;
+    TU_OK(cld_params_count(p, &count, NULL));
+    o->n_params = 0;
+    o->largest = 0;
+    for (int i = 0; i < count; i++) {
+        int nd, sh[CLD_MAX_DIMS];
+        o->n_params += param_numel(p, i, &nd, sh, NULL, NULL);
+    }
+    o->grads = tu_malloc(o->n_params * sizeof(float));
+    o->values = tu_malloc(o->n_params * sizeof(float));
+    size_t at = 0;
+    for (int i = 0; i < count; i++) {
+        int nd, sh[CLD_MAX_DIMS];
+        size_t k = param_numel(p, i, &nd, sh, NULL, NULL);
+        TU_OK(cld_params_read_grad(p, i, o->grads + at));
+        o->largest = max_sz(o->largest, k * sizeof(float));
+        at += k;
+    }
+    TU_OK(cld_params_adamw(p, 1e-2f, 0.9f, 0.99f, 1e-8f, 0.1f, 1));
+    for (int i = 0, a = 0; i < count; i++) {
+        int nd, sh[CLD_MAX_DIMS];
+        size_t k = param_numel(p, i, &nd, sh, NULL, NULL);
+        TU_OK(cld_params_read(p, i, o->values + a));
+        a += (int)k;
+    }
+    for (int i = 0; cld__graph_node(n.g, i); i++) {
+        const cld_tensor *t = cld__graph_node(n.g, i);
+        if (!(t->flags & CLD_TF_PARAM)) o->largest = max_sz(o->largest, max_sz(t->n, t->ws) * sizeof(float));
+    }
+    net_build(&f, p, &cfg, 2, 0, 0);
+    TU_OK(cld_graph_plan(f.g, &fst));
+    net_inputs(&f, &cfg, 2, 6);
+    TU_OK(cld_graph_run(f.g));
+    o->n_y = f.y->n;
+    o->y = tu_malloc(o->n_y * sizeof(float));
+    TU_OK(cld_tensor_read(f.g, f.y, o->y));
+    o->arena_chunks = st.n_arena_chunks;
+    o->fwd_arena_chunks = fst.n_arena_chunks;
+    o->param_chunks = p->n_chunks;
+    cld_graph_free(n.g);
+    cld_graph_free(f.g);
+    cld_params_free(p);
+    ctx->settings.max_alloc_bytes = saved;
+    ctx->settings.poison = saved_poison;
+}
+
+static void step_free(step_out *o)
+{
+    free(o->grads);
+    free(o->values);
+    free(o->y);
+}
+
+/* Issue 15: with the allocation limit lowered (as CLD_MAX_ALLOC_MB does)
+ * so that the arena, the pinned buffer and the parameter store each need
+ * several chunks, a training step and a forward give the same bits as in
+ * one buffer each (the chunked run poisons released memory: a block read
+ * after its release, in any chunk, would show as NaN). */
+START_TEST(test_chunked_buffers_bit_identical)
+{
+    step_out a, b;
+    limited_step(0, 0, &a);
+    ck_assert_int_eq(a.arena_chunks, 1);
+    ck_assert_int_eq(a.param_chunks, 1);
+    /* the smallest limit every block fits under, rounded up to 128 bytes */
+    size_t limit = (a.largest + 2 * 128 - 1) / 128 * 128;
+    limited_step(limit, 1, &b);
+    fprintf(stderr, "allocation limit %zu bytes: train arena %d chunks, forward arena %d, params %d\n", limit,
+            b.arena_chunks, b.fwd_arena_chunks, b.param_chunks);
+    ck_assert_int_ge(b.arena_chunks, 3);
+    ck_assert_int_ge(b.fwd_arena_chunks, 2);
+    ck_assert_int_ge(b.param_chunks, 2);
+    ck_assert_uint_eq(a.n_params, b.n_params);
+    ck_assert_msg(!memcmp(&a.loss, &b.loss, sizeof a.loss), "loss %.9g vs %.9g", (double)a.loss,
+                  (double)b.loss);
+    ck_assert_msg(!memcmp(a.grads, b.grads, a.n_params * sizeof(float)), "gradients differ");
+    ck_assert_msg(!memcmp(a.values, b.values, a.n_params * sizeof(float)), "updated parameters differ");
+    ck_assert_msg(!memcmp(a.y, b.y, a.n_y * sizeof(float)), "forward output differs");
+    step_free(&a);
+    step_free(&b);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- timing */
 
 START_TEST(test_unet_time)
@@ -708,6 +826,7 @@ int main(void)
     tcase_add_test(tc, test_plan_fashion_mnist);
     tcase_add_test(tc, test_plan_cifar10_b16);
     tcase_add_test(tc, test_adamw);
+    tcase_add_test(tc, test_chunked_buffers_bit_identical);
     tcase_add_test(tc, test_unet_time);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

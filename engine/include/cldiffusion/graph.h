@@ -50,7 +50,8 @@ cld_status cld_params_declare(cld_params *p, const char *name, int ndim, const i
 cld_status cld_params_alloc(cld_params *p);
 cld_status cld_params_count(const cld_params *p, int *n_tensors, size_t *n_scalars);
 cld_status cld_params_find(const cld_params *p, const char *name, int *index);
-/* name, shape and offset (in floats) within the store of parameter `index`. */
+/* name, shape and offset (in floats) within the store's buffer of parameter
+ * `index` (within its chunk when the store is split: cld_params_buffers). */
 cld_status cld_params_info(const cld_params *p, int index, const char **name, int *ndim,
                            int shape[CLD_MAX_DIMS], size_t *offset);
 /* Host copies of one parameter's values or gradient (`n` floats). */
@@ -58,7 +59,9 @@ cld_status cld_params_read(cld_params *p, int index, float *dst);
 cld_status cld_params_write(cld_params *p, int index, const float *src);
 cld_status cld_params_read_grad(cld_params *p, int index, float *dst);
 cld_status cld_params_zero_grad(cld_params *p);
-/* Device buffers: values, grads (offsets from cld_params_info). */
+/* Device buffers: values, grads (offsets from cld_params_info). A store
+ * larger than one allocation may hold (CL_DEVICE_MAX_MEM_ALLOC_SIZE, or
+ * CLD_MAX_ALLOC_MB) is split into several buffers: then CLD_ERR_STATE. */
 cld_status cld_params_buffers(const cld_params *p, cl_mem *values, cl_mem *grads);
 /* One AdamW step over every parameter (decoupled weight decay on tensors
  * with 2+ dims). `step` counts from 1. */
@@ -99,7 +102,9 @@ typedef struct cld_plan_stats {
     size_t pinned_bytes; /* inputs, outputs and input gradients           */
     size_t param_bytes;  /* parameter values                              */
     int n_nodes;
-    int n_inplace; /* ops that ran in place on their input          */
+    int n_inplace;      /* ops that ran in place on their input          */
+    int n_arena_chunks; /* device buffers the arena is split into: each at most the
+                           device's max allocation (or CLD_MAX_ALLOC_MB) */
 } cld_plan_stats;
 cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats);
 /* Enqueue every node in order on the context's queue (no host sync). */

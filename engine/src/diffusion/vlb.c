@@ -81,12 +81,12 @@ cld_status cld_vlb_coefs(const cld_schedule *s, cld_pred_type pred, int n, const
  * the terms / (N M ln 2), src = {elems}, workspace N per-sample sums. The
  * mean's backward goes straight to model_out (elems' source): the prediction
  * half is detached, so elems itself has no backward. */
-static cld_status launch_elems(cld_ctx *ctx, const char *what, cl_mem mo, size_t moo, cl_mem xt, size_t xto,
-                               cl_mem x0, size_t x0o, cl_mem coef, size_t co, cl_mem out, size_t oo, int n,
-                               int M, int clip)
+/* k: vlb_elems, else (NULL) looked up here. */
+static cld_status launch_elems(cld_ctx *ctx, cl_kernel k, const char *what, cl_mem mo, size_t moo, cl_mem xt,
+                               size_t xto, cl_mem x0, size_t x0o, cl_mem coef, size_t co, cl_mem out,
+                               size_t oo, int n, int M, int clip)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(ctx, "vlb", "vlb_elems", &k));
+    if (!k) CLD_TRY(cld__kernel(ctx, "vlb", "vlb_elems", &k));
     CLD_TRY(cld__kargs(k, what, "bibibibibiiii", mo, (int)moo, xt, (int)xto, x0, (int)x0o, coef, (int)co, out,
                        (int)oo, n, M, clip));
     size_t gs = (size_t)n * (size_t)M, ls = VLB_LS;
@@ -94,12 +94,12 @@ static cld_status launch_elems(cld_ctx *ctx, const char *what, cl_mem mo, size_t
 }
 
 /* sums (n) = row sums of x (n, M): cl/basic.cl's reduce_rows, mode 1. */
-static cld_status launch_row_sums(cld_ctx *ctx, const char *what, cl_mem x, size_t xo, cl_mem sums, size_t so,
-                                  int n, int M)
+/* k: reduce_rows, else (NULL) looked up here. */
+static cld_status launch_row_sums(cld_ctx *ctx, cl_kernel k, const char *what, cl_mem x, size_t xo,
+                                  cl_mem sums, size_t so, int n, int M)
 {
-    cl_kernel k;
     size_t ls = ctx->info.is_cpu ? 1 : 64, gs = (size_t)n * ls;
-    CLD_TRY(cld__kernel(ctx, "basic", "reduce_rows", &k));
+    if (!k) CLD_TRY(cld__kernel(ctx, "basic", "reduce_rows", &k));
     CLD_TRY(cld__kargs(k, what, "bibiibiiiiil", x, (int)xo, x, (int)xo, 0, sums, (int)so, 1, n, M, 1,
                        ls * sizeof(float)));
     return cld__launch(ctx, k, what, 1, &gs, &ls);
@@ -108,10 +108,11 @@ static cld_status launch_row_sums(cld_ctx *ctx, const char *what, cl_mem x, size
 static cld_status elems_forward(cld_graph *g, cld_tensor *t)
 {
     const cld_tensor *mo = t->src[0], *xt = t->src[1], *x0 = t->src[2], *cf = t->src[3];
-    return launch_elems(cld__graph_ctx(g), t->name, mo->buf, mo->off, xt->buf, xt->off, x0->buf, x0->off,
-                        cf->buf, cf->off, t->buf, t->off, t->ip[0], t->ip[1], 0);
+    return launch_elems(cld__graph_ctx(g), t->kern[0], t->name, mo->buf, mo->off, xt->buf, xt->off, x0->buf,
+                        x0->off, cf->buf, cf->off, t->buf, t->off, t->ip[0], t->ip[1], 0);
 }
-static const cld_op_def op_vlb_elems = {"vlb_elems", elems_forward, NULL, 0, 0};
+static const cld_op_def op_vlb_elems = {
+    "vlb_elems", elems_forward, NULL, 0, 0, CLD_KERNELS({"vlb", "vlb_elems"}), NULL};
 
 static double mean_scale(const cld_tensor *elems)
 {
@@ -122,11 +123,10 @@ static cld_status mean_forward(cld_graph *g, cld_tensor *t)
 {
     cld_ctx *ctx = cld__graph_ctx(g);
     const cld_tensor *el = t->src[0];
-    cl_mem ws = cld__graph_arena(g);
+    cl_mem ws = t->ws_buf;
     int N = el->ip[0];
-    CLD_TRY(launch_row_sums(ctx, t->name, el->buf, el->off, ws, t->ws_off, N, el->ip[1]));
-    cl_kernel k;
-    CLD_TRY(cld__kernel(ctx, "loss", "mse_final", &k)); /* unweighted: sum * scale */
+    CLD_TRY(launch_row_sums(ctx, t->kern[0], t->name, el->buf, el->off, ws, t->ws_off, N, el->ip[1]));
+    cl_kernel k = t->kern[1]; /* mse_final, unweighted: sum * scale */
     CLD_TRY(cld__kargs(k, t->name, "bibiibiiif", ws, (int)t->ws_off, ws, (int)t->ws_off, 0, t->buf,
                        (int)t->off, N, 1, mean_scale(el)));
     size_t gs = VLB_LS, ls = VLB_LS;
@@ -136,15 +136,15 @@ static cld_status mean_forward(cld_graph *g, cld_tensor *t)
 /* dmodel_out (N, 2C, ...) from src = {elems, dloss}; fp[0] = 1 / (N M ln 2). */
 static cld_status grad_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
+    cl_kernel k = t->kern[0];
     const cld_tensor *el = t->src[0], *dl = t->src[1];
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "vlb", "vlb_grad", &k));
     CLD_TRY(cld__kargs(k, t->name, "bibibiiif", el->buf, (int)el->off, dl->buf, (int)dl->off, t->buf,
                        (int)t->off, el->ip[0], el->ip[1], (double)t->fp[0]));
     size_t gs = t->n, ls = VLB_LS;
     return cld__launch(cld__graph_ctx(g), k, t->name, 1, &gs, &ls);
 }
-static const cld_op_def op_vlb_grad = {"vlb_grad", grad_forward, NULL, 0, 0};
+static const cld_op_def op_vlb_grad = {"vlb_grad", grad_forward, NULL, 0, 0, CLD_KERNELS({"vlb", "vlb_grad"}),
+                                       NULL};
 
 static cld_status mean_backward(cld_graph *g, cld_tensor *t)
 {
@@ -153,7 +153,13 @@ static cld_status mean_backward(cld_graph *g, cld_tensor *t)
     dmo->fp[0] = (float)mean_scale(el);
     return cld__grad_add(g, mo, dmo);
 }
-static const cld_op_def op_vlb_mean = {"vlb_loss", mean_forward, mean_backward, 0, 0};
+static const cld_op_def op_vlb_mean = {"vlb_loss",
+                                       mean_forward,
+                                       mean_backward,
+                                       0,
+                                       0,
+                                       CLD_KERNELS({"basic", "reduce_rows"}, {"loss", "mse_final"}),
+                                       NULL};
 
 static int same_shape(const cld_tensor *a, const cld_tensor *b)
 {
@@ -314,9 +320,9 @@ cld_status cld_vlb_bound(cld_ctx *ctx, const cld_schedule *s, const cld_vlb_job 
         if (st == CLD_OK)
             st = j->model(j->model_user, w.buf, w.xt, w.buf, w.mo, nb, tf, j->labels ? lab : NULL);
         if (st == CLD_OK)
-            st = launch_elems(ctx, "cld_vlb_bound", w.buf, w.mo, w.buf, w.xt, w.buf, w.x0, w.buf, w.coef,
-                              w.buf, w.el, nb, M, j->clip_denoised != 0);
-        if (st == CLD_OK) st = launch_row_sums(ctx, "cld_vlb_bound", w.buf, w.el, w.buf, w.sums, nb, M);
+            st = launch_elems(ctx, NULL, "cld_vlb_bound", w.buf, w.mo, w.buf, w.xt, w.buf, w.x0, w.buf,
+                              w.coef, w.buf, w.el, nb, M, j->clip_denoised != 0);
+        if (st == CLD_OK) st = launch_row_sums(ctx, NULL, "cld_vlb_bound", w.buf, w.el, w.buf, w.sums, nb, M);
         if (st == CLD_OK)
             st = cld_buffer_read(ctx, w.buf, w.sums * sizeof(float), (size_t)nb * sizeof(float), sums);
         for (int k = 0; k < nb && st == CLD_OK; k++) {

@@ -15,23 +15,22 @@ static cld_status backward_from(cld_graph *g);
  * in backward_from visits forward nodes only. */
 static cld_status fill_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(g->ctx, "basic", "fill", &k));
+    cl_kernel k = t->kern[0];
     CLD_TRY(cld__kargs(k, "fill", "biif", t->buf, (int)t->off, (int)t->n, (double)t->fp[0]));
     return cld__launch1d(g, k, t, (t->n + 7) / 8); /* items are chunks of 8 floats */
 }
-const cld_op_def cld__op_fill = {"fill", fill_forward, NULL, 0, 0};
+const cld_op_def cld__op_fill = {"fill", fill_forward, NULL, 0, 0, CLD_KERNELS({"basic", "fill"}), NULL};
 
 static cld_status grad_sum_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(g->ctx, "basic", "add", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *a = t->src[0], *b = t->src[1];
     CLD_TRY(cld__kargs(k, "add", "bibibiiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf, (int)t->off,
                        (int)t->n, 0, 1, 1)); /* mode 0: inner, C unused */
     return cld__launch1d(g, k, t, (t->n + 7) / 8);
 }
-static const cld_op_def op_grad_sum = {"add", grad_sum_forward, NULL, 1, 0};
+static const cld_op_def op_grad_sum = {"add", grad_sum_forward, NULL, 1, 0, CLD_KERNELS({"basic", "add"}),
+                                       NULL};
 
 cld_status cld__grad_add(cld_graph *g, cld_tensor *src, cld_tensor *grad)
 {
@@ -53,14 +52,14 @@ cld_status cld__grad_add(cld_graph *g, cld_tensor *src, cld_tensor *grad)
 /* Sink writing a parameter gradient into the store: grads[param] += src. */
 static cld_status param_grad_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(g->ctx, "basic", "axpy", &k));
+    cl_kernel k = t->kern[0];
     cl_mem xb = t->src[0]->buf;
     int n = (int)t->n, yo = (int)t->off, xo = (int)t->src[0]->off;
     CLD_TRY(cld__kargs(k, "param grad", "bibiif", t->buf, yo, xb, xo, n, 1.0));
     return cld__launch1d(g, k, t, t->n);
 }
-static const cld_op_def op_param_grad = {"param_grad", param_grad_forward, NULL, 0, 0};
+static const cld_op_def op_param_grad = {
+    "param_grad", param_grad_forward, NULL, 0, 0, CLD_KERNELS({"basic", "axpy"}), NULL};
 
 cld_status cld_graph_backward(cld_graph *g, cld_tensor *loss)
 {

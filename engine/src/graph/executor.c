@@ -43,9 +43,10 @@ cld_status cld_graph_run(cld_graph *g)
             if (s != CLD_OK) return s;
         }
         for (int k = g->pstart[i]; k < g->pstart[i + 1]; k++) {
-            cl_int err = clEnqueueFillBuffer(g->ctx->queue, g->arena, &nan, sizeof nan,
-                                             g->pranges[k].off * sizeof(float),
-                                             g->pranges[k].len * sizeof(float), 0, NULL, NULL);
+            size_t c = g->pranges[k].off / g->chunk_floats, off = g->pranges[k].off % g->chunk_floats;
+            cl_int err =
+                clEnqueueFillBuffer(g->ctx->queue, g->arenas[c], &nan, sizeof nan, off * sizeof(float),
+                                    g->pranges[k].len * sizeof(float), 0, NULL, NULL);
             CLD_TRY(cld__cl_check(err, "clEnqueueFillBuffer(poison)"));
         }
     }

@@ -9,7 +9,7 @@
 
 cld_ctx *cld__graph_ctx(const cld_graph *g) { return g->ctx; }
 uint64_t cld__graph_seed(const cld_graph *g) { return g->seed; }
-cl_mem cld__graph_arena(const cld_graph *g) { return g->arena; }
+cl_mem cld__graph_arena(const cld_graph *g, int k) { return k >= 0 && k < g->n_arenas ? g->arenas[k] : NULL; }
 
 cld_tensor *cld__graph_node(const cld_graph *g, int i)
 {
@@ -57,8 +57,12 @@ cld_status cld_graph_free(cld_graph *g)
     free(g->nodes);
     free(g->pranges);
     free(g->pstart);
-    if (g->arena) clReleaseMemObject(g->arena);
-    if (g->pinned) clReleaseMemObject(g->pinned);
+    for (int k = 0; k < g->n_arenas; k++)
+        if (g->arenas[k]) clReleaseMemObject(g->arenas[k]);
+    for (int k = 0; k < g->n_pinned; k++)
+        if (g->pinned[k]) clReleaseMemObject(g->pinned[k]);
+    free(g->arenas);
+    free(g->pinned);
     free(g);
     return CLD_OK;
 }
@@ -197,7 +201,7 @@ static cld_status reshape_backward(cld_graph *g, cld_tensor *t)
 {
     return cld__grad_add(g, t->src[0], t->grad); /* grad_add reshapes */
 }
-static const cld_op_def op_reshape = {"reshape", NULL, reshape_backward, 0, 1};
+static const cld_op_def op_reshape = {"reshape", NULL, reshape_backward, 0, 1, NULL, NULL};
 
 cld_status cld_op_reshape(cld_graph *g, cld_tensor *x, int ndim, const int *shape, cld_tensor **y)
 {

@@ -7,14 +7,30 @@
 #include "runtime/internal.h"
 
 /* ---------------------------------------------------------------- tensors */
+/* A kernel an op launches: `name` in cl/<program>.cl (default options). */
+typedef struct cld_kernel_ref {
+    const char *program, *name;
+} cld_kernel_ref;
+#define CLD_OP_KERNELS 12 /* most kernels one op def lists */
+/* An op def's kernel list, for its initializer: CLD_KERNELS({"basic", "add"}). */
+#define CLD_KERNELS(...) ((const cld_kernel_ref[]){__VA_ARGS__, {NULL, NULL}})
+
 typedef struct cld_op_def {
     const char *name;
-    /* Enqueue the kernels computing t from t->src (buffers are planned). */
+    /* Enqueue the kernels computing t from t->src (buffers are planned);
+     * they are t->kern[i], resolved by the planner from `kernels`. */
     cld_status (*forward)(cld_graph *g, cld_tensor *t);
     /* Given t->grad, add the gradients of t's sources with cld__grad_add. */
     cld_status (*backward)(cld_graph *g, cld_tensor *t);
     int inplace; /* output may take over src[0]'s buffer at its last use */
     int is_view; /* output aliases src[0]'s buffer (reshape)              */
+    /* The kernels forward launches ({NULL, NULL}-terminated, at most
+     * CLD_OP_KERNELS; NULL if none): cld_graph_plan looks each up once into
+     * t->kern[i], so running a plan looks no kernel up. */
+    const cld_kernel_ref *kernels;
+    /* Which of them node t launches (bit i: kernels[i]), so that a program
+     * no node needs is not built; NULL: all of them. */
+    unsigned (*kernels_used)(const cld_graph *g, const cld_tensor *t);
 } cld_op_def;
 
 enum {
@@ -42,9 +58,11 @@ struct cld_tensor {
     size_t ws; /* workspace floats the op needs */
     /* set by the planner */
     cl_mem buf;
-    size_t off;       /* in floats */
-    size_t ws_off;    /* workspace offset in g->arena, floats */
-    cld_tensor *grad; /* gradient tensor during/after backward */
+    size_t off;                     /* in floats */
+    size_t ws_off;                  /* workspace offset in ws_buf, floats */
+    cl_mem ws_buf;                  /* the arena chunk holding the workspace */
+    cl_kernel kern[CLD_OP_KERNELS]; /* op->kernels, those op->kernels_used says (else NULL) */
+    cld_tensor *grad;               /* gradient tensor during/after backward */
 };
 
 /* Create a node of op `op` with shape and sources (NULL-terminated list
@@ -63,8 +81,9 @@ cld_status cld__shape_fail(const char *op, const char *msg, const cld_tensor *a,
 
 cld_ctx *cld__graph_ctx(const cld_graph *g);
 uint64_t cld__graph_seed(const cld_graph *g);
-/* Arena buffer of the graph (for workspaces). */
-cl_mem cld__graph_arena(const cld_graph *g);
+/* Chunk k of the graph's arena (NULL before planning or past the last);
+ * ops reach their workspace through t->ws_buf. For tests. */
+cl_mem cld__graph_arena(const cld_graph *g, int k);
 /* Node i in execution order (0 <= i < n_nodes), else NULL. For tests. */
 cld_tensor *cld__graph_node(const cld_graph *g, int i);
 
@@ -93,9 +112,12 @@ struct cld_graph {
     int planned;
     int poison;
     uint64_t seed;
-    cl_mem arena;  /* activations and workspaces */
-    cl_mem pinned; /* inputs, outputs, input gradients */
-    /* poison ranges released after each node: node i owns [pstart[i], pstart[i+1]) */
+    cl_mem *arenas; /* activations and workspaces: n_arenas chunks */
+    cl_mem *pinned; /* inputs, outputs, input gradients: n_pinned chunks */
+    int n_arenas, n_pinned;
+    size_t chunk_floats; /* planned offset k * chunk_floats + o: offset o of chunk k */
+    /* poison ranges released after each node: node i owns [pstart[i], pstart[i+1]),
+     * planned offsets (as above) */
     cld__block *pranges;
     int *pstart;
     cld_plan_stats stats;
@@ -127,14 +149,30 @@ typedef struct cld__param {
     float scale;
 } cld__param;
 
+/* Offsets are in one layout of `total` floats split into chunks of `chunk`
+ * floats (the context's allocation limit): offset k * chunk + o is offset o
+ * of buffer k of each kind; no parameter crosses a chunk. */
 struct cld_params {
     cld_ctx *ctx;
     cld__param *items;
     int count, cap;
-    size_t total;
+    size_t total, chunk;
     uint64_t seed;
     int allocated;
-    cl_mem values, grads, m, v;
+    int n_chunks;
+    cl_mem *values, *grads, *m, *v; /* n_chunks buffers each */
 };
+
+/* Parameter `index`'s buffer (its gradient's if grad) and offset in it. */
+cld_status cld__params_place(const cld_params *p, int index, int grad, cl_mem *buf, size_t *off);
+/* Floats of chunk k. */
+static inline size_t cld__params_chunk_len(const cld_params *p, int k)
+{
+    size_t start = (size_t)k * p->chunk;
+    return p->total - start < p->chunk ? p->total - start : p->chunk;
+}
+/* All p->total floats of chunked buffers `bufs` (one kind of p or of a
+ * store of p's layout) from or to host (p's layout). */
+cld_status cld__params_rw_all(const cld_params *p, cl_mem *bufs, int write, float *host, const char *what);
 
 #endif

@@ -3,7 +3,7 @@
  * Weight decay is decoupled and applies to tensors of 2+ dims (conv kernels,
  * linear weights, embedding tables), not to biases or norm scales. The store
  * is walked in runs of consecutive tensors with the same decay: one launch
- * per run over the run's span, alignment padding included (padding has zero
+ * per run (split at chunk boundaries) over the run's span, alignment padding included (padding has zero
  * values and gradients, so it stays zero). No host synchronisation. */
 #include "internal.h"
 
@@ -24,20 +24,23 @@ cld_status cld_params_adamw(cld_params *p, float lr, float beta1, float beta2, f
                          lr, beta1, beta2, eps, weight_decay);
     if (!p->count) return cld__fail(CLD_ERR_STATE, "cld_params_adamw: the store has no parameters");
     CLD_TRY(cld_params_alloc(p));
-    if (p->total > 2147483647u)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_adamw: %zu floats exceed the kernel's int offsets",
-                         p->total);
     cl_kernel k;
     CLD_TRY(cld__kernel(p->ctx, "optim", "adamw", &k));
     const double bc1 = 1.0 - pow((double)beta1, step), bc2_sqrt = sqrt(1.0 - pow((double)beta2, step));
     for (int i = 0; i < p->count;) {
-        int j = i + 1;
-        while (j < p->count && decays(&p->items[j]) == decays(&p->items[i])) j++;
-        size_t begin = p->items[i].off, end = j < p->count ? p->items[j].off : p->total;
+        int j = i + 1, c = (int)(p->items[i].off / p->chunk);
+        while (j < p->count && decays(&p->items[j]) == decays(&p->items[i]) &&
+               p->items[j].off / p->chunk == (size_t)c)
+            j++;
+        size_t begin = p->items[i].off, end = p->total;
+        if (j < p->count && p->items[j].off / p->chunk == (size_t)c)
+            end = p->items[j].off;
+        else if (end > (size_t)(c + 1) * p->chunk)
+            end = (size_t)(c + 1) * p->chunk; /* the run ends its chunk */
         double decay = decays(&p->items[i]) ? (double)lr * weight_decay : 0.0;
-        CLD_TRY(cld__kargs(k, "adamw", "bbbbiifffffff", p->values, p->grads, p->m, p->v, (int)begin,
-                           (int)(end - begin), (double)lr, (double)beta1, (double)beta2, (double)eps, decay,
-                           bc1, bc2_sqrt));
+        CLD_TRY(cld__kargs(k, "adamw", "bbbbiifffffff", p->values[c], p->grads[c], p->m[c], p->v[c],
+                           (int)(begin - (size_t)c * p->chunk), (int)(end - begin), (double)lr, (double)beta1,
+                           (double)beta2, (double)eps, decay, bc1, bc2_sqrt));
         size_t gs = end - begin, ls = 64;
         CLD_TRY(cld__launch(p->ctx, k, "adamw", 1, &gs, &ls));
         i = j;

@@ -1,5 +1,7 @@
-/* The parameter store: values, gradients and AdamW moments each live in ONE
- * device allocation, carved into named views (offsets in floats). */
+/* The parameter store: values, gradients and AdamW moments each live in one
+ * device allocation, or in chunks of at most the context's allocation limit
+ * (CL_DEVICE_MAX_MEM_ALLOC_SIZE, CLD_MAX_ALLOC_MB) when the store is larger,
+ * carved into named views (offsets in floats); no view crosses a chunk. */
 #include "internal.h"
 
 #include <math.h>
@@ -12,16 +14,33 @@ cld_status cld_params_create(cld_ctx *ctx, cld_params **out)
     cld_params *p = calloc(1, sizeof *p);
     if (!p) return cld__fail(CLD_ERR_NOMEM, "cld_params_create: out of host memory");
     p->ctx = ctx;
+    /* 0: a context without a device (cld_unet_param_count's dry run) */
+    size_t chunk = ctx->settings.max_alloc_bytes ? ctx->settings.max_alloc_bytes / sizeof(float) : (size_t)-1;
+    if (chunk > (size_t)2147483647) chunk = 2147483647; /* the kernels' int offsets */
+    p->chunk = chunk / 32 * 32;
+    if (!p->chunk) {
+        free(p);
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_create: allocation limit of %zu bytes is too small",
+                         ctx->settings.max_alloc_bytes);
+    }
     *out = p;
     return CLD_OK;
+}
+
+static void release_all(cl_mem *bufs, int n)
+{
+    for (int k = 0; bufs && k < n; k++)
+        if (bufs[k]) clReleaseMemObject(bufs[k]);
+    free(bufs);
 }
 
 cld_status cld_params_free(cld_params *p)
 {
     if (!p) return CLD_OK;
-    cl_mem bufs[4] = {p->values, p->grads, p->m, p->v};
-    for (int i = 0; i < 4; i++)
-        if (bufs[i]) clReleaseMemObject(bufs[i]);
+    release_all(p->values, p->n_chunks);
+    release_all(p->grads, p->n_chunks);
+    release_all(p->m, p->n_chunks);
+    release_all(p->v, p->n_chunks);
     free(p->items);
     free(p);
     return CLD_OK;
@@ -69,6 +88,14 @@ cld_status cld_params_declare(cld_params *p, const char *name, int ndim, const i
             return cld__fail(CLD_ERR_SHAPE, "parameter '%s': dimension %d is %d", name, i, shape[i]);
         n *= (size_t)shape[i];
     }
+    size_t len = (n + 31) / 32 * 32; /* 128-byte aligned views */
+    if (len > p->chunk)
+        return cld__fail(CLD_ERR_NOMEM,
+                         "parameter '%s' needs %zu bytes, more than the %zu bytes one allocation may hold on "
+                         "'%s' (%s)",
+                         name, n * sizeof(float), p->chunk * sizeof(float), p->ctx->info.name,
+                         p->ctx->settings.max_alloc_env ? "CLD_MAX_ALLOC_MB"
+                                                        : "CL_DEVICE_MAX_MEM_ALLOC_SIZE");
     if (p->count == p->cap) {
         int cap = p->cap ? p->cap * 2 : 64;
         cld__param *ni = realloc(p->items, (size_t)cap * sizeof *ni);
@@ -82,10 +109,11 @@ cld_status cld_params_declare(cld_params *p, const char *name, int ndim, const i
     q->ndim = ndim;
     memcpy(q->shape, shape, (size_t)ndim * sizeof(int));
     q->n = n;
+    if (len > p->chunk - p->total % p->chunk) p->total += p->chunk - p->total % p->chunk; /* next chunk */
     q->off = p->total;
     q->init = init;
     q->scale = scale;
-    p->total += (n + 31) / 32 * 32; /* 128-byte aligned views */
+    p->total += len;
     if (index) *index = p->count;
     p->count++;
     return CLD_OK;
@@ -103,25 +131,49 @@ static void init_values(const cld__param *q, uint64_t *rng, float *dst)
     }
 }
 
+cld_status cld__params_rw_all(const cld_params *p, cl_mem *bufs, int write, float *host, const char *what)
+{
+    for (int k = 0; k < p->n_chunks; k++) {
+        size_t bytes = cld__params_chunk_len(p, k) * sizeof(float);
+        float *h = host + (size_t)k * p->chunk;
+        cl_int err = write ? clEnqueueWriteBuffer(p->ctx->queue, bufs[k], CL_TRUE, 0, bytes, h, 0, NULL, NULL)
+                           : clEnqueueReadBuffer(p->ctx->queue, bufs[k], CL_TRUE, 0, bytes, h, 0, NULL, NULL);
+        CLD_TRY(cld__cl_check(err, what));
+    }
+    return CLD_OK;
+}
+
 cld_status cld_params_alloc(cld_params *p)
 {
     if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_alloc: NULL store");
     if (p->allocated) return CLD_OK;
     if (!p->count) return cld__fail(CLD_ERR_STATE, "cld_params_alloc: no parameters declared");
-    size_t bytes = p->total * sizeof(float);
-    cl_mem *bufs[4] = {&p->values, &p->grads, &p->m, &p->v};
+    int n = (int)((p->total + p->chunk - 1) / p->chunk);
+    cl_mem **bufs[4] = {&p->values, &p->grads, &p->m, &p->v};
     const char *names[4] = {"values", "grads", "adam m", "adam v"};
     for (int i = 0; i < 4; i++) {
-        cl_int err;
-        *bufs[i] = clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
-        if (err != CL_SUCCESS) {
-            char what[96];
-            snprintf(what, sizeof what, "clCreateBuffer(params %s, %zu bytes)", names[i], bytes);
-            return cld__cl_check(err, what);
+        release_all(*bufs[i], p->n_chunks); /* a failed earlier try */
+        *bufs[i] = calloc((size_t)n, sizeof(cl_mem));
+    }
+    p->n_chunks = n;
+    for (int i = 0; i < 4; i++) {
+        if (!*bufs[i]) return cld__fail(CLD_ERR_NOMEM, "cld_params_alloc: out of host memory");
+        for (int k = 0; k < n; k++) {
+            size_t bytes = cld__params_chunk_len(p, k) * sizeof(float);
+            cl_int err;
+            (*bufs[i])[k] = clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+            if (err != CL_SUCCESS) {
+                (*bufs[i])[k] = NULL;
+                char what[128];
+                snprintf(what, sizeof what, "clCreateBuffer(params %s, chunk %d of %d, %zu bytes)", names[i],
+                         k + 1, n, bytes);
+                return cld__cl_check(err, what);
+            }
+            const float zero = 0.0f;
+            err = clEnqueueFillBuffer(p->ctx->queue, (*bufs[i])[k], &zero, sizeof zero, 0, bytes, 0, NULL,
+                                      NULL);
+            CLD_TRY(cld__cl_check(err, "clEnqueueFillBuffer(params)"));
         }
-        const float zero = 0.0f;
-        err = clEnqueueFillBuffer(p->ctx->queue, *bufs[i], &zero, sizeof zero, 0, bytes, 0, NULL, NULL);
-        CLD_TRY(cld__cl_check(err, "clEnqueueFillBuffer(params)"));
     }
     float *host = calloc(p->total ? p->total : 1, sizeof(float));
     if (!host) return cld__fail(CLD_ERR_NOMEM, "cld_params_alloc: out of host memory");
@@ -131,9 +183,9 @@ cld_status cld_params_alloc(cld_params *p)
         uint64_t rng = p->seed * 0x9E3779B97F4A7C15ull + (uint64_t)i * 0xD1B54A32D192ED03ull + 1;
         init_values(&p->items[i], &rng, host + p->items[i].off);
     }
-    cl_int err = clEnqueueWriteBuffer(p->ctx->queue, p->values, CL_TRUE, 0, bytes, host, 0, NULL, NULL);
+    cld_status s = cld__params_rw_all(p, p->values, 1, host, "clEnqueueWriteBuffer(params)");
     free(host);
-    CLD_TRY(cld__cl_check(err, "clEnqueueWriteBuffer(params)"));
+    CLD_TRY(s);
     p->allocated = 1;
     return CLD_OK;
 }
@@ -158,38 +210,50 @@ cld_status cld_params_info(const cld_params *p, int index, const char **name, in
     if (ndim) *ndim = q->ndim;
     if (shape)
         for (int i = 0; i < CLD_MAX_DIMS; i++) shape[i] = i < q->ndim ? q->shape[i] : 1;
-    if (offset) *offset = q->off;
+    if (offset) *offset = q->off % p->chunk;
     return CLD_OK;
 }
 
-static cld_status rw(cld_params *p, int index, cl_mem which, int write, void *host, const char *what)
+cld_status cld__params_place(const cld_params *p, int index, int grad, cl_mem *buf, size_t *off)
+{
+    if (!p || index < 0 || index >= p->count)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld__params_place: no parameter %d", index);
+    if (!p->allocated) return cld__fail(CLD_ERR_STATE, "cld__params_place: store not allocated");
+    const cld__param *q = &p->items[index];
+    *buf = (grad ? p->grads : p->values)[q->off / p->chunk];
+    *off = q->off % p->chunk;
+    return CLD_OK;
+}
+
+static cld_status rw(cld_params *p, int index, int grad, int write, void *host, const char *what)
 {
     if (!p || !host || index < 0 || index >= p->count)
         return cld__fail(CLD_ERR_INVALID_ARG, "%s: bad argument (parameter %d)", what, index);
     CLD_TRY(cld_params_alloc(p));
     const cld__param *q = &p->items[index];
-    cl_int err = write
-                     ? clEnqueueWriteBuffer(p->ctx->queue, which ? which : p->values, CL_TRUE,
-                                            q->off * sizeof(float), q->n * sizeof(float), host, 0, NULL, NULL)
-                     : clEnqueueReadBuffer(p->ctx->queue, which ? which : p->values, CL_TRUE,
-                                           q->off * sizeof(float), q->n * sizeof(float), host, 0, NULL, NULL);
+    cl_mem b;
+    size_t off;
+    CLD_TRY(cld__params_place(p, index, grad, &b, &off));
+    cl_int err = write ? clEnqueueWriteBuffer(p->ctx->queue, b, CL_TRUE, off * sizeof(float),
+                                              q->n * sizeof(float), host, 0, NULL, NULL)
+                       : clEnqueueReadBuffer(p->ctx->queue, b, CL_TRUE, off * sizeof(float),
+                                             q->n * sizeof(float), host, 0, NULL, NULL);
     return cld__cl_check(err, what);
 }
 
 cld_status cld_params_read(cld_params *p, int index, float *dst)
 {
-    return rw(p, index, NULL, 0, dst, "cld_params_read");
+    return rw(p, index, 0, 0, dst, "cld_params_read");
 }
 
 cld_status cld_params_write(cld_params *p, int index, const float *src)
 {
-    return rw(p, index, NULL, 1, (void *)src, "cld_params_write");
+    return rw(p, index, 0, 1, (void *)src, "cld_params_write");
 }
 
 cld_status cld_params_read_grad(cld_params *p, int index, float *dst)
 {
-    if (p) CLD_TRY(cld_params_alloc(p));
-    return rw(p, index, p ? p->grads : NULL, 0, dst, "cld_params_read_grad");
+    return rw(p, index, 1, 0, dst, "cld_params_read_grad");
 }
 
 cld_status cld_params_zero_grad(cld_params *p)
@@ -197,16 +261,24 @@ cld_status cld_params_zero_grad(cld_params *p)
     if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_zero_grad: NULL store");
     CLD_TRY(cld_params_alloc(p));
     const float zero = 0.0f;
-    cl_int err = clEnqueueFillBuffer(p->ctx->queue, p->grads, &zero, sizeof zero, 0, p->total * sizeof(float),
-                                     0, NULL, NULL);
-    return cld__cl_check(err, "clEnqueueFillBuffer(zero grads)");
+    for (int k = 0; k < p->n_chunks; k++) {
+        cl_int err = clEnqueueFillBuffer(p->ctx->queue, p->grads[k], &zero, sizeof zero, 0,
+                                         cld__params_chunk_len(p, k) * sizeof(float), 0, NULL, NULL);
+        CLD_TRY(cld__cl_check(err, "clEnqueueFillBuffer(zero grads)"));
+    }
+    return CLD_OK;
 }
 
 cld_status cld_params_buffers(const cld_params *p, cl_mem *values, cl_mem *grads)
 {
     if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_buffers: NULL store");
     if (!p->allocated) return cld__fail(CLD_ERR_STATE, "cld_params_buffers: store not allocated");
-    if (values) *values = p->values;
-    if (grads) *grads = p->grads;
+    if (p->n_chunks != 1)
+        return cld__fail(
+            CLD_ERR_STATE,
+            "cld_params_buffers: the store is split into %d buffers (allocation limit %zu bytes)",
+            p->n_chunks, p->chunk * sizeof(float));
+    if (values) *values = p->values[0];
+    if (grads) *grads = p->grads[0];
     return CLD_OK;
 }

@@ -34,7 +34,7 @@ cld_status cld_params_clone(const cld_params *src, cld_params **out)
 static cld_status same_layout(const cld_params *a, const cld_params *b, const char *what)
 {
     if (!a || !b) return cld__fail(CLD_ERR_INVALID_ARG, "%s: NULL store", what);
-    if (a->count != b->count || a->total != b->total)
+    if (a->count != b->count || a->total != b->total || a->chunk != b->chunk)
         return cld__fail(CLD_ERR_INVALID_ARG, "%s: the two stores have different layouts (%d vs %d tensors)",
                          what, a->count, b->count);
     for (int i = 0; i < a->count; i++)
@@ -49,9 +49,12 @@ cld_status cld_params_copy(cld_params *dst, cld_params *src)
     CLD_TRY(same_layout(dst, src, "cld_params_copy"));
     CLD_TRY(cld_params_alloc(src));
     CLD_TRY(cld_params_alloc(dst));
-    cl_int err = clEnqueueCopyBuffer(src->ctx->queue, src->values, dst->values, 0, 0,
-                                     src->total * sizeof(float), 0, NULL, NULL);
-    return cld__cl_check(err, "cld_params_copy: clEnqueueCopyBuffer");
+    for (int k = 0; k < src->n_chunks; k++) {
+        cl_int err = clEnqueueCopyBuffer(src->ctx->queue, src->values[k], dst->values[k], 0, 0,
+                                         cld__params_chunk_len(src, k) * sizeof(float), 0, NULL, NULL);
+        CLD_TRY(cld__cl_check(err, "cld_params_copy: clEnqueueCopyBuffer"));
+    }
+    return CLD_OK;
 }
 
 cld_status cld_params_ema_update(cld_params *ema, cld_params *src, float decay)
@@ -59,24 +62,22 @@ cld_status cld_params_ema_update(cld_params *ema, cld_params *src, float decay)
     CLD_TRY(same_layout(ema, src, "cld_params_ema_update"));
     if (!(decay >= 0.0f && decay <= 1.0f))
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_ema_update: decay %g is not in [0, 1]", decay);
-    if (src->total > 2147483647u)
-        return cld__fail(CLD_ERR_INVALID_ARG,
-                         "cld_params_ema_update: %zu floats exceed the kernel's int range", src->total);
     CLD_TRY(cld_params_alloc(src));
     CLD_TRY(cld_params_alloc(ema));
     cl_kernel k;
     CLD_TRY(cld__kernel(src->ctx, "optim", "ema_update", &k));
-    CLD_TRY(cld__kargs(k, "ema_update", "bbif", ema->values, src->values, (int)src->total, (double)decay));
-    size_t gs = src->total, ls = 64;
-    return cld__launch(src->ctx, k, "ema_update", 1, &gs, &ls);
+    for (int c = 0; c < src->n_chunks; c++) { /* chunks hold at most 2^31 - 1 floats */
+        size_t n = cld__params_chunk_len(src, c);
+        CLD_TRY(cld__kargs(k, "ema_update", "bbif", ema->values[c], src->values[c], (int)n, (double)decay));
+        size_t gs = n, ls = 64;
+        CLD_TRY(cld__launch(src->ctx, k, "ema_update", 1, &gs, &ls));
+    }
+    return CLD_OK;
 }
 
 cld_status cld_params_grad_norm(cld_params *p, double *norm)
 {
     if (!p || !norm) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_norm: NULL argument");
-    if (p->total > 2147483647u)
-        return cld__fail(CLD_ERR_INVALID_ARG,
-                         "cld_params_grad_norm: %zu floats exceed the kernel's int range", p->total);
     CLD_TRY(cld_params_alloc(p));
     cl_int err;
     cl_mem part =
@@ -84,20 +85,22 @@ cld_status cld_params_grad_norm(cld_params *p, double *norm)
     CLD_TRY(cld__cl_check(err, "cld_params_grad_norm: clCreateBuffer"));
     cl_kernel k;
     cld_status s = cld__kernel(p->ctx, "optim", "sqnorm_partial", &k);
-    if (s == CLD_OK)
-        s = cld__kargs(k, "sqnorm_partial", "bibl", p->grads, (int)p->total, part,
+    /* per chunk (one for a store under the allocation limit): partial sums, summed here in order */
+    double sum = 0.0;
+    for (int c = 0; c < p->n_chunks && s == CLD_OK; c++) {
+        s = cld__kargs(k, "sqnorm_partial", "bibl", p->grads[c], (int)cld__params_chunk_len(p, c), part,
                        (size_t)SQNORM_LS * sizeof(float));
-    size_t gs = SQNORM_GROUPS * SQNORM_LS, ls = SQNORM_LS;
-    if (s == CLD_OK) s = cld__launch(p->ctx, k, "sqnorm_partial", 1, &gs, &ls);
-    float host[SQNORM_GROUPS];
-    if (s == CLD_OK) {
-        err = clEnqueueReadBuffer(p->ctx->queue, part, CL_TRUE, 0, sizeof host, host, 0, NULL, NULL);
-        s = cld__cl_check(err, "cld_params_grad_norm: clEnqueueReadBuffer");
+        size_t gs = SQNORM_GROUPS * SQNORM_LS, ls = SQNORM_LS;
+        if (s == CLD_OK) s = cld__launch(p->ctx, k, "sqnorm_partial", 1, &gs, &ls);
+        float host[SQNORM_GROUPS];
+        if (s == CLD_OK) {
+            err = clEnqueueReadBuffer(p->ctx->queue, part, CL_TRUE, 0, sizeof host, host, 0, NULL, NULL);
+            s = cld__cl_check(err, "cld_params_grad_norm: clEnqueueReadBuffer");
+        }
+        for (int i = 0; i < SQNORM_GROUPS && s == CLD_OK; i++) sum += host[i];
     }
     clReleaseMemObject(part);
     if (s != CLD_OK) return s;
-    double sum = 0.0;
-    for (int i = 0; i < SQNORM_GROUPS; i++) sum += host[i];
     *norm = sqrt(sum);
     return CLD_OK;
 }
@@ -106,15 +109,16 @@ cld_status cld_params_grad_scale(cld_params *p, float scale)
 {
     if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_scale: NULL store");
     if (!isfinite(scale)) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_scale: scale %g", scale);
-    if (p->total > 2147483647u)
-        return cld__fail(CLD_ERR_INVALID_ARG,
-                         "cld_params_grad_scale: %zu floats exceed the kernel's int range", p->total);
     CLD_TRY(cld_params_alloc(p));
     cl_kernel k;
     CLD_TRY(cld__kernel(p->ctx, "optim", "scale_inplace", &k));
-    CLD_TRY(cld__kargs(k, "scale_inplace", "bif", p->grads, (int)p->total, (double)scale));
-    size_t gs = p->total, ls = 64;
-    return cld__launch(p->ctx, k, "scale_inplace", 1, &gs, &ls);
+    for (int c = 0; c < p->n_chunks; c++) {
+        size_t n = cld__params_chunk_len(p, c);
+        CLD_TRY(cld__kargs(k, "scale_inplace", "bif", p->grads[c], (int)n, (double)scale));
+        size_t gs = n, ls = 64;
+        CLD_TRY(cld__launch(p->ctx, k, "scale_inplace", 1, &gs, &ls));
+    }
+    return CLD_OK;
 }
 
 cld_status cld_params_find_nonfinite(cld_params *p, int grads, int *index)

@@ -2,7 +2,9 @@
  * one arena, best-fit into the blocks released after each node's last use;
  * in-place ops take over their source's block. Inputs, outputs and input
  * gradients are pinned in a buffer of their own; parameters and their
- * gradients live in the parameter store. */
+ * gradients live in the parameter store. The arena and the pinned buffer
+ * are chunks of at most the device's (or CLD_MAX_ALLOC_MB's) allocation
+ * limit, one buffer each; no tensor or workspace crosses a chunk. */
 #include "internal.h"
 
 #include <limits.h>
@@ -10,16 +12,51 @@
 #include <string.h>
 
 typedef struct planner {
-    cld__block *free;
+    cld__block *free; /* sorted by offset; none crosses a chunk boundary */
     int nfree, cap;
     size_t top, peak;
+    size_t align; /* floats: every block starts and ends on a multiple */
+    size_t chunk; /* floats per arena chunk (a multiple of align): no block crosses k * chunk */
 } planner;
 
-static size_t align_up(size_t n) { return (n + CLD_ALIGN_FLOATS - 1) / CLD_ALIGN_FLOATS * CLD_ALIGN_FLOATS; }
+static size_t align_up(const planner *p, size_t n) { return (n + p->align - 1) / p->align * p->align; }
 
+/* Add [off, off + len) to the free list at its place, merging with its
+ * neighbours except across a chunk boundary. -1 if out of host memory. */
+static int pl_insert(planner *p, size_t off, size_t len)
+{
+    if (p->nfree == p->cap) {
+        int cap = p->cap ? p->cap * 2 : 64;
+        cld__block *nf = realloc(p->free, (size_t)cap * sizeof *nf);
+        if (!nf) return -1;
+        p->free = nf;
+        p->cap = cap;
+    }
+    int i = 0;
+    while (i < p->nfree && p->free[i].off < off) i++;
+    memmove(&p->free[i + 1], &p->free[i], (size_t)(p->nfree - i) * sizeof *p->free);
+    p->free[i] = (cld__block){off, len};
+    p->nfree++;
+    if (i + 1 < p->nfree && p->free[i].off + p->free[i].len == p->free[i + 1].off &&
+        p->free[i + 1].off % p->chunk) {
+        p->free[i].len += p->free[i + 1].len;
+        memmove(&p->free[i + 1], &p->free[i + 2], (size_t)(p->nfree - i - 2) * sizeof *p->free);
+        p->nfree--;
+    }
+    if (i > 0 && p->free[i - 1].off + p->free[i - 1].len == p->free[i].off && p->free[i].off % p->chunk) {
+        p->free[i - 1].len += p->free[i].len;
+        memmove(&p->free[i], &p->free[i + 1], (size_t)(p->nfree - i - 1) * sizeof *p->free);
+        p->nfree--;
+    }
+    return 0;
+}
+
+/* Best fit in the free blocks, else on top; a block that would cross a
+ * chunk boundary starts at the boundary instead (the gap becomes free).
+ * len <= p->chunk (checked by the caller). (size_t)-1 if out of host memory. */
 static size_t pl_alloc(planner *p, size_t len)
 {
-    len = align_up(len);
+    len = align_up(p, len);
     int best = -1;
     for (int i = 0; i < p->nfree; i++)
         if (p->free[i].len >= len && (best < 0 || p->free[i].len < p->free[best].len)) best = i;
@@ -33,6 +70,11 @@ static size_t pl_alloc(planner *p, size_t len)
         }
         return off;
     }
+    size_t room = p->chunk - p->top % p->chunk;
+    if (len > room) { /* next chunk; the rest of this one stays usable */
+        if (pl_insert(p, p->top, room)) return (size_t)-1;
+        p->top += room;
+    }
     size_t off = p->top;
     p->top += len;
     if (p->top > p->peak) p->peak = p->top;
@@ -41,38 +83,16 @@ static size_t pl_alloc(planner *p, size_t len)
 
 static int pl_free(planner *p, size_t off, size_t len)
 {
-    len = align_up(len);
-    if (p->nfree == p->cap) {
-        int cap = p->cap ? p->cap * 2 : 64;
-        cld__block *nf = realloc(p->free, (size_t)cap * sizeof *nf);
-        if (!nf) return -1;
-        p->free = nf;
-        p->cap = cap;
-    }
-    int i = 0;
-    while (i < p->nfree && p->free[i].off < off) i++;
-    memmove(&p->free[i + 1], &p->free[i], (size_t)(p->nfree - i) * sizeof *p->free);
-    p->free[i] = (cld__block){off, len};
-    p->nfree++;
-    if (i + 1 < p->nfree && p->free[i].off + p->free[i].len == p->free[i + 1].off) {
-        p->free[i].len += p->free[i + 1].len;
-        memmove(&p->free[i + 1], &p->free[i + 2], (size_t)(p->nfree - i - 2) * sizeof *p->free);
-        p->nfree--;
-    }
-    if (i > 0 && p->free[i - 1].off + p->free[i - 1].len == p->free[i].off) {
-        p->free[i - 1].len += p->free[i].len;
-        memmove(&p->free[i], &p->free[i + 1], (size_t)(p->nfree - i - 1) * sizeof *p->free);
-        p->nfree--;
-        i--;
-    }
-    if (p->free[i].off + p->free[i].len == p->top) { /* give the tail back */
-        p->top = p->free[i].off;
+    if (pl_insert(p, off, align_up(p, len))) return -1;
+    /* give the tail back (free blocks end to end at the top, across chunks too) */
+    while (p->nfree && p->free[p->nfree - 1].off + p->free[p->nfree - 1].len == p->top) {
+        p->top = p->free[p->nfree - 1].off;
         p->nfree--;
     }
     return 0;
 }
 
-static cld_status record_poison(cld_graph *g, int *np, int *capp, size_t off, size_t len)
+static cld_status record_poison(cld_graph *g, const planner *pl, int *np, int *capp, size_t off, size_t len)
 {
     if (!g->poison) return CLD_OK;
     if (*np == *capp) {
@@ -82,19 +102,81 @@ static cld_status record_poison(cld_graph *g, int *np, int *capp, size_t off, si
         g->pranges = nr;
         *capp = cap;
     }
-    g->pranges[(*np)++] = (cld__block){off, align_up(len)};
+    g->pranges[(*np)++] = (cld__block){off, align_up(pl, len)};
     return CLD_OK;
 }
 
-/* Kernels take offsets and counts as int: past 2^31 - 1 floats (an 8 GiB
- * arena) they would wrap silently, so such a plan is refused. */
-static cld_status check_int_offsets(size_t floats, const char *what)
+/* Kernels take offsets and counts as int, and one device allocation holds
+ * at most the context's limit (cld__settings.max_alloc_bytes): a tensor or
+ * workspace past either is refused, naming it. A plan as a whole may be
+ * larger: its arena and its pinned buffer are split into chunks that each
+ * fit (no block crosses a chunk). */
+static cld_status check_block(const cld_graph *g, const cld_tensor *t, size_t floats, int ws,
+                              const char *what)
 {
-    if (floats <= (size_t)INT_MAX) return CLD_OK;
-    return cld__fail(CLD_ERR_NOMEM,
-                     "graph needs %zu floats of %s, more than the 2^31 - 1 that the kernels' "
-                     "int offsets reach: use a smaller batch",
-                     floats, what);
+    char sh[96];
+    if (floats > (size_t)INT_MAX)
+        return cld__fail(CLD_ERR_NOMEM,
+                         "%s'%s' %s needs %zu floats of %s, more than the 2^31 - 1 that the kernels' int "
+                         "offsets reach: use a smaller batch",
+                         ws ? "workspace of " : "", t->name, cld__shape_str(t, sh, sizeof sh), floats, what);
+    size_t limit = g->ctx->settings.max_alloc_bytes;
+    if (floats > limit / sizeof(float))
+        return cld__fail(CLD_ERR_NOMEM,
+                         "%s'%s' %s needs %zu bytes, more than the %zu bytes one allocation may hold on "
+                         "'%s' (%s): use a smaller batch",
+                         ws ? "workspace of " : "", t->name, cld__shape_str(t, sh, sizeof sh),
+                         floats * sizeof(float), limit, g->ctx->info.name,
+                         g->ctx->settings.max_alloc_env ? "CLD_MAX_ALLOC_MB"
+                                                        : "CL_DEVICE_MAX_MEM_ALLOC_SIZE");
+    return CLD_OK;
+}
+
+/* Create the n_chunks buffers of a chunked region of `floats` floats,
+ * `chunk` floats each but the last. */
+static cld_status make_chunks(cld_graph *g, size_t floats, size_t chunk, size_t align, cl_mem **out,
+                              int *count, const char *what)
+{
+    if (!floats) floats = align;
+    size_t n = (floats + chunk - 1) / chunk;
+    *out = calloc(n, sizeof **out);
+    if (!*out) return cld__fail(CLD_ERR_NOMEM, "planner: out of host memory");
+    *count = (int)n;
+    for (size_t k = 0; k < n; k++) {
+        size_t len = k + 1 < n ? chunk : floats - k * chunk;
+        cl_int err;
+        (*out)[k] = clCreateBuffer(g->ctx->context, CL_MEM_READ_WRITE, len * sizeof(float), NULL, &err);
+        if (err != CL_SUCCESS) {
+            (*out)[k] = NULL;
+            char msg[128];
+            snprintf(msg, sizeof msg, "clCreateBuffer(graph %s, chunk %zu of %zu: %zu bytes)", what, k + 1, n,
+                     len * sizeof(float));
+            return cld__cl_check(err, msg);
+        }
+    }
+    return CLD_OK;
+}
+
+/* Every node's kernels (op->kernels, those op->kernels_used names), looked
+ * up once here so that running the plan looks none up: t->kern[i]. The
+ * cl_kernel objects stay the context's, shared with its other graphs
+ * (cldiffusion.h's thread rule). */
+static cld_status resolve_kernels(cld_graph *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        cld_tensor *t = g->nodes[i];
+        const cld_kernel_ref *ks = t->op ? t->op->kernels : NULL;
+        if (!ks) continue;
+        unsigned used = t->op->kernels_used ? t->op->kernels_used(g, t) : ~0u;
+        for (int j = 0; ks[j].name; j++) {
+            if (j >= CLD_OP_KERNELS)
+                return cld__fail(CLD_ERR_STATE, "op '%s' lists more than %d kernels", t->op->name,
+                                 CLD_OP_KERNELS);
+            t->kern[j] = NULL;
+            if (used >> j & 1u) CLD_TRY(cld__kernel(g->ctx, ks[j].program, ks[j].name, &t->kern[j]));
+        }
+    }
+    return CLD_OK;
 }
 
 cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
@@ -104,7 +186,6 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
         if (stats) *stats = g->stats;
         return CLD_OK;
     }
-    if (g->params) CLD_TRY(check_int_offsets(g->params->total, "parameters"));
     if (g->params && g->params->count) CLD_TRY(cld_params_alloc(g->params));
     int n = g->n;
     int *last = calloc((size_t)n + 1, sizeof *last);
@@ -128,21 +209,48 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
             if (last[r] < i) last[r] = i;
         }
     }
-    /* pinned tensors: one region each in the pinned buffer */
-    size_t pinned_n = 0;
+    /* Blocks start on 128 bytes, or the device's base address alignment if
+     * larger; chunks hold a whole number of blocks' alignment, at most the
+     * context's allocation limit and 2^31 - 1 floats (int offsets). */
+    const cld_ctx *ctx = g->ctx;
+    planner pl = {0};
+    pl.align = CLD_ALIGN_FLOATS;
+    if (ctx->settings.base_align_bytes / sizeof(float) > pl.align)
+        pl.align = ctx->settings.base_align_bytes / sizeof(float);
+    size_t chunk = ctx->settings.max_alloc_bytes / sizeof(float);
+    if (chunk > (size_t)INT_MAX) chunk = (size_t)INT_MAX;
+    pl.chunk = chunk / pl.align * pl.align;
+    cld_status s = CLD_OK;
+    for (int i = 0; i < n && s == CLD_OK; i++) {
+        cld_tensor *t = g->nodes[i];
+        if ((t->op && t->op->is_view) || (t->flags & CLD_TF_PARAM)) continue;
+        s = check_block(g, t, t->n, 0, cld__is_pinned(t) ? "inputs and outputs" : "activations");
+        if (s == CLD_OK && t->ws) s = check_block(g, t, t->ws, 1, "workspace");
+    }
+    if (s == CLD_OK && pl.chunk < pl.align)
+        s = cld__fail(CLD_ERR_NOMEM, "allocation limit of %zu bytes is below one block of %zu",
+                      ctx->settings.max_alloc_bytes, pl.align * sizeof(float));
+    if (s != CLD_OK) {
+        free(last);
+        free(owner);
+        return s;
+    }
+    /* pinned tensors: one region each in the pinned buffer (its chunks) */
+    planner pp = pl;
     cld_plan_stats st = {0};
     for (int i = 0; i < n; i++) {
         cld_tensor *t = g->nodes[i];
         if ((t->flags & (CLD_TF_INPUT | CLD_TF_OUTPUT)) && !(t->flags & CLD_TF_PARAM) &&
             !(t->op && t->op->is_view)) {
-            t->off = pinned_n;
-            pinned_n += align_up(t->n);
+            size_t len = align_up(&pp, t->n);
+            if (len > pp.chunk - pp.top % pp.chunk) pp.top += pp.chunk - pp.top % pp.chunk;
+            t->off = pp.top;
+            pp.top += len;
         }
     }
+    size_t pinned_n = pp.top;
     st.pinned_bytes = pinned_n * sizeof(float);
-    planner pl = {0};
     int np = 0, capp = 0;
-    cld_status s = CLD_OK;
     for (int i = 0; i < n && s == CLD_OK; i++) {
         cld_tensor *t = g->nodes[i];
         g->pstart[i] = np;
@@ -153,7 +261,7 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
         } else {
             cld_tensor *r0 = t->nsrc ? cld__root_of(t->src[0]) : NULL;
             if (t->op && t->op->inplace && r0 && !cld__is_pinned(r0) && owner[r0->id] && last[r0->id] == i &&
-                align_up(r0->n) >= align_up(t->n) && r0->n == t->n) {
+                align_up(&pl, r0->n) >= align_up(&pl, t->n) && r0->n == t->n) {
                 t->off = r0->off;
                 owner[r0->id] = 0;
                 owner[i] = 1;
@@ -161,14 +269,16 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
             } else {
                 t->off = pl_alloc(&pl, t->n);
                 owner[i] = 1;
+                if (t->off == (size_t)-1) s = cld__fail(CLD_ERR_NOMEM, "planner: out of host memory");
             }
-            st.sum_bytes += align_up(t->n) * sizeof(float);
+            st.sum_bytes += align_up(&pl, t->n) * sizeof(float);
         }
-        if (t->ws) {
+        if (t->ws && s == CLD_OK) {
             t->ws_off = pl_alloc(&pl, t->ws);
-            st.sum_bytes += align_up(t->ws) * sizeof(float);
-            if (pl_free(&pl, t->ws_off, t->ws)) s = cld__fail(CLD_ERR_NOMEM, "planner: out of host memory");
-            if (s == CLD_OK) s = record_poison(g, &np, &capp, t->ws_off, t->ws);
+            st.sum_bytes += align_up(&pl, t->ws) * sizeof(float);
+            if (t->ws_off == (size_t)-1 || pl_free(&pl, t->ws_off, t->ws))
+                s = cld__fail(CLD_ERR_NOMEM, "planner: out of host memory");
+            if (s == CLD_OK) s = record_poison(g, &pl, &np, &capp, t->ws_off, t->ws);
         }
         /* release sources (and dead outputs) whose last use is this node */
         for (int k = 0; k <= t->nsrc && s == CLD_OK; k++) {
@@ -179,7 +289,7 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
             if (pl_free(&pl, r->off, r->n))
                 s = cld__fail(CLD_ERR_NOMEM, "planner: out of host memory");
             else
-                s = record_poison(g, &np, &capp, r->off, r->n);
+                s = record_poison(g, &pl, &np, &capp, r->off, r->n);
         }
     }
     g->pstart[n] = np;
@@ -188,40 +298,35 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
     free(owner);
     if (s != CLD_OK) return s;
 
-    CLD_TRY(check_int_offsets(pl.peak, "activations"));
-    CLD_TRY(check_int_offsets(pinned_n, "inputs and outputs"));
-    cl_int err;
-    size_t arena_bytes = (pl.peak ? pl.peak : CLD_ALIGN_FLOATS) * sizeof(float);
-    size_t pinned_bytes = (pinned_n ? pinned_n : CLD_ALIGN_FLOATS) * sizeof(float);
-    if (arena_bytes > g->ctx->info.max_alloc_bytes || pinned_bytes > g->ctx->info.max_alloc_bytes)
-        return cld__fail(CLD_ERR_NOMEM,
-                         "graph needs %zu bytes of activations, device '%s' allows "
-                         "%llu per allocation: use a smaller batch",
-                         arena_bytes, g->ctx->info.name, (unsigned long long)g->ctx->info.max_alloc_bytes);
-    g->arena = clCreateBuffer(g->ctx->context, CL_MEM_READ_WRITE, arena_bytes, NULL, &err);
-    CLD_TRY(cld__cl_check(err, "clCreateBuffer(graph arena)"));
-    g->pinned = clCreateBuffer(g->ctx->context, CL_MEM_READ_WRITE, pinned_bytes, NULL, &err);
-    CLD_TRY(cld__cl_check(err, "clCreateBuffer(graph inputs/outputs)"));
+    CLD_TRY(resolve_kernels(g));
+    g->chunk_floats = pl.chunk;
+    CLD_TRY(make_chunks(g, pl.peak, pl.chunk, pl.align, &g->arenas, &g->n_arenas, "arena"));
+    CLD_TRY(make_chunks(g, pinned_n, pl.chunk, pl.align, &g->pinned, &g->n_pinned, "inputs/outputs"));
 
-    /* bind buffers in node order (views follow their source) */
+    /* bind buffers in node order (views follow their source): a planned
+     * offset k * chunk + o is offset o in chunk k */
     for (int i = 0; i < n; i++) {
         cld_tensor *t = g->nodes[i];
         if (t->op && t->op->is_view) {
             t->buf = t->src[0]->buf;
             t->off = t->src[0]->off;
         } else if (t->flags & CLD_TF_PARAM) {
-            size_t off;
-            CLD_TRY(cld_params_info(g->params, t->param_index, NULL, NULL, NULL, &off));
-            t->buf = t->op ? g->params->grads : g->params->values;
-            t->off = off;
+            CLD_TRY(cld__params_place(g->params, t->param_index, t->op != NULL, &t->buf, &t->off));
         } else if (t->flags & (CLD_TF_INPUT | CLD_TF_OUTPUT)) {
-            t->buf = g->pinned;
+            t->buf = g->pinned[t->off / pl.chunk];
+            t->off %= pl.chunk;
         } else {
-            t->buf = g->arena;
+            t->buf = g->arenas[t->off / pl.chunk];
+            t->off %= pl.chunk;
+        }
+        if (t->ws) {
+            t->ws_buf = g->arenas[t->ws_off / pl.chunk];
+            t->ws_off %= pl.chunk;
         }
     }
     st.peak_bytes = pl.peak * sizeof(float);
     st.param_bytes = g->params ? g->params->total * sizeof(float) : 0;
+    st.n_arena_chunks = g->n_arenas;
     st.n_nodes = n;
     g->stats = st;
     g->planned = 1;

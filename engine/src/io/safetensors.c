@@ -228,9 +228,10 @@ static void sync_parent_dir(const char *path)
 }
 
 /* Sections: section k holds every parameter, named prefixes[k] + name, from
- * device buffer bufs[k] (same layout as the store's values). */
+ * chunked device buffers bufs[k] (the layout of the store's values; NULL:
+ * the values). */
 static cld_status save_sections(cld_params *p, const char *path, const char *metadata_json,
-                                const char *const *prefixes, const cl_mem *bufs, int nsec)
+                                const char *const *prefixes, cl_mem *const *bufs, int nsec)
 {
     if (!p || !path || !*path) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_save: NULL argument");
     if (!p->count) return cld__fail(CLD_ERR_STATE, "cld_params_save: the store has no parameters");
@@ -253,9 +254,8 @@ static cld_status save_sections(cld_params *p, const char *path, const char *met
         } else {
             s = write_header(f, header, hlen, tmp);
             for (int k = 0; k < nsec && s == CLD_OK; k++) {
-                cl_int err = clEnqueueReadBuffer(p->ctx->queue, bufs[k] ? bufs[k] : p->values, CL_TRUE, 0,
-                                                 p->total * sizeof *host, host, 0, NULL, NULL);
-                s = cld__cl_check(err, "cld_params_save: clEnqueueReadBuffer(params)");
+                s = cld__params_rw_all(p, bufs[k] ? bufs[k] : p->values, 0, host,
+                                       "cld_params_save: clEnqueueReadBuffer(params)");
                 if (s == CLD_OK) s = write_section(f, p, host, tmp);
             }
             if (s == CLD_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
@@ -280,7 +280,7 @@ static cld_status save_sections(cld_params *p, const char *path, const char *met
 cld_status cld_params_save(cld_params *p, const char *path, const char *metadata_json)
 {
     const char *prefix = "";
-    cl_mem buf = NULL; /* the values */
+    cl_mem *buf = NULL; /* the values */
     return save_sections(p, path, metadata_json, &prefix, &buf, 1);
 }
 
@@ -576,17 +576,17 @@ static cld_status map_entries(const cld_params *p, st_entry *es, int n, const ch
 }
 
 static cld_status load_sections_mapped(cld_params *p, const char *path, char **metadata_json_out,
-                                       const char *const *prefixes, const cl_mem *bufs, int nsec,
+                                       const char *const *prefixes, cl_mem *const *bufs, int nsec,
                                        cld__tensor_name_map map, int check_only);
 
 static cld_status load_sections(cld_params *p, const char *path, char **metadata_json_out,
-                                const char *const *prefixes, const cl_mem *bufs, int nsec)
+                                const char *const *prefixes, cl_mem *const *bufs, int nsec)
 {
     return load_sections_mapped(p, path, metadata_json_out, prefixes, bufs, nsec, NULL, 0);
 }
 
 static cld_status load_sections_mapped(cld_params *p, const char *path, char **metadata_json_out,
-                                       const char *const *prefixes, const cl_mem *bufs, int nsec,
+                                       const char *const *prefixes, cl_mem *const *bufs, int nsec,
                                        cld__tensor_name_map map, int check_only)
 {
     if (metadata_json_out) *metadata_json_out = NULL;
@@ -661,10 +661,8 @@ static cld_status load_sections_mapped(cld_params *p, const char *path, char **m
     /* everything read and checked: now the store changes */
     if (s == CLD_OK) s = cld_params_alloc(p);
     for (int k = 0; k < nsec && s == CLD_OK; k++) {
-        cl_int err =
-            clEnqueueWriteBuffer(p->ctx->queue, bufs[k] ? bufs[k] : p->values, CL_TRUE, 0,
-                                 p->total * sizeof *stage, stage + p->total * (size_t)k, 0, NULL, NULL);
-        s = cld__cl_check(err, "cld_params_load: clEnqueueWriteBuffer(params)");
+        s = cld__params_rw_all(p, bufs[k] ? bufs[k] : p->values, 1, stage + p->total * (size_t)k,
+                               "cld_params_load: clEnqueueWriteBuffer(params)");
     }
     if (s == CLD_OK && metadata_json_out) {
         *metadata_json_out = meta_text;
@@ -684,14 +682,14 @@ cld_status cld__params_load_mapped(cld_params *p, const char *path, cld__tensor_
 {
     if (!map) return cld__fail(CLD_ERR_INVALID_ARG, "cld__params_load_mapped: NULL map");
     const char *prefix = "";
-    cl_mem buf = NULL;
+    cl_mem *buf = NULL;
     return load_sections_mapped(p, path, NULL, &prefix, &buf, 1, map, check_only);
 }
 
 cld_status cld_params_load(cld_params *p, const char *path, char **metadata_json_out)
 {
     const char *prefix = "";
-    cl_mem buf = NULL; /* the values */
+    cl_mem *buf = NULL; /* the values */
     return load_sections(p, path, metadata_json_out, &prefix, &buf, 1);
 }
 
@@ -699,10 +697,10 @@ cld_status cld_params_load(cld_params *p, const char *path, char **metadata_json
  * AdamW's m and v under prefixes. The EMA store must have p's layout. */
 static const char *const state_prefixes[4] = {"", "ema.", "adam_m.", "adam_v."};
 
-static cld_status state_buffers(cld_params *p, cld_params *ema, cl_mem bufs[4], const char *what)
+static cld_status state_buffers(cld_params *p, cld_params *ema, cl_mem *bufs[4], const char *what)
 {
     if (!p || !ema) return cld__fail(CLD_ERR_INVALID_ARG, "%s: NULL store", what);
-    if (ema->count != p->count || ema->total != p->total)
+    if (ema->count != p->count || ema->total != p->total || ema->chunk != p->chunk)
         return cld__fail(CLD_ERR_INVALID_ARG, "%s: the EMA store does not have the model's layout", what);
     CLD_TRY(cld_params_alloc(p));
     CLD_TRY(cld_params_alloc(ema));
@@ -715,7 +713,7 @@ static cld_status state_buffers(cld_params *p, cld_params *ema, cl_mem bufs[4], 
 
 cld_status cld_params_save_state(cld_params *p, cld_params *ema, const char *path, const char *metadata_json)
 {
-    cl_mem bufs[4];
+    cl_mem *bufs[4];
     CLD_TRY(state_buffers(p, ema, bufs, "cld_params_save_state"));
     return save_sections(p, path, metadata_json, state_prefixes, bufs, 4);
 }
@@ -723,7 +721,7 @@ cld_status cld_params_save_state(cld_params *p, cld_params *ema, const char *pat
 cld_status cld_params_load_state(cld_params *p, cld_params *ema, const char *path, char **metadata_json_out)
 {
     if (metadata_json_out) *metadata_json_out = NULL;
-    cl_mem bufs[4];
+    cl_mem *bufs[4];
     CLD_TRY(state_buffers(p, ema, bufs, "cld_params_load_state"));
     return load_sections(p, path, metadata_json_out, state_prefixes, bufs, 4);
 }

@@ -47,8 +47,7 @@ static cld_status bcast_mode(const char *op, const cld_tensor *a, const cld_tens
 
 static cld_status binary_forward(cld_graph *g, cld_tensor *t, const char *kname)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", kname, &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *a = t->src[0], *b = t->src[1];
     CLD_TRY(cld__kargs(k, kname, "bibibiiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf, (int)t->off,
                        (int)t->n, t->ip[0], t->ip[1], t->ip[2]));
@@ -86,8 +85,8 @@ static cld_status mul_backward(cld_graph *g, cld_tensor *t)
     return cld__grad_add(g, b, db);
 }
 
-const cld_op_def cld__op_add = {"add", add_forward, add_backward, 1, 0};
-const cld_op_def cld__op_mul = {"mul", mul_forward, mul_backward, 1, 0};
+const cld_op_def cld__op_add = {"add", add_forward, add_backward, 1, 0, CLD_KERNELS({"basic", "add"}), NULL};
+const cld_op_def cld__op_mul = {"mul", mul_forward, mul_backward, 1, 0, CLD_KERNELS({"basic", "mul"}), NULL};
 
 static cld_status binary(cld_graph *g, const cld_op_def *op, cld_tensor *a, cld_tensor *b, cld_tensor **y)
 {
@@ -119,8 +118,7 @@ static size_t reduce_ls(const cld_ctx *ctx) { return ctx->settings.reduce_ls; }
 
 static cld_status reduce_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", "reduce_rows", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0];
     const cld_tensor *w = t->nsrc > 1 ? t->src[1] : x;
     size_t ls = reduce_ls(cld__graph_ctx(g)), gs = t->n * ls;
@@ -129,7 +127,8 @@ static cld_status reduce_forward(cld_graph *g, cld_tensor *t)
                        ls * sizeof(float)));
     return cld__launch(cld__graph_ctx(g), k, t->name, 1, &gs, &ls);
 }
-static const cld_op_def op_reduce = {"reduce", reduce_forward, NULL, 0, 0};
+static const cld_op_def op_reduce = {
+    "reduce", reduce_forward, NULL, 0, 0, CLD_KERNELS({"basic", "reduce_rows"}), NULL};
 
 cld_status cld__reduce_to(cld_graph *g, cld_tensor *x, const cld_tensor *like, cld_tensor **y)
 {
@@ -147,8 +146,7 @@ cld_status cld__reduce_to(cld_graph *g, cld_tensor *x, const cld_tensor *like, c
 /* ----------------------------------------------------------------- scale */
 static cld_status scale_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", "scale", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kargs(k, "scale", "bibiif", x->buf, (int)x->off, t->buf, (int)t->off, (int)t->n,
                        (double)t->fp[0]));
@@ -161,7 +159,8 @@ static cld_status scale_backward(cld_graph *g, cld_tensor *t)
     CLD_TRY(cld_op_scale(g, t->grad, t->fp[0], &dx));
     return cld__grad_add(g, t->src[0], dx);
 }
-const cld_op_def cld__op_scale = {"scale", scale_forward, scale_backward, 1, 0};
+const cld_op_def cld__op_scale = {
+    "scale", scale_forward, scale_backward, 1, 0, CLD_KERNELS({"basic", "scale"}), NULL};
 
 cld_status cld_op_scale(cld_graph *g, cld_tensor *x, float alpha, cld_tensor **y)
 {
@@ -174,8 +173,7 @@ cld_status cld_op_scale(cld_graph *g, cld_tensor *x, float alpha, cld_tensor **y
 /* ------------------------------------------------------------------ SiLU */
 static cld_status silu_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", "silu_fwd", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kargs(k, "silu", "bibii", x->buf, (int)x->off, t->buf, (int)t->off, (int)t->n));
     return launch_chunks(g, k, t);
@@ -183,14 +181,14 @@ static cld_status silu_forward(cld_graph *g, cld_tensor *t)
 
 static cld_status silu_grad_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "basic", "silu_bwd", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0], *dy = t->src[1];
     CLD_TRY(cld__kargs(k, "silu_bwd", "bibibii", x->buf, (int)x->off, dy->buf, (int)dy->off, t->buf,
                        (int)t->off, (int)t->n));
     return launch_chunks(g, k, t);
 }
-static const cld_op_def op_silu_grad = {"silu_grad", silu_grad_forward, NULL, 0, 0};
+static const cld_op_def op_silu_grad = {
+    "silu_grad", silu_grad_forward, NULL, 0, 0, CLD_KERNELS({"basic", "silu_bwd"}), NULL};
 
 static cld_status silu_backward(cld_graph *g, cld_tensor *t)
 {
@@ -198,7 +196,8 @@ static cld_status silu_backward(cld_graph *g, cld_tensor *t)
     CLD_TRY(cld__node(g, &op_silu_grad, t->ndim, t->shape, 2, src, &dx));
     return cld__grad_add(g, t->src[0], dx);
 }
-static const cld_op_def op_silu = {"silu", silu_forward, silu_backward, 0, 0};
+static const cld_op_def op_silu = {
+    "silu", silu_forward, silu_backward, 0, 0, CLD_KERNELS({"basic", "silu_fwd"}), NULL};
 
 cld_status cld_op_silu(cld_graph *g, cld_tensor *x, cld_tensor **y)
 {

@@ -82,6 +82,46 @@ enum { WS_FWD, WS_DX, WS_DW };
 
 static size_t round_up(size_t n, size_t r) { return (n + r - 1) / r * r; }
 
+/* The kernels of the conv nodes (forward, dx, dW), t->kern[K_...]: the
+ * planner resolves those of the node's path (conv_kernels_used). */
+enum {
+    K_PACK,
+    K_PAD,
+    K_GEMM,
+    K_S1,
+    K_COL2IM,
+    K_DW_S1, /* conv.cl */
+    K_CONV_CL_END,
+    K_WINO_WEIGHT = K_CONV_CL_END,
+    K_WINO_INPUT,
+    K_WINO_GEMM,
+    K_WINO_OUTPUT,
+    K_WINO_DY,
+    K_WINO_WGRAD, /* winograd.cl */
+    K_CONV_END
+};
+static const cld_kernel_ref conv_kernels[K_CONV_END + 1] = {{"conv", "pack"},
+                                                            {"conv", "pad_planes"},
+                                                            {"conv", "gemm_packed"},
+                                                            {"conv", "conv_s1"},
+                                                            {"conv", "col2im"},
+                                                            {"conv", "conv_dw_s1"},
+                                                            {"winograd", "wino_weight"},
+                                                            {"winograd", "wino_input"},
+                                                            {"winograd", "wino_gemm"},
+                                                            {"winograd", "wino_output"},
+                                                            {"winograd", "wino_dy"},
+                                                            {"winograd", "wino_wgrad"},
+                                                            {NULL, NULL}};
+
+/* All of them on the Winograd path (it pads with conv.cl's pad_planes),
+ * else conv.cl's alone: winograd.cl is built only if some node needs it. */
+static unsigned conv_kernels_used(const cld_graph *g, const cld_tensor *t)
+{
+    (void)g;
+    return t->ip[3] == CONV_WINOGRAD ? (1u << K_CONV_END) - 1 : (1u << K_CONV_CL_END) - 1;
+}
+
 /* xs (N,Ci,H,W), ws (Co,Ci,K,K), ys (N,Co,Ho,Wo) */
 static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int *ip)
 {
@@ -209,12 +249,11 @@ static void conv_setup(cld_tensor *t, int which, const int *ip, const conv_geom 
 static cld_status conv_pack(cld_graph *g, const cld_tensor *t, const conv_geom *d, size_t dst,
                             const cld_tensor *src, size_t so, int kind, int trans, int R, int U, int L)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "pack", &k));
+    cl_kernel k = t->kern[K_PACK];
     int C = (kind == SRC_BCP || kind == SRC_BCP_ROWS) ? d->Co : d->Ci;
     int ld = kind == SRC_BCP_ROWS ? d->Wp : d->CKK;
-    CLD_TRY(cld__kargs(k, "pack", "bibiiiiiiiiiiiiiii", cld__graph_arena(g), (int)dst, src->buf, (int)so,
-                       kind, trans, R, U, L, ld, C, d->P, d->H, d->W, d->K, d->stride, d->pad, d->Wo));
+    CLD_TRY(cld__kargs(k, "pack", "bibiiiiiiiiiiiiiii", t->ws_buf, (int)dst, src->buf, (int)so, kind, trans,
+                       R, U, L, ld, C, d->P, d->H, d->W, d->K, d->stride, d->pad, d->Wo));
     return cld__launch1d(g, k, t, round_up((size_t)U, (size_t)R) / (size_t)R * (size_t)L);
 }
 
@@ -222,10 +261,9 @@ static cld_status conv_pack(cld_graph *g, const cld_tensor *t, const conv_geom *
 static cld_status conv_pad(cld_graph *g, const cld_tensor *t, size_t dst, const cld_tensor *src, size_t so,
                            int bc, int h, int w, int pad, int hp, int wp, int K)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "pad_planes", &k));
-    CLD_TRY(cld__kargs(k, "pad_planes", "bibiiiiiiii", src->buf, (int)so, cld__graph_arena(g), (int)dst, bc,
-                       h, w, pad, hp, wp, (int)CONV_SLACK(K)));
+    cl_kernel k = t->kern[K_PAD];
+    CLD_TRY(cld__kargs(k, "pad_planes", "bibiiiiiiii", src->buf, (int)so, t->ws_buf, (int)dst, bc, h, w, pad,
+                       hp, wp, (int)CONV_SLACK(K)));
     return cld__launch1d(g, k, t, (size_t)bc * (size_t)hp + 1);
 }
 
@@ -235,9 +273,8 @@ static cld_status conv_gemm(cld_graph *g, const cld_tensor *t, int M, int N, int
                             size_t b_off, cl_mem c, size_t c_off, int P, int sB, int sM, int beta,
                             const cld_tensor *bias)
 {
-    cl_kernel k;
-    cl_mem arena = cld__graph_arena(g);
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "gemm_packed", &k));
+    cl_kernel k = t->kern[K_GEMM];
+    cl_mem arena = t->ws_buf;
     CLD_TRY(cld__kargs(k, "gemm_packed", "iiibibibiiiiibii", M, N, K, arena, (int)a_off, arena, (int)b_off, c,
                        (int)c_off, P, sB, sM, beta, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
                        bias != NULL));
@@ -256,9 +293,8 @@ static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K
                           size_t xp_off, int Hp, int Wp, cl_mem y, size_t yo, int Ho, int Wo, int nb,
                           const cld_tensor *bias)
 {
-    cl_kernel k;
-    cl_mem arena = cld__graph_arena(g);
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "conv_s1", &k));
+    cl_kernel k = t->kern[K_S1];
+    cl_mem arena = t->ws_buf;
     CLD_TRY(cld__kargs(k, "conv_s1", "iiibibiiibiiibii", M, C, K, arena, (int)a_off, xp, (int)xp_off, Hp, Wp,
                        y, (int)yo, Ho, Wo, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
                        bias != NULL));
@@ -272,11 +308,10 @@ static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K
 static cld_status wino_input(cld_graph *g, const cld_tensor *t, const conv_geom *d, const wino_ws *l, int C,
                              int nb, const cld_tensor *src, size_t so, size_t ws)
 {
-    cl_mem arena = cld__graph_arena(g);
+    cl_mem arena = t->ws_buf;
     int xp_off = (int)(ws + l->xp), v_off = (int)(ws + l->v);
     CLD_TRY(conv_pad(g, t, (size_t)xp_off, src, so, nb * C, d->Ho, d->Wo, 1, l->Hp, l->Wp, 3));
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "winograd", "wino_input", &k));
+    cl_kernel k = t->kern[K_WINO_INPUT];
     CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off, C, nb, l->Hp, l->Wp,
                        d->TH, l->TWp, l->Tp, l->ldv, l->ev));
     return cld__launch1d(g, k, t, (size_t)C * (size_t)(l->Tp / 8));
@@ -290,7 +325,7 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
                              const cld_tensor *bias)
 {
     cld_ctx *ctx = cld__graph_ctx(g);
-    cl_mem arena = cld__graph_arena(g);
+    cl_mem arena = t->ws_buf;
     wino_ws l = wino_layout(d, M, C, nb);
     int v_off = (int)(ws + l.v), m_off = (int)(ws + l.mo);
     CLD_TRY(wino_input(g, t, d, &l, C, nb, src, so, ws));
@@ -300,13 +335,13 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
                                   (size_t)l.eu, arena, (size_t)v_off, (size_t)l.ldv, (size_t)l.ev, 0.0f,
                                   arena, (size_t)m_off, (size_t)l.Tp, (size_t)l.em, 36));
     } else {
-        CLD_TRY(cld__kernel(ctx, "winograd", "wino_gemm", &k));
+        k = t->kern[K_WINO_GEMM];
         CLD_TRY(cld__kargs(k, "wino_gemm", "iiiiiiibibibi", M, C, l.Tp, l.ldv, l.eu, l.ev, l.em, arena,
                            (int)ws, arena, v_off, arena, m_off));
         size_t gs[3] = {round_up((size_t)M, MR) / MR, (size_t)l.Tp / NR, 36}, ls[3] = {1, 1, 1};
         CLD_TRY(cld__launch(ctx, k, t->name, 3, gs, ls));
     }
-    CLD_TRY(cld__kernel(ctx, "winograd", "wino_output", &k));
+    k = t->kern[K_WINO_OUTPUT];
     CLD_TRY(cld__kargs(k, "wino_output", "bibiiiiiiiiiibii", arena, m_off, y, (int)yo, M, nb, d->Ho, d->Wo,
                        d->TH, d->TW, l.TWp, l.Tp, l.em, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
                        bias != NULL));
@@ -318,13 +353,11 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
 static cld_status wino_weight(cld_graph *g, const cld_tensor *t, const conv_geom *d, int M, int C,
                               const cld_tensor *w, int flip, size_t ws)
 {
-    cl_kernel k;
-    cld_ctx *ctx = cld__graph_ctx(g);
-    int packed = !wino_blas(ctx);
-    CLD_TRY(cld__kernel(ctx, "winograd", "wino_weight", &k));
+    cl_kernel k = t->kern[K_WINO_WEIGHT];
+    int packed = !wino_blas(cld__graph_ctx(g));
     wino_ws l = wino_layout(d, M, C, 1);
-    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiiiii", w->buf, (int)w->off, cld__graph_arena(g), (int)ws, M, C,
-                       flip, l.eu, packed));
+    CLD_TRY(cld__kargs(k, "wino_weight", "bibiiiiii", w->buf, (int)w->off, t->ws_buf, (int)ws, M, C, flip,
+                       l.eu, packed));
     return cld__launch1d(g, k, t, (packed ? round_up((size_t)M, MR) : (size_t)M) * (size_t)C);
 }
 
@@ -358,8 +391,8 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
                 continue;
             }
             CLD_TRY(conv_pad(g, t, b_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
-            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, cld__graph_arena(g), b_off, d.Hp, d.Wp, t->buf, yo,
-                            d.Ho, d.Wo, nb, b));
+            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, t->ws_buf, b_off, d.Hp, d.Wp, t->buf, yo, d.Ho,
+                            d.Wo, nb, b));
             continue;
         }
         // B (CKK, nb*P) = im2col(x chunk); y chunk (nb, Co, P) = A B + b
@@ -386,8 +419,7 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
         }
         return CLD_OK;
     }
-    cl_kernel c2i;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "conv", "col2im", &c2i));
+    cl_kernel c2i = t->kern[K_COL2IM];
     if (d.implicit) // A (Ci, Co*K*K) = W flipped and transposed
         CLD_TRY(conv_pack(g, t, &d, a_off, w, w->off, SRC_WFLIP, 0, MR, d.Ci, d.Co * d.K * d.K));
     else // A (CKK, Co) = W^T
@@ -405,21 +437,21 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
                 continue;
             }
             CLD_TRY(conv_pad(g, t, b_off, dy, yo, nb * d.Co, d.Ho, d.Wo, q, d.Hq, d.Wq, d.K));
-            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, cld__graph_arena(g), b_off, d.Hq, d.Wq, t->buf, xo,
-                            d.H, d.W, nb, NULL));
+            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, t->ws_buf, b_off, d.Hq, d.Wq, t->buf, xo, d.H, d.W,
+                            nb, NULL));
             continue;
         }
         // B (Co, nb*P) = dy chunk; col (CKK, nb*P) = A B; dx chunk = col2im(col)
         CLD_TRY(conv_pack(g, t, &d, b_off, dy, yo, SRC_BCP, 1, NR, np, d.Co));
-        CLD_TRY(
-            conv_gemm(g, t, d.CKK, np, d.Co, a_off, b_off, cld__graph_arena(g), col_off, np, 0, np, 0, NULL));
-        CLD_TRY(cld__kargs(c2i, "col2im", "bibiiiiiiiiii", cld__graph_arena(g), (int)col_off, t->buf, (int)xo,
-                           d.Ci, d.H, d.W, d.K, d.stride, d.pad, d.Ho, d.Wo, nb));
+        CLD_TRY(conv_gemm(g, t, d.CKK, np, d.Co, a_off, b_off, t->ws_buf, col_off, np, 0, np, 0, NULL));
+        CLD_TRY(cld__kargs(c2i, "col2im", "bibiiiiiiiiii", t->ws_buf, (int)col_off, t->buf, (int)xo, d.Ci,
+                           d.H, d.W, d.K, d.stride, d.pad, d.Ho, d.Wo, nb));
         CLD_TRY(cld__launch1d(g, c2i, t, (size_t)nb * d.Ci * d.H));
     }
     return CLD_OK;
 }
-static const cld_op_def op_conv_dx = {"conv2d_dx", conv_dx_forward, NULL, 0, 0};
+static const cld_op_def op_conv_dx = {"conv2d_dx",  conv_dx_forward,  NULL, 0, 0,
+                                      conv_kernels, conv_kernels_used};
 
 /* dW (Co,Ci,K,K) from src dy (N,Co,Ho,Wo), x (N,Ci,H,W); summed over the batch */
 static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
@@ -431,7 +463,7 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
     size_t a_off = t->ws_off, b_off = a_off + a_len;
     cld_ctx *ctx = cld__graph_ctx(g);
     if (d.wino) { // dU (+)= dMo V^T per chunk, dW = G^T dU G (winograd.cl)
-        cl_mem arena = cld__graph_arena(g);
+        cl_mem arena = t->ws_buf;
         cl_kernel k;
         int eu = wino_layout(&d, d.Co, d.Ci, 1).eu; /* dU's stride: independent of nb */
         for (int n0 = 0; n0 < d.N; n0 += d.B) {
@@ -451,7 +483,7 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
                 CLD_TRY(conv_pad(g, t, (size_t)dyp_off, dy, yo, nb * d.Co, d.Ho, d.Wo, 0, 4 * d.TH, 4 * l.TWp,
                                  3));
             }
-            CLD_TRY(cld__kernel(ctx, "winograd", "wino_dy", &k));
+            k = t->kern[K_WINO_DY];
             CLD_TRY(cld__kargs(k, "wino_dy", "bibiiiiiii", dyp, dyp_off, arena, m_off, d.Co, nb, d.TH, l.TWp,
                                l.Tp, l.em));
             CLD_TRY(cld__launch1d(g, k, t, (size_t)d.Co * (size_t)(l.Tp / 8)));
@@ -460,13 +492,12 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
                                       (size_t)l.ldv, (size_t)l.ev, n0 > 0 ? 1.0f : 0.0f, arena, a_off,
                                       (size_t)d.Ci, (size_t)eu, 36));
         }
-        CLD_TRY(cld__kernel(ctx, "winograd", "wino_wgrad", &k));
+        k = t->kern[K_WINO_WGRAD];
         CLD_TRY(
             cld__kargs(k, "wino_wgrad", "biibii", arena, (int)a_off, eu, t->buf, (int)t->off, d.Co * d.Ci));
         return cld__launch1d(g, k, t, (size_t)d.Co * (size_t)d.Ci);
     }
-    cl_kernel kdw;
-    CLD_TRY(cld__kernel(ctx, "conv", "conv_dw_s1", &kdw));
+    cl_kernel kdw = t->kern[K_DW_S1];
     for (int n0 = 0; n0 < d.N; n0 += d.B) {
         int nb = d.N - n0 < d.B ? d.N - n0 : d.B, np = nb * d.P;
         size_t yo = dy->off + (size_t)n0 * d.Co * d.P;
@@ -477,7 +508,7 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
             CLD_TRY(conv_pad(g, t, a_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
             CLD_TRY(conv_pack(g, t, &d, b_off, dy, yo, SRC_BCP_ROWS, 0, NR, d.Co, J));
             // dW (Co, CKK) (+)= (X D)^T
-            cl_mem arena = cld__graph_arena(g);
+            cl_mem arena = t->ws_buf;
             CLD_TRY(cld__kargs(kdw, "conv_dw_s1", "iiibiiiiibibii", d.Co, d.Ci, d.K, arena, (int)a_off, d.Hp,
                                d.Wp, d.Ho, nb, arena, (int)b_off, t->buf, (int)t->off, n0 > 0));
             size_t gs[2] = {round_up((size_t)d.CKK, MR) / MR, round_up((size_t)d.Co, NR) / NR};
@@ -493,7 +524,8 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
     }
     return CLD_OK;
 }
-static const cld_op_def op_conv_dw = {"conv2d_dw", conv_dw_forward, NULL, 0, 0};
+static const cld_op_def op_conv_dw = {"conv2d_dw",  conv_dw_forward,  NULL, 0, 0,
+                                      conv_kernels, conv_kernels_used};
 
 static cld_status conv_backward(cld_graph *g, cld_tensor *t)
 {
@@ -513,7 +545,8 @@ static cld_status conv_backward(cld_graph *g, cld_tensor *t)
     }
     return bias_grad(g, t, b);
 }
-static const cld_op_def op_conv = {"conv2d", conv_forward, conv_backward, 0, 0};
+static const cld_op_def op_conv = {"conv2d", conv_forward, conv_backward,    0,
+                                   0,        conv_kernels, conv_kernels_used};
 
 cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b, int stride, int pad,
                          cld_tensor **y)
@@ -574,8 +607,7 @@ static cld_status linear_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *x = t->src[0], *w = t->src[1], *b = t->nsrc > 2 ? t->src[2] : NULL;
     size_t N = (size_t)t->shape[0], M = (size_t)t->shape[1], K = x->n / N;
     if (b) {
-        cl_kernel k;
-        CLD_TRY(cld__kernel(ctx, "conv", "bias_fill", &k));
+        cl_kernel k = t->kern[0];
         CLD_TRY(cld__kargs(k, "bias_fill", "bibiiii", t->buf, (int)t->off, b->buf, (int)b->off, (int)t->n, 1,
                            (int)M));
         CLD_TRY(cld__launch1d(g, k, t, t->n));
@@ -596,8 +628,8 @@ static cld_status linear_grad_forward(cld_graph *g, cld_tensor *t)
     return cld__gemm(cld__graph_ctx(g), is_dw, 0, is_dw ? M : N, K, is_dw ? N : M, 1.0f, dy->buf, dy->off, M,
                      o->buf, o->off, K, 0.0f, t->buf, t->off, K);
 }
-static const cld_op_def op_linear_dx = {"linear_dx", linear_grad_forward, NULL, 0, 0};
-static const cld_op_def op_linear_dw = {"linear_dw", linear_grad_forward, NULL, 0, 0};
+static const cld_op_def op_linear_dx = {"linear_dx", linear_grad_forward, NULL, 0, 0, NULL, NULL};
+static const cld_op_def op_linear_dw = {"linear_dw", linear_grad_forward, NULL, 0, 0, NULL, NULL};
 
 static cld_status linear_backward(cld_graph *g, cld_tensor *t)
 {
@@ -616,7 +648,14 @@ static cld_status linear_backward(cld_graph *g, cld_tensor *t)
     }
     return bias_grad(g, t, b);
 }
-static const cld_op_def op_linear = {"linear", linear_forward, linear_backward, 0, 0};
+/* bias_fill only with a bias: a linear layer without one needs no conv.cl */
+static unsigned linear_kernels_used(const cld_graph *g, const cld_tensor *t)
+{
+    (void)g;
+    return t->nsrc > 2 ? 1u : 0u;
+}
+static const cld_op_def op_linear = {
+    "linear", linear_forward, linear_backward, 0, 0, CLD_KERNELS({"conv", "bias_fill"}), linear_kernels_used};
 
 cld_status cld_op_linear(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor *b, cld_tensor **y)
 {

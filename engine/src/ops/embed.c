@@ -11,8 +11,7 @@
  * so t gets no gradient from this op. */
 static cld_status tsemb_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "embed", "timestep_embedding", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *ts = t->src[0];
     CLD_TRY(
         cld__kargs(k, t->name, "bibiii", ts->buf, (int)ts->off, t->buf, (int)t->off, t->shape[0], t->ip[0]));
@@ -25,7 +24,13 @@ static cld_status tsemb_backward(cld_graph *g, cld_tensor *t)
     (void)t; /* d y / d t is not propagated: timesteps are data */
     return CLD_OK;
 }
-static const cld_op_def op_tsemb = {"timestep_embedding", tsemb_forward, tsemb_backward, 0, 0};
+static const cld_op_def op_tsemb = {"timestep_embedding",
+                                    tsemb_forward,
+                                    tsemb_backward,
+                                    0,
+                                    0,
+                                    CLD_KERNELS({"embed", "timestep_embedding"}),
+                                    NULL};
 
 cld_status cld_op_timestep_embedding(cld_graph *g, cld_tensor *t, int dim, cld_tensor **y)
 {
@@ -42,8 +47,7 @@ cld_status cld_op_timestep_embedding(cld_graph *g, cld_tensor *t, int dim, cld_t
  * downscale_freq_shift): ip[0] dim, ip[1] flip, fp in ip[2] as float bits. */
 static cld_status tsemb_torch_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "embed", "timestep_embedding_torch", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *ts = t->src[0];
     float shift;
     memcpy(&shift, &t->ip[2], sizeof shift);
@@ -51,7 +55,13 @@ static cld_status tsemb_torch_forward(cld_graph *g, cld_tensor *t)
                        t->ip[0], t->ip[1], shift));
     return cld__launch1d(g, k, t, t->n);
 }
-static const cld_op_def op_tsemb_torch = {"timestep_embedding", tsemb_torch_forward, tsemb_backward, 0, 0};
+static const cld_op_def op_tsemb_torch = {"timestep_embedding",
+                                          tsemb_torch_forward,
+                                          tsemb_backward,
+                                          0,
+                                          0,
+                                          CLD_KERNELS({"embed", "timestep_embedding_torch"}),
+                                          NULL};
 
 cld_status cld__op_timestep_embedding_torch(cld_graph *g, cld_tensor *t, int dim, int flip, float shift,
                                             cld_tensor **y)
@@ -79,8 +89,7 @@ cld_status cld__op_timestep_embedding_torch(cld_graph *g, cld_tensor *t, int dim
  * num_classes + 1 rows, the last one being the "null" class. */
 static cld_status emb_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "embed", "embedding_fwd", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *tb = t->src[0], *lb = t->src[1];
     CLD_TRY(cld__kargs(k, t->name, "bibibiiii", tb->buf, (int)tb->off, lb->buf, (int)lb->off, t->buf,
                        (int)t->off, t->shape[0], tb->shape[0], tb->shape[1]));
@@ -90,14 +99,14 @@ static cld_status emb_forward(cld_graph *g, cld_tensor *t)
 /* dtable (R, D) from src = {labels (N), dy (N, D)}. */
 static cld_status emb_grad_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "embed", "embedding_bwd", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *lb = t->src[0], *dy = t->src[1];
     CLD_TRY(cld__kargs(k, t->name, "bibibiiii", lb->buf, (int)lb->off, dy->buf, (int)dy->off, t->buf,
                        (int)t->off, lb->shape[0], t->shape[0], t->shape[1]));
     return cld__launch1d(g, k, t, t->n);
 }
-static const cld_op_def op_emb_grad = {"embedding_grad", emb_grad_forward, NULL, 0, 0};
+static const cld_op_def op_emb_grad = {
+    "embedding_grad", emb_grad_forward, NULL, 0, 0, CLD_KERNELS({"embed", "embedding_bwd"}), NULL};
 
 static cld_status emb_backward(cld_graph *g, cld_tensor *t)
 {
@@ -107,7 +116,8 @@ static cld_status emb_backward(cld_graph *g, cld_tensor *t)
     CLD_TRY(cld__node(g, &op_emb_grad, 2, table->shape, 2, src, &dt));
     return cld__grad_add(g, table, dt);
 }
-static const cld_op_def op_emb = {"embedding", emb_forward, emb_backward, 0, 0};
+static const cld_op_def op_emb = {
+    "embedding", emb_forward, emb_backward, 0, 0, CLD_KERNELS({"embed", "embedding_fwd"}), NULL};
 
 cld_status cld_op_embedding(cld_graph *g, cld_tensor *table, cld_tensor *labels, cld_tensor **y)
 {
@@ -127,8 +137,7 @@ cld_status cld_op_embedding(cld_graph *g, cld_tensor *table, cld_tensor *labels,
  * mask in the same run. fp[0] = p, fp[1] = 1 / (1 - p). */
 static cld_status dropout_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "embed", "dropout", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kargs(k, t->name, "bibiiffLu", x->buf, (int)x->off, t->buf, (int)t->off, (int)t->n,
                        (double)t->fp[0], (double)t->fp[1], cld__graph_seed(g), (unsigned)t->ip[0]));
@@ -136,7 +145,8 @@ static cld_status dropout_forward(cld_graph *g, cld_tensor *t)
 }
 
 static cld_status dropout_backward(cld_graph *g, cld_tensor *t);
-static const cld_op_def op_dropout = {"dropout", dropout_forward, dropout_backward, 1, 0};
+static const cld_op_def op_dropout = {
+    "dropout", dropout_forward, dropout_backward, 1, 0, CLD_KERNELS({"embed", "dropout"}), NULL};
 
 static cld_status dropout_backward(cld_graph *g, cld_tensor *t)
 {

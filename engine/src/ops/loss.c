@@ -17,14 +17,13 @@ static cld_status mse_forward(cld_graph *g, cld_tensor *t)
     const cld_tensor *p = t->src[0], *q = t->src[1];
     const cld_tensor *w = t->nsrc > 2 ? t->src[2] : p;
     int N = t->ip[0], M = t->ip[1], nchunk = t->ip[2];
-    cl_mem ws = cld__graph_arena(g);
-    cl_kernel k;
-    CLD_TRY(cld__kernel(ctx, "loss", "mse_partial", &k));
+    cl_mem ws = t->ws_buf;
+    cl_kernel k = t->kern[0];
     CLD_TRY(cld__kargs(k, t->name, "bibibiii", p->buf, (int)p->off, q->buf, (int)q->off, ws, (int)t->ws_off,
                        M, nchunk));
     size_t ls = MSE_LS, gs = (size_t)N * (size_t)nchunk * MSE_LS;
     CLD_TRY(cld__launch(ctx, k, t->name, 1, &gs, &ls));
-    CLD_TRY(cld__kernel(ctx, "loss", "mse_final", &k));
+    k = t->kern[1];
     CLD_TRY(cld__kargs(k, t->name, "bibiibiiif", ws, (int)t->ws_off, w->buf, (int)w->off, t->nsrc > 2, t->buf,
                        (int)t->off, N, nchunk, 1.0 / ((double)N * (double)M)));
     gs = MSE_LS;
@@ -35,8 +34,7 @@ static cld_status mse_forward(cld_graph *g, cld_tensor *t)
  * src = {pred, target, dloss[, weights]}. */
 static cld_status mse_grad_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "loss", "mse_grad", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *p = t->src[0], *q = t->src[1], *dl = t->src[2];
     const cld_tensor *w = t->nsrc > 3 ? t->src[3] : p;
     CLD_TRY(cld__kargs(k, t->name, "bibibiibibiiif", p->buf, (int)p->off, q->buf, (int)q->off, w->buf,
@@ -45,20 +43,21 @@ static cld_status mse_grad_forward(cld_graph *g, cld_tensor *t)
     size_t gs = t->n, ls = MSE_LS;
     return cld__launch(cld__graph_ctx(g), k, t->name, 1, &gs, &ls);
 }
-static const cld_op_def op_mse_grad = {"mse_grad", mse_grad_forward, NULL, 0, 0};
+static const cld_op_def op_mse_grad = {
+    "mse_grad", mse_grad_forward, NULL, 0, 0, CLD_KERNELS({"loss", "mse_grad"}), NULL};
 
 /* d weights (N) = fp[0] * dloss * sum_m (pred - target)^2, src = {pred, target, dloss}. */
 static cld_status mse_wgrad_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "loss", "mse_wgrad", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *p = t->src[0], *q = t->src[1], *dl = t->src[2];
     CLD_TRY(cld__kargs(k, t->name, "bibibibiif", p->buf, (int)p->off, q->buf, (int)q->off, dl->buf,
                        (int)dl->off, t->buf, (int)t->off, t->ip[1], (double)t->fp[0]));
     size_t gs = t->n * MSE_LS, ls = MSE_LS;
     return cld__launch(cld__graph_ctx(g), k, t->name, 1, &gs, &ls);
 }
-static const cld_op_def op_mse_wgrad = {"mse_wgrad", mse_wgrad_forward, NULL, 0, 0};
+static const cld_op_def op_mse_wgrad = {
+    "mse_wgrad", mse_wgrad_forward, NULL, 0, 0, CLD_KERNELS({"loss", "mse_wgrad"}), NULL};
 
 static cld_status mse_backward(cld_graph *g, cld_tensor *t)
 {
@@ -83,7 +82,9 @@ static cld_status mse_backward(cld_graph *g, cld_tensor *t)
     }
     return CLD_OK;
 }
-static const cld_op_def op_mse = {"mse_loss", mse_forward, mse_backward, 0, 0};
+static const cld_op_def op_mse = {
+    "mse_loss", mse_forward, mse_backward, 0, 0, CLD_KERNELS({"loss", "mse_partial"}, {"loss", "mse_final"}),
+    NULL};
 
 cld_status cld_op_mse_loss(cld_graph *g, cld_tensor *pred, cld_tensor *target, cld_tensor *weights,
                            cld_tensor **loss)

@@ -46,7 +46,7 @@ static cld_status matmul_backward(cld_graph *g, cld_tensor *t)
     }
     return CLD_OK;
 }
-static const cld_op_def op_matmul = {"matmul", matmul_forward, matmul_backward, 0, 0};
+static const cld_op_def op_matmul = {"matmul", matmul_forward, matmul_backward, 0, 0, NULL, NULL};
 
 /* Batch, rows and columns of op(t) for a rank-2 or rank-3 operand. */
 static int mm_dims(const cld_tensor *t, int trans, int *B, int *rows, int *cols)

@@ -31,22 +31,21 @@ static cld_status launch_rows(cld_graph *g, cl_kernel k, const cld_tensor *t, si
  * fp[0] eps; group_norm ip[4] act (1: SiLU); affine gradients ip[4] with_xhat. */
 static cld_status gn_stats_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0], *gam = t->src[1], *bet = t->src[2]; // (N, C, H, W), (C), (C)
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_stats", &k));
     CLD_TRY(cld__kargs(k, t->name, "bibibibiiiif", x->buf, (int)x->off, gam->buf, (int)gam->off, bet->buf,
                        (int)bet->off, t->buf, (int)t->off, t->ip[1], t->ip[2], t->ip[1] / t->ip[3],
                        (double)t->fp[0]));
     return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 12, 2 * sizeof(float));
 }
 /* No backward: group_norm's backward accounts for the statistics. */
-static const cld_op_def op_gn_stats = {"group_norm_stats", gn_stats_forward, NULL, 0, 0};
+static const cld_op_def op_gn_stats = {
+    "group_norm_stats", gn_stats_forward, NULL, 0, 0, CLD_KERNELS({"norm", "gn_stats"}), NULL};
 
 static cld_status gn_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0], *coef = t->src[1];
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_apply", &k));
     CLD_TRY(cld__kargs(k, t->name, "bibibiii", x->buf, (int)x->off, coef->buf, (int)coef->off, t->buf,
                        (int)t->off, t->ip[2], t->ip[4]));
     return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
@@ -55,40 +54,45 @@ static cld_status gn_forward(cld_graph *g, cld_tensor *t)
 /* dv (N, C, H, W) through the SiLU of the fused op: src (x, coef, dy) */
 static cld_status gn_silu_grad_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0], *coef = t->src[1], *dy = t->src[2];
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_silu_grad", &k));
     CLD_TRY(cld__kargs(k, t->name, "bibibibii", x->buf, (int)x->off, coef->buf, (int)coef->off, dy->buf,
                        (int)dy->off, t->buf, (int)t->off, t->ip[2]));
     return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
 }
-static const cld_op_def op_gn_silu_grad = {"group_norm_silu_grad", gn_silu_grad_forward, NULL, 0, 0};
+static const cld_op_def op_gn_silu_grad = {
+    "group_norm_silu_grad", gn_silu_grad_forward, NULL, 0, 0, CLD_KERNELS({"norm", "gn_silu_grad"}), NULL};
 
 /* dx (N, C, H, W): src (x, gamma, coef, dv) */
 static cld_status gn_grad_x_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0], *gam = t->src[1], *coef = t->src[2], *dv = t->src[3];
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_grad_x", &k));
     CLD_TRY(cld__kargs(k, t->name, "bibibibibiiii", x->buf, (int)x->off, gam->buf, (int)gam->off, coef->buf,
                        (int)coef->off, dv->buf, (int)dv->off, t->buf, (int)t->off, t->ip[1], t->ip[2],
                        t->ip[1] / t->ip[3]));
     return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 13, 2 * sizeof(float));
 }
-static const cld_op_def op_gn_grad_x = {"group_norm_grad_x", gn_grad_x_forward, NULL, 0, 0};
+static const cld_op_def op_gn_grad_x = {
+    "group_norm_grad_x", gn_grad_x_forward, NULL, 0, 0, CLD_KERNELS({"norm", "gn_grad_x"}), NULL};
 
 /* dgamma (C): src (dv, x, coef); dbeta (C): src (dv) */
 static cld_status gn_grad_affine_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
+    cl_kernel k = t->kern[0];
     const cld_tensor *dv = t->src[0];
     const cld_tensor *x = t->ip[4] ? t->src[1] : dv, *coef = t->ip[4] ? t->src[2] : dv;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "norm", "gn_grad_affine", &k));
     CLD_TRY(cld__kargs(k, t->name, "bibibibiiiii", x->buf, (int)x->off, coef->buf, (int)coef->off, dv->buf,
                        (int)dv->off, t->buf, (int)t->off, t->ip[0], t->ip[1], t->ip[2], t->ip[4]));
     return launch_rows(g, k, t, (size_t)t->ip[1], 12, 2 * sizeof(float));
 }
-static const cld_op_def op_gn_grad_affine = {"group_norm_grad_affine", gn_grad_affine_forward, NULL, 0, 0};
+static const cld_op_def op_gn_grad_affine = {"group_norm_grad_affine",
+                                             gn_grad_affine_forward,
+                                             NULL,
+                                             0,
+                                             0,
+                                             CLD_KERNELS({"norm", "gn_grad_affine"}),
+                                             NULL};
 
 /* A node of op `op` with the dimensions (ip[0..3]) of group-norm node `like`,
  * ip[4] = extra and the shape of `shape_of`. */
@@ -127,8 +131,10 @@ static cld_status gn_backward(cld_graph *g, cld_tensor *t)
     }
     return CLD_OK;
 }
-static const cld_op_def op_group_norm = {"group_norm", gn_forward, gn_backward, 1, 0};
-static const cld_op_def op_group_norm_silu = {"group_norm_silu", gn_forward, gn_backward, 1, 0};
+static const cld_op_def op_group_norm = {
+    "group_norm", gn_forward, gn_backward, 1, 0, CLD_KERNELS({"norm", "gn_apply"}), NULL};
+static const cld_op_def op_group_norm_silu = {
+    "group_norm_silu", gn_forward, gn_backward, 1, 0, CLD_KERNELS({"norm", "gn_apply"}), NULL};
 
 static cld_status group_norm(cld_graph *g, const cld_op_def *op, cld_tensor *x, cld_tensor *gamma,
                              cld_tensor *beta, int groups, float eps, cld_tensor **y)
@@ -178,20 +184,19 @@ static int sm_rows(const cld_tensor *t) { return (int)(t->n / (size_t)t->shape[t
 /* dx = y (dy - sum(dy y)): src (y, dy); may take over y's buffer */
 static cld_status softmax_grad_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
+    cl_kernel k = t->kern[0];
     const cld_tensor *yy = t->src[0], *dy = t->src[1];
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "softmax", "softmax_bwd", &k));
     CLD_TRY(cld__kargs(k, t->name, "bibibii", yy->buf, (int)yy->off, dy->buf, (int)dy->off, t->buf,
                        (int)t->off, t->shape[t->ndim - 1]));
     return launch_rows(g, k, t, (size_t)sm_rows(t), 7, sizeof(float));
 }
-static const cld_op_def op_softmax_grad = {"softmax_grad", softmax_grad_forward, NULL, 1, 0};
+static const cld_op_def op_softmax_grad = {
+    "softmax_grad", softmax_grad_forward, NULL, 1, 0, CLD_KERNELS({"softmax", "softmax_bwd"}), NULL};
 
 static cld_status softmax_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0];
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "softmax", "softmax_fwd", &k));
     CLD_TRY(cld__kargs(k, t->name, "bibii", x->buf, (int)x->off, t->buf, (int)t->off, t->shape[t->ndim - 1]));
     return launch_rows(g, k, t, (size_t)sm_rows(t), 5, sizeof(float));
 }
@@ -202,7 +207,8 @@ static cld_status softmax_backward(cld_graph *g, cld_tensor *t)
     CLD_TRY(cld__node(g, &op_softmax_grad, t->ndim, t->shape, 2, src, &dx));
     return cld__grad_add(g, t->src[0], dx);
 }
-static const cld_op_def op_softmax = {"softmax", softmax_forward, softmax_backward, 1, 0};
+static const cld_op_def op_softmax = {
+    "softmax", softmax_forward, softmax_backward, 1, 0, CLD_KERNELS({"softmax", "softmax_fwd"}), NULL};
 
 cld_status cld_op_softmax(cld_graph *g, cld_tensor *x, cld_tensor **y)
 {

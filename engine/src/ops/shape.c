@@ -18,8 +18,7 @@ static int inner_of(const cld_tensor *t)
  * with zero channels (concat's backward uses the forward alone). */
 static cld_status slice_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "channel_slice", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0];
     CLD_TRY(cld__kargs(k, t->name, "bibiiiiii", x->buf, (int)x->off, t->buf, (int)t->off, t->shape[0],
                        x->shape[1], t->ip[0], t->shape[1], inner_of(t)));
@@ -46,7 +45,8 @@ static cld_status slice_backward(cld_graph *g, cld_tensor *t)
     CLD_TRY(pad_channels(g, x, x->shape[1] - t->ip[0] - t->shape[1], 0, &dx));
     return cld__grad_add(g, x, dx);
 }
-static const cld_op_def op_slice = {"slice_channels", slice_forward, slice_backward, 0, 0};
+static const cld_op_def op_slice = {
+    "slice_channels", slice_forward, slice_backward, 0, 0, CLD_KERNELS({"shape", "channel_slice"}), NULL};
 
 cld_status cld_op_slice_channels(cld_graph *g, cld_tensor *x, int c0, int count, cld_tensor **y)
 {
@@ -67,8 +67,7 @@ cld_status cld_op_slice_channels(cld_graph *g, cld_tensor *x, int c0, int count,
  * y (N, Ca+Cb, ...) from a (N, Ca, ...), b (N, Cb, ...) */
 static cld_status concat_forward(cld_graph *g, cld_tensor *t)
 {
-    cl_kernel k;
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "concat", &k));
+    cl_kernel k = t->kern[0];
     const cld_tensor *a = t->src[0], *b = t->src[1];
     CLD_TRY(cld__kargs(k, "concat", "bibibiiiii", a->buf, (int)a->off, b->buf, (int)b->off, t->buf,
                        (int)t->off, t->shape[0], a->shape[1], b->shape[1], inner_of(t)));
@@ -88,7 +87,8 @@ static cld_status concat_backward(cld_graph *g, cld_tensor *t)
     }
     return CLD_OK;
 }
-static const cld_op_def op_concat = {"concat", concat_forward, concat_backward, 0, 0};
+static const cld_op_def op_concat = {
+    "concat", concat_forward, concat_backward, 0, 0, CLD_KERNELS({"shape", "concat"}), NULL};
 
 cld_status cld_op_concat(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor **y)
 {
@@ -109,9 +109,8 @@ cld_status cld_op_concat(cld_graph *g, cld_tensor *a, cld_tensor *b, cld_tensor 
  * (N, C, H, W) side, W wide. */
 static cld_status up_kernel(cld_graph *g, cld_tensor *t, const char *name, int rows, int W)
 {
-    cl_kernel k;
+    cl_kernel k = t->kern[0];
     const cld_tensor *src = t->src[0];
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", name, &k));
     CLD_TRY(cld__kargs(k, name, "bibiii", src->buf, (int)src->off, t->buf, (int)t->off, rows, W));
     return cld__launch1d(g, k, t, (size_t)rows);
 }
@@ -129,7 +128,8 @@ static cld_status upsample_grad_forward(cld_graph *g, cld_tensor *t)
     // rows of dx (N*C*H), width W
     return up_kernel(g, t, "upsample2x_grad", t->shape[0] * t->shape[1] * t->shape[2], t->shape[3]);
 }
-static const cld_op_def op_upsample_grad = {"upsample2x_grad", upsample_grad_forward, NULL, 0, 0};
+static const cld_op_def op_upsample_grad = {
+    "upsample2x_grad", upsample_grad_forward, NULL, 0, 0, CLD_KERNELS({"shape", "upsample2x_grad"}), NULL};
 
 static cld_status upsample_backward(cld_graph *g, cld_tensor *t)
 {
@@ -137,7 +137,8 @@ static cld_status upsample_backward(cld_graph *g, cld_tensor *t)
     CLD_TRY(cld__node(g, &op_upsample_grad, x->ndim, x->shape, 1, &t->grad, &dx));
     return cld__grad_add(g, x, dx);
 }
-static const cld_op_def op_upsample = {"upsample2x", upsample_forward, upsample_backward, 0, 0};
+static const cld_op_def op_upsample = {
+    "upsample2x", upsample_forward, upsample_backward, 0, 0, CLD_KERNELS({"shape", "upsample2x"}), NULL};
 
 cld_status cld_op_upsample2x(cld_graph *g, cld_tensor *x, cld_tensor **y)
 {
@@ -152,9 +153,8 @@ cld_status cld_op_upsample2x(cld_graph *g, cld_tensor *x, cld_tensor **y)
  * zeros around; the gradient is the same kernel cropping dy back. */
 static cld_status pad_kernel(cld_graph *g, cld_tensor *t, int top, int left)
 {
-    cl_kernel k;
+    cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0];
-    CLD_TRY(cld__kernel(cld__graph_ctx(g), "shape", "pad2d", &k));
     CLD_TRY(cld__kargs(k, "pad2d", "bibiiiiiiii", x->buf, (int)x->off, t->buf, (int)t->off,
                        x->shape[0] * x->shape[1], x->shape[2], x->shape[3], t->shape[2], t->shape[3], top,
                        left));
@@ -164,7 +164,8 @@ static cld_status pad_kernel(cld_graph *g, cld_tensor *t, int top, int left)
 static cld_status pad_forward(cld_graph *g, cld_tensor *t) { return pad_kernel(g, t, t->ip[0], t->ip[1]); }
 
 static cld_status crop_forward(cld_graph *g, cld_tensor *t) { return pad_kernel(g, t, -t->ip[0], -t->ip[1]); }
-static const cld_op_def op_pad_grad = {"pad2d_grad", crop_forward, NULL, 0, 0};
+static const cld_op_def op_pad_grad = {
+    "pad2d_grad", crop_forward, NULL, 0, 0, CLD_KERNELS({"shape", "pad2d"}), NULL};
 
 static cld_status pad_backward(cld_graph *g, cld_tensor *t)
 {
@@ -174,7 +175,8 @@ static cld_status pad_backward(cld_graph *g, cld_tensor *t)
     dx->ip[1] = t->ip[1];
     return cld__grad_add(g, x, dx);
 }
-static const cld_op_def op_pad = {"pad2d", pad_forward, pad_backward, 0, 0};
+static const cld_op_def op_pad = {"pad2d", pad_forward, pad_backward, 0, 0, CLD_KERNELS({"shape", "pad2d"}),
+                                  NULL};
 
 cld_status cld_op_pad2d(cld_graph *g, cld_tensor *x, int top, int bottom, int left, int right, cld_tensor **y)
 {

@@ -99,6 +99,26 @@ static int fits_int(size_t off, size_t st, size_t batch, size_t rows, size_t col
 
 static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
+enum { GK_NN, GK_TN, GK_NT, GK_TT, GK_DOT, GK_PACK_B_ROWS, GK_PACK_A, GK_PACK_B, GK_PACKED_AB, GK_PACKED_B };
+static const char *const gk_names[CLD__GEMM_KERNELS] = {
+    "gemm_nn",          "gemm_tn",     "gemm_nt",     "gemm_tt",        "gemm_dot",
+    "gemm_pack_b_rows", "gemm_pack_a", "gemm_pack_b", "gemm_packed_ab", "gemm_packed_b"};
+
+/* Kernel `which` of gemm.cl built with `opts`. The default configuration's
+ * (dflt) are kept in the context once looked up, so a GEMM per graph node
+ * per run looks nothing up, as the nodes' own kernels (graph/planner.c);
+ * a caller's configuration (benchmarks, tuning) asks cld_ctx_kernel. */
+static cld_status gemm_kernel(cld_ctx *ctx, int dflt, const char *opts, int which, cl_kernel *k)
+{
+    if (dflt && ctx->gemm_kernels[which]) {
+        *k = ctx->gemm_kernels[which];
+        return CLD_OK;
+    }
+    CLD_TRY(cld_ctx_kernel(ctx, "gemm", opts, gk_names[which], k));
+    if (dflt) ctx->gemm_kernels[which] = *k;
+    return CLD_OK;
+}
+
 /* Scratch for packed panels, kept in the context between calls: a fresh
  * buffer per call costs page faults on PoCL (~2 ms for 2 MB, more than the
  * packing). Reusing it is safe because ops are enqueued on the context's
@@ -147,14 +167,15 @@ static cld_status check_extent(const char *which, cl_mem buf, size_t off, size_t
 /* Pack `batch` matrices S (U x L), S(u, l) = src[so + z*ss + u*su + l*sl],
  * into panels of R = TM (which = 'a') or TN ('b') rows at dst + dso: see
  * pack_panel in cl/gemm.cl. */
-static cld_status pack(cld_ctx *ctx, const char *opts, char which, cl_mem dst, size_t dso, cl_mem src,
-                       size_t so, size_t su, size_t sl, size_t ss, size_t U, size_t L, size_t R, size_t batch)
+static cld_status pack(cld_ctx *ctx, int dflt, const char *opts, char which, cl_mem dst, size_t dso,
+                       cl_mem src, size_t so, size_t su, size_t sl, size_t ss, size_t U, size_t L, size_t R,
+                       size_t batch)
 {
     cl_kernel k;
     size_t p0 = 0, ls[3] = {64, 1, 1};
     if (which == 'b' && su == 1 && U >= R) { /* rows of B: full panels as vectors */
         p0 = U / R;
-        CLD_TRY(cld_ctx_kernel(ctx, "gemm", opts, "gemm_pack_b_rows", &k));
+        CLD_TRY(gemm_kernel(ctx, dflt, opts, GK_PACK_B_ROWS, &k));
         CLD_TRY(cld__kargs(k, "gemm_pack_b_rows", "bibiiiii", dst, (int)dso, src, (int)so, (int)sl, (int)ss,
                            (int)U, (int)L));
         size_t gs[3] = {ceil_div(L, 8), ceil_div(p0, 8), batch}, lr[3] = {1, 8, 1};
@@ -162,7 +183,7 @@ static cld_status pack(cld_ctx *ctx, const char *opts, char which, cl_mem dst, s
         if (p0 * R == U) return CLD_OK;
     }
     const char *name = which == 'a' ? "gemm_pack_a" : "gemm_pack_b";
-    CLD_TRY(cld_ctx_kernel(ctx, "gemm", opts, name, &k));
+    CLD_TRY(gemm_kernel(ctx, dflt, opts, which == 'a' ? GK_PACK_A : GK_PACK_B, &k));
     CLD_TRY(cld__kargs(k, name, "bibiiiiiiii", dst, (int)dso, src, (int)so, (int)su, (int)sl, (int)ss, (int)U,
                        (int)L, 0, (int)p0));
     size_t gs[3] = {L, ceil_div(U, R) - p0, batch};
@@ -226,9 +247,9 @@ cld_status cld__gemm_own(cld_ctx *ctx, const cld__gemm_cfg *cfg, int trans_a, in
              p->vw, p->ku, p->dm, p->dn, p->dvw);
     cl_kernel kg;
     if (!packed) {
-        static const char *const names[4] = {"gemm_nn", "gemm_tn", "gemm_nt", "gemm_tt"};
-        const char *name = dot ? "gemm_dot" : names[(trans_a ? 1 : 0) + (trans_b ? 2 : 0)];
-        CLD_TRY(cld_ctx_kernel(ctx, "gemm", opts, name, &kg));
+        int which = dot ? GK_DOT : GK_NN + (trans_a ? 1 : 0) + (trans_b ? 2 : 0);
+        const char *name = gk_names[which];
+        CLD_TRY(gemm_kernel(ctx, !cfg, opts, which, &kg));
         CLD_TRY(cld__kargs(kg, name, "iiifbiiibiiifbiii", (int)m, (int)n, (int)k, (double)alpha, a,
                            (int)a_off, (int)lda, (int)a_stride, b, (int)b_off, (int)ldb, (int)b_stride,
                            (double)beta, c, (int)c_off, (int)ldc, (int)c_stride));
@@ -242,13 +263,13 @@ cld_status cld__gemm_own(cld_ctx *ctx, const cld__gemm_cfg *cfg, int trans_a, in
     /* S(m, k) = op(A); S(n, k) = op(B)^T */
     cld_status s = CLD_OK;
     if (pack_a)
-        s = pack(ctx, opts, 'a', tmp, 0, a, a_off, trans_a ? 1 : lda, trans_a ? lda : 1, a_stride, m, k, tm,
-                 na);
+        s = pack(ctx, !cfg, opts, 'a', tmp, 0, a, a_off, trans_a ? 1 : lda, trans_a ? lda : 1, a_stride, m, k,
+                 tm, na);
     if (s == CLD_OK)
-        s = pack(ctx, opts, 'b', tmp, a_len, b, b_off, trans_b ? ldb : 1, trans_b ? 1 : ldb, b_stride, n, k,
-                 tn, nb);
+        s = pack(ctx, !cfg, opts, 'b', tmp, a_len, b, b_off, trans_b ? ldb : 1, trans_b ? 1 : ldb, b_stride,
+                 n, k, tn, nb);
     const char *name = pack_a ? "gemm_packed_ab" : "gemm_packed_b";
-    if (s == CLD_OK) s = cld_ctx_kernel(ctx, "gemm", opts, name, &kg);
+    if (s == CLD_OK) s = gemm_kernel(ctx, !cfg, opts, pack_a ? GK_PACKED_AB : GK_PACKED_B, &kg);
     int spb = b_stride ? (int)(b_len / batch) : 0;
     if (s == CLD_OK && pack_a)
         s = cld__kargs(kg, name, "iiifbiibiifbiii", (int)m, (int)n, (int)k, (double)alpha, tmp, 0,

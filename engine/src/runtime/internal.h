@@ -54,6 +54,13 @@ typedef struct cld__settings {
     int clblast_tune;  /* install the PoCL CLBlast parameters (0 if CLD_CLBLAST_TUNE=0) */
     int conv_winograd; /* Winograd where it pays (0 if CLD_CONV_WINOGRAD=0) */
     int poison;        /* new graphs poison released memory (CLD_POISON) */
+    /* Most bytes in one device buffer: the graph arena, its pinned buffer
+     * and the parameter store are split into chunks of at most this (no
+     * tensor crosses one). CL_DEVICE_MAX_MEM_ALLOC_SIZE, or CLD_MAX_ALLOC_MB
+     * MiB if that is lower (max_alloc_env then 1). */
+    size_t max_alloc_bytes;
+    int max_alloc_env;
+    size_t base_align_bytes; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes: planned blocks start on it */
     /* Test hooks, never from the environment (test/ops/test_ops_conv.c,
      * test/models/test_unet.c, bench/lab_winograd.c), for conv nodes built
      * afterwards: at most conv_max_chunk samples per chunk (0: no cap), the
@@ -65,6 +72,8 @@ typedef struct cld__settings {
 /* Fill s from the environment for the device `info` (settings.c). */
 void cld__settings_read(cld__settings *s, const cld_device_info *info);
 
+#define CLD__GEMM_KERNELS 10 /* cl/gemm.cl's kernels (blas.c) */
+
 struct cld_ctx {
     cld_device_info info;
     cld__settings settings;
@@ -75,8 +84,10 @@ struct cld_ctx {
     cld__kernel_entry *kernels;
     int n_kernels, cap_kernels;
     cld__kernel_slot kernel_slots[CLD__KERNEL_SLOTS];
+    unsigned long kernel_lookups; /* cld__kernel calls: tests check a planned graph's run makes none */
     cld_compile_stats stats;
-    cl_mem gemm_scratch; /* packed GEMM panels, reused (blas.c) */
+    cl_kernel gemm_kernels[CLD__GEMM_KERNELS]; /* the default configuration's, once looked up (blas.c) */
+    cl_mem gemm_scratch;                       /* packed GEMM panels, reused (blas.c) */
     size_t gemm_scratch_bytes;
     int blas_tuned; /* cld__blas_tune ran (first CLBlast call, blas.c) */
 };
@@ -90,7 +101,8 @@ cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims
                        const size_t *local);
 /* Shorthand: get kernel `name` of `program` with default options. After the
  * first call from a call site (same string pointers) a table lookup: no
- * malloc, no scan of the context's kernels (program.c). */
+ * malloc, no scan of the context's kernels (program.c). Graph ops do not
+ * call it: the planner resolves their kernels into the nodes (t->kern). */
 cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out);
 
 /* Matrix products (row-major), routed by blas.c to our kernels (cl/gemm.cl)

@@ -562,15 +562,18 @@ static int entry_is(const cld__kernel_entry *e, const char *program, const char 
            strcmp(e->key + n + 2, name) == 0;
 }
 
-/* Ops ask for their kernels on every run of every node, with the same
- * string literals: a small open-addressed table keyed by the two pointers
- * finds the cached entry without building a key (no malloc, no scan); the
- * strings are compared once more on a hit, so a caller reusing a buffer for
- * another name still gets the right kernel. Misses take cld_ctx_kernel. */
+/* Graph nodes get their kernels once, when the graph is planned
+ * (graph/planner.c); the parameter store, the samplers and the noise
+ * functions ask on every call, with the same string literals: a small
+ * open-addressed table keyed by the two pointers finds the cached entry
+ * without building a key (no malloc, no scan); the strings are compared
+ * once more on a hit, so a caller reusing a buffer for another name still
+ * gets the right kernel. Misses take cld_ctx_kernel. */
 cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_kernel *out)
 {
     if (!ctx || !program || !name || !out)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld__kernel: NULL argument");
+    ctx->kernel_lookups++;
     uint64_t h = ((uint64_t)(uintptr_t)program * 0x9E3779B97F4A7C15ull) ^ (uint64_t)(uintptr_t)name;
     h *= 0xBF58476D1CE4E5B9ull;
     size_t start = (size_t)(h >> 56) % CLD__KERNEL_SLOTS, put = start;

@@ -45,4 +45,16 @@ void cld__settings_read(cld__settings *s, const cld_device_info *info)
     s->conv_winograd = !env_is("CLD_CONV_WINOGRAD", "0");
     e = getenv("CLD_POISON");
     s->poison = e && *e && strcmp(e, "0") != 0;
+    s->max_alloc_bytes = (size_t)info->max_alloc_bytes;
+    e = getenv("CLD_MAX_ALLOC_MB");
+    long mb = e && *e ? strtol(e, NULL, 10) : 0;
+    if (mb >= 1 && (uint64_t)mb << 20 < info->max_alloc_bytes) {
+        s->max_alloc_bytes = (size_t)mb << 20;
+        s->max_alloc_env = 1;
+    }
+    cl_uint align_bits = 0;
+    if (clGetDeviceInfo(info->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL) !=
+        CL_SUCCESS)
+        align_bits = 0;
+    s->base_align_bytes = align_bits / 8;
 }
