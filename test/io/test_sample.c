@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "graph/internal.h"
 #include "apptest.h"
 #include "testutil.h"
 
@@ -226,6 +227,19 @@ START_TEST(test_model_load)
     TU_STATUS(cld_model_class_parse(m, "delta", &k), CLD_ERR_INVALID_ARG);
     ck_assert_msg(strstr(cld_last_error(), "'delta'") && strstr(cld_last_error(), "'gamma'"), "%s",
                   cld_last_error());
+    /* a model loaded for sampling holds its values only: no gradient or AdamW buffers (a quarter of
+     * a trained store), even after sampling */
+    cld_sample_spec sp;
+    cld_sample_spec_default(&sp);
+    TU_OK(cld_sampler_opts_default(CLD_SAMPLER_DDIM, &sp.opts));
+    sp.opts.steps = 2;
+    sp.n = sp.batch = 1;
+    float img[64];
+    TU_OK(cld_model_sample(m, &sp, img));
+    cl_mem vals = NULL;
+    TU_OK(cld_params_buffers(m->params, &vals, NULL));
+    ck_assert(vals != NULL);
+    ck_assert_msg(!cld__params_has_train(m->params), "a sampled model allocated gradient buffers");
     cld_model_free(m);
 
     /* missing, truncated, random, and a safetensors file that is no model */

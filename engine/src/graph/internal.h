@@ -158,13 +158,18 @@ struct cld_params {
     int count, cap;
     size_t total, chunk;
     uint64_t seed;
-    int allocated;
+    int allocated;       /* values */
+    int train_allocated; /* grads, m, v: only for a store that is trained */
     int n_chunks;
     cl_mem *values, *grads, *m, *v; /* n_chunks buffers each */
 };
 
 /* Parameter `index`'s buffer (its gradient's if grad) and offset in it. */
-cld_status cld__params_place(const cld_params *p, int index, int grad, cl_mem *buf, size_t *off);
+cld_status cld__params_place(cld_params *p, int index, int grad, cl_mem *buf, size_t *off);
+/* The gradient and AdamW buffers (after the values), on first need. */
+cld_status cld__params_alloc_train(cld_params *p);
+/* 1 if the gradient and AdamW buffers exist (for tests). */
+int cld__params_has_train(const cld_params *p);
 /* Floats of chunk k. */
 static inline size_t cld__params_chunk_len(const cld_params *p, int k)
 {

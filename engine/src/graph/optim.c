@@ -23,7 +23,7 @@ cld_status cld_params_adamw(cld_params *p, float lr, float beta1, float beta2, f
                          "eps %g, weight decay %g)",
                          lr, beta1, beta2, eps, weight_decay);
     if (!p->count) return cld__fail(CLD_ERR_STATE, "cld_params_adamw: the store has no parameters");
-    CLD_TRY(cld_params_alloc(p));
+    CLD_TRY(cld__params_alloc_train(p));
     cl_kernel k;
     CLD_TRY(cld__kernel(p->ctx, "optim", "adamw", &k));
     const double bc1 = 1.0 - pow((double)beta1, step), bc2_sqrt = sqrt(1.0 - pow((double)beta2, step));

@@ -1,5 +1,6 @@
 /* The parameter store: values, gradients and AdamW moments each live in one
- * device allocation, or in chunks of at most the context's allocation limit
+ * device allocation (gradients and moments only once something trains the
+ * store: a training graph is planned, or a gradient or optimizer call), or in chunks of at most the context's allocation limit
  * (CL_DEVICE_MAX_MEM_ALLOC_SIZE, CLD_MAX_ALLOC_MB) when the store is larger,
  * carved into named views (offsets in floats); no view crosses a chunk. */
 #include "internal.h"
@@ -143,20 +144,15 @@ cld_status cld__params_rw_all(const cld_params *p, cl_mem *bufs, int write, floa
     return CLD_OK;
 }
 
-cld_status cld_params_alloc(cld_params *p)
+/* Buffers of kinds [first, last) of {values, grads, adam m, adam v}, zeroed. */
+static cld_status alloc_kinds(cld_params *p, int first, int last)
 {
-    if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_alloc: NULL store");
-    if (p->allocated) return CLD_OK;
-    if (!p->count) return cld__fail(CLD_ERR_STATE, "cld_params_alloc: no parameters declared");
-    int n = (int)((p->total + p->chunk - 1) / p->chunk);
     cl_mem **bufs[4] = {&p->values, &p->grads, &p->m, &p->v};
     const char *names[4] = {"values", "grads", "adam m", "adam v"};
-    for (int i = 0; i < 4; i++) {
-        release_all(*bufs[i], p->n_chunks); /* a failed earlier try */
+    const int n = p->n_chunks;
+    for (int i = first; i < last; i++) {
+        release_all(*bufs[i], n); /* a failed earlier try */
         *bufs[i] = calloc((size_t)n, sizeof(cl_mem));
-    }
-    p->n_chunks = n;
-    for (int i = 0; i < 4; i++) {
         if (!*bufs[i]) return cld__fail(CLD_ERR_NOMEM, "cld_params_alloc: out of host memory");
         for (int k = 0; k < n; k++) {
             size_t bytes = cld__params_chunk_len(p, k) * sizeof(float);
@@ -175,6 +171,18 @@ cld_status cld_params_alloc(cld_params *p)
             CLD_TRY(cld__cl_check(err, "clEnqueueFillBuffer(params)"));
         }
     }
+    return CLD_OK;
+}
+
+/* The values only: a store that is never trained (sampling, an EMA copy)
+ * holds a quarter of what a trained one does. */
+cld_status cld_params_alloc(cld_params *p)
+{
+    if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_alloc: NULL store");
+    if (p->allocated) return CLD_OK;
+    if (!p->count) return cld__fail(CLD_ERR_STATE, "cld_params_alloc: no parameters declared");
+    p->n_chunks = (int)((p->total + p->chunk - 1) / p->chunk);
+    CLD_TRY(alloc_kinds(p, 0, 1));
     float *host = calloc(p->total ? p->total : 1, sizeof(float));
     if (!host) return cld__fail(CLD_ERR_NOMEM, "cld_params_alloc: out of host memory");
     for (int i = 0; i < p->count; i++) {
@@ -187,6 +195,17 @@ cld_status cld_params_alloc(cld_params *p)
     free(host);
     CLD_TRY(s);
     p->allocated = 1;
+    return CLD_OK;
+}
+
+int cld__params_has_train(const cld_params *p) { return p && p->train_allocated; }
+
+cld_status cld__params_alloc_train(cld_params *p)
+{
+    CLD_TRY(cld_params_alloc(p));
+    if (p->train_allocated) return CLD_OK;
+    CLD_TRY(alloc_kinds(p, 1, 4));
+    p->train_allocated = 1;
     return CLD_OK;
 }
 
@@ -214,11 +233,12 @@ cld_status cld_params_info(const cld_params *p, int index, const char **name, in
     return CLD_OK;
 }
 
-cld_status cld__params_place(const cld_params *p, int index, int grad, cl_mem *buf, size_t *off)
+cld_status cld__params_place(cld_params *p, int index, int grad, cl_mem *buf, size_t *off)
 {
     if (!p || index < 0 || index >= p->count)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld__params_place: no parameter %d", index);
     if (!p->allocated) return cld__fail(CLD_ERR_STATE, "cld__params_place: store not allocated");
+    if (grad) CLD_TRY(cld__params_alloc_train(p)); /* a training graph: gradients from now on */
     const cld__param *q = &p->items[index];
     *buf = (grad ? p->grads : p->values)[q->off / p->chunk];
     *off = q->off % p->chunk;
@@ -229,7 +249,7 @@ static cld_status rw(cld_params *p, int index, int grad, int write, void *host, 
 {
     if (!p || !host || index < 0 || index >= p->count)
         return cld__fail(CLD_ERR_INVALID_ARG, "%s: bad argument (parameter %d)", what, index);
-    CLD_TRY(cld_params_alloc(p));
+    CLD_TRY(grad ? cld__params_alloc_train(p) : cld_params_alloc(p));
     const cld__param *q = &p->items[index];
     cl_mem b;
     size_t off;
@@ -259,7 +279,7 @@ cld_status cld_params_read_grad(cld_params *p, int index, float *dst)
 cld_status cld_params_zero_grad(cld_params *p)
 {
     if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_zero_grad: NULL store");
-    CLD_TRY(cld_params_alloc(p));
+    CLD_TRY(cld__params_alloc_train(p));
     const float zero = 0.0f;
     for (int k = 0; k < p->n_chunks; k++) {
         cl_int err = clEnqueueFillBuffer(p->ctx->queue, p->grads[k], &zero, sizeof zero, 0,
@@ -269,7 +289,7 @@ cld_status cld_params_zero_grad(cld_params *p)
     return CLD_OK;
 }
 
-cld_status cld_params_buffers(const cld_params *p, cl_mem *values, cl_mem *grads)
+cld_status cld_params_buffers(cld_params *p, cl_mem *values, cl_mem *grads)
 {
     if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_buffers: NULL store");
     if (!p->allocated) return cld__fail(CLD_ERR_STATE, "cld_params_buffers: store not allocated");
@@ -278,6 +298,7 @@ cld_status cld_params_buffers(const cld_params *p, cl_mem *values, cl_mem *grads
             CLD_ERR_STATE,
             "cld_params_buffers: the store is split into %d buffers (allocation limit %zu bytes)",
             p->n_chunks, p->chunk * sizeof(float));
+    if (grads) CLD_TRY(cld__params_alloc_train(p));
     if (values) *values = p->values[0];
     if (grads) *grads = p->grads[0];
     return CLD_OK;

@@ -78,7 +78,7 @@ cld_status cld_params_ema_update(cld_params *ema, cld_params *src, float decay)
 cld_status cld_params_grad_norm(cld_params *p, double *norm)
 {
     if (!p || !norm) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_norm: NULL argument");
-    CLD_TRY(cld_params_alloc(p));
+    CLD_TRY(cld__params_alloc_train(p));
     cl_int err;
     cl_mem part =
         clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, SQNORM_GROUPS * sizeof(float), NULL, &err);
@@ -109,7 +109,7 @@ cld_status cld_params_grad_scale(cld_params *p, float scale)
 {
     if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_scale: NULL store");
     if (!isfinite(scale)) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_scale: scale %g", scale);
-    CLD_TRY(cld_params_alloc(p));
+    CLD_TRY(cld__params_alloc_train(p));
     cl_kernel k;
     CLD_TRY(cld__kernel(p->ctx, "optim", "scale_inplace", &k));
     for (int c = 0; c < p->n_chunks; c++) {

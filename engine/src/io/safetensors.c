@@ -702,7 +702,7 @@ static cld_status state_buffers(cld_params *p, cld_params *ema, cl_mem *bufs[4],
     if (!p || !ema) return cld__fail(CLD_ERR_INVALID_ARG, "%s: NULL store", what);
     if (ema->count != p->count || ema->total != p->total || ema->chunk != p->chunk)
         return cld__fail(CLD_ERR_INVALID_ARG, "%s: the EMA store does not have the model's layout", what);
-    CLD_TRY(cld_params_alloc(p));
+    CLD_TRY(cld__params_alloc_train(p)); /* the moments */
     CLD_TRY(cld_params_alloc(ema));
     bufs[0] = p->values;
     bufs[1] = ema->values;

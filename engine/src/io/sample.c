@@ -260,10 +260,10 @@ cld_status cld_model_batch_memory(const cld_model *m, int batch, int guided, cld
     CLD_TRY(cld_params_count(m->params, NULL, &n_params));
     const double out_ch = (double)m->meta.unet.out_channels / m->meta.unet.in_channels;
     /* sampler workspace (sampler.c: 4 + 1 or 4 + 4 batches), result, staging of wide outputs, parameters
-     * with their gradient and AdamW buffers (the store allocates all four) */
+     * (values only: a store that is not trained has no gradient or AdamW buffers) */
     const double ws =
         per * batch * (guided ? 8.0 : 5.0) + per * batch + (out_ch > 1 ? per * mb * out_ch : 0.0);
-    const double total = arena + ws + 4.0 * (double)n_params * sizeof(float);
+    const double total = arena + ws + (double)n_params * sizeof(float);
     const double lim = (double)SIZE_MAX / 2;
     mem->arena_bytes = arena < lim ? (size_t)arena : (size_t)lim;
     mem->total_bytes = total < lim ? (size_t)total : (size_t)lim;
