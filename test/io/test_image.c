@@ -75,6 +75,10 @@ START_TEST(test_bombs)
     ck_assert_int_eq(h, 65500);
     TU_STATUS(cld_image_load(path, 3, 0, &img), CLD_ERR_FORMAT);
     ck_assert_msg(contains(cld_last_error(), "over the limit"), "%s", cld_last_error());
+    /* a 7 x 5 PNG whose second chunk declares 4 GB (fuzz_image: stb_image grew its IDAT
+     * buffer to 2 GB before reading): refused from the chunk table */
+    TU_STATUS(cld_image_load(CORPUS "regress-png-idat-length.png", 0, 0, &img), CLD_ERR_FORMAT);
+    ck_assert_msg(contains(cld_last_error(), "past the end of the 290-byte file"), "%s", cld_last_error());
     const long grew = max_rss_kb() - rss0;
     ck_assert_msg(grew < 64 * 1024, "peak memory grew by %ld kB refusing bombs", grew);
     free(j);

@@ -56,6 +56,29 @@ cld_status cld_image_info(const char *path, int *width, int *height, int *channe
     return CLD_OK;
 }
 
+/* Every chunk of a PNG inside the file: stb_image grows its IDAT buffer to
+ * a chunk's declared length before reading it, so a few bytes declaring a
+ * 2 GB chunk cost 2 GB (found by fuzz_image). Walked from the header: 12
+ * bytes read per chunk, up to IEND or the end of the file. */
+static cld_status png_chunks_fit(FILE *f, long start, const char *path)
+{
+    if (fseek(f, 0, SEEK_END) != 0) return CLD_OK; /* not seekable: stb's own checks */
+    const long end = ftell(f);
+    long pos = start + 8;
+    unsigned char h[8];
+    while (pos + 12 <= end && fseek(f, pos, SEEK_SET) == 0 && fread(h, 1, 8, f) == 8) {
+        const uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+        if (len > 0x7fffffffu || (uint64_t)pos + 12 + len > (uint64_t)end)
+            return cld__fail(CLD_ERR_FORMAT,
+                             "'%s': PNG chunk '%.4s' declares %u bytes, past the end of the %ld-byte file "
+                             "(truncated or corrupt)",
+                             path, (const char *)h + 4, len, end);
+        if (!memcmp(h + 4, "IEND", 4)) break;
+        pos += 12 + (long)len;
+    }
+    return CLD_OK;
+}
+
 cld_status cld_image_load(const char *path, int want_channels, size_t max_pixels, cld_image *out)
 {
     if (!path || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_image_load: NULL argument");
@@ -102,6 +125,11 @@ cld_status cld_image_load(const char *path, int want_channels, size_t max_pixels
             fclose(f);
             return cld__fail(CLD_ERR_FORMAT, "image '%s' declares %u x %u pixels, over the limit of %zu",
                              path, pw, ph, max_pixels);
+        }
+        cld_status cs = png_chunks_fit(f, at, path);
+        if (cs != CLD_OK) {
+            fclose(f);
+            return cs;
         }
     }
     fseek(f, at, SEEK_SET);
