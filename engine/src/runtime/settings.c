@@ -99,7 +99,7 @@ cld_status cld_ctx_launch_config(const cld_ctx *ctx, char *buf, size_t cap)
              "  losses (MSE, VLB) and gradient norm: 64 work-items per group (loss.cl, vlb.cl, optim.cl)\n"
              "  products (linear, matmul, attention): %s\n"
              "  conv: own tiles (6 x 16 per work-item, one per group); Winograd products: %s\n"
-             "  allocation limit: %zu bytes per buffer (%s); blocks aligned to %zu bytes\n",
+             "  allocation limit: %zu bytes per buffer (%s); blocks aligned to 128 bytes, chunks to %zu\n",
              s->gpu_path ? "GPU" : "CPU", why, s->launch1d_ls, s->launch1d_groups, s->reduce_ls,
              s->reduce_ls > 1 ? " (local-memory tree)" : "",
              s->gemm_backend == CLD__GEMM_OWN ? "own kernels (cl/gemm.cl), one tile per work-item"
