@@ -11,7 +11,7 @@
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
-            "usage: %s [--device SPEC] [--json] [--build-all]\n"
+            "usage: %s [--device SPEC] [--json] [--verbose] [--build-all]\n"
             "\n"
             "Lists the OpenCL devices cldiffusion can use and marks the default.\n"
             "\n"
@@ -19,6 +19,9 @@ static void usage(FILE *f, const char *prog)
             "                 part of \"platform / device\" (default: $CLD_DEVICE, else the\n"
             "                 first GPU, else the first CPU)\n"
             "  --json         machine-readable output\n"
+            "  --verbose      also the launch configuration the engine chose for the\n"
+            "                 selected device (work-group sizes per op family, GEMM route,\n"
+            "                 allocation limit; CLD_FORCE_GPU_PATH=1 shows the GPU choices)\n"
             "  --build-all    build every embedded kernel program on the selected device and\n"
             "                 report how many were compiled or loaded from the kernel cache\n"
             "  --version      print the version\n"
@@ -106,6 +109,20 @@ static void print_text(FILE *f, const cld_device_info *d, int n, int def, int en
     cli_print_device(f, &d[used]);
 }
 
+/* --verbose: a context on the selected device, and its launch configuration. */
+static int print_launch_config(const char *prog, const char *spec)
+{
+    cld_ctx *ctx = NULL;
+    cld_status s = cli_ctx_create(spec, stdout, &ctx);
+    if (s != CLD_OK) return cli_fail(prog, "creating context", s);
+    char text[2048];
+    s = cld_ctx_launch_config(ctx, text, sizeof text);
+    cld_ctx_free(ctx);
+    if (s != CLD_OK) return cli_fail(prog, "reading the launch configuration", s);
+    printf("\n%s", text);
+    return CLI_EXIT_OK;
+}
+
 static int build_all(const char *prog, const char *spec)
 {
     double t0 = cli_now_s();
@@ -136,7 +153,7 @@ int main(int argc, char **argv)
 {
     const char *prog = "cld-devices";
     const char *spec = NULL;
-    int json = 0, do_build = 0;
+    int json = 0, do_build = 0, verbose = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_opt_value(argc, argv, &i, "--device", &spec);
         if (r < 0) return CLI_EXIT_USAGE;
@@ -149,6 +166,8 @@ int main(int argc, char **argv)
             return CLI_EXIT_OK;
         } else if (!strcmp(argv[i], "--json")) {
             json = 1;
+        } else if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) {
+            verbose = 1;
         } else if (!strcmp(argv[i], "--build-all")) {
             do_build = 1;
         } else {
@@ -196,5 +215,6 @@ int main(int argc, char **argv)
     else
         print_text(stdout, d, n, def, env_sel, spec, selected);
     free(d);
+    if (verbose && !json) return print_launch_config(prog, spec);
     return CLI_EXIT_OK;
 }

@@ -255,7 +255,9 @@ START_TEST(test_backend_switch)
     TU_OK(cld_ctx_device_info(ctx, &info));
     /* CLD_GEMM is read once per context (runtime/settings.c) */
     const char *names[3] = {NULL, "clblast", "own"};
-    const int want[3] = {info.is_cpu ? CLD__GEMM_OWN : CLD__GEMM_CLBLAST, CLD__GEMM_CLBLAST, CLD__GEMM_OWN};
+    /* the default: own kernels on the CPU path, CLBlast on the GPU path (CLD_FORCE_GPU_PATH, read alike) */
+    const int want[3] = {ctx->settings.gpu_path ? CLD__GEMM_CLBLAST : CLD__GEMM_OWN, CLD__GEMM_CLBLAST,
+                         CLD__GEMM_OWN};
     for (int i = 0; i < 3; i++) {
         if (names[i])
             setenv("CLD_GEMM", names[i], 1);

@@ -287,6 +287,50 @@ START_TEST(test_no_platform)
 END_TEST
 
 /* ---------------------------------------------------------------- kernels */
+/* Issue 15: the launch configuration is chosen once per context from the
+ * device, in one place; CLD_FORCE_GPU_PATH=1 takes the GPU choices on a CPU
+ * device (each setting asserted), and cld_ctx_launch_config says which. */
+START_TEST(test_launch_config_gpu_path)
+{
+    unsetenv("CLD_FORCE_GPU_PATH");
+    unsetenv("CLD_LAUNCH1D_LS");
+    unsetenv("CLD_LAUNCH1D_GROUPS");
+    unsetenv("CLD_REDUCE_LS");
+    unsetenv("CLD_GEMM");
+    char text[2048];
+    for (int force = 0; force < 2; force++) {
+        if (force) setenv("CLD_FORCE_GPU_PATH", "1", 1);
+        cld_ctx *ctx;
+        TU_OK(cld_ctx_create(NULL, &ctx));
+        const cld__settings *st = &ctx->settings;
+        size_t cu = ctx->info.compute_units ? ctx->info.compute_units : 1;
+        TU_OK(cld_ctx_launch_config(ctx, text, sizeof text));
+        fprintf(stderr, "%s", text);
+        if (ctx->info.is_cpu && !force) { /* PoCL's values, as before the switch existed */
+            ck_assert_int_eq(st->gpu_path, 0);
+            ck_assert_uint_eq(st->launch1d_ls, 1);
+            ck_assert_uint_eq(st->launch1d_groups, 8 * cu);
+            ck_assert_uint_eq(st->reduce_ls, 1);
+            ck_assert_int_eq(st->gemm_backend, CLD__GEMM_OWN);
+            ck_assert_int_eq(st->wino_blas, 0);
+            ck_assert(strstr(text, "CPU path (CPU device)"));
+        } else {
+            ck_assert_int_eq(st->gpu_path, 1);
+            ck_assert_uint_eq(st->launch1d_ls, 64);
+            ck_assert_uint_eq(st->launch1d_groups, 1024 * cu);
+            ck_assert_uint_eq(st->reduce_ls, 64);
+            ck_assert_int_eq(st->gemm_backend, CLD__GEMM_CLBLAST);
+            ck_assert_int_eq(st->wino_blas, 1);
+            ck_assert(strstr(text, "GPU path"));
+            if (ctx->info.is_cpu) ck_assert(strstr(text, "CLD_FORCE_GPU_PATH=1"));
+        }
+        TU_STATUS(cld_ctx_launch_config(ctx, NULL, 10), CLD_ERR_INVALID_ARG);
+        cld_ctx_free(ctx);
+    }
+    unsetenv("CLD_FORCE_GPU_PATH");
+}
+END_TEST
+
 START_TEST(test_fill_and_launch)
 {
     char *dir = fresh_cache_env();
@@ -733,6 +777,7 @@ static Suite *runtime_suite(void)
     tc = tcase_create("kernels");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_fill_and_launch);
+    tcase_add_test(tc, test_launch_config_gpu_path);
     tcase_add_test(tc, test_options_specialise);
     tcase_add_test(tc, test_broken_kernel_reports_log);
     tcase_add_test(tc, test_kernel_dir_overrides_embedded);

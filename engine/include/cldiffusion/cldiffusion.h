@@ -115,6 +115,13 @@ typedef struct cld_compile_stats {
 } cld_compile_stats;
 cld_status cld_ctx_compile_stats(const cld_ctx *ctx, cld_compile_stats *out);
 
+/* The launch configuration this context chose for each op family (work-group
+ * sizes, GEMM route, allocation limit), as lines of text into buf (cap bytes,
+ * NUL-terminated; truncated if short). Chosen once per context from the
+ * device; CLD_FORCE_GPU_PATH=1 takes the GPU choices on a CPU device (to test
+ * them on PoCL or Oclgrind). `cld-devices --verbose` prints it. */
+cld_status cld_ctx_launch_config(const cld_ctx *ctx, char *buf, size_t cap);
+
 /* Get (building or loading from cache on first use) a kernel of program
  * `program` (a file in cl/ without ".cl") specialised with `options`
  * (e.g. "-DTILE=16"; NULL = none). The kernel is owned by the context.

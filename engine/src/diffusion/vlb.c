@@ -98,7 +98,7 @@ static cld_status launch_elems(cld_ctx *ctx, cl_kernel k, const char *what, cl_m
 static cld_status launch_row_sums(cld_ctx *ctx, cl_kernel k, const char *what, cl_mem x, size_t xo,
                                   cl_mem sums, size_t so, int n, int M)
 {
-    size_t ls = ctx->info.is_cpu ? 1 : 64, gs = (size_t)n * ls;
+    size_t ls = ctx->settings.reduce_ls, gs = (size_t)n * ls;
     if (!k) CLD_TRY(cld__kernel(ctx, "basic", "reduce_rows", &k));
     CLD_TRY(cld__kargs(k, what, "bibiibiiiiil", x, (int)xo, x, (int)xo, 0, sums, (int)so, 1, n, M, 1,
                        ls * sizeof(float)));

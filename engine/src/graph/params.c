@@ -17,8 +17,10 @@ cld_status cld_params_create(cld_ctx *ctx, cld_params **out)
     p->ctx = ctx;
     /* 0: a context without a device (cld_unet_param_count's dry run) */
     size_t chunk = ctx->settings.max_alloc_bytes ? ctx->settings.max_alloc_bytes / sizeof(float) : (size_t)-1;
-    if (chunk > (size_t)2147483647) chunk = 2147483647; /* the kernels' int offsets */
-    p->chunk = chunk / 32 * 32;
+    if (chunk > (size_t)2147483647) chunk = 2147483647;           /* the kernels' int offsets */
+    size_t unit = ctx->settings.base_align_bytes / sizeof(float); /* chunks: whole base alignments */
+    unit = unit > 32 ? (unit + 31) / 32 * 32 : 32;
+    p->chunk = chunk / unit * unit;
     if (!p->chunk) {
         free(p);
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_create: allocation limit of %zu bytes is too small",

@@ -111,17 +111,17 @@ static cld_status record_poison(cld_graph *g, const planner *pl, int *np, int *c
  * workspace past either is refused, naming it. A plan as a whole may be
  * larger: its arena and its pinned buffer are split into chunks that each
  * fit (no block crosses a chunk). */
-static cld_status check_block(const cld_graph *g, const cld_tensor *t, size_t floats, int ws,
-                              const char *what)
+static cld_status check_block(const cld_graph *g, const planner *pl, const cld_tensor *t, size_t floats,
+                              int ws, const char *what, int limit_pass)
 {
     char sh[96];
-    if (floats > (size_t)INT_MAX)
+    if (!limit_pass && floats > (size_t)INT_MAX)
         return cld__fail(CLD_ERR_NOMEM,
                          "%s'%s' %s needs %zu floats of %s, more than the 2^31 - 1 that the kernels' int "
                          "offsets reach: use a smaller batch",
                          ws ? "workspace of " : "", t->name, cld__shape_str(t, sh, sizeof sh), floats, what);
     size_t limit = g->ctx->settings.max_alloc_bytes;
-    if (floats > limit / sizeof(float))
+    if (limit_pass && align_up(pl, floats) > pl->chunk)
         return cld__fail(CLD_ERR_NOMEM,
                          "%s'%s' %s needs %zu bytes, more than the %zu bytes one allocation may hold on "
                          "'%s' (%s): use a smaller batch",
@@ -209,24 +209,32 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
             if (last[r] < i) last[r] = i;
         }
     }
-    /* Blocks start on 128 bytes, or the device's base address alignment if
-     * larger; chunks hold a whole number of blocks' alignment, at most the
-     * context's allocation limit and 2^31 - 1 floats (int offsets). */
+    /* Blocks start on 128 bytes. Chunks are at most the context's
+     * allocation limit and 2^31 - 1 floats (int offsets), a multiple of the
+     * device's base address alignment (CL_DEVICE_MEM_BASE_ADDR_ALIGN: 128
+     * bytes on PoCL, 512 on rusticl), so that every chunk boundary is a valid
+     * sub-buffer origin of one buffer; each chunk is a buffer of its own and
+     * kernels get offsets as arguments, so inside a chunk 128 bytes is all a
+     * block needs (the alignment of any data type). */
     const cld_ctx *ctx = g->ctx;
     planner pl = {0};
     pl.align = CLD_ALIGN_FLOATS;
-    if (ctx->settings.base_align_bytes / sizeof(float) > pl.align)
-        pl.align = ctx->settings.base_align_bytes / sizeof(float);
+    size_t unit = ctx->settings.base_align_bytes / sizeof(float);
+    if (unit < pl.align) unit = pl.align;
+    unit = (unit + pl.align - 1) / pl.align * pl.align;
     size_t chunk = ctx->settings.max_alloc_bytes / sizeof(float);
     if (chunk > (size_t)INT_MAX) chunk = (size_t)INT_MAX;
-    pl.chunk = chunk / pl.align * pl.align;
+    pl.chunk = chunk / unit * unit;
     cld_status s = CLD_OK;
-    for (int i = 0; i < n && s == CLD_OK; i++) {
-        cld_tensor *t = g->nodes[i];
-        if ((t->op && t->op->is_view) || (t->flags & CLD_TF_PARAM)) continue;
-        s = check_block(g, t, t->n, 0, cld__is_pinned(t) ? "inputs and outputs" : "activations");
-        if (s == CLD_OK && t->ws) s = check_block(g, t, t->ws, 1, "workspace");
-    }
+    /* int range first (the kernels' limit), then the allocation limit */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n && s == CLD_OK; i++) {
+            cld_tensor *t = g->nodes[i];
+            if ((t->op && t->op->is_view) || (t->flags & CLD_TF_PARAM)) continue;
+            s = check_block(g, &pl, t, t->n, 0, cld__is_pinned(t) ? "inputs and outputs" : "activations",
+                            pass);
+            if (s == CLD_OK && t->ws) s = check_block(g, &pl, t, t->ws, 1, "workspace", pass);
+        }
     if (s == CLD_OK && pl.chunk < pl.align)
         s = cld__fail(CLD_ERR_NOMEM, "allocation limit of %zu bytes is below one block of %zu",
                       ctx->settings.max_alloc_bytes, pl.align * sizeof(float));

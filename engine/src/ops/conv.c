@@ -153,7 +153,7 @@ static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int
 /* Winograd's 36 products through cld__gemm_batched (CLBlast, tuned per
  * device) on GPUs, where wino_gemm's one work-item per group is wrong; on
  * CPUs wino_gemm (or through the batched GEMM when a test asks for it). */
-static int wino_blas(const cld_ctx *ctx) { return ctx->settings.conv_wino_blas || !ctx->info.is_cpu; }
+static int wino_blas(const cld_ctx *ctx) { return ctx->settings.conv_wino_blas || ctx->settings.wino_blas; }
 
 /* Winograd workspace of a chunk of nb samples, M outputs of C inputs, in
  * floats from the start: U (36 x M x C; packed for wino_gemm, row-major on

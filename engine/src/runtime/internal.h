@@ -45,12 +45,25 @@ typedef struct cld__program_entry {
 /* Settings from the environment, read once when the context is created
  * (settings.c), resolved against the device: nothing on a launch path calls
  * getenv. Tests change them on their context directly (Check runs each test
- * in its own process, so nothing leaks into the next test). */
+ * in its own process, so nothing leaks into the next test).
+ *
+ * The launch configuration of every op family is chosen here, once, from the
+ * device (settings.c is the one place; cld_ctx_launch_config prints it,
+ * `cld-devices --verbose`): CPU devices get the values measured on PoCL,
+ * others (gpu_path) the GPU ones; CLD_FORCE_GPU_PATH=1 takes the GPU ones on
+ * any device, so the GPU code paths run (and are tested) on PoCL and Oclgrind. */
 typedef struct cld__settings {
-    size_t launch1d_ls;     /* work-group size of cld__launch1d: CLD_LAUNCH1D_LS, else 1 on CPUs, 64 */
-    size_t launch1d_groups; /* most work-groups: CLD_LAUNCH1D_GROUPS, else 8 (CPU) or 1024 per unit */
-    size_t reduce_ls;  /* row reductions (basic.cl, norm.cl, softmax.cl): CLD_REDUCE_LS, else 1 (CPU), 64 */
-    int gemm_backend;  /* CLD__GEMM_CLBLAST or CLD__GEMM_OWN: CLD_GEMM, else own on CPUs */
+    int gpu_path; /* GPU decisions: not a CPU device, or CLD_FORCE_GPU_PATH=1 */
+    /* element-wise (cld__launch1d, graph/executor.c): CLD_LAUNCH1D_LS / _GROUPS override */
+    size_t launch1d_ls;     /* work-group size: CPU 1; GPU 64 (<= the device's work-group limit) */
+    size_t launch1d_groups; /* most work-groups: CPU 8 per unit; GPU 1024 per unit */
+    /* row reductions (reduce_rows, group norm, softmax, the VLB's row sums): one
+     * work-group per row, a local-memory tree on GPUs; CLD_REDUCE_LS overrides */
+    size_t
+        reduce_ls; /* CPU 1 (PoCL runs it as plain vector code); GPU 64 (work-group and local-memory limits) */
+    /* products (linear, matmul, attention; Winograd's 36 products) */
+    int gemm_backend; /* CLD__GEMM_CLBLAST or CLD__GEMM_OWN: CLD_GEMM, else own on CPUs, CLBlast on the GPU path */
+    int wino_blas;     /* Winograd's products through cld__gemm_batched (GPU path), else wino_gemm */
     int clblast_tune;  /* install the PoCL CLBlast parameters (0 if CLD_CLBLAST_TUNE=0) */
     int conv_winograd; /* Winograd where it pays (0 if CLD_CONV_WINOGRAD=0) */
     int poison;        /* new graphs poison released memory (CLD_POISON) */
@@ -60,7 +73,7 @@ typedef struct cld__settings {
      * MiB if that is lower (max_alloc_env then 1). */
     size_t max_alloc_bytes;
     int max_alloc_env;
-    size_t base_align_bytes; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes: planned blocks start on it */
+    size_t base_align_bytes; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes: chunk sizes are multiples */
     /* Test hooks, never from the environment (test/ops/test_ops_conv.c,
      * test/models/test_unet.c, bench/lab_winograd.c), for conv nodes built
      * afterwards: at most conv_max_chunk samples per chunk (0: no cap), the
