@@ -112,15 +112,12 @@ cld_status cld_params_alloc(cld_params *p)
     cl_mem *bufs[4] = {&p->values, &p->grads, &p->m, &p->v};
     const char *names[4] = {"values", "grads", "adam m", "adam v"};
     for (int i = 0; i < 4; i++) {
-        cl_int err;
-        *bufs[i] = clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
-        if (err != CL_SUCCESS) {
-            char what[96];
-            snprintf(what, sizeof what, "clCreateBuffer(params %s, %zu bytes)", names[i], bytes);
-            return cld__cl_check(err, what);
-        }
+        char what[96];
+        snprintf(what, sizeof what, "cld_params_alloc: parameter %s", names[i]);
+        CLD_TRY(cld__buffer_create(p->ctx, CL_MEM_READ_WRITE, bytes, NULL, what, bufs[i]));
         const float zero = 0.0f;
-        err = clEnqueueFillBuffer(p->ctx->queue, *bufs[i], &zero, sizeof zero, 0, bytes, 0, NULL, NULL);
+        cl_int err =
+            clEnqueueFillBuffer(p->ctx->queue, *bufs[i], &zero, sizeof zero, 0, bytes, 0, NULL, NULL);
         CLD_TRY(cld__cl_check(err, "clEnqueueFillBuffer(params)"));
     }
     float *host = calloc(p->total ? p->total : 1, sizeof(float));

@@ -190,7 +190,6 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
 
     CLD_TRY(check_int_offsets(pl.peak, "activations"));
     CLD_TRY(check_int_offsets(pinned_n, "inputs and outputs"));
-    cl_int err;
     size_t arena_bytes = (pl.peak ? pl.peak : CLD_ALIGN_FLOATS) * sizeof(float);
     size_t pinned_bytes = (pinned_n ? pinned_n : CLD_ALIGN_FLOATS) * sizeof(float);
     if (arena_bytes > g->ctx->info.max_alloc_bytes || pinned_bytes > g->ctx->info.max_alloc_bytes)
@@ -198,10 +197,9 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
                          "graph needs %zu bytes of activations, device '%s' allows "
                          "%llu per allocation: use a smaller batch",
                          arena_bytes, g->ctx->info.name, (unsigned long long)g->ctx->info.max_alloc_bytes);
-    g->arena = clCreateBuffer(g->ctx->context, CL_MEM_READ_WRITE, arena_bytes, NULL, &err);
-    CLD_TRY(cld__cl_check(err, "clCreateBuffer(graph arena)"));
-    g->pinned = clCreateBuffer(g->ctx->context, CL_MEM_READ_WRITE, pinned_bytes, NULL, &err);
-    CLD_TRY(cld__cl_check(err, "clCreateBuffer(graph inputs/outputs)"));
+    CLD_TRY(cld__buffer_create(g->ctx, CL_MEM_READ_WRITE, arena_bytes, NULL, "graph arena", &g->arena));
+    CLD_TRY(cld__buffer_create(g->ctx, CL_MEM_READ_WRITE, pinned_bytes, NULL, "graph inputs/outputs",
+                               &g->pinned));
 
     /* bind buffers in node order (views follow their source) */
     for (int i = 0; i < n; i++) {
