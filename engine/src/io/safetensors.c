@@ -116,8 +116,10 @@ static cld_status save_header(const cld_params *p, const char *const *prefixes, 
                           "cld_params_save: metadata must be a JSON object of string "
                           "values, got '%.60s'",
                           metadata_json);
-        } else {
-            cJSON_AddItemToObject(root, "__metadata__", meta);
+        } else if (!cJSON_AddItemToObject(root, "__metadata__", meta)) {
+            /* not attached: ours to free; a file without its metadata must not be written */
+            cJSON_Delete(meta);
+            s = cld__fail(CLD_ERR_NOMEM, "cld_params_save: out of host memory");
         }
     }
     size_t begin = 0;
@@ -137,10 +139,19 @@ static cld_status save_header(const cld_params *p, const char *const *prefixes, 
                 cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)begin));
                 cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(begin + q->n * 4)));
             }
-            if (!offs || !cJSON_AddStringToObject(t, "dtype", "F32") ||
-                !cJSON_AddItemToObject(t, "shape", shape) ||
-                !cJSON_AddItemToObject(t, "data_offsets", offs) || cJSON_GetArraySize(offs) != 2)
-                s = cld__fail(CLD_ERR_NOMEM, "cld_params_save: out of host memory");
+            /* an item not attached to the tree is ours to free (found by test_faults_alloc) */
+            int ok = offs && cJSON_GetArraySize(offs) == 2 && cJSON_AddStringToObject(t, "dtype", "F32");
+            if (ok && cJSON_AddItemToObject(t, "shape", shape))
+                shape = NULL;
+            else
+                ok = 0;
+            if (ok && cJSON_AddItemToObject(t, "data_offsets", offs))
+                offs = NULL;
+            else
+                ok = 0;
+            cJSON_Delete(shape);
+            cJSON_Delete(offs);
+            if (!ok) s = cld__fail(CLD_ERR_NOMEM, "cld_params_save: out of host memory");
             begin += q->n * 4;
         }
     char *text = s == CLD_OK ? cJSON_PrintUnformatted(root) : NULL;
