@@ -9,7 +9,8 @@
  *   to its start, tensors covering it exactly (no holes, no overlaps).
  *
  * Saving writes F32 in store order to path.tmp, fsyncs it and renames it
- * over path; on any failure the temp file is removed and path is untouched.
+ * over path; on any failure (a NaN or Inf in the data is one) the temp
+ * file is removed and path is untouched.
  * Loading validates the whole header before reading data, converts F32, F16
  * and BF16 to float in a host staging copy and writes the store only once
  * everything has been read: on failure the store is unchanged.
@@ -188,9 +189,21 @@ static cld_status write_header(FILE *f, const char *header, size_t hlen, const c
     return write_all(f, header, hlen, tmp);
 }
 
-/* One section's data (a store-layout copy in `host`) to an open file. */
-static cld_status write_section(FILE *f, const cld_params *p, const float *host, const char *tmp)
+/* One section's data (a store-layout copy in `host`) to an open file. A
+ * NaN or Inf is refused: a checkpoint or model file never holds one (its
+ * weights could not be used; the previous file stays). */
+static cld_status write_section(FILE *f, const cld_params *p, const float *host, const char *prefix,
+                                const char *tmp)
 {
+    for (int i = 0; i < p->count; i++) {
+        const float *v = host + p->items[i].off;
+        for (size_t j = 0; j < p->items[i].n; j++)
+            if (!isfinite(v[j]))
+                return cld__fail(CLD_ERR_STATE,
+                                 "cld_params_save: '%s%s' holds %s at element %zu: not writing a file whose "
+                                 "weights cannot be used",
+                                 prefix, p->items[i].name, isnan(v[j]) ? "NaN" : "Inf", j);
+    }
     unsigned char *chunk = NULL;
     if (!host_is_le() && !(chunk = malloc(ST_CHUNK * 4)))
         return cld__fail(CLD_ERR_NOMEM, "cld_params_save: out of host memory");
@@ -267,7 +280,7 @@ static cld_status save_sections(cld_params *p, const char *path, const char *met
                 cl_int err = clEnqueueReadBuffer(p->ctx->queue, bufs[k] ? bufs[k] : p->values, CL_TRUE, 0,
                                                  p->total * sizeof *host, host, 0, NULL, NULL);
                 s = cld__cl_check(err, "cld_params_save: clEnqueueReadBuffer(params)");
-                if (s == CLD_OK) s = write_section(f, p, host, tmp);
+                if (s == CLD_OK) s = write_section(f, p, host, prefixes[k], tmp);
             }
             if (s == CLD_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
                 s = cld__fail(CLD_ERR_IO, "cld_params_save: flushing '%s': %s", tmp, strerror(errno));
