@@ -396,6 +396,16 @@ static int denoise_one(state *S, const opts *o, const job *jb, double *mp, doubl
         if (s) rc = cli_fail(PROG, jb->in, s);
         *secs += cli_now_s() - t0;
         *mp += plane / 1e6;
+        /* one value everywhere out of a photo that is not: the model produced no image */
+        const long maxv = img.bits == 16 ? 65535 : 255;
+        long v;
+        if (!rc && cli_one_value(y, plane * MC, (double)maxv, 0, maxv, &v) &&
+            !cli_one_value(x, plane * MC, (double)maxv, 0, maxv, NULL))
+            fprintf(
+                stderr,
+                "%s: warning: %s: the result is one value everywhere (%ld of %ld) though the photo is not: "
+                "the model's output holds no image (broken model?)\n",
+                PROG, jb->out, v, maxv);
     }
     if (!rc) { /* back to the file's layout and bit depth; grey = mean of the three outputs */
         const int bits = img.bits, maxv = bits == 16 ? 65535 : 255;

@@ -706,6 +706,15 @@ static int run(state *S)
     if (s && !strcmp(o->progress, "bar")) fputc('\n', stderr);
     if (s) return cli_fail(PROG, "sampling", s);
     const double sample_s = cli_now_s() - t_sample;
+    /* a sample that is one pixel value everywhere: the model produced no image */
+    for (int i = 0; i < o->n; i++) {
+        long v;
+        if (cli_one_value(S->out + (size_t)i * m->per_sample, m->per_sample, 127.5, 127.5, 255, &v))
+            fprintf(stderr,
+                    "%s: warning: sample %d is one value everywhere (pixel %ld): the model's output holds no "
+                    "image (untrained, broken or saturated model?)\n",
+                    PROG, i, v);
+    }
 
     /* the recipe and the PNGs */
     cld_recipe r;

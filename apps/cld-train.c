@@ -621,6 +621,17 @@ static long newest_state(const char *dir, long *all, int *n_all, int cap)
     return best;
 }
 
+/* DIR/model.safetensors: the EMA weights at R->step. */
+static int save_model(run *R)
+{
+    char path[4096], *meta = metadata(R, R->step);
+    if (!meta) return fail("checkpoint metadata", CLD_ERR_NOMEM);
+    snprintf(path, sizeof path, "%s/model.safetensors", R->o.out);
+    cld_status s = cld_params_save(R->ema, path, meta);
+    cJSON_free(meta);
+    return s ? fail("writing the model file", s) : 0;
+}
+
 static int save_checkpoint(run *R)
 {
     char path[4096], *meta = metadata(R, R->step);
@@ -1343,7 +1354,12 @@ static int train_main(int argc, char **argv)
     if (o->resume) {
         s = cld_params_load_state(R.p, R.ema, resume_path, NULL);
         if (s) return fail("--resume", s);
-        if (!R.D.rank) fprintf(stderr, "resumed from %s (step %ld)\n", resume_path, R.step);
+        if (!R.D.rank) {
+            fprintf(stderr, "resumed from %s (step %ld)\n", resume_path, R.step);
+            /* model.safetensors is written after the state: a kill between the two leaves it a
+             * checkpoint behind (found by tools/checkpoint_faults.py); write the state's model now */
+            if ((rc = save_model(&R))) return rc;
+        }
     }
     if (!R.D.rank)
         fprintf(

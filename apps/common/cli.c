@@ -1,6 +1,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include <math.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +84,21 @@ int cli_is_file(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int cli_one_value(const float *x, size_t n, double scale, double offset, long maxv, long *value)
+{
+    long first = 0;
+    for (size_t i = 0; i < n; i++) {
+        double v = (double)x[i] * scale + offset;
+        long q = v < 0 ? 0 : v > (double)maxv ? maxv : lround(v);
+        if (i == 0)
+            first = q;
+        else if (q != first)
+            return 0;
+    }
+    if (value) *value = first;
+    return n > 0;
 }
 
 void cli_json_str(FILE *f, const char *s)

@@ -39,6 +39,12 @@ int cli_is_file(const char *path);
 /* s as a JSON string literal, quotes and escapes included. */
 void cli_json_str(FILE *f, const char *s);
 
+/* 1 if the n values round(x[i] * scale + offset), clamped to 0 .. maxv (the
+ * pixels a PNG would hold), are all the same; *value (optional) gets it. An
+ * image that is one value everywhere is reported by cld-sample and
+ * cld-denoise: a model that outputs no image. */
+int cli_one_value(const float *x, size_t n, double scale, double offset, long maxv, long *value);
+
 /* Option-loop helpers, for a loop of the form
  *     for (int i = 1; i < argc; i++) { const char *a = argv[i], *v = NULL; int r; double d; ...
  * with the program's own BAD(fmt, ...) (print, return CLI_EXIT_USAGE).

@@ -179,7 +179,7 @@ cld_status cld_repaint_schedule(int steps, int jump, int resample, int *pt, int 
 /* 8-bit pixels (H, W, C) of n images (C, S, S) in [-1, 1] in a grid of
  * `cols` columns, `pad` pixels of black around and between cells (pad 0,
  * n 1: the image itself). value = round((x + 1) 127.5) clamped to 0..255.
- * *pixels is malloc'd. */
+ * *pixels is malloc'd. A NaN or Inf anywhere is CLD_ERR_STATE (no pixels). */
 cld_status cld_grid_pixels(const float *x, int n, int C, int S, int cols, int pad, uint8_t **pixels,
                            int *width, int *height);
 

@@ -237,10 +237,8 @@ cld_status cld_pred_coefs(cld_pred_type from, cld_pred_type to, double a, double
  * kernels using it are done. */
 static cld_status coef_buffer(cld_ctx *ctx, const float *v, size_t count, cl_mem *out)
 {
-    cl_int err = CL_SUCCESS;
-    *out = clCreateBuffer(ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, count * sizeof(float),
-                          (void *)v, &err);
-    return cld__cl_check(err, "clCreateBuffer (diffusion coefficients)");
+    return cld__buffer_create(ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, count * sizeof(float), (void *)v,
+                              "diffusion coefficients", out);
 }
 
 /* The kernels index with int: n * per_sample plus the largest offset must fit. */

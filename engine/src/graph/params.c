@@ -158,18 +158,12 @@ static cld_status alloc_kinds(cld_params *p, int first, int last)
         if (!*bufs[i]) return cld__fail(CLD_ERR_NOMEM, "cld_params_alloc: out of host memory");
         for (int k = 0; k < n; k++) {
             size_t bytes = cld__params_chunk_len(p, k) * sizeof(float);
-            cl_int err;
-            (*bufs[i])[k] = clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
-            if (err != CL_SUCCESS) {
-                (*bufs[i])[k] = NULL;
-                char what[128];
-                snprintf(what, sizeof what, "clCreateBuffer(params %s, chunk %d of %d, %zu bytes)", names[i],
-                         k + 1, n, bytes);
-                return cld__cl_check(err, what);
-            }
+            char what[128];
+            snprintf(what, sizeof what, "parameter %s, chunk %d of %d", names[i], k + 1, n);
+            CLD_TRY(cld__buffer_create(p->ctx, CL_MEM_READ_WRITE, bytes, NULL, what, &(*bufs[i])[k]));
             const float zero = 0.0f;
-            err = clEnqueueFillBuffer(p->ctx->queue, (*bufs[i])[k], &zero, sizeof zero, 0, bytes, 0, NULL,
-                                      NULL);
+            cl_int err = clEnqueueFillBuffer(p->ctx->queue, (*bufs[i])[k], &zero, sizeof zero, 0, bytes, 0,
+                                             NULL, NULL);
             CLD_TRY(cld__cl_check(err, "clEnqueueFillBuffer(params)"));
         }
     }

@@ -79,10 +79,9 @@ cld_status cld_params_grad_norm(cld_params *p, double *norm)
 {
     if (!p || !norm) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_grad_norm: NULL argument");
     CLD_TRY(cld__params_alloc_train(p));
-    cl_int err;
-    cl_mem part =
-        clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, SQNORM_GROUPS * sizeof(float), NULL, &err);
-    CLD_TRY(cld__cl_check(err, "cld_params_grad_norm: clCreateBuffer"));
+    cl_mem part;
+    CLD_TRY(cld__buffer_create(p->ctx, CL_MEM_READ_WRITE, SQNORM_GROUPS * sizeof(float), NULL,
+                               "cld_params_grad_norm", &part));
     cl_kernel k;
     cld_status s = cld__kernel(p->ctx, "optim", "sqnorm_partial", &k);
     /* per chunk (one for a store under the allocation limit): partial sums, summed here in order */
@@ -94,7 +93,8 @@ cld_status cld_params_grad_norm(cld_params *p, double *norm)
         if (s == CLD_OK) s = cld__launch(p->ctx, k, "sqnorm_partial", 1, &gs, &ls);
         float host[SQNORM_GROUPS];
         if (s == CLD_OK) {
-            err = clEnqueueReadBuffer(p->ctx->queue, part, CL_TRUE, 0, sizeof host, host, 0, NULL, NULL);
+            cl_int err =
+                clEnqueueReadBuffer(p->ctx->queue, part, CL_TRUE, 0, sizeof host, host, 0, NULL, NULL);
             s = cld__cl_check(err, "cld_params_grad_norm: clEnqueueReadBuffer");
         }
         for (int i = 0; i < SQNORM_GROUPS && s == CLD_OK; i++) sum += host[i];

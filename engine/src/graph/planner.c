@@ -144,15 +144,9 @@ static cld_status make_chunks(cld_graph *g, size_t floats, size_t chunk, size_t 
     *count = (int)n;
     for (size_t k = 0; k < n; k++) {
         size_t len = k + 1 < n ? chunk : floats - k * chunk;
-        cl_int err;
-        (*out)[k] = clCreateBuffer(g->ctx->context, CL_MEM_READ_WRITE, len * sizeof(float), NULL, &err);
-        if (err != CL_SUCCESS) {
-            (*out)[k] = NULL;
-            char msg[128];
-            snprintf(msg, sizeof msg, "clCreateBuffer(graph %s, chunk %zu of %zu: %zu bytes)", what, k + 1, n,
-                     len * sizeof(float));
-            return cld__cl_check(err, msg);
-        }
+        char msg[128];
+        snprintf(msg, sizeof msg, "graph %s, chunk %zu of %zu", what, k + 1, n);
+        CLD_TRY(cld__buffer_create(g->ctx, CL_MEM_READ_WRITE, len * sizeof(float), NULL, msg, &(*out)[k]));
     }
     return CLD_OK;
 }

@@ -79,6 +79,22 @@ static cld_status png_chunks_fit(FILE *f, long start, const char *path)
     return CLD_OK;
 }
 
+/* A failed stb_image decode: out of memory (stb's "outofmem") is
+ * CLD_ERR_NOMEM, anything else a bad file. The reason is cleared before
+ * each decode (stb_decode_begin): stb 2.27 sets none when the first buffer
+ * of its zlib inflate cannot be allocated, and the previous call's reason
+ * would be reported instead (found by test_faults_alloc); no reason at all
+ * is that allocation failure. */
+static void stb_decode_begin(void) { stbi__g_failure_reason = NULL; }
+
+static cld_status stb_decode_fail(const char *path)
+{
+    const char *why = stbi_failure_reason();
+    if (!why || strcmp(why, "outofmem") == 0)
+        return cld__fail(CLD_ERR_NOMEM, "image '%s': out of host memory while decoding", path);
+    return cld__fail(CLD_ERR_FORMAT, "image '%s': %s", path, why);
+}
+
 cld_status cld_image_load(const char *path, int want_channels, size_t max_pixels, cld_image *out)
 {
     if (!path || !out) return cld__fail(CLD_ERR_INVALID_ARG, "cld_image_load: NULL argument");
@@ -154,16 +170,18 @@ cld_status cld_image_load(const char *path, int want_channels, size_t max_pixels
     int rw = 0, rh = 0, rc = 0;
     cld_status s = CLD_OK;
     if (is16) {
+        stb_decode_begin();
         stbi_us *px = stbi_load_from_file_16(f, &rw, &rh, &rc, nc);
         if (!px)
-            s = cld__fail(CLD_ERR_FORMAT, "image '%s': %s", path, stbi_failure_reason());
+            s = stb_decode_fail(path);
         else
             for (size_t i = 0; i < n; i++) data[i] = px[i] / 65535.0f;
         stbi_image_free(px);
     } else {
+        stb_decode_begin();
         stbi_uc *px = stbi_load_from_file(f, &rw, &rh, &rc, nc);
         if (!px)
-            s = cld__fail(CLD_ERR_FORMAT, "image '%s': %s", path, stbi_failure_reason());
+            s = stb_decode_fail(path);
         else
             for (size_t i = 0; i < n; i++) data[i] = px[i] / 255.0f;
         stbi_image_free(px);

@@ -716,6 +716,11 @@ cld_status cld_grid_pixels(const float *x, int n, int C, int S, int cols, int pa
 {
     if (!x || !pixels || !width || !height || n < 1 || C < 1 || C > 4 || S < 1 || cols < 1 || pad < 0)
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_grid_pixels: bad argument");
+    const size_t total = (size_t)n * C * S * S;
+    for (size_t i = 0; i < total; i++)
+        if (!isfinite(x[i]))
+            return cld__fail(CLD_ERR_STATE, "cld_grid_pixels: image %zu holds NaN or Inf: no PNG of it",
+                             i / ((size_t)C * S * S));
     if (cols > n) cols = n;
     const int rows = (n + cols - 1) / cols;
     const long W = (long)cols * (S + pad) + pad, H = (long)rows * (S + pad) + pad;

@@ -211,6 +211,16 @@ static double short_float(float f)
     return (double)f;
 }
 
+/* Attach item under key; an item that could not be attached (or NULL) is
+ * freed here, never leaked. */
+static int add_owned(cJSON *o, const char *key, cJSON *item)
+{
+    if (!item) return 0;
+    if (cJSON_AddItemToObject(o, key, item)) return 1;
+    cJSON_Delete(item);
+    return 0;
+}
+
 cld_status cld_unet_config_to_json(const cld_unet_config *cfg, char **json)
 {
     if (!cfg || !json) return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_config_to_json: NULL argument");
@@ -222,7 +232,7 @@ cld_status cld_unet_config_to_json(const cld_unet_config *cfg, char **json)
     ok = ok && cJSON_AddNumberToObject(o, "out_channels", cfg->out_channels);
     ok = ok && cJSON_AddNumberToObject(o, "image_size", cfg->image_size);
     ok = ok && cJSON_AddNumberToObject(o, "base_channels", cfg->base_channels);
-    ok = ok && cJSON_AddItemToObject(o, "mult", cJSON_CreateIntArray(cfg->mult, cfg->n_levels));
+    ok = ok && add_owned(o, "mult", cJSON_CreateIntArray(cfg->mult, cfg->n_levels));
     ok = ok && cJSON_AddNumberToObject(o, "num_res_blocks", cfg->num_res_blocks);
     cJSON *attn = ok ? cJSON_AddArrayToObject(o, "attn_res") : NULL;
     ok = ok && attn;
@@ -241,8 +251,8 @@ cld_status cld_unet_config_to_json(const cld_unet_config *cfg, char **json)
         ok = ok && cJSON_AddNumberToObject(d, "freq_shift", short_float(cfg->freq_shift));
         ok = ok && cJSON_AddNumberToObject(d, "head_dim", cfg->head_dim);
         ok = ok && cJSON_AddNumberToObject(d, "downsample_padding", cfg->downsample_padding);
-        ok = ok && cJSON_AddItemToObject(d, "down_attn", cJSON_CreateIntArray(cfg->down_attn, cfg->n_levels));
-        ok = ok && cJSON_AddItemToObject(d, "up_attn", cJSON_CreateIntArray(cfg->up_attn, cfg->n_levels));
+        ok = ok && add_owned(d, "down_attn", cJSON_CreateIntArray(cfg->down_attn, cfg->n_levels));
+        ok = ok && add_owned(d, "up_attn", cJSON_CreateIntArray(cfg->up_attn, cfg->n_levels));
         ok = ok && cJSON_AddBoolToObject(d, "class_no_null", cfg->class_no_null);
     }
     char *text = ok ? cJSON_Print(o) : NULL;

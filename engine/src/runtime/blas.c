@@ -132,17 +132,8 @@ static cld_status scratch_get(cld_ctx *ctx, size_t floats, cl_mem *out)
         ctx->gemm_scratch = NULL;
     }
     if (!ctx->gemm_scratch) {
-        cl_int err;
-        ctx->gemm_scratch = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
-        if (err != CL_SUCCESS) {
-            ctx->gemm_scratch = NULL;
-            return cld__fail(err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE ||
-                                     err == CL_INVALID_BUFFER_SIZE
-                                 ? CLD_ERR_NOMEM
-                                 : CLD_ERR_OPENCL,
-                             "gemm: packing buffer of %zu floats: %s (%d)", floats, cld_cl_error_name(err),
-                             (int)err);
-        }
+        CLD_TRY(cld__buffer_create(ctx, CL_MEM_READ_WRITE, bytes, NULL, "gemm packing buffer",
+                                   &ctx->gemm_scratch));
         ctx->gemm_scratch_bytes = bytes;
     }
     *out = ctx->gemm_scratch;

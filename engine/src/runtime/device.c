@@ -141,6 +141,16 @@ static void fill_info(const dev_list *list, int i, cld_device_info *o)
     o->global_mem_bytes = gmem;
     o->local_mem_bytes = lmem;
     o->max_alloc_bytes = maxalloc;
+    /* CLD_MAX_ALLOC=BYTES (K, M, G suffixes): a smaller device, for tests */
+    const char *lim = getenv("CLD_MAX_ALLOC");
+    if (lim && *lim) {
+        char *end = NULL;
+        double v = strtod(lim, &end);
+        if (end && (*end == 'K' || *end == 'k')) v *= 1024.0;
+        if (end && (*end == 'M' || *end == 'm')) v *= 1048576.0;
+        if (end && (*end == 'G' || *end == 'g')) v *= 1073741824.0;
+        if (v >= 1 && v < (double)o->max_alloc_bytes) o->max_alloc_bytes = (cl_ulong)v;
+    }
     o->max_work_group_size = wg;
 
     char *ext = device_str_alloc(d, CL_DEVICE_EXTENSIONS);
@@ -358,21 +368,30 @@ cld_status cld_ctx_compile_stats(const cld_ctx *ctx, cld_compile_stats *out)
 }
 
 /* ---------------------------------------------------------------- buffers */
-cld_status cld_buffer_alloc(cld_ctx *ctx, size_t bytes, cl_mem *out)
+cld_status cld__buffer_create(cld_ctx *ctx, cl_mem_flags flags, size_t bytes, void *host, const char *what,
+                              cl_mem *out)
 {
-    if (!ctx || !out || bytes == 0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_buffer_alloc: NULL argument or 0 bytes");
-    cl_int err = CL_SUCCESS;
-    *out = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
-    if (err == CL_SUCCESS) return CLD_OK;
+    cl_int err = CL_INVALID_BUFFER_SIZE;
+    *out = NULL;
+    if (bytes > 0 && bytes <= ctx->info.max_alloc_bytes)
+        *out = clCreateBuffer(ctx->context, flags, bytes, host, &err);
+    if (*out && err == CL_SUCCESS) return CLD_OK;
+    if (*out) clReleaseMemObject(*out);
     *out = NULL;
     cld_status s = (err == CL_MEM_OBJECT_ALLOCATION_FAILURE || err == CL_OUT_OF_RESOURCES ||
                     err == CL_OUT_OF_HOST_MEMORY || err == CL_INVALID_BUFFER_SIZE)
                        ? CLD_ERR_NOMEM
                        : CLD_ERR_OPENCL;
-    return cld__fail(s, "clCreateBuffer(%zu bytes) on '%s' (max single allocation %llu): %s (%d)", bytes,
-                     ctx->info.name, (unsigned long long)ctx->info.max_alloc_bytes, cld_cl_error_name(err),
-                     (int)err);
+    return cld__fail(s, "%s: device buffer of %zu bytes on '%s' (max single allocation %llu bytes): %s (%d)",
+                     what ? what : "clCreateBuffer", bytes, ctx->info.name,
+                     (unsigned long long)ctx->info.max_alloc_bytes, cld_cl_error_name(err), (int)err);
+}
+
+cld_status cld_buffer_alloc(cld_ctx *ctx, size_t bytes, cl_mem *out)
+{
+    if (!ctx || !out || bytes == 0)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_buffer_alloc: NULL argument or 0 bytes");
+    return cld__buffer_create(ctx, CL_MEM_READ_WRITE, bytes, NULL, "cld_buffer_alloc", out);
 }
 
 cld_status cld_buffer_write(cld_ctx *ctx, cl_mem buf, size_t offset_bytes, size_t bytes, const void *src)

@@ -23,6 +23,15 @@ cld_status cld__cl_check(cl_int err, const char *what);
     } while (0)
 #define CLD_CL_TRY(expr, what) CLD_TRY(cld__cl_check((expr), (what)))
 
+/* A device buffer (clCreateBuffer with flags, host): more than the device's
+ * max single allocation is refused as OpenCL specifies (a driver may not
+ * check; $CLD_MAX_ALLOC lowers the limit to simulate a smaller device).
+ * CLD_ERR_NOMEM for any allocation failure, naming `what`, the size and
+ * the limit; *out NULL on failure. */
+struct cld_ctx;
+cld_status cld__buffer_create(struct cld_ctx *ctx, cl_mem_flags flags, size_t bytes, void *host,
+                              const char *what, cl_mem *out);
+
 /* ---------------------------------------------------------------- context */
 typedef struct cld__kernel_entry {
     char *key; /* program \n options \n kernel */
