@@ -51,16 +51,16 @@ void __wrap_free(void *p);
 #define FA_CAP (1u << 20) /* pointers tracked at once */
 
 static pthread_mutex_t fa_mu = PTHREAD_MUTEX_INITIALIZER;
-static int fa_armed;      /* count and track allocations */
-static long fa_count;     /* allocations since arming */
-static long fa_fail_at;   /* 0: none */
-static int fa_from;       /* fail fa_fail_at and every later one */
-static long fa_failed;    /* allocations failed since arming */
-static void **fa_ptr;     /* open addressing, linear probing */
-static long *fa_seq;      /* the allocation's number */
-static void **fa_caller;  /* its return address */
-static long fa_live;      /* tracked pointers */
-static int fa_overflow;   /* the table filled up */
+static int fa_armed;     /* count and track allocations */
+static long fa_count;    /* allocations since arming */
+static long fa_fail_at;  /* 0: none */
+static int fa_from;      /* fail fa_fail_at and every later one */
+static long fa_failed;   /* allocations failed since arming */
+static void **fa_ptr;    /* open addressing, linear probing */
+static long *fa_seq;     /* the allocation's number */
+static void **fa_caller; /* its return address */
+static long fa_live;     /* tracked pointers */
+static int fa_overflow;  /* the table filled up */
 
 static size_t fa_slot(const void *p)
 {
@@ -235,13 +235,13 @@ static int fa_call_fails(void)
     return f;
 }
 
-#define FA_WRAP(ret, name, params, args, fail)  \
-    ret __real_##name params;                   \
-    ret __wrap_##name params;                   \
-    ret __wrap_##name params                    \
-    {                                           \
-        if (fa_call_fails()) return fail;       \
-        return __real_##name args;              \
+#define FA_WRAP(ret, name, params, args, fail) \
+    ret __real_##name params;                  \
+    ret __wrap_##name params;                  \
+    ret __wrap_##name params                   \
+    {                                          \
+        if (fa_call_fails()) return fail;      \
+        return __real_##name args;             \
     }
 FA_WRAP(cJSON *, cJSON_Parse, (const char *v), (v), NULL)
 FA_WRAP(cJSON *, cJSON_ParseWithLengthOpts, (const char *v, size_t n, const char **end, cJSON_bool z),
@@ -343,9 +343,9 @@ static uint64_t digest_bytes(uint64_t h, const void *p, size_t n)
 }
 
 typedef struct outcome {
-    long allocations;           /* of the clean run */
+    long allocations;            /* of the clean run */
     long runs, failed, survived; /* runs; failed with a status; succeeded with the clean result */
-    long nomem, other; /* errors: CLD_ERR_NOMEM, any other status */
+    long nomem, other;           /* errors: CLD_ERR_NOMEM, any other status */
 } outcome;
 
 /* Run `fn` clean, then with each `once_stride`-th allocation N = 1 .. A
@@ -364,18 +364,21 @@ static void run_every_n(const char *name, scenario_fn fn, void *user, long once_
     fa_arm(0, 0);
     cld_status s = fn(user, &clean);
     fa_disarm(&count, &failed);
-    ck_assert_msg(s == CLD_OK, "%s: the clean run failed: %s: %s", name, cld_status_name(s), cld_last_error());
+    ck_assert_msg(s == CLD_OK, "%s: the clean run failed: %s: %s", name, cld_status_name(s),
+                  cld_last_error());
     fa_forget();
     fa_arm(0, 0);
     s = fn(user, &clean);
     fa_disarm(&count, &failed);
-    ck_assert_msg(s == CLD_OK, "%s: the clean run failed: %s: %s", name, cld_status_name(s), cld_last_error());
+    ck_assert_msg(s == CLD_OK, "%s: the clean run failed: %s: %s", name, cld_status_name(s),
+                  cld_last_error());
     fa_check_no_leak(name, 0, 0);
     o->allocations = count;
     double t0 = tu_now(), shown = t0;
     fprintf(stderr, "%s: %ld allocations in the clean run\n", name, count);
     for (int i = 0; i < FA_PROF && fa_profile; i++)
-        if (fa_prof_n[i] > 0) fprintf(stderr, "  %ld from 0x%lx\n", fa_prof_n[i] / 2,
+        if (fa_prof_n[i] > 0)
+            fprintf(stderr, "  %ld from 0x%lx\n", fa_prof_n[i] / 2,
                     (long)((char *)fa_prof_at[i] - &__executable_start));
     for (int from = 0; from <= 1; from++) {
         for (long n = 1;; n += from ? from_stride : once_stride) {
@@ -393,8 +396,10 @@ static void run_every_n(const char *name, scenario_fn fn, void *user, long once_
             o->runs++;
             fa_check_no_leak(name, n, from);
             if (s == CLD_OK) {
-                ck_assert_msg(d == clean, "%s: failing allocation %ld%s: CLD_OK but a different result (a failure reported as another error?)", name, n,
-                              from ? " and later" : "");
+                ck_assert_msg(
+                    d == clean,
+                    "%s: failing allocation %ld%s: CLD_OK but a different result (a failure reported as another error?)",
+                    name, n, from ? " and later" : "");
                 o->survived++;
             } else {
                 const char *msg = cld_last_error();
@@ -406,15 +411,17 @@ static void run_every_n(const char *name, scenario_fn fn, void *user, long once_
                 else
                     o->other++;
                 if (s != CLD_ERR_NOMEM && getenv("CLD_FAULTS_VERBOSE"))
-                    fprintf(stderr, "  %s #%ld%s: %s: %s\n", name, n, from ? "+" : "", cld_status_name(s), msg);
+                    fprintf(stderr, "  %s #%ld%s: %s: %s\n", name, n, from ? "+" : "", cld_status_name(s),
+                            msg);
             }
         }
     }
-    fprintf(stderr,
-            "%s: %ld allocations; N stride %ld (once), %ld (N and later); %ld runs with allocation(s) failed: %ld "
-            "errors (%ld CLD_ERR_NOMEM, %ld other), %ld survived with the clean result; %.1f s\n",
-            name, o->allocations, once_stride, from_stride, o->runs, o->failed, o->nomem, o->other, o->survived,
-            tu_now() - t0);
+    fprintf(
+        stderr,
+        "%s: %ld allocations; N stride %ld (once), %ld (N and later); %ld runs with allocation(s) failed: %ld "
+        "errors (%ld CLD_ERR_NOMEM, %ld other), %ld survived with the clean result; %.1f s\n",
+        name, o->allocations, once_stride, from_stride, o->runs, o->failed, o->nomem, o->other, o->survived,
+        tu_now() - t0);
     ck_assert_msg(o->allocations > 0, "%s: no allocation counted: is the test linked with --wrap?", name);
 }
 
@@ -557,9 +564,8 @@ static cld_status sc_images(void *user, uint64_t *digest)
 {
     fixture *f = user;
     static const char *const files[] = {
-        "bmp-rgb.bmp", "bomb.png",    "jpeg-l.jpg",  "jpeg-rgb.jpg",      "png-l.png",
-        "png-rgb.png", "png-rgba.png", "png16.png", "ppm-rgb.ppm", "regress-dht-eof.jpg",
-        "text.png",    "tga-rgb.tga",
+        "bmp-rgb.bmp",  "bomb.png",  "jpeg-l.jpg",  "jpeg-rgb.jpg",        "png-l.png", "png-rgb.png",
+        "png-rgba.png", "png16.png", "ppm-rgb.ppm", "regress-dht-eof.jpg", "text.png",  "tga-rgb.tga",
     };
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
@@ -573,7 +579,8 @@ static cld_status sc_images(void *user, uint64_t *digest)
         cld_image img = {0};
         s = cld_image_load(path, 0, (size_t)1 << 22, &img);
         if (s == CLD_ERR_NOMEM) return s;
-        if (s && getenv("CLD_FAULTS_VERBOSE")) fprintf(stderr, "    #%ld %s: %s\n", fa_fail_at, files[i], cld_last_error());
+        if (s && getenv("CLD_FAULTS_VERBOSE"))
+            fprintf(stderr, "    #%ld %s: %s\n", fa_fail_at, files[i], cld_last_error());
         h = digest_bytes(h, &s, sizeof s);
         if (s == CLD_OK) {
             h = digest_bytes(h, img.data, (size_t)img.width * img.height * img.channels * sizeof *img.data);

@@ -137,8 +137,8 @@ static void expect_fault(const char *dir, int k, const char *env, const char *me
     int st = at_run("/usr/bin/env", dir, cmd, &out, &err);
     ck_assert_msg(st != 0, "%s, %s: exit 0: %s", fault, apps[k].app, err);
     /* cld-bench reports a failed row in its table (stdout), the others on stderr */
-    ck_assert_msg((err && strstr(err, message)) || (out && strstr(out, message)), "%s, %s: exit %d without '%s': %s%s",
-                  fault, apps[k].app, st, message, out, err);
+    ck_assert_msg((err && strstr(err, message)) || (out && strstr(out, message)),
+                  "%s, %s: exit %d without '%s': %s%s", fault, apps[k].app, st, message, out, err);
     if (apps[k].output) {
         char *p = at_path(dir, apps[k].output);
         ck_assert_msg(!at_exists(p), "%s, %s: wrote %s", fault, apps[k].app, apps[k].output);
@@ -175,7 +175,8 @@ START_TEST(test_device_alloc_failure)
 {
     char *dir = make_fixture();
     for (int k = 1; k < N_APPS; k++) /* not cld-devices: it allocates nothing */
-        expect_fault(dir, k, "CLD_MAX_ALLOC=16K", "max single allocation 16384 bytes", "16 KiB max allocation");
+        expect_fault(dir, k, "CLD_MAX_ALLOC=16K", "max single allocation 16384 bytes",
+                     "16 KiB max allocation");
     /* cld-devices shows the lowered limit and succeeds */
     char *out = NULL, cmd[4200];
     snprintf(cmd, sizeof cmd, "CLD_MAX_ALLOC=16K '%s'", at_app("cld-devices", NULL));
@@ -204,8 +205,7 @@ START_TEST(test_train_batch_over_device_limit)
              "--batch %ld --val-n 8 --grid-every 0 --progress none --steps 1 --val-every 0 --out big",
              batch);
     int st = at_run(at_app("cld-train", "CLD_TRAIN"), dir, args, NULL, &err);
-    ck_assert_msg(st == 1 && strstr(err, "use a smaller batch"), "batch %ld: exit %d: %s", batch,
-                  st, err);
+    ck_assert_msg(st == 1 && strstr(err, "use a smaller batch"), "batch %ld: exit %d: %s", batch, st, err);
     fprintf(stderr, "cld-train --batch %ld on a %.1f GiB max allocation: exit %d\n", batch,
             info.max_alloc_bytes / 1073741824.0, st);
     free(err);
