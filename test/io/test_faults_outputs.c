@@ -85,8 +85,8 @@ START_TEST(test_save_refuses_nonfinite)
         TU_OK(cld_params_find(p, "b.bias", &idx));
         TU_OK(cld_params_write(p, idx, v));
         TU_STATUS(cld_params_save(p, file, NULL), CLD_ERR_STATE);
-        ck_assert_msg(strstr(cld_last_error(), "'b.bias' holds") && strstr(cld_last_error(), "element 3"), "%s",
-                      cld_last_error());
+        ck_assert_msg(strstr(cld_last_error(), "'b.bias' holds") && strstr(cld_last_error(), "element 3"),
+                      "%s", cld_last_error());
         TU_STATUS(cld_params_save_state(p, ema, state, NULL), CLD_ERR_STATE);
         /* in the EMA copy only: the state file refuses, naming the section */
         float ok[5] = {1, 2, 3, 4, 5};
@@ -173,24 +173,27 @@ START_TEST(test_sample_warns_one_value)
     write_idx(dir, "train-labels-idx1-ubyte", 1, 16);
     write_idx(dir, "t10k-images-idx3-ubyte", 3, 8);
     write_idx(dir, "t10k-labels-idx1-ubyte", 1, 8);
-    ck_assert_int_eq(at_run(at_app("cld-train", "CLD_TRAIN"), dir,
-                            "--data train-images-idx3-ubyte --base 8 --mult 1,2 --res-blocks 1 --attn 4 --groups 4 "
-                            "--T 100 --batch 4 --val-n 8 --grid-every 0 --progress none --steps 2 --val-every 0 "
-                            "--out run",
-                            NULL, NULL),
-                     0);
+    ck_assert_int_eq(
+        at_run(at_app("cld-train", "CLD_TRAIN"), dir,
+               "--data train-images-idx3-ubyte --base 8 --mult 1,2 --res-blocks 1 --attn 4 --groups 4 "
+               "--T 100 --batch 4 --val-n 8 --grid-every 0 --progress none --steps 2 --val-every 0 "
+               "--out run",
+               NULL, NULL),
+        0);
     char *model = at_path(dir, "run/model.safetensors"), *flat = at_path(dir, "flat.safetensors");
     constant_model(model, flat, 0.3f);
     const char *bin = at_app("cld-sample", "CLD_SAMPLE");
-    ck_assert_int_eq(at_run(bin, dir, "--model run/model.safetensors --n 2 --steps 4 --out a.png --progress none",
-                            NULL, &err),
+    ck_assert_int_eq(at_run(bin, dir,
+                            "--model run/model.safetensors --n 2 --steps 4 --out a.png --progress none", NULL,
+                            &err),
                      0);
     ck_assert_msg(!strstr(err, "one value everywhere"), "the trained model warned: %s", err);
     free(err);
-    ck_assert_int_eq(at_run(bin, dir,
-                            "--model flat.safetensors --sampler ddim --n 2 --steps 4 --out b.png --progress none",
-                            NULL, &err),
-                     0);
+    ck_assert_int_eq(
+        at_run(bin, dir,
+               "--model flat.safetensors --sampler ddim --n 2 --steps 4 --out b.png --progress none", NULL,
+               &err),
+        0);
     /* round((0.3 + 1) * 127.5) = 166 */
     ck_assert_msg(strstr(err, "warning: sample 0 is one value everywhere (pixel 166)") &&
                       strstr(err, "warning: sample 1 is one value everywhere"),
