@@ -24,7 +24,7 @@ static const char *PROG = "cld-sample";
 #define DEFAULT_MODEL "fashion-mnist.safetensors"
 #define ASSET_PREFIX "asset:" /* a recipe's model that is a bundled asset, wherever it is installed */
 #define DEFAULT_STEPS 20
-#define DEFAULT_GUIDANCE 2.0
+#define DEFAULT_GUIDANCE 1.5
 #define DEFAULT_PER_CLASS 2
 #define DEFAULT_UNCOND 16
 #define MAX_FRAMES 8
