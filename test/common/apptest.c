@@ -3,6 +3,7 @@
 #include "apptest.h"
 
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,4 +120,17 @@ char *at_path(const char *dir, const char *name)
     ck_assert(p != NULL);
     sprintf(p, "%s/%s", dir, name);
     return p;
+}
+
+void at_poison_float(const char *path, float marker)
+{
+    size_t n = 0;
+    unsigned char *b = at_read_file(path, &n);
+    const float nan = NAN;
+    int done = 0;
+    for (size_t i = 0; i + 4 <= n && !done; i++)
+        if (!memcmp(b + i, &marker, 4)) memcpy(b + i, &nan, 4), done = 1;
+    ck_assert_msg(done, "%s: marker float not found", path);
+    at_write_file(path, b, n);
+    free(b);
 }

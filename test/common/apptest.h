@@ -41,4 +41,9 @@ void at_files_equal(const char *a, const char *b);
 /* "dir/name", malloc'd. */
 char *at_path(const char *dir, const char *name);
 
+/* A model file with a NaN weight (cld_params_save refuses to write one):
+ * the file's first float equal to `marker` becomes NaN. */
+#define AT_NAN_MARKER 12345.25f
+void at_poison_float(const char *path, float marker);
+
 #endif

@@ -64,7 +64,7 @@ static void make_model(const char *path, int nan)
         for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
         float *v = tu_malloc(n * sizeof *v);
         tu_fill_normal(v, n, 500 + (uint64_t)i, 0.05f);
-        if (nan && !strcmp(name, "conv_out.bias")) v[0] = NAN;
+        if (nan && !strcmp(name, "conv_out.bias")) v[0] = AT_NAN_MARKER;
         TU_OK(cld_params_write(p, i, v));
         free(v);
     }
@@ -76,6 +76,7 @@ static void make_model(const char *path, int nan)
     memcpy(full, json, L - 1);
     snprintf(full + L - 1, 64, ",\"cld.train\":\"{\\\"t_max\\\":400}\"}");
     TU_OK(cld_params_save(p, path, full));
+    if (nan) at_poison_float(path, AT_NAN_MARKER);
     free(full);
     free(json);
     cld_unet_runner_free(r);

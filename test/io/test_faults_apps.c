@@ -175,8 +175,7 @@ START_TEST(test_device_alloc_failure)
 {
     char *dir = make_fixture();
     for (int k = 1; k < N_APPS; k++) /* not cld-devices: it allocates nothing */
-        expect_fault(dir, k, "CLD_MAX_ALLOC=16K", "max single allocation 16384 bytes",
-                     "16 KiB max allocation");
+        expect_fault(dir, k, "CLD_MAX_ALLOC=16K", "16384 bytes", "16 KiB max allocation");
     /* cld-devices shows the lowered limit and succeeds */
     char *out = NULL, cmd[4200];
     snprintf(cmd, sizeof cmd, "CLD_MAX_ALLOC=16K '%s'", at_app("cld-devices", NULL));

@@ -72,13 +72,14 @@ static void make_model(const char *path, int classes, int out_channels, int nan)
         for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
         float *v = tu_malloc(n * sizeof *v);
         tu_fill_normal(v, n, 1000 + (uint64_t)i, 0.3f);
-        if (nan && !strcmp(name, "conv_out.bias")) v[0] = NAN;
+        if (nan && !strcmp(name, "conv_out.bias")) v[0] = AT_NAN_MARKER;
         TU_OK(cld_params_write(p, i, v));
         free(v);
     }
     char *json;
     TU_OK(cld_model_meta_to_json(&m, &json));
     TU_OK(cld_params_save(p, path, json));
+    if (nan) at_poison_float(path, AT_NAN_MARKER);
     free(json);
     cld_unet_runner_free(r);
     cld_params_free(p);

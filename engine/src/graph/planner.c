@@ -300,6 +300,13 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
     free(owner);
     if (s != CLD_OK) return s;
 
+    /* chunks lift the one-allocation limit, not the device's memory */
+    const double need = ((double)pl.peak + (double)pinned_n) * sizeof(float);
+    if (g->ctx->info.global_mem_bytes && need > (double)g->ctx->info.global_mem_bytes)
+        return cld__fail(CLD_ERR_NOMEM,
+                         "graph needs %.0f bytes of activations, device '%s' has %llu bytes of memory: use a "
+                         "smaller batch",
+                         need, g->ctx->info.name, (unsigned long long)g->ctx->info.global_mem_bytes);
     CLD_TRY(resolve_kernels(g));
     g->chunk_floats = pl.chunk;
     CLD_TRY(make_chunks(g, pl.peak, pl.chunk, pl.align, &g->arenas, &g->n_arenas, "arena"));
