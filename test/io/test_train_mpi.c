@@ -248,7 +248,7 @@ START_TEST(test_killed_rank_stops_job)
     char a[8192];
     snprintf(a, sizeof a,
              "--oversubscribe -np 2 '%s' --data train-images-idx3-ubyte " TINY
-             " --steps 100000 --ckpt-every 2 "
+             " --steps 100000 --ckpt-every 2 --keep 1000 " /* the step-2 file stays while the test looks */
              "--out k",
              train_bin());
     pid_t job = at_spawn(CLD_MPIEXEC, dir, a);
