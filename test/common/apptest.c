@@ -134,3 +134,22 @@ void at_poison_float(const char *path, float marker)
     at_write_file(path, b, n);
     free(b);
 }
+
+void at_write_idx(const char *path, int ndim, int n, uint64_t seed)
+{
+    size_t hlen = ndim == 3 ? 16 : 8, plen = ndim == 3 ? (size_t)n * 64 : (size_t)n;
+    uint8_t *b = malloc(hlen + plen);
+    ck_assert(b != NULL);
+    memset(b, 0, 16);
+    b[2] = 8, b[3] = (uint8_t)ndim;
+    const uint32_t be[3] = {(uint32_t)n, 8, 8};
+    for (int k = 0; k < 3; k++)
+        for (int j = 0; j < 4; j++) b[4 + 4 * k + j] = (uint8_t)(be[k] >> (24 - 8 * j));
+    uint64_t st = seed + (uint64_t)ndim;
+    for (size_t i = 0; i < plen; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        b[hlen + i] = (uint8_t)((st >> 33) % (ndim == 3 ? 256u : 3u));
+    }
+    at_write_file(path, b, hlen + plen);
+    free(b);
+}

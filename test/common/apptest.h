@@ -6,6 +6,7 @@
 #define CLD_APPTEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Path of program `name` ("cld-train"): $ENV_VAR when set and non-empty,
@@ -45,5 +46,9 @@ char *at_path(const char *dir, const char *name);
  * the file's first float equal to `marker` becomes NaN. */
 #define AT_NAN_MARKER 12345.25f
 void at_poison_float(const char *path, float marker);
+
+/* A small IDX file: images (ndim 3: n of 8x8, bytes from an LCG seeded
+ * with seed + 3) or labels (ndim 1: n, each < 3, seed + 1). */
+void at_write_idx(const char *path, int ndim, int n, uint64_t seed);
 
 #endif

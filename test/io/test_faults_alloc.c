@@ -437,29 +437,7 @@ typedef struct fixture {
     "--base 8 --mult 1,2 --res-blocks 1 --attn 4 --groups 4 --T 100 --batch 4 --warmup 2 --val-n 8 " \
     "--grid-every 0 --progress none"
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
-}
-
-/* IDX images (n of 8x8) or labels (n, < 3). */
-static void write_idx(const char *path, int ndim, int n)
-{
-    size_t hlen = ndim == 3 ? 16 : 8, plen = ndim == 3 ? (size_t)n * 64 : (size_t)n;
-    uint8_t *b = tu_malloc(hlen + plen);
-    memset(b, 0, 16);
-    b[2] = 8, b[3] = (uint8_t)ndim;
-    put_be32(b + 4, (uint32_t)n);
-    put_be32(b + 8, 8);
-    put_be32(b + 12, 8);
-    uint64_t st = 12345 + (uint64_t)ndim;
-    for (size_t i = 0; i < plen; i++) {
-        st = st * 6364136223846793005ull + 1442695040888963407ull;
-        b[hlen + i] = (uint8_t)((st >> 33) % (ndim == 3 ? 256u : 3u));
-    }
-    at_write_file(path, b, hlen + plen);
-    free(b);
-}
+static void write_idx(const char *path, int ndim, int n) { at_write_idx(path, ndim, n, 12345); }
 
 static void fixture_make(fixture *f)
 {
