@@ -64,6 +64,7 @@ typedef struct opts {
     uint64_t seed;
     /* run */
     const char *out, *device, *progress;
+    const char *init; /* --init: start from this model's weights (fine-tuning, continuing a shipped model) */
     int resume, val_every, val_n, ckpt_every, keep, grid_every, log_every;
     long stop_after;          /* testing: stop (with a checkpoint) after this many steps of this process */
     int eval_nll, nll_stride; /* after training: the bound in bits/dim on eval_nll test images */
@@ -112,6 +113,9 @@ static void usage(FILE *f)
         "run:\n"
         "  --out DIR           output folder (created)\n"
         "  --resume            continue from the newest DIR/state-*.safetensors (exactly)\n"
+        "  --init MODEL        start from MODEL's weights (raw and EMA; its config and diffusion settings\n"
+        "                      unless flags say otherwise; fresh optimiser moments, step 0, warmup again):\n"
+        "                      fine-tuning, or continuing a shipped model whose training state is gone\n"
         "  --device SPEC       OpenCL device\n"
         "  --val-every N (500) --val-n N (1000) --ckpt-every N (500) --keep K (3) --grid-every N (2000)\n"
         "  --log-every N (50)  --progress bar|json|none (bar on a terminal, else none)\n"
@@ -358,6 +362,9 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         } else if (CLI_OPT("--out")) {
             if (r < 0) return 2;
             o->out = v;
+        } else if (CLI_OPT("--init")) {
+            if (r < 0) return 2;
+            o->init = v;
         } else if (CLI_OPT("--device")) {
             if (r < 0) return 2;
             o->device = v;
@@ -395,6 +402,7 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
     }
     if (!o->out) BAD("--out DIR is required");
     if (!o->data && !o->resume) BAD("--data PATH is required");
+    if (o->init && o->resume) BAD("--init starts a new run, --resume continues one: give one of them");
     if (!o->progress) o->progress = isatty(2) ? "bar" : "none";
     return 0;
 #undef BAD
@@ -1275,6 +1283,24 @@ static int train_main(int argc, char **argv)
         o->learn_sigma |=
             d->learned_variance; /* the state's model; a conflicting --learn-sigma fails below */
     }
+    if (o->init) {
+        /* the model's config and diffusion settings are the defaults; its weights are loaded below */
+        char *mj = NULL;
+        cld_status s = cld_safetensors_metadata(o->init, &mj);
+        if (!s) s = cld_model_meta_from_json(mj, &stored_meta);
+        free(mj);
+        if (s) return fail("--init", s);
+        const cld_diffusion_config *d = &stored_meta.diffusion;
+        if (sf.diff && (d->schedule != o->diff.schedule || d->T != o->diff.T || d->pred != o->diff.pred)) {
+            fprintf(stderr, "%s: --init: %s does not match the diffusion settings of '%s'\n", PROG,
+                    sf.first_diff, o->init);
+            return 1;
+        }
+        o->diff = *d;
+        o->learn_sigma |= d->learned_variance;
+        snprintf(resume_path, sizeof resume_path, "%s", o->init);
+    }
+    const int from_model = o->resume || o->init; /* the model comes from resume_path */
     if (!o->data) {
         fprintf(stderr, "%s: --data PATH is required (also with --resume)\n", PROG);
         return 2;
@@ -1286,8 +1312,9 @@ static int train_main(int argc, char **argv)
     }
     R.lb = o->batch / R.D.size;
     if ((rc = open_data(&R))) return rc;
-    if ((rc = build_config(&R, o->resume ? &stored_meta.unet : NULL))) return rc;
-    if (o->resume) {
+    if ((rc = build_config(&R, from_model ? &stored_meta.unet : NULL))) return rc;
+    if (from_model) {
+        const char *flag = o->resume ? "--resume" : "--init";
         char *a = NULL, *b = NULL;
         cld_unet_config_to_json(&stored_meta.unet, &a);
         cld_unet_config_to_json(&R.cfg, &b);
@@ -1295,15 +1322,15 @@ static int train_main(int argc, char **argv)
         free(a);
         free(b);
         if (!same) {
-            fprintf(stderr, "%s: --resume: the model config from %s does not match the checkpoint '%s'\n",
-                    PROG, sf.first_model, resume_path);
+            fprintf(stderr, "%s: %s: the model config from %s does not match the model of '%s'\n", PROG, flag,
+                    sf.first_model, resume_path);
             return 1;
         }
         if (R.cfg.in_channels != R.info.channels || R.cfg.image_size != R.info.height ||
             R.cfg.num_classes != (R.info.num_classes > 1 ? R.info.num_classes : 0)) {
-            fprintf(stderr,
-                    "%s: --resume: the data (%d x %d x %d, %d classes) does not fit the checkpoint's model\n",
-                    PROG, R.info.channels, R.info.height, R.info.width, R.info.num_classes);
+            fprintf(stderr, "%s: %s: the data (%d x %d x %d, %d classes) does not fit the model of '%s'\n",
+                    PROG, flag, R.info.channels, R.info.height, R.info.width, R.info.num_classes,
+                    resume_path);
             return 1;
         }
         if (!o->class_names && stored_meta.n_class_names) {
@@ -1351,6 +1378,12 @@ static int train_main(int argc, char **argv)
     if (!s) s = cld_params_alloc(R.p);
     if (!s) s = cld_params_copy(R.ema, R.p);
     if (s) return fail("parameters", s);
+    if (o->init) {
+        s = cld_params_load(R.p, o->init, NULL);
+        if (!s) s = cld_params_copy(R.ema, R.p);
+        if (s) return fail("--init", s);
+        if (!R.D.rank) fprintf(stderr, "initialised from %s (fresh optimiser, step 0)\n", o->init);
+    }
     if (o->resume) {
         s = cld_params_load_state(R.p, R.ema, resume_path, NULL);
         if (s) return fail("--resume", s);

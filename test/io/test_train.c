@@ -527,8 +527,20 @@ START_TEST(test_app_errors)
          "--pred does not match the diffusion"},
         {"--data train-images-idx3-ubyte --out run --resume --base 16", 1,
          "the model config from --base does not match"},
-        {"--data big-images-idx3-ubyte --out run --resume", 1, "does not fit the checkpoint's model"},
-        {"--data photos --crop 8 --channels 3 --out run --resume", 1, "does not fit the checkpoint's model"},
+        {"--data big-images-idx3-ubyte --out run --resume", 1, "does not fit the model of 'run/state-"},
+        {"--data photos --crop 8 --channels 3 --out run --resume", 1, "does not fit the model of"},
+        /* init */
+        {"--data train-images-idx3-ubyte --out o --init run/model.safetensors --resume", 2,
+         "--init starts a new run, --resume continues one"},
+        {"--data train-images-idx3-ubyte --out o --init", 2, "needs a value"},
+        {"--data train-images-idx3-ubyte --out o --init missing.safetensors", 1, "missing.safetensors"},
+        {"--data train-images-idx3-ubyte --out o --init text", 1, "--init"},
+        {"--data train-images-idx3-ubyte --out o --init run/model.safetensors --pred eps", 1,
+         "--pred does not match the diffusion settings of 'run/model.safetensors'"},
+        {"--data train-images-idx3-ubyte --out o --init run/model.safetensors --base 16", 1,
+         "the model config from --base does not match the model of 'run/model.safetensors'"},
+        {"--data big-images-idx3-ubyte --out o --init run/model.safetensors", 1,
+         "does not fit the model of 'run/model.safetensors'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ck_assert_int_eq(train(dir, cases[i].args, &err), cases[i].status);
@@ -719,6 +731,62 @@ static double max_abs(const float *x, size_t n)
     return m;
 }
 
+/* --init: a new run starts from a model's weights (raw and EMA), with a fresh
+ * optimiser. With --lr 0 AdamW moves nothing, so two steps later both copies
+ * still hold the model's weights (a random start would not). */
+START_TEST(test_app_init)
+{
+    char *dir = tu_mkdtemp("cld-train");
+    write_idx_set(dir, 12);
+    char *err = NULL;
+    ck_assert_msg(train(dir, "--data train-images-idx3-ubyte " TINY " --steps 4 --seed 3 --out a", &err) == 0,
+                  "%s", err);
+    free(err);
+    ck_assert_msg(train(dir,
+                        "--data train-images-idx3-ubyte --init a/model.safetensors --lr 0 --steps 2 "
+                        "--batch 4 --val-n 8 --grid-every 0 --progress none --seed 9 --out b",
+                        &err) == 0,
+                  "%s", err);
+    ck_assert_msg(strstr(err, "initialised from a/model.safetensors"), "%s", err);
+    free(err);
+    state a, b;
+    char *pa = at_path(dir, "a/state-000000004.safetensors"),
+         *pb = at_path(dir, "b/state-000000002.safetensors");
+    state_load(&a, pa);
+    state_load(&b, pb);
+    /* the model's settings came with it: T = 100 and the tiny config */
+    ck_assert_int_eq(b.mm.diffusion.T, 100);
+    ck_assert_int_eq(b.mm.unet.base_channels, 8);
+    size_t per, n = 0;
+    int idx, nd, shape[CLD_MAX_DIMS];
+    TU_OK(cld_params_find(a.ema, "conv_out.weight", &idx));
+    TU_OK(cld_params_info(a.ema, idx, NULL, &nd, shape, NULL));
+    n = (size_t)shape[0] * shape[1] * shape[2] * shape[3];
+    per = n;
+    float *want = tu_malloc(n * sizeof *want), *raw = tu_malloc(n * sizeof *raw),
+          *ema = tu_malloc(n * sizeof *ema);
+    TU_OK(cld_params_read(a.ema, idx, want));
+    TU_OK(cld_params_read(b.p, idx, raw));
+    TU_OK(cld_params_read(b.ema, idx, ema));
+    double m = max_abs(want, per);
+    ck_assert(m > 0);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(raw[i] == want[i], "raw weight %zu: %g, the model's %g", i, raw[i], want[i]);
+        ck_assert_msg(fabs(ema[i] - want[i]) <= 1e-6 * m, "EMA weight %zu: %g, the model's %g", i, ema[i],
+                      want[i]);
+    }
+    free(want);
+    free(raw);
+    free(ema);
+    state_free(&a);
+    state_free(&b);
+    free(pa);
+    free(pb);
+    tu_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 /* --learn-sigma: 2C output channels and "learned_range" in the model; the
  * hybrid loss trains the variance half only through L_vlb (lambda 0 leaves
  * it at its zero init); resume is exact; --eval-nll gives a finite bound;
@@ -853,6 +921,7 @@ int main(void)
     tcase_add_test(tapp, test_app_nan_stops);
     tcase_add_test(tapp, test_app_sigterm_checkpoint);
     tcase_add_test(tapp, test_app_learned_sigma);
+    tcase_add_test(tapp, test_app_init);
     suite_add_tcase(s, tapp);
     return tu_run_suite(s);
 }
