@@ -60,13 +60,7 @@ static void usage(FILE *f)
         DEFAULT_MARGIN, DEFAULT_MODEL);
 }
 
-#define BAD(...)                       \
-    do {                               \
-        fprintf(stderr, "%s: ", PROG); \
-        fprintf(stderr, __VA_ARGS__);  \
-        fputc('\n', stderr);           \
-        return CLI_EXIT_USAGE;         \
-    } while (0)
+#define BAD(...) CLI_BAD(PROG, __VA_ARGS__)
 
 static int parse_args(int argc, char **argv, opts *o)
 {
@@ -78,11 +72,7 @@ static int parse_args(int argc, char **argv, opts *o)
         const char *a = argv[i], *v = NULL;
         int r;
         double d;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--version")) {
-            printf("cld-denoise %s\n", CLD_VERSION_STRING);
+        if (cli_help_version(a, PROG, usage)) {
             exit(0);
         } else if (CLI_OPT("--out") || CLI_OPT("-o")) {
             CLI_VAL();
@@ -153,16 +143,9 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 /* Can a file be created in the folder of `path` (or in `path` for a folder)? */
 static int probe_writable(const char *dir)
 {
-    char probe[PATH_MAX + 64];
-    snprintf(probe, sizeof probe, "%s/.cld-denoise-probe-%ld", dir, (long)getpid());
-    FILE *f = fopen(probe, "wb");
-    if (!f) {
-        fprintf(stderr, "%s: output: cannot write into the folder '%s': %s\n", PROG, dir, strerror(errno));
-        return 1;
-    }
-    fclose(f);
-    unlink(probe);
-    return 0;
+    int e = cli_dir_writable(dir);
+    if (e) fprintf(stderr, "%s: output: cannot write into the folder '%s': %s\n", PROG, dir, strerror(e));
+    return e != 0;
 }
 
 static void dir_of(const char *path, char *dir, size_t cap)

@@ -124,13 +124,7 @@ static int parse_spacing(const char *v, int *spacing, int *karras)
     return *karras || !strcmp(v, names[*spacing]);
 }
 
-#define BAD(...)                       \
-    do {                               \
-        fprintf(stderr, "%s: ", PROG); \
-        fprintf(stderr, __VA_ARGS__);  \
-        fputc('\n', stderr);           \
-        return CLI_EXIT_USAGE;         \
-    } while (0)
+#define BAD(...) CLI_BAD(PROG, __VA_ARGS__)
 
 static int parse_args(int argc, char **argv, opts *o)
 {
@@ -146,11 +140,7 @@ static int parse_args(int argc, char **argv, opts *o)
         int r;
         double d;
         int shared = 0;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--version")) {
-            printf("cld-sample %s\n", CLD_VERSION_STRING);
+        if (cli_help_version(a, PROG, usage)) {
             exit(0);
         } else if (!strcmp(a, "--trajectory"))
             o->trajectory = 1;
@@ -322,16 +312,9 @@ static int ends_with_png(const char *p)
 /* Can a file be created in `dir`? (before any work: no partial output later) */
 static int probe_dir(const char *dir, const char *what)
 {
-    char probe[4200];
-    snprintf(probe, sizeof probe, "%s/.cld-sample-probe-%ld", dir, (long)getpid());
-    FILE *f = fopen(probe, "wb");
-    if (!f) {
-        fprintf(stderr, "%s: --out: cannot write %s '%s': %s\n", PROG, what, dir, strerror(errno));
-        return 1;
-    }
-    fclose(f);
-    unlink(probe);
-    return 0;
+    int e = cli_dir_writable(dir);
+    if (e) fprintf(stderr, "%s: --out: cannot write %s '%s': %s\n", PROG, what, dir, strerror(e));
+    return e != 0;
 }
 
 /* Folder mode (1), file mode (0) or an error (-1, printed). */

@@ -200,18 +200,8 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         const char *a = argv[i], *v = NULL;
         int r;
         double d;
-#define BAD(...)                       \
-    do {                               \
-        fprintf(stderr, "%s: ", PROG); \
-        fprintf(stderr, __VA_ARGS__);  \
-        fputc('\n', stderr);           \
-        return CLI_EXIT_USAGE;         \
-    } while (0)
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--version")) {
-            printf("cld-train %s\n", CLD_VERSION_STRING);
+#define BAD(...) CLI_BAD(PROG, __VA_ARGS__)
+        if (cli_help_version(a, PROG, usage)) {
             exit(0);
         } else if (!strcmp(a, "--hflip"))
             o->hflip = 1;
@@ -1151,16 +1141,9 @@ static int check_out(const char *dir)
         fprintf(stderr, "%s: --out: cannot create '%s': %s\n", PROG, dir, strerror(errno));
         return 1;
     }
-    char probe[4096];
-    snprintf(probe, sizeof probe, "%s/.cld-write-test", dir);
-    FILE *f = fopen(probe, "wb");
-    if (!f) {
-        fprintf(stderr, "%s: --out: cannot write into '%s': %s\n", PROG, dir, strerror(errno));
-        return 1;
-    }
-    fclose(f);
-    unlink(probe);
-    return 0;
+    int e = cli_dir_writable(dir);
+    if (e) fprintf(stderr, "%s: --out: cannot write into '%s': %s\n", PROG, dir, strerror(e));
+    return e != 0;
 }
 
 /* Data parallel: this rank's device spec into spec (empty: o->device as

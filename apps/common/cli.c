@@ -4,10 +4,12 @@
 #include <math.h>
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value)
 {
@@ -72,6 +74,40 @@ double cli_now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void cli_usage_error(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int cli_help_version(const char *arg, const char *prog, void (*usage)(FILE *))
+{
+    if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+        usage(stdout);
+        return 1;
+    }
+    if (!strcmp(arg, "--version")) {
+        printf("%s (cldiffusion) %s\n", prog, CLD_VERSION_STRING);
+        return 1;
+    }
+    return 0;
+}
+
+int cli_dir_writable(const char *dir)
+{
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.cld-write-probe-%ld", dir, (long)getpid());
+    FILE *f = fopen(probe, "wb");
+    if (!f) return errno ? errno : EACCES;
+    fclose(f);
+    unlink(probe);
+    return 0;
 }
 
 int cli_is_dir(const char *path)

@@ -32,6 +32,18 @@ int cli_parse_num(const char *v, double lo, double hi, double *out);
 /* Seconds from a monotonic clock (for durations and rates). */
 double cli_now_s(void);
 
+/* "prog: <formatted message>\n" to stderr (a usage error's message). */
+void cli_usage_error(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* --help / -h (usage to stdout) and --version ("prog (cldiffusion) VERSION"):
+ * 1 when `arg` is one of them and it was handled (the program then exits 0). */
+int cli_help_version(const char *arg, const char *prog, void (*usage)(FILE *));
+
+/* 0 if a file can be created in folder `dir` (a probe file is made and
+ * removed); else errno of the failure. Apps check their output folders with
+ * it before any work, so a run never ends with a partial output. */
+int cli_dir_writable(const char *dir);
+
 /* 1 if path is a folder / a regular file (following links). */
 int cli_is_dir(const char *path);
 int cli_is_file(const char *path);
@@ -47,10 +59,15 @@ int cli_one_value(const float *x, size_t n, double scale, double offset, long ma
 
 /* Option-loop helpers, for a loop of the form
  *     for (int i = 1; i < argc; i++) { const char *a = argv[i], *v = NULL; int r; double d; ...
- * with the program's own BAD(fmt, ...) (print, return CLI_EXIT_USAGE).
+ * with the program's own BAD(fmt, ...) (CLI_BAD(PROG, ...): print, return CLI_EXIT_USAGE).
  * CLI_OPT(name): argv[i] is `name` (its value in v; r < 0 when missing);
  * CLI_VAL(): a missing value is a usage error; CLI_NUM(lo, hi): v is a
  * number in [lo, hi], into d. */
+#define CLI_BAD(prog, ...)                    \
+    do {                                      \
+        cli_usage_error((prog), __VA_ARGS__); \
+        return CLI_EXIT_USAGE;                \
+    } while (0)
 #define CLI_OPT(name) ((r = cli_opt_value(argc, argv, &i, name, &v)) != 0)
 #define CLI_VAL()                         \
     do {                                  \

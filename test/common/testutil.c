@@ -41,6 +41,33 @@ void tu_fill_normal(float *x, size_t n, uint64_t seed, float std)
     for (size_t i = 0; i < n; i++) x[i] = std * (float)cld__rand_normal(&st);
 }
 
+cld_params *tu_random_unet_params(const cld_unet_config *cfg, uint64_t seed, float std, float marker)
+{
+    cld_ctx *ctx = tu_ctx();
+    cld_params *p;
+    cld_unet_runner *r;
+    TU_OK(cld_params_create(ctx, &p));
+    TU_OK(cld_unet_runner_create(ctx, p, cfg, 1, &r));
+    int count = 0;
+    TU_OK(cld_params_count(p, &count, NULL));
+    for (int i = 0; i < count; i++) {
+        const char *name;
+        int nd, shape[CLD_MAX_DIMS];
+        TU_OK(cld_params_info(p, i, &name, &nd, shape, NULL));
+        size_t n = 1, fan = 1;
+        for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
+        for (int d = 1; d < nd; d++) fan *= (size_t)shape[d];
+        float sd = std > 0 ? std : nd == 1 ? 0.1f : (float)(1.0 / sqrt((double)fan));
+        float *v = tu_malloc(n * sizeof *v);
+        tu_fill_normal(v, n, seed + (uint64_t)i, sd);
+        if (marker != 0 && !strcmp(name, "conv_out.bias")) v[0] = marker;
+        TU_OK(cld_params_write(p, i, v));
+        free(v);
+    }
+    cld_unet_runner_free(r);
+    return p;
+}
+
 float *tu_rand_uniform(size_t n, uint64_t seed, float lo, float hi)
 {
     float *x = tu_malloc(n * sizeof *x);

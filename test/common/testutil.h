@@ -33,6 +33,12 @@ void *tu_malloc(size_t bytes);
 /* n floats, uniform in [lo, hi) / normal N(0, std^2), reproducible from seed. */
 void tu_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
 void tu_fill_normal(float *x, size_t n, uint64_t seed, float std);
+
+/* The parameters a UNet of `cfg` declares, every one random with seed
+ * `seed` + its index: N(0, std^2), or with std 0 weights N(0, 1/fan_in) and
+ * 1-D tensors N(0, 0.1^2). A nonzero `marker` goes into conv_out.bias[0]
+ * (a test then turns it into a NaN in the saved file). */
+cld_params *tu_random_unet_params(const cld_unet_config *cfg, uint64_t seed, float std, float marker);
 float *tu_rand_uniform(size_t n, uint64_t seed, float lo, float hi); /* tu_malloc'd */
 
 /* max_i |got-want| / max(|want|, floor); *worst (optional) gets the index. */

@@ -35,7 +35,6 @@ static char *path_in(const char *dir, const char *name)
 
 static void make_model(const char *path, int nan)
 {
-    cld_ctx *ctx = tu_ctx();
     cld_model_meta m;
     memset(&m, 0, sizeof m);
     cld_unet_config *c = &m.unet;
@@ -50,24 +49,7 @@ static void make_model(const char *path, int nan)
     m.diffusion.schedule = CLD_SCHEDULE_COSINE;
     m.diffusion.T = 1000;
     m.diffusion.pred = CLD_PRED_V;
-    cld_params *p;
-    cld_unet_runner *r;
-    TU_OK(cld_params_create(ctx, &p));
-    TU_OK(cld_unet_runner_create(ctx, p, c, 1, &r));
-    int count = 0;
-    TU_OK(cld_params_count(p, &count, NULL));
-    for (int i = 0; i < count; i++) {
-        const char *name;
-        int nd, shape[CLD_MAX_DIMS];
-        TU_OK(cld_params_info(p, i, &name, &nd, shape, NULL));
-        size_t n = 1;
-        for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
-        float *v = tu_malloc(n * sizeof *v);
-        tu_fill_normal(v, n, 500 + (uint64_t)i, 0.05f);
-        if (nan && !strcmp(name, "conv_out.bias")) v[0] = AT_NAN_MARKER;
-        TU_OK(cld_params_write(p, i, v));
-        free(v);
-    }
+    cld_params *p = tu_random_unet_params(c, 500, 0.05f, nan ? AT_NAN_MARKER : 0);
     char *json;
     TU_OK(cld_model_meta_to_json(&m, &json));
     /* the trainer's record: trained on timesteps 0 .. 400 */
@@ -79,7 +61,6 @@ static void make_model(const char *path, int nan)
     if (nan) at_poison_float(path, AT_NAN_MARKER);
     free(full);
     free(json);
-    cld_unet_runner_free(r);
     cld_params_free(p);
 }
 

@@ -47,7 +47,6 @@ static cld_unet_config tiny_config(int classes, int out_channels)
  * into the output convolution's bias. */
 static void make_model(const char *path, int classes, int out_channels, int nan)
 {
-    cld_ctx *ctx = tu_ctx();
     cld_model_meta m;
     memset(&m, 0, sizeof m);
     m.unet = tiny_config(classes, out_channels);
@@ -58,30 +57,12 @@ static void make_model(const char *path, int classes, int out_channels, int nan)
     const char *names[3] = {"alpha", "beta", "gamma"};
     for (int k = 0; k < classes && k < 3; k++) strcpy(m.class_names[k], names[k]);
     m.n_class_names = classes;
-    cld_params *p;
-    cld_unet_runner *r;
-    TU_OK(cld_params_create(ctx, &p));
-    TU_OK(cld_unet_runner_create(ctx, p, &m.unet, 1, &r));
-    int count = 0;
-    TU_OK(cld_params_count(p, &count, NULL));
-    for (int i = 0; i < count; i++) {
-        const char *name;
-        int nd, shape[CLD_MAX_DIMS];
-        TU_OK(cld_params_info(p, i, &name, &nd, shape, NULL));
-        size_t n = 1;
-        for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
-        float *v = tu_malloc(n * sizeof *v);
-        tu_fill_normal(v, n, 1000 + (uint64_t)i, 0.3f);
-        if (nan && !strcmp(name, "conv_out.bias")) v[0] = AT_NAN_MARKER;
-        TU_OK(cld_params_write(p, i, v));
-        free(v);
-    }
+    cld_params *p = tu_random_unet_params(&m.unet, 1000, 0.3f, nan ? AT_NAN_MARKER : 0);
     char *json;
     TU_OK(cld_model_meta_to_json(&m, &json));
     TU_OK(cld_params_save(p, path, json));
     if (nan) at_poison_float(path, AT_NAN_MARKER);
     free(json);
-    cld_unet_runner_free(r);
     cld_params_free(p);
 }
 

@@ -29,33 +29,6 @@ static cld_unet_config local_config(int levels)
     return c;
 }
 
-/* Parameters declared by a runner, then every one random: weights
- * N(0, 1/fan_in) so activations stay O(1) through the depth, biases N(0, 0.1^2). */
-static cld_params *random_params(const cld_unet_config *cfg)
-{
-    cld_ctx *ctx = tu_ctx();
-    cld_params *p;
-    cld_unet_runner *r;
-    TU_OK(cld_params_create(ctx, &p));
-    TU_OK(cld_unet_runner_create(ctx, p, cfg, 1, &r));
-    int count = 0;
-    TU_OK(cld_params_count(p, &count, NULL));
-    for (int i = 0; i < count; i++) {
-        const char *name;
-        int nd, shape[CLD_MAX_DIMS];
-        TU_OK(cld_params_info(p, i, &name, &nd, shape, NULL));
-        size_t n = 1, fan = 1;
-        for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
-        for (int d = 1; d < nd; d++) fan *= (size_t)shape[d];
-        float *v = tu_malloc(n * sizeof *v);
-        tu_fill_normal(v, n, 77 + (uint64_t)i, nd == 1 ? 0.1f : (float)(1.0 / sqrt((double)fan)));
-        TU_OK(cld_params_write(p, i, v));
-        free(v);
-    }
-    cld_unet_runner_free(r);
-    return p;
-}
-
 START_TEST(test_receptive_radius)
 {
     /* 2 levels, 1 ResBlock: conv_in 1, ResBlock 2, down 1 (s = 2), ResBlock 4,
@@ -84,7 +57,7 @@ END_TEST
 START_TEST(test_radius_is_the_reach)
 {
     cld_unet_config c = local_config(2);
-    cld_params *p = random_params(&c);
+    cld_params *p = tu_random_unet_params(&c, 77, 0, 0);
     int r = 0;
     TU_OK(cld_unet_receptive_radius(&c, &r));
     const int H = 5, W = 160, x0 = 80;
@@ -155,7 +128,7 @@ static double run_max_diff(cld_tiled *t, cld_tiled *ref, int H, int W, int *tile
 START_TEST(test_tile_size_invariance)
 {
     cld_unet_config c = local_config(2);
-    cld_params *p = random_params(&c);
+    cld_params *p = tu_random_unet_params(&c, 77, 0, 0);
     /* reference: one tile over the whole image where it fits (auto, up to 1024) */
     cld_tiled *ref;
     cld_tile_opts ro = {0, -1, 0, 1024};
@@ -189,7 +162,7 @@ END_TEST
 START_TEST(test_short_margin_is_visible)
 {
     cld_unet_config c = local_config(2);
-    cld_params *p = random_params(&c);
+    cld_params *p = tu_random_unet_params(&c, 77, 0, 0);
     cld_tiled *a, *b;
     cld_tile_opts oa = {64, 4, 8, 0}, ob = {0, -1, 0, 1024};
     TU_OK(cld_tiled_create(tu_ctx(), p, &c, &oa, &a));
@@ -206,7 +179,7 @@ END_TEST
 START_TEST(test_bad_tiles)
 {
     cld_unet_config c = local_config(3);
-    cld_params *p = random_params(&c);
+    cld_params *p = tu_random_unet_params(&c, 77, 0, 0);
     cld_tiled *t;
     cld_tile_plan pl;
     cld_tile_opts o = {150, -1, 0, 0}; /* not a multiple of 4 */
