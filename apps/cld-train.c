@@ -69,6 +69,7 @@ typedef struct opts {
     long stop_after;          /* testing: stop (with a checkpoint) after this many steps of this process */
     int eval_nll, nll_stride; /* after training: the bound in bits/dim on eval_nll test images */
     double bucket_mb;         /* mpirun: gradient all-reduce in buckets of this many MiB (0: one) */
+    int overlap;              /* mpirun: buckets start during the backward (1) or after it (0) */
     int val_n_all;            /* held-back samples there are */
 } opts;
 
@@ -130,6 +131,8 @@ static void usage(FILE *f)
         "  batch (divisible by N); rank 0 writes all files; --resume works with any N\n"
         "  --allreduce-bucket MB  all-reduce the gradients in buckets of MB MiB in reverse layer order,\n"
         "                      pipelined (0: one all-reduce of the whole buffer; default 4)\n"
+        "  --allreduce-overlap 0|1  1: each bucket's all-reduce starts as soon as the backward has\n"
+        "                      finished its gradients, overlapping the rest (default); 0: after it\n"
         "\n"
         "SIGINT/SIGTERM write a checkpoint and stop. Exit status: 0 done, 1 failure, 2 usage error,\n"
         "130 interrupted (checkpoint written).\n");
@@ -193,6 +196,7 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
     o->keep = 3;
     o->grid_every = 2000;
     o->log_every = 50;
+    o->overlap = 1;
     o->bucket_mb = 4; /* measured best of 0/1/4/16/64 on the 35.7M store (bench/NOTES.md) */
     o->base = o->res_blocks = o->groups = o->heads = -1;
     o->dropout = -1;
@@ -381,6 +385,9 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         } else if (CLI_OPT("--log-every")) {
             CLI_NUM(1, 1e9);
             o->log_every = (int)d;
+        } else if (CLI_OPT("--allreduce-overlap")) {
+            CLI_NUM(0, 1);
+            o->overlap = (int)d;
         } else if (CLI_OPT("--allreduce-bucket")) {
             CLI_NUM(0, 65536);
             o->bucket_mb = d;
@@ -748,17 +755,16 @@ static void draws(const run *R, uint64_t g, int *t, int *drop)
 /* One step. Returns 0, or an exit code (the message printed). */
 static int train_step(run *R, double *loss_out, double *gnorm_out)
 {
-    /* this rank's shard: positions r0 .. r0 + B - 1 of the global batch the
-     * loader delivers (global indices g0 + r0 ..), so samples, timesteps,
-     * labels and noise are those of the same positions in one process */
-    const int B = R->lb, r0 = R->D.rank * R->lb;
+    /* this rank's shard: positions r0 .. r0 + B - 1 of the global batch,
+     * which the loader alone prepares (global indices g0 ..), so samples,
+     * timesteps, labels and noise are those of the same positions in one process */
+    const int B = R->lb;
     uint64_t g0;
     const double t0 = cli_now_s();
     cld_status s = cld_loader_next(R->loader, R->hx, R->hlab, &g0);
     if (s) return fail("loading data", s);
-    g0 += (uint64_t)r0;
-    float *const hx = R->hx + (size_t)r0 * R->per;
-    int *const hlab = R->hlab + r0;
+    float *const hx = R->hx;
+    int *const hlab = R->hlab;
     for (int b = 0; b < B; b++) {
         int drop;
         draws(R, g0 + (uint64_t)b, &R->hti[b], &drop);
@@ -796,17 +802,24 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     uint64_t gseed = mix64(R->o.seed + 0x5151ull * (uint64_t)(R->step + 1));
     if (R->D.rank) gseed = mix64(gseed ^ (0xD157D157ull * (uint64_t)R->D.rank));
     if (!s) s = cld_graph_set_seed(R->g, gseed);
+    if (!s && dist_step_begin(&R->D, R->ctx, R->p, R->g)) return dist_fail(R);
     if (!s) s = cld_graph_run(R->g);
+    if (s && R->D.hook_failed) return dist_fail(R);
+    /* several ranks: the gradients' all-reduce first, overlapping the backward
+     * (reading the loss would wait for the whole graph on the in-order queue) */
+    double t_ar = cli_now_s();
+    if (!s && R->D.size > 1 && dist_allreduce_grads(&R->D, R->ctx, R->p)) return dist_fail(R);
+    t_ar = cli_now_s() - t_ar;
     float lossf = 0;
     if (!s) s = cld_tensor_read(R->g, R->loss, &lossf);
     double loss = lossf;
     const double t2 = cli_now_s();
     if (s) return fail("training step", s);
     if (R->D.size > 1) {
-        /* the global batch's mean gradient and loss on every rank, and the
-         * stop decision (a signal on any rank) shared: all stop at one step */
+        /* the global batch's mean loss on every rank, and the stop decision
+         * (a signal on any rank) shared: all stop at one step */
         double v[2] = {loss, g_signal ? 1.0 : 0.0};
-        if (dist_allreduce_grads(&R->D, R->ctx, R->p) || dist_sum(&R->D, v, 2)) return dist_fail(R);
+        if (dist_sum(&R->D, v, 2)) return dist_fail(R);
         loss = v[0] / R->D.size;
         R->stop_all = v[1] > 0;
     }
@@ -854,8 +867,8 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     if (!s) s = cld_ctx_finish(R->ctx);
     if (s) return fail("optimizer step", s);
     R->t_data += t1 - t0;
-    R->t_unet += t2 - t1;
-    R->t_comm += t3 - t2;
+    R->t_unet += t2 - t1 - t_ar;
+    R->t_comm += t3 - t2 + t_ar;
     R->t_optim += cli_now_s() - t3;
     R->step++;
     *loss_out = loss;
@@ -1202,6 +1215,7 @@ static int train_main(int argc, char **argv)
         PROG = prog_rank;
         if (R.D.rank) o->progress = "none";
         R.D.bucket_floats = (size_t)(o->bucket_mb * 1048576.0 / sizeof(float));
+        R.D.overlap = o->overlap;
     }
     const double t_start = cli_now_s();
     o->diff.learned_variance = o->learn_sigma;
@@ -1393,7 +1407,8 @@ static int train_main(int argc, char **argv)
     s = cld_buffer_alloc(R.ctx, (size_t)R.lb * R.per * sizeof(float), &R.x0);
     if (s) return fail("device buffers", s);
     cld_augment aug = {o->hflip};
-    s = cld_loader_create(R.ds, B, &aug, o->seed, (uint64_t)R.step * (uint64_t)B, &R.loader);
+    s = cld_loader_create_shard(R.ds, B, R.D.rank * R.lb, R.lb, &aug, o->seed, (uint64_t)R.step * (uint64_t)B,
+                                &R.loader);
     if (s) return fail("data loader", s);
     if (R.val && !R.D.rank) {
         R.vb = o->val_n < 250 ? o->val_n : 250;
@@ -1486,8 +1501,14 @@ static int train_main(int argc, char **argv)
                 "%s: %d ranks (%s): gradient all-reduce of %.1f MiB in %d bucket%s: %.1f ms per step "
                 "(read %.1f, MPI %.1f, write %.1f ms; MPI includes waiting for the slowest rank)\n",
                 PROG, R.D.size, dist_library(), R.D.n * 4 / 1048576.0, R.D.n_buckets,
-                R.D.n_buckets > 1 ? "s, pipelined (read, MPI and write in one)" : "", 1e3 * R.t_comm / n,
-                1e3 * R.D.t_read / n, 1e3 * R.D.t_reduce / n, 1e3 * R.D.t_write / n);
+                R.D.n_buckets < 2 ? ""
+                : o->overlap ? "s, pipelined and overlapped with the backward (read, MPI and write in one, "
+                               "with the part of the backward it waits for)"
+                             : "s, pipelined after the backward (read, MPI and write in one)",
+                1e3 * R.t_comm / n, 1e3 * R.D.t_read / n, 1e3 * R.D.t_reduce / n, 1e3 * R.D.t_write / n);
+        if (R.D.n_buckets > 1 && o->overlap)
+            fprintf(stderr, "%s: %ld of %ld bucket reads were enqueued during the backward\n", PROG,
+                    R.D.early_reads, R.D.reads);
     }
     if (R.step > step0 && !R.D.rank) {
         const double n = (double)(R.step - step0);

@@ -34,6 +34,19 @@ typedef struct dist {
     size_t n;    /* floats in the buffer (the store's padded total) */
     int n_buckets;
     size_t bk_off[DIST_MAX_BUCKETS], bk_len[DIST_MAX_BUCKETS];
+    /* overlap (buckets only): each bucket's read is enqueued from the graph's
+     * gradient hook as soon as the backward has added its last parameter's
+     * gradient, and its all-reduce starts while the device runs the rest */
+    int overlap;
+    int n_params;
+    int *param_bucket;                  /* parameter index -> its bucket */
+    int bk_params[DIST_MAX_BUCKETS];    /* parameters in each bucket */
+    int bk_left[DIST_MAX_BUCKETS];      /* ... whose gradient is not yet final this step */
+    int order[DIST_MAX_BUCKETS], n_enq; /* buckets in the order their reads were enqueued */
+    void *ev[DIST_MAX_BUCKETS];         /* their events (cl_event) */
+    void *queue, *grads;                /* this step's queue and gradient buffer */
+    int hook_failed;
+    long early_reads, reads; /* bucket reads enqueued during the backward (by the hook), and in all */
     /* seconds summed over the calls: device-to-host, MPI, host-to-device
      * (pipelined buckets: all of it in t_reduce) */
     double t_read, t_reduce, t_write;
@@ -49,6 +62,11 @@ const char *dist_library(void);
  * gradient is its shard's batch mean, so the result is the global batch's
  * mean. Blocks until the device holds the result. 0, or 1 with d->err set. */
 int dist_allreduce_grads(dist *d, cld_ctx *ctx, cld_params *p);
+/* Before the step's cld_graph_run of graph g (the training graph of p):
+ * with d->overlap and buckets, installs the gradient hook that starts each
+ * bucket's read as soon as the backward has finished it. Nothing in one
+ * rank. 0, or 1 with d->err set. */
+int dist_step_begin(dist *d, cld_ctx *ctx, cld_params *p, cld_graph *g);
 /* Element-wise sum of v[0..n) over the ranks, in place. 0, or 1 with d->err. */
 int dist_sum(dist *d, double *v, int n);
 /* *same = 1 when every rank holds bit-identical parameter values in p (a

@@ -3,12 +3,13 @@
  * parameter: read it to the host, MPI_Allreduce(MPI_IN_PLACE, SUM), scale by
  * 1/size, write it back. With buckets, the same in pieces that pipeline.
  *
- * What the buckets cannot do here: start before the backward pass is over.
- * cld_graph_run enqueues every node in one call with no per-node hook
- * (callback or event after node i), and autodiff adds every parameter's
- * gradient into the store with sinks appended after the whole backward
- * walk, so no bucket is final before the backward ends; bench/NOTES.md
- * ("Data-parallel training") says what the library would need. */
+ * Overlap (d->overlap, buckets only): autodiff places each parameter's
+ * gradient sink where the backward has finished that gradient (the last
+ * layers' first), and cld_graph_run calls the hook set by dist_step_begin
+ * after each sink; when a bucket's last sink is enqueued, the hook enqueues
+ * the bucket's read right behind it on the in-order queue. The host then
+ * polls: each read that is done starts its MPI_Iallreduce while the device
+ * still runs the backward of the earlier layers. */
 #define _POSIX_C_SOURCE 200809L
 #include <mpi.h>
 #include <stdio.h>
@@ -129,6 +130,71 @@ static int prepare(dist *d, cld_params *p, cl_mem grads)
         d->bk_off[0] = 0;
         d->bk_len[0] = d->n;
     }
+    d->n_params = nt;
+    d->param_bucket = malloc(((size_t)nt + 1) * sizeof(int));
+    if (!d->param_bucket) {
+        snprintf(d->err, sizeof d->err, "out of host memory for the bucket table");
+        return 1;
+    }
+    for (int i = 0; i < nt; i++) {
+        size_t off = 0;
+        cld_params_info(p, i, NULL, NULL, NULL, &off);
+        int b = 0;
+        while (b < d->n_buckets - 1 && off < d->bk_off[b]) b++;
+        d->param_bucket[i] = b;
+        d->bk_params[b]++;
+    }
+    return 0;
+}
+
+static int enqueue_read(dist *d, int k)
+{
+    cl_event ev;
+    cl_int err = clEnqueueReadBuffer((cl_command_queue)d->queue, (cl_mem)d->grads, CL_FALSE,
+                                     d->bk_off[k] * sizeof(float), d->bk_len[k] * sizeof(float),
+                                     d->host + d->bk_off[k], 0, NULL, &ev);
+    if (err != CL_SUCCESS) return cl_fail(d, "reading the gradients", err);
+    d->ev[d->n_enq] = ev;
+    d->order[d->n_enq++] = k;
+    d->bk_left[k] = -1; /* enqueued */
+    return 0;
+}
+
+/* cld_graph_run's gradient hook: the sink of parameter `pi` is enqueued. */
+static cld_status on_grad(void *user, int pi)
+{
+    dist *d = user;
+    if (pi < 0 || pi >= d->n_params) return CLD_OK;
+    const int k = d->param_bucket[pi];
+    if (d->bk_left[k] > 0 && --d->bk_left[k] == 0) {
+        if (enqueue_read(d, k)) {
+            d->hook_failed = 1;
+            return CLD_ERR_OPENCL;
+        }
+        clFlush((cl_command_queue)d->queue); /* start it on the device now */
+    }
+    return CLD_OK;
+}
+
+int dist_step_begin(dist *d, cld_ctx *ctx, cld_params *p, cld_graph *g)
+{
+    if (d->size == 1) return 0;
+    cl_mem values, grads;
+    if (cld_params_buffers(p, &values, &grads)) {
+        snprintf(d->err, sizeof d->err, "gradient buffer: %s", cld_last_error());
+        return 1;
+    }
+    if (prepare(d, p, grads)) return 1;
+    d->queue = cld_ctx_queue(ctx);
+    d->grads = grads;
+    d->n_enq = 0;
+    d->hook_failed = 0;
+    for (int k = 0; k < d->n_buckets; k++) d->bk_left[k] = d->bk_params[k] ? d->bk_params[k] : 1;
+    const int on = d->overlap && d->n_buckets > 1 && d->n <= (size_t)1 << 30;
+    if (cld_graph_set_grad_hook(g, on ? on_grad : NULL, d)) {
+        snprintf(d->err, sizeof d->err, "gradient hook: %s", cld_last_error());
+        return 1;
+    }
     return 0;
 }
 
@@ -177,41 +243,54 @@ int dist_allreduce_grads(dist *d, cld_ctx *ctx, cld_params *p)
         d->t_write += now_s() - t2;
         return 0;
     }
-    /* pipelined buckets: all reads enqueued at once (the queue is in order, so
-     * they complete one by one), each bucket's all-reduce started as soon as
-     * its read is done, each written back as soon as its all-reduce is */
+    /* pipelined buckets: the reads not yet enqueued by the gradient hook are
+     * enqueued now (the queue is in order, so they complete one by one); the
+     * host polls, starting each bucket's all-reduce as soon as its read is
+     * done and writing each back as soon as its all-reduce is */
     const double t0 = now_s();
     const int nb = d->n_buckets;
-    cl_event ev[DIST_MAX_BUCKETS];
     MPI_Request rq[DIST_MAX_BUCKETS];
-    int rc = 0, started = 0, enq = 0;
-    for (int k = 0; k < nb; k++, enq++) {
-        err = clEnqueueReadBuffer(q, grads, CL_FALSE, d->bk_off[k] * sizeof(float),
-                                  d->bk_len[k] * sizeof(float), d->host + d->bk_off[k], 0, NULL, &ev[k]);
-        if (err != CL_SUCCESS) {
-            rc = cl_fail(d, "reading the gradients", err);
-            break;
-        }
+    int rc = d->hook_failed, started = 0;
+    if (!rc && d->queue != (void *)q) { /* dist_step_begin was not called: no hook this step */
+        d->queue = q;
+        d->grads = grads;
+        d->n_enq = 0;
+        for (int k = 0; k < nb; k++) d->bk_left[k] = 1;
     }
+    d->early_reads += d->n_enq;
+    for (int k = 0; k < nb && !rc; k++)
+        if (d->bk_left[k] >= 0) rc = enqueue_read(d, k);
+    d->reads += d->n_enq;
     clFlush(q);
-    for (int k = 0; k < enq && !rc; k++) {
-        err = clWaitForEvents(1, &ev[k]);
-        if (err != CL_SUCCESS) {
-            rc = cl_fail(d, "reading the gradients", err);
+    const int enq = d->n_enq;
+    int done_reads = 0;
+    while (!rc && done_reads < enq) {
+        cl_int st = CL_QUEUED;
+        err = clGetEventInfo((cl_event)d->ev[done_reads], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof st, &st,
+                             NULL);
+        if (err != CL_SUCCESS || st < 0) {
+            rc = cl_fail(d, "reading the gradients", err != CL_SUCCESS ? err : st);
             break;
         }
+        if (st != CL_COMPLETE) {
+            int flag; /* MPI progress for the buckets in flight (no MPI progress thread) */
+            if (started) MPI_Testall(started, rq, &flag, MPI_STATUSES_IGNORE);
+            struct timespec ts = {0, 50 * 1000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        const int k = d->order[done_reads++];
         int code = MPI_Iallreduce(MPI_IN_PLACE, d->host + d->bk_off[k], (int)d->bk_len[k], MPI_FLOAT, MPI_SUM,
-                                  MPI_COMM_WORLD, &rq[k]);
+                                  MPI_COMM_WORLD, &rq[started]);
         if (code != MPI_SUCCESS) {
             rc = mpi_fail(d, "MPI_Iallreduce(gradients)", code);
             break;
         }
         started++;
-        int flag; /* progress for the buckets in flight (no MPI progress thread) */
-        MPI_Testall(started, rq, &flag, MPI_STATUSES_IGNORE);
     }
-    for (int k = 0; k < started; k++) {
-        int code = MPI_Wait(&rq[k], MPI_STATUS_IGNORE);
+    for (int j = 0; j < started; j++) {
+        const int k = d->order[j];
+        int code = MPI_Wait(&rq[j], MPI_STATUS_IGNORE);
         if (code != MPI_SUCCESS && !rc) rc = mpi_fail(d, "MPI_Iallreduce(gradients)", code);
         if (rc) continue;
         scale(d->host + d->bk_off[k], d->bk_len[k], inv);
@@ -219,7 +298,9 @@ int dist_allreduce_grads(dist *d, cld_ctx *ctx, cld_params *p)
                                    d->bk_len[k] * sizeof(float), d->host + d->bk_off[k], 0, NULL, NULL);
         if (err != CL_SUCCESS) rc = cl_fail(d, "writing the gradients", err);
     }
-    for (int k = 0; k < enq; k++) clReleaseEvent(ev[k]);
+    for (int j = 0; j < enq; j++) clReleaseEvent((cl_event)d->ev[j]);
+    d->n_enq = 0;
+    d->queue = NULL;   /* the next step starts with dist_step_begin again */
     err = clFinish(q); /* the host buffer is in use until the writes are done */
     if (!rc && err != CL_SUCCESS) rc = cl_fail(d, "writing the gradients", err);
     d->t_reduce += now_s() - t0;
@@ -260,6 +341,7 @@ int dist_weights_agree(dist *d, cld_ctx *ctx, cld_params *p, int *same)
 void dist_end(dist *d, int rc, int alone)
 {
     free(d->host);
+    free(d->param_bucket);
     d->host = NULL;
     if (!d->active) return;
     if (rc != 0 && alone && d->size > 1) {

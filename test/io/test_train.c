@@ -364,6 +364,48 @@ START_TEST(test_loader_matches_direct_reads)
 }
 END_TEST
 
+/* Shards of a global batch of 5 (positions 0-1 and 2-4) deliver exactly
+ * the whole batch's samples at those positions, across epochs; a shard
+ * outside the batch is refused. */
+START_TEST(test_loader_shards)
+{
+    char *dir = tu_mkdtemp("cld-train");
+    write_idx_set(dir, 10);
+    char *img = at_path(dir, "train-images-idx3-ubyte"), *lab = at_path(dir, "train-labels-idx1-ubyte");
+    cld_dataset *ds;
+    TU_OK(cld_dataset_open_idx(img, lab, &ds));
+    const cld_augment aug = {1};
+    cld_loader *all, *lo, *hi, *bad = NULL;
+    TU_OK(cld_loader_create(ds, 5, &aug, 5, 3, &all));
+    TU_OK(cld_loader_create_shard(ds, 5, 0, 2, &aug, 5, 3, &lo));
+    TU_OK(cld_loader_create_shard(ds, 5, 2, 3, &aug, 5, 3, &hi));
+    ck_assert_int_eq(cld_loader_create_shard(ds, 5, 3, 3, &aug, 5, 3, &bad), CLD_ERR_INVALID_ARG);
+    ck_assert_int_eq(cld_loader_create_shard(ds, 5, 0, 0, &aug, 5, 3, &bad), CLD_ERR_INVALID_ARG);
+    ck_assert(bad == NULL);
+    float x[5 * 64], y[3 * 64];
+    int lx[5], ly[3];
+    for (int k = 0; k < 6; k++) { /* 30 samples: three epochs */
+        uint64_t g0, g1, g2;
+        TU_OK(cld_loader_next(all, x, lx, &g0));
+        TU_OK(cld_loader_next(lo, y, ly, &g1));
+        ck_assert_int_eq((int)g1, (int)g0);
+        ck_assert(memcmp(x, y, 2 * 64 * sizeof(float)) == 0 && memcmp(lx, ly, 2 * sizeof(int)) == 0);
+        TU_OK(cld_loader_next(hi, y, ly, &g2));
+        ck_assert_int_eq((int)g2, (int)g0 + 2);
+        ck_assert(memcmp(x + 2 * 64, y, 3 * 64 * sizeof(float)) == 0 &&
+                  memcmp(lx + 2, ly, 3 * sizeof(int)) == 0);
+    }
+    TU_OK(cld_loader_free(all));
+    TU_OK(cld_loader_free(lo));
+    TU_OK(cld_loader_free(hi));
+    cld_dataset_free(ds);
+    free(img);
+    free(lab);
+    tu_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------- the app */
 
 static int count_states(const char *dir)
@@ -913,6 +955,7 @@ int main(void)
     tcase_add_test(data, test_folder_classes_crops_flips);
     tcase_add_test(data, test_epoch_order);
     tcase_add_test(data, test_loader_matches_direct_reads);
+    tcase_add_test(data, test_loader_shards);
     suite_add_tcase(s, data);
     TCase *tapp = tcase_create("app");
     tcase_set_timeout(tapp, 300);

@@ -193,9 +193,23 @@ START_TEST(test_two_ranks_equal_one)
     snprintf(args, sizeof args, "%s --out bk --allreduce-bucket 0.05", run);
     ck_assert_msg(train(dir, 2, args, &err) == 0, "%s", err);
     ck_assert_msg(strstr(err, "buckets, pipelined"), "%s", err);
+    ck_assert_msg(strstr(err, "overlapped with the backward"), "%s", err);
+    /* the hook started reads mid-backward: all but the first layers' bucket */
+    const char *er = strstr(err, "bucket reads were enqueued during the backward");
+    ck_assert_msg(er, "%s", err);
+    while (er > err && er[-1] != ':') er--;
+    long early = 0, all = 0;
+    ck_assert_msg(sscanf(er, " %ld of %ld", &early, &all) == 2 && all > 6 && early >= all / 2, "%s", err);
     free(err);
     d = state_diff(dir, "two/state-000000006.safetensors", "bk/state-000000006.safetensors", &nd);
     ck_assert_msg(nd == 0, "bucketed all-reduce: %zu floats differ (max %g)", nd, d);
+    /* buckets started only after the backward: the same again */
+    snprintf(args, sizeof args, "%s --out bk0 --allreduce-bucket 0.05 --allreduce-overlap 0", run);
+    ck_assert_msg(train(dir, 2, args, &err) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "pipelined after the backward"), "%s", err);
+    free(err);
+    d = state_diff(dir, "two/state-000000006.safetensors", "bk0/state-000000006.safetensors", &nd);
+    ck_assert_msg(nd == 0, "bucketed all-reduce after the backward: %zu floats differ (max %g)", nd, d);
 
     /* resume with another rank count: 2 -> 1 and 1 -> 2 */
     snprintf(args, sizeof args, "%s --out r21 --stop-after 3", run);

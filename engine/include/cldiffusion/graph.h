@@ -112,6 +112,16 @@ typedef struct cld_plan_stats {
 cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats);
 /* Enqueue every node in order on the context's queue (no host sync). */
 cld_status cld_graph_run(cld_graph *g);
+/* Gradient sinks: after cld_graph_backward each parameter's gradient is
+ * added into the store by one node, placed where the backward has finished
+ * it (the last layers' first). A hook set here is called by cld_graph_run
+ * right after it enqueues each of them, with the parameter's index (store
+ * order): it may enqueue work of its own on the context's queue, such as a
+ * read of the gradients finished so far, so that an all-reduce overlaps the
+ * rest of the backward (cld-train under MPI). A status other than CLD_OK
+ * stops the run and is returned. fn NULL removes the hook. */
+typedef cld_status (*cld_grad_hook)(void *user, int param_index);
+cld_status cld_graph_set_grad_hook(cld_graph *g, cld_grad_hook fn, void *user);
 
 /* ---------------------------------------------------------------- tensors */
 cld_status cld_tensor_shape(const cld_tensor *t, int *ndim, int shape[CLD_MAX_DIMS]);

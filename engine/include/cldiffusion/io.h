@@ -90,7 +90,15 @@ cld_status cld_data_order_index(int n, uint64_t seed, uint64_t global, int *inde
 typedef struct cld_loader cld_loader;
 cld_status cld_loader_create(cld_dataset *ds, int batch, const cld_augment *aug, uint64_t seed,
                              uint64_t first_global, cld_loader **out);
-/* Copy the next batch: x (batch, C, H, W), labels (batch) or NULL. */
+/* A shard of each global batch: samples shard_start .. shard_start +
+ * shard_len - 1 of the batches of global_batch samples above (data-parallel
+ * training: each rank prepares only its own part; the samples are those the
+ * whole batch holds at those positions). */
+cld_status cld_loader_create_shard(cld_dataset *ds, int global_batch, int shard_start, int shard_len,
+                                   const cld_augment *aug, uint64_t seed, uint64_t first_global,
+                                   cld_loader **out);
+/* Copy the next batch: x (batch or shard_len, C, H, W), labels or NULL;
+ * *first_global: the global index of its first sample. */
 cld_status cld_loader_next(cld_loader *ld, float *x, int *labels, uint64_t *first_global);
 /* Seconds cld_loader_next spent waiting for the thread so far. */
 cld_status cld_loader_wait_seconds(const cld_loader *ld, double *seconds);

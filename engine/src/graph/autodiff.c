@@ -4,6 +4,7 @@
  * the parameter store by one sink node each. */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static cld_status backward_from(cld_graph *g);
@@ -77,27 +78,62 @@ cld_status cld_graph_backward(cld_graph *g, cld_tensor *loss)
     return backward_from(g);
 }
 
-/* Walk the forward nodes in reverse, then add the parameter-gradient sinks
- * and pin the gradients of inputs that asked for one. */
+/* A parameter-gradient sink: grads[param] += the parameter's gradient. */
+static cld_status add_sink(cld_graph *g, cld_tensor *t)
+{
+    cld_tensor *sink;
+    CLD_TRY(cld__node(g, &op_param_grad, t->ndim, t->shape, 1, &t->grad, &sink));
+    sink->flags |= CLD_TF_PARAM | CLD_TF_GRAD_SINK;
+    sink->param_index = t->param_index;
+    snprintf(sink->name, sizeof sink->name, "grad:%.90s", t->name);
+    return CLD_OK;
+}
+
+/* Walk the forward nodes in reverse. A parameter's gradient is complete
+ * once the walk has passed its first consumer (every contribution comes
+ * from a consumer's backward), so its sink is added right there: the
+ * store's gradients of the last layers are final while the backward of the
+ * first ones is still to run (what an all-reduce can overlap, see
+ * cld_graph_set_sink_hook), and the gradient tensors die sooner. Then the
+ * gradients of inputs that asked for one are pinned. */
 static cld_status backward_from(cld_graph *g)
 {
-    for (int i = g->n_fwd - 1; i >= 0; i--) {
-        cld_tensor *t = g->nodes[i];
-        if (!t->grad || !t->op || !(t->flags & CLD_TF_NEEDS_GRAD)) continue;
-        if (!t->op->backward) return cld__fail(CLD_ERR_STATE, "op '%s' has no backward", t->op->name);
-        CLD_TRY(t->op->backward(g, t));
+    int *first = malloc(((size_t)g->n_fwd + 1) * sizeof *first); /* node id -> its first consumer */
+    if (!first) return cld__fail(CLD_ERR_NOMEM, "cld_graph_backward: out of host memory");
+    for (int i = 0; i < g->n_fwd; i++) first[i] = -1;
+    for (int i = 0; i < g->n_fwd; i++) {
+        const cld_tensor *t = g->nodes[i];
+        for (int k = 0; k < t->nsrc; k++) {
+            const cld_tensor *s = t->src[k];
+            if (s && s->id < g->n_fwd && first[s->id] < 0) first[s->id] = i;
+        }
     }
+    cld_status st = CLD_OK;
+    for (int i = g->n_fwd - 1; i >= 0 && st == CLD_OK; i--) {
+        cld_tensor *t = g->nodes[i];
+        if (t->grad && t->op && (t->flags & CLD_TF_NEEDS_GRAD)) {
+            if (!t->op->backward) {
+                st = cld__fail(CLD_ERR_STATE, "op '%s' has no backward", t->op->name);
+                break;
+            }
+            st = t->op->backward(g, t);
+        }
+        /* the sinks of parameters first used by node i, in store order */
+        for (int k = 0; k < t->nsrc && st == CLD_OK; k++) {
+            cld_tensor *p = t->src[k];
+            if (!p || p->id >= g->n_fwd || first[p->id] != i || !(p->flags & CLD_TF_PARAM) || p->op ||
+                !p->grad)
+                continue;
+            int dup = 0; /* a node that takes one parameter twice */
+            for (int j = 0; j < k; j++) dup |= t->src[j] == p;
+            if (!dup) st = add_sink(g, p);
+        }
+    }
+    free(first);
+    CLD_TRY(st);
     for (int i = 0; i < g->n_fwd; i++) {
         cld_tensor *t = g->nodes[i];
-        if ((t->flags & CLD_TF_PARAM) && !t->op && t->grad) {
-            cld_tensor *sink;
-            CLD_TRY(cld__node(g, &op_param_grad, t->ndim, t->shape, 1, &t->grad, &sink));
-            sink->flags |= CLD_TF_PARAM;
-            sink->param_index = t->param_index;
-            snprintf(sink->name, sizeof sink->name, "grad:%.90s", t->name);
-        } else if ((t->flags & CLD_TF_GRAD_INPUT) && t->grad) {
-            CLD_TRY(cld_graph_set_output(g, t->grad));
-        }
+        if ((t->flags & CLD_TF_GRAD_INPUT) && t->grad) CLD_TRY(cld_graph_set_output(g, t->grad));
     }
     return CLD_OK;
 }

@@ -31,6 +31,14 @@ cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t 
     return cld__launch(g->ctx, k, t->name, 1, &gs, &ls);
 }
 
+cld_status cld_graph_set_grad_hook(cld_graph *g, cld_grad_hook fn, void *user)
+{
+    if (!g) return cld__fail(CLD_ERR_INVALID_ARG, "cld_graph_set_grad_hook: NULL graph");
+    g->grad_hook = fn;
+    g->grad_hook_user = fn ? user : NULL;
+    return CLD_OK;
+}
+
 cld_status cld_graph_run(cld_graph *g)
 {
     if (!g) return cld__fail(CLD_ERR_INVALID_ARG, "cld_graph_run: NULL graph");
@@ -41,6 +49,10 @@ cld_status cld_graph_run(cld_graph *g)
         if (t->op && t->op->forward) {
             cld_status s = t->op->forward(g, t);
             if (s != CLD_OK) return s;
+            if ((t->flags & CLD_TF_GRAD_SINK) && g->grad_hook) {
+                s = g->grad_hook(g->grad_hook_user, t->param_index);
+                if (s != CLD_OK) return s;
+            }
         }
         for (int k = g->pstart[i]; k < g->pstart[i + 1]; k++) {
             size_t c = g->pranges[k].off / g->chunk_floats, off = g->pranges[k].off % g->chunk_floats;

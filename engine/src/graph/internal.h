@@ -39,6 +39,7 @@ enum {
     CLD_TF_OUTPUT = 1u << 2,     /* pinned by cld_graph_set_output */
     CLD_TF_NEEDS_GRAD = 1u << 3, /* depends on a param or a grad input */
     CLD_TF_GRAD_INPUT = 1u << 4, /* input that wants its gradient */
+    CLD_TF_GRAD_SINK = 1u << 5,  /* adds a parameter's gradient into the store */
 };
 
 #define CLD_MAX_SRC 4
@@ -112,6 +113,8 @@ struct cld_graph {
     int planned;
     int poison;
     uint64_t seed;
+    cld_grad_hook grad_hook; /* called after each gradient sink is enqueued */
+    void *grad_hook_user;
     cl_mem *arenas; /* activations and workspaces: n_arenas chunks */
     cl_mem *pinned; /* inputs, outputs, input gradients: n_pinned chunks */
     int n_arenas, n_pinned;

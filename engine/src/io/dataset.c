@@ -465,8 +465,9 @@ cld_status cld_data_order_index(int n, uint64_t seed, uint64_t global, int *inde
 struct cld_loader {
     cld_dataset *ds;
     cld_augment aug;
-    int batch;
-    uint64_t seed, next_global; /* of the next batch the thread prepares */
+    int batch;                  /* samples per delivered batch (the shard) */
+    int stride, shard;          /* global batch size, and the shard's position in it */
+    uint64_t seed, next_global; /* of the next global batch the thread prepares */
     size_t per_sample;
     float *x[LOADER_DEPTH];
     int *labels[LOADER_DEPTH];
@@ -499,7 +500,7 @@ static void *loader_main(void *arg)
         pthread_mutex_unlock(&ld->mu);
         cld_status s = CLD_OK;
         for (int b = 0; b < ld->batch && s == CLD_OK; b++) {
-            uint64_t g = g0 + (uint64_t)b, e = g / (uint64_t)n;
+            uint64_t g = g0 + (uint64_t)ld->shard + (uint64_t)b, e = g / (uint64_t)n;
             if (e != ld->perm_epoch) {
                 make_perm(n, ld->seed, e, ld->perm);
                 ld->perm_epoch = e;
@@ -516,8 +517,8 @@ static void *loader_main(void *arg)
             pthread_mutex_unlock(&ld->mu);
             return NULL;
         }
-        ld->first[slot] = g0;
-        ld->next_global = g0 + (uint64_t)ld->batch;
+        ld->first[slot] = g0 + (uint64_t)ld->shard;
+        ld->next_global = g0 + (uint64_t)ld->stride;
         ld->count++;
         pthread_cond_broadcast(&ld->cv);
         pthread_mutex_unlock(&ld->mu);
@@ -527,12 +528,25 @@ static void *loader_main(void *arg)
 cld_status cld_loader_create(cld_dataset *ds, int batch, const cld_augment *aug, uint64_t seed,
                              uint64_t first_global, cld_loader **out)
 {
-    if (!ds || !out || batch < 1) return cld__fail(CLD_ERR_INVALID_ARG, "cld_loader_create: bad argument");
+    return cld_loader_create_shard(ds, batch, 0, batch, aug, seed, first_global, out);
+}
+
+cld_status cld_loader_create_shard(cld_dataset *ds, int global_batch, int shard_start, int shard_len,
+                                   const cld_augment *aug, uint64_t seed, uint64_t first_global,
+                                   cld_loader **out)
+{
+    if (!ds || !out || global_batch < 1 || shard_len < 1 || shard_start < 0 ||
+        shard_start > global_batch - shard_len)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_loader_create: bad batch (global %d, shard of %d at %d)",
+                         global_batch, shard_len, shard_start);
+    const int batch = shard_len;
     cld_loader *ld = calloc(1, sizeof *ld);
     if (!ld) return cld__fail(CLD_ERR_NOMEM, "cld_loader_create: out of host memory");
     ld->ds = ds;
     if (aug) ld->aug = *aug;
     ld->batch = batch;
+    ld->stride = global_batch;
+    ld->shard = shard_start;
     ld->seed = seed;
     ld->next_global = first_global;
     ld->per_sample = (size_t)ds->info.channels * ds->info.height * ds->info.width;
