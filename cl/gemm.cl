@@ -23,6 +23,7 @@
  * unroll: 1, 2, 4 or 8); DM, DN, DVW (gemm_dot). One program holds every
  * kernel of a configuration. */
 
+/* defaults = cld__gemm_default_cfg (runtime/blas.c): built with no options */
 #ifndef TM
 #define TM 6
 #endif

@@ -80,7 +80,7 @@ cld_status cld__gemm_clblast(cld_ctx *ctx, int trans_a, int trans_b, size_t m, s
  * correct but untuned (one work-item per work-group). */
 cld__gemm_cfg cld__gemm_default_cfg(const cld_ctx *ctx)
 {
-    (void)ctx;
+    (void)ctx; /* these values are cl/gemm.cl's #ifndef defaults: keep them equal */
     cld__gemm_cfg c = {
         .tm = 6, .tn = 16, .vw = 8, .ku = 4, .dm = 3, .dn = 4, .dvw = 8, .pack = 2, .pack_a = 0, .tb_dot = 1};
     return c;
@@ -233,9 +233,15 @@ cld_status cld__gemm_own(cld_ctx *ctx, const cld__gemm_cfg *cfg, int trans_a, in
         batch >= 65536)
         return cld__fail(CLD_ERR_INVALID_ARG,
                          "gemm (own kernels): %zux%zux%zu batch %zu exceeds int indexing", m, n, k, batch);
-    char opts[160];
-    snprintf(opts, sizeof opts, "-DTM=%d -DTN=%d -DVW=%d -DKU=%d -DDM=%d -DDN=%d -DDVW=%d", p->tm, p->tn,
-             p->vw, p->ku, p->dm, p->dn, p->dvw);
+    /* the default configuration is gemm.cl's own #ifndef defaults: no
+     * options, so that program is part of the one-program bundle
+     * (runtime/program.c) instead of a build apart */
+    const cld__gemm_cfg d = cld__gemm_default_cfg(ctx);
+    char opts[160] = "";
+    if (p->tm != d.tm || p->tn != d.tn || p->vw != d.vw || p->ku != d.ku || p->dm != d.dm || p->dn != d.dn ||
+        p->dvw != d.dvw)
+        snprintf(opts, sizeof opts, "-DTM=%d -DTN=%d -DVW=%d -DKU=%d -DDM=%d -DDN=%d -DDVW=%d", p->tm, p->tn,
+                 p->vw, p->ku, p->dm, p->dn, p->dvw);
     cl_kernel kg;
     if (!packed) {
         int which = dot ? GK_DOT : GK_NN + (trans_a ? 1 : 0) + (trans_b ? 2 : 0);

@@ -93,9 +93,73 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
+/* The bundle: every embedded program but the runtime self-test, as one
+ * source and one clBuildProgram. A build has a fixed cost that dominates on
+ * PoCL (~60 ms even for a one-line kernel, warm cache or not: the front end
+ * and its headers), and PoCL compiles each kernel only at its first launch,
+ * so one program of all kernels costs less cold and far less warm than the
+ * programs a run needs one by one (bench/NOTES.md, "One program"). The
+ * sources share one namespace: kernel and macro names are unique across
+ * cl/ (or token-identical macros). CLD_BUNDLE=0 builds them one by one;
+ * programs built with options of their own (GEMM tiles) are always apart. */
+#define BUNDLE_NAME "cldiffusion"
+static int bundle_member(const char *program)
+{
+    const char *v = getenv("CLD_BUNDLE");
+    if (v && !strcmp(v, "0")) return 0;
+    if (!strcmp(program, "runtime_selftest")) return 0;
+    for (int i = 0; cld__embedded_names[i]; i++)
+        if (!strcmp(cld__embedded_names[i], program)) return 1;
+    return 0;
+}
+
+static cld_status load_one_source(const char *program, char **out);
+
+/* The members' sources, each after a #line naming its file (build logs
+ * point into cl/<program>.cl). */
+static cld_status load_bundle_source(char **out)
+{
+    size_t cap = 1, len = 0;
+    char *all = NULL;
+    for (int i = 0; cld__embedded_names[i]; i++) {
+        const char *name = cld__embedded_names[i];
+        if (!bundle_member(name)) continue;
+        char *src = NULL;
+        cld_status s = load_one_source(name, &src);
+        if (s != CLD_OK) {
+            free(all);
+            return s;
+        }
+        char head[160];
+        int hn = snprintf(head, sizeof head, "#line 1 \"%s.cl\"\n", name);
+        size_t need = len + (size_t)hn + strlen(src) + 2;
+        if (need > cap) {
+            cap = need * 2;
+            char *grown = realloc(all, cap);
+            if (!grown) {
+                free(src);
+                free(all);
+                return cld__fail(CLD_ERR_NOMEM, "out of host memory");
+            }
+            all = grown;
+        }
+        len += (size_t)sprintf(all + len, "%s%s\n", head, src);
+        free(src);
+    }
+    if (!all) return cld__fail(CLD_ERR_INVALID_ARG, "no kernel programs to bundle");
+    *out = all;
+    return CLD_OK;
+}
+
+static cld_status load_source(const char *program, char **out)
+{
+    if (!strcmp(program, BUNDLE_NAME)) return load_bundle_source(out);
+    return load_one_source(program, out);
+}
+
 /* Source of `program`: $CLD_KERNEL_DIR/<program>.cl if that file exists, else
  * the embedded copy. Returns a malloc'd string. */
-static cld_status load_source(const char *program, char **out)
+static cld_status load_one_source(const char *program, char **out)
 {
     const char *dir = getenv("CLD_KERNEL_DIR");
     if (dir && *dir) {
@@ -475,6 +539,7 @@ static char *join_key(const char *a, const char *b, const char *c)
 /* The context's program for (program, options), built on first use. */
 static cld_status get_program(cld_ctx *ctx, const char *program, const char *options, cl_program *out)
 {
+    if ((!options || !*options) && bundle_member(program)) program = BUNDLE_NAME;
     char *key = join_key(program, options ? options : "", NULL);
     if (!key) return cld__fail(CLD_ERR_NOMEM, "out of host memory");
     for (int i = 0; i < ctx->n_programs; i++) {
@@ -602,7 +667,7 @@ cld_status cld__kernel(cld_ctx *ctx, const char *program, const char *name, cl_k
 cld_status cld_ctx_build_all(cld_ctx *ctx)
 {
     if (!ctx) return cld__fail(CLD_ERR_INVALID_ARG, "cld_ctx_build_all: ctx is NULL");
-    for (int i = 0; cld__embedded_names[i]; i++) {
+    for (int i = 0; cld__embedded_names[i]; i++) { /* the bundle once, then the others */
         cl_program prog = NULL;
         CLD_TRY(get_program(ctx, cld__embedded_names[i], NULL, &prog));
     }
