@@ -382,13 +382,13 @@ START_TEST(test_int_offsets_refused)
 }
 END_TEST
 
-/* Issue 15: CLD_MAX_ALLOC_MB lowers the per-buffer limit (read when a
+/* Issue 15: CLD_MAX_ALLOC lowers the per-buffer limit (read when a
  * context is made). A graph larger than it is split into chunks; a single
  * tensor larger than it is refused, naming the tensor and the limit. So is
  * a parameter. */
 START_TEST(test_tensor_over_alloc_limit)
 {
-    setenv("CLD_MAX_ALLOC_MB", "1", 1);
+    setenv("CLD_MAX_ALLOC", "1M", 1);
     cld_ctx *ctx;
     B(cld_ctx_create(NULL, &ctx));
     /* two 0.75 MiB tensors live at once fit only in two chunks */
@@ -413,7 +413,7 @@ START_TEST(test_tensor_over_alloc_limit)
     B(cld_graph_set_output(g, x));
     TU_STATUS(cld_graph_plan(g, NULL), CLD_ERR_NOMEM);
     const char *msg = cld_last_error();
-    ck_assert_msg(strstr(msg, b->name) && strstr(msg, "1048576 bytes") && strstr(msg, "CLD_MAX_ALLOC_MB"),
+    ck_assert_msg(strstr(msg, b->name) && strstr(msg, "1048576 bytes") && strstr(msg, "CLD_MAX_ALLOC"),
                   "message: %s", msg);
     ck_assert_ptr_null(cld__graph_arena(g, 0));
     cld_graph_free(g);
@@ -426,7 +426,7 @@ START_TEST(test_tensor_over_alloc_limit)
     ck_assert_msg(strstr(msg, "big.weight") && strstr(msg, "1048576 bytes"), "message: %s", msg);
     cld_params_free(p);
     cld_ctx_free(ctx);
-    unsetenv("CLD_MAX_ALLOC_MB");
+    unsetenv("CLD_MAX_ALLOC");
 }
 END_TEST
 

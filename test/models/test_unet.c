@@ -758,7 +758,7 @@ static void step_free(step_out *o)
     free(o->y);
 }
 
-/* Issue 15: with the allocation limit lowered (as CLD_MAX_ALLOC_MB does)
+/* Issue 15: with the allocation limit lowered (as CLD_MAX_ALLOC does)
  * so that the arena, the pinned buffer and the parameter store each need
  * several chunks, a training step and a forward give the same bits as in
  * one buffer each (the chunked run poisons released memory: a block read

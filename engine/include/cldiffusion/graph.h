@@ -107,7 +107,7 @@ typedef struct cld_plan_stats {
     int n_nodes;
     int n_inplace;      /* ops that ran in place on their input          */
     int n_arena_chunks; /* device buffers the arena is split into: each at most the
-                           device's max allocation (or CLD_MAX_ALLOC_MB) */
+                           device's max allocation (or CLD_MAX_ALLOC) */
 } cld_plan_stats;
 cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats);
 /* Enqueue every node in order on the context's queue (no host sync). */

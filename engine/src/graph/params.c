@@ -1,7 +1,7 @@
 /* The parameter store: values, gradients and AdamW moments each live in one
  * device allocation (gradients and moments only once something trains the
  * store: a training graph is planned, or a gradient or optimizer call), or in chunks of at most the context's allocation limit
- * (CL_DEVICE_MAX_MEM_ALLOC_SIZE, CLD_MAX_ALLOC_MB) when the store is larger,
+ * (CL_DEVICE_MAX_MEM_ALLOC_SIZE, CLD_MAX_ALLOC) when the store is larger,
  * carved into named views (offsets in floats); no view crosses a chunk. */
 #include "internal.h"
 
@@ -97,7 +97,7 @@ cld_status cld_params_declare(cld_params *p, const char *name, int ndim, const i
                          "parameter '%s' needs %zu bytes, more than the %zu bytes one allocation may hold on "
                          "'%s' (%s)",
                          name, n * sizeof(float), p->chunk * sizeof(float), p->ctx->info.name,
-                         p->ctx->settings.max_alloc_env ? "CLD_MAX_ALLOC_MB"
+                         p->ctx->settings.max_alloc_env ? "CLD_MAX_ALLOC"
                                                         : "CL_DEVICE_MAX_MEM_ALLOC_SIZE");
     if (p->count == p->cap) {
         int cap = p->cap ? p->cap * 2 : 64;

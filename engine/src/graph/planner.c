@@ -3,7 +3,7 @@
  * in-place ops take over their source's block. Inputs, outputs and input
  * gradients are pinned in a buffer of their own; parameters and their
  * gradients live in the parameter store. The arena and the pinned buffer
- * are chunks of at most the device's (or CLD_MAX_ALLOC_MB's) allocation
+ * are chunks of at most the device's (or CLD_MAX_ALLOC's) allocation
  * limit, one buffer each; no tensor or workspace crosses a chunk. */
 #include "internal.h"
 
@@ -127,7 +127,7 @@ static cld_status check_block(const cld_graph *g, const planner *pl, const cld_t
                          "'%s' (%s): use a smaller batch",
                          ws ? "workspace of " : "", t->name, cld__shape_str(t, sh, sizeof sh),
                          floats * sizeof(float), limit, g->ctx->info.name,
-                         g->ctx->settings.max_alloc_env ? "CLD_MAX_ALLOC_MB"
+                         g->ctx->settings.max_alloc_env ? "CLD_MAX_ALLOC"
                                                         : "CL_DEVICE_MAX_MEM_ALLOC_SIZE");
     return CLD_OK;
 }

@@ -78,8 +78,8 @@ typedef struct cld__settings {
     int poison;        /* new graphs poison released memory (CLD_POISON) */
     /* Most bytes in one device buffer: the graph arena, its pinned buffer
      * and the parameter store are split into chunks of at most this (no
-     * tensor crosses one). CL_DEVICE_MAX_MEM_ALLOC_SIZE, or CLD_MAX_ALLOC_MB
-     * MiB if that is lower (max_alloc_env then 1). */
+     * tensor crosses one). CL_DEVICE_MAX_MEM_ALLOC_SIZE, lowered by
+     * CLD_MAX_ALLOC=SIZE (device.c; max_alloc_env then 1). */
     size_t max_alloc_bytes;
     int max_alloc_env;
     size_t base_align_bytes; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes: chunk sizes are multiples */

@@ -71,13 +71,10 @@ void cld__settings_read(cld__settings *s, const cld_device_info *info)
     s->conv_winograd = !env_is("CLD_CONV_WINOGRAD", "0");
     e = getenv("CLD_POISON");
     s->poison = e && *e && strcmp(e, "0") != 0;
+    /* the device's limit, already lowered by CLD_MAX_ALLOC (device.c) */
     s->max_alloc_bytes = (size_t)info->max_alloc_bytes;
-    e = getenv("CLD_MAX_ALLOC_MB");
-    long mb = e && *e ? strtol(e, NULL, 10) : 0;
-    if (mb >= 1 && (uint64_t)mb << 20 < info->max_alloc_bytes) {
-        s->max_alloc_bytes = (size_t)mb << 20;
-        s->max_alloc_env = 1;
-    }
+    e = getenv("CLD_MAX_ALLOC");
+    s->max_alloc_env = e && *e;
     cl_uint align_bits = 0;
     if (clGetDeviceInfo(info->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL) !=
         CL_SUCCESS)
@@ -106,7 +103,7 @@ cld_status cld_ctx_launch_config(const cld_ctx *ctx, char *buf, size_t cap)
                                               : "CLBlast",
              s->conv_wino_blas || s->wino_blas ? "batched GEMM (the products route)"
                                                : "wino_gemm (one tile per group)",
-             s->max_alloc_bytes, s->max_alloc_env ? "CLD_MAX_ALLOC_MB" : "CL_DEVICE_MAX_MEM_ALLOC_SIZE",
+             s->max_alloc_bytes, s->max_alloc_env ? "CLD_MAX_ALLOC" : "CL_DEVICE_MAX_MEM_ALLOC_SIZE",
              s->base_align_bytes > 128 ? s->base_align_bytes : (size_t)128);
     return CLD_OK;
 }
