@@ -61,7 +61,7 @@ cld_status cld_params_read_grad(cld_params *p, int index, float *dst);
 cld_status cld_params_zero_grad(cld_params *p);
 /* Device buffers: values, grads (offsets from cld_params_info). A store
  * larger than one allocation may hold (CL_DEVICE_MAX_MEM_ALLOC_SIZE, or
- * CLD_MAX_ALLOC_MB) is split into several buffers: then CLD_ERR_STATE.
+ * CLD_MAX_ALLOC) is split into several buffers: then CLD_ERR_STATE.
  * Gradients and AdamW moments exist only in a store that is trained: asking
  * for grads (or a training graph, a gradient or optimizer call) allocates
  * them; a store only sampled from holds its values alone. */
