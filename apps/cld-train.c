@@ -737,10 +737,15 @@ static int build_train_graph(run *R)
     if (!s) s = cld_graph_backward(R->g, R->loss);
     if (!s) s = cld_graph_plan(R->g, &st);
     if (s) return fail("building the training graph", s);
+    int pchunks = 1;
+    cld_params_layout(R->p, &pchunks, NULL, NULL);
     if (!R->D.rank)
-        fprintf(stderr,
-                "training graph: batch %d, arena %.1f MiB, parameters %.1f MiB (x4 with grads and moments)\n",
-                B, st.peak_bytes / 1048576.0, st.param_bytes / 1048576.0);
+        fprintf(
+            stderr,
+            "training graph: batch %d, arena %.1f MiB in %d buffer%s, parameters %.1f MiB in %d buffer%s (x4 "
+            "with grads and moments)\n",
+            B, st.peak_bytes / 1048576.0, st.n_arena_chunks, st.n_arena_chunks == 1 ? "" : "s",
+            st.param_bytes / 1048576.0, pchunks, pchunks == 1 ? "" : "s");
     return 0;
 }
 

@@ -20,6 +20,7 @@
 #include "cldiffusion/cldiffusion.h"
 
 #define DIST_MAX_BUCKETS 4096
+#define DIST_MAX_CHUNKS 256
 
 typedef struct dist {
     int rank, size;             /* in the job */
@@ -30,8 +31,11 @@ typedef struct dist {
      * parameter (= layer) order, pipelined (device-to-host read of bucket
      * k+1 while bucket k is reduced and bucket k-1 written back) */
     size_t bucket_floats;
-    float *host; /* staging copy of the flat gradient buffer */
-    size_t n;    /* floats in the buffer (the store's padded total) */
+    float *host;                       /* staging copy of the store's flat gradient layout */
+    size_t n;                          /* its floats (the store's padded total) */
+    int n_chunks;                      /* the store's gradient buffers (1 unless it is split) */
+    size_t chunk_floats;               /* chunk k holds flat floats from k * chunk_floats */
+    void *grad_chunk[DIST_MAX_CHUNKS]; /* cl_mem each */
     int n_buckets;
     size_t bk_off[DIST_MAX_BUCKETS], bk_len[DIST_MAX_BUCKETS];
     /* overlap (buckets only): each bucket's read is enqueued from the graph's

@@ -95,64 +95,101 @@ const char *dist_library(void)
     return name;
 }
 
-/* Staging buffer and buckets, on first use: the grads buffer's size, and
- * bucket boundaries at parameter boundaries from the last parameter back. */
-static int prepare(dist *d, cld_params *p, cl_mem grads)
+/* Staging buffer and buckets, on first use. The store's flat layout (its
+ * chunks end to end: one chunk unless the store is larger than one
+ * allocation) is staged in one host buffer; buckets are cut at parameter
+ * boundaries from the last parameter back, and at chunk boundaries, so a
+ * bucket is one read from one chunk's gradient buffer. */
+static int prepare(dist *d, cld_params *p)
 {
     if (d->host) return 0;
-    size_t bytes = 0;
-    cl_int err = clGetMemObjectInfo(grads, CL_MEM_SIZE, sizeof bytes, &bytes, NULL);
-    if (err != CL_SUCCESS) return cl_fail(d, "clGetMemObjectInfo(gradients)", err);
-    d->n = bytes / sizeof(float);
-    d->host = malloc(bytes ? bytes : 1);
+    int nc = 0;
+    size_t chunk = 0, total = 0;
+    if (cld_params_layout(p, &nc, &chunk, &total) || nc < 1 || nc > DIST_MAX_CHUNKS) {
+        snprintf(d->err, sizeof d->err, "gradient buffers: %s",
+                 nc > DIST_MAX_CHUNKS ? "the store is split into too many chunks" : cld_last_error());
+        return 1;
+    }
+    d->n = total;
+    d->n_chunks = nc;
+    d->chunk_floats = chunk;
+    for (int k = 0; k < nc; k++) {
+        cl_mem g;
+        size_t len;
+        if (cld_params_chunk_buffers(p, k, NULL, &g, &len)) {
+            snprintf(d->err, sizeof d->err, "gradient buffer %d: %s", k, cld_last_error());
+            return 1;
+        }
+        d->grad_chunk[k] = g;
+    }
+    d->host = malloc(total ? total * sizeof(float) : 1);
     if (!d->host) {
-        snprintf(d->err, sizeof d->err, "out of host memory for the %zu-byte gradient staging buffer", bytes);
+        snprintf(d->err, sizeof d->err, "out of host memory for the %zu-byte gradient staging buffer",
+                 total * sizeof(float));
         return 1;
     }
     int nt = 0;
     cld_params_count(p, &nt, NULL);
-    d->n_buckets = 0;
-    size_t end = d->n; /* buckets [off, end), the last parameters first */
-    for (int i = nt - 1; i >= 0; i--) {
-        size_t off = 0;
-        cld_params_info(p, i, NULL, NULL, NULL, &off);
-        const int first = i == 0;
-        if (d->bucket_floats && !first && end - off < d->bucket_floats) continue;
-        if (first) off = 0;
-        if (d->n_buckets == DIST_MAX_BUCKETS - 1) off = 0;
-        d->bk_off[d->n_buckets] = off;
-        d->bk_len[d->n_buckets++] = end - off;
-        end = off;
-        if (!end) break;
-    }
-    if (!d->bucket_floats) { /* one bucket: the whole buffer */
-        d->n_buckets = 1;
-        d->bk_off[0] = 0;
-        d->bk_len[0] = d->n;
-    }
     d->n_params = nt;
     d->param_bucket = malloc(((size_t)nt + 1) * sizeof(int));
-    if (!d->param_bucket) {
+    size_t *flat = malloc(((size_t)nt + 1) * sizeof(size_t));
+    if (!d->param_bucket || !flat) {
+        free(flat);
         snprintf(d->err, sizeof d->err, "out of host memory for the bucket table");
         return 1;
     }
+    for (int i = 0; i < nt; i++) cld_params_flat_offset(p, i, &flat[i]);
+    /* buckets [off, end), the last parameters first; bucket_floats 0: one per chunk */
+    d->n_buckets = 0;
+    size_t end = total;
+    for (int i = nt - 1; i >= 0 && end > 0; i--) {
+        const size_t cstart = flat[i] / chunk * chunk; /* the chunk this parameter is in */
+        size_t off = flat[i];
+        const int first_in_chunk = i == 0 || flat[i - 1] < cstart;
+        if (end > cstart + chunk) end = cstart + chunk; /* never across a chunk boundary */
+        if (!first_in_chunk && (!d->bucket_floats || end - off < d->bucket_floats)) continue;
+        if (first_in_chunk || d->n_buckets == DIST_MAX_BUCKETS - 1) off = cstart;
+        if (d->n_buckets == DIST_MAX_BUCKETS - 1) off = 0; /* the rest in one (a read per chunk) */
+        d->bk_off[d->n_buckets] = off;
+        d->bk_len[d->n_buckets++] = end - off;
+        end = off;
+    }
     for (int i = 0; i < nt; i++) {
-        size_t off = 0;
-        cld_params_info(p, i, NULL, NULL, NULL, &off);
         int b = 0;
-        while (b < d->n_buckets - 1 && off < d->bk_off[b]) b++;
+        while (b < d->n_buckets - 1 && flat[i] < d->bk_off[b]) b++;
         d->param_bucket[i] = b;
         d->bk_params[b]++;
     }
+    free(flat);
     return 0;
+}
+
+/* Read (write) floats [off, off + len) of the flat layout from (to) the
+ * chunks' gradient buffers into (from) the staging buffer; one command per
+ * chunk touched, the last one's event in *ev (NULL: none). */
+static cl_int move(dist *d, cl_command_queue q, int write, size_t off, size_t len, cl_bool block,
+                   cl_event *ev)
+{
+    cl_int err = CL_SUCCESS;
+    while (len && err == CL_SUCCESS) {
+        const size_t k = off / d->chunk_floats, in = off - k * d->chunk_floats;
+        const size_t m = d->chunk_floats - in < len ? d->chunk_floats - in : len;
+        cl_mem g = (cl_mem)d->grad_chunk[k];
+        cl_event *e = m == len ? ev : NULL;
+        err = write ? clEnqueueWriteBuffer(q, g, block, in * sizeof(float), m * sizeof(float), d->host + off,
+                                           0, NULL, e)
+                    : clEnqueueReadBuffer(q, g, block, in * sizeof(float), m * sizeof(float), d->host + off,
+                                          0, NULL, e);
+        off += m;
+        len -= m;
+    }
+    return err;
 }
 
 static int enqueue_read(dist *d, int k)
 {
-    cl_event ev;
-    cl_int err = clEnqueueReadBuffer((cl_command_queue)d->queue, (cl_mem)d->grads, CL_FALSE,
-                                     d->bk_off[k] * sizeof(float), d->bk_len[k] * sizeof(float),
-                                     d->host + d->bk_off[k], 0, NULL, &ev);
+    cl_event ev = NULL;
+    cl_int err = move(d, (cl_command_queue)d->queue, 0, d->bk_off[k], d->bk_len[k], CL_FALSE, &ev);
     if (err != CL_SUCCESS) return cl_fail(d, "reading the gradients", err);
     d->ev[d->n_enq] = ev;
     d->order[d->n_enq++] = k;
@@ -179,14 +216,8 @@ static cld_status on_grad(void *user, int pi)
 int dist_step_begin(dist *d, cld_ctx *ctx, cld_params *p, cld_graph *g)
 {
     if (d->size == 1) return 0;
-    cl_mem values, grads;
-    if (cld_params_buffers(p, &values, &grads)) {
-        snprintf(d->err, sizeof d->err, "gradient buffer: %s", cld_last_error());
-        return 1;
-    }
-    if (prepare(d, p, grads)) return 1;
+    if (prepare(d, p)) return 1;
     d->queue = cld_ctx_queue(ctx);
-    d->grads = grads;
     d->n_enq = 0;
     d->hook_failed = 0;
     for (int k = 0; k < d->n_buckets; k++) d->bk_left[k] = d->bk_params[k] ? d->bk_params[k] : 1;
@@ -218,25 +249,19 @@ static void scale(float *x, size_t n, float s)
 int dist_allreduce_grads(dist *d, cld_ctx *ctx, cld_params *p)
 {
     if (d->size == 1) return 0;
-    cl_mem values, grads;
-    cld_status s = cld_params_buffers(p, &values, &grads);
-    if (s) {
-        snprintf(d->err, sizeof d->err, "gradient buffer: %s", cld_last_error());
-        return 1;
-    }
-    if (prepare(d, p, grads)) return 1;
+    if (prepare(d, p)) return 1;
     cl_command_queue q = cld_ctx_queue(ctx);
     const float inv = 1.0f / (float)d->size;
     cl_int err;
     if (d->n_buckets == 1 || d->n > (size_t)1 << 30) {
         double t0 = now_s();
-        err = clEnqueueReadBuffer(q, grads, CL_TRUE, 0, d->n * sizeof(float), d->host, 0, NULL, NULL);
+        err = move(d, q, 0, 0, d->n, CL_TRUE, NULL);
         if (err != CL_SUCCESS) return cl_fail(d, "reading the gradients", err);
         double t1 = now_s();
         if (allreduce_floats(d, d->host, d->n)) return 1;
         scale(d->host, d->n, inv);
         double t2 = now_s();
-        err = clEnqueueWriteBuffer(q, grads, CL_TRUE, 0, d->n * sizeof(float), d->host, 0, NULL, NULL);
+        err = move(d, q, 1, 0, d->n, CL_TRUE, NULL);
         if (err != CL_SUCCESS) return cl_fail(d, "writing the gradients", err);
         d->t_read += t1 - t0;
         d->t_reduce += t2 - t1;
@@ -253,7 +278,6 @@ int dist_allreduce_grads(dist *d, cld_ctx *ctx, cld_params *p)
     int rc = d->hook_failed, started = 0;
     if (!rc && d->queue != (void *)q) { /* dist_step_begin was not called: no hook this step */
         d->queue = q;
-        d->grads = grads;
         d->n_enq = 0;
         for (int k = 0; k < nb; k++) d->bk_left[k] = 1;
     }
@@ -294,8 +318,7 @@ int dist_allreduce_grads(dist *d, cld_ctx *ctx, cld_params *p)
         if (code != MPI_SUCCESS && !rc) rc = mpi_fail(d, "MPI_Iallreduce(gradients)", code);
         if (rc) continue;
         scale(d->host + d->bk_off[k], d->bk_len[k], inv);
-        err = clEnqueueWriteBuffer(q, grads, CL_FALSE, d->bk_off[k] * sizeof(float),
-                                   d->bk_len[k] * sizeof(float), d->host + d->bk_off[k], 0, NULL, NULL);
+        err = move(d, q, 1, d->bk_off[k], d->bk_len[k], CL_FALSE, NULL);
         if (err != CL_SUCCESS) rc = cl_fail(d, "writing the gradients", err);
     }
     for (int j = 0; j < enq; j++) clReleaseEvent((cl_event)d->ev[j]);
@@ -318,15 +341,18 @@ int dist_weights_agree(dist *d, cld_ctx *ctx, cld_params *p, int *same)
 {
     *same = 1;
     if (d->size == 1) return 0;
-    cl_mem values, grads;
-    if (cld_params_buffers(p, &values, &grads)) {
-        snprintf(d->err, sizeof d->err, "parameter buffer: %s", cld_last_error());
-        return 1;
+    if (prepare(d, p)) return 1;
+    for (int k = 0; k < d->n_chunks; k++) { /* the values, chunk by chunk, into the staging buffer */
+        cl_mem values;
+        size_t len;
+        if (cld_params_chunk_buffers(p, k, &values, NULL, &len)) {
+            snprintf(d->err, sizeof d->err, "parameter buffer %d: %s", k, cld_last_error());
+            return 1;
+        }
+        cl_int err = clEnqueueReadBuffer(cld_ctx_queue(ctx), values, CL_TRUE, 0, len * sizeof(float),
+                                         d->host + (size_t)k * d->chunk_floats, 0, NULL, NULL);
+        if (err != CL_SUCCESS) return cl_fail(d, "reading the weights", err);
     }
-    if (prepare(d, p, grads)) return 1;
-    cl_int err = clEnqueueReadBuffer(cld_ctx_queue(ctx), values, CL_TRUE, 0, d->n * sizeof(float), d->host, 0,
-                                     NULL, NULL);
-    if (err != CL_SUCCESS) return cl_fail(d, "reading the weights", err);
     uint64_t h = 0x9E3779B97F4A7C15ull;
     const uint32_t *w = (const uint32_t *)(const void *)d->host;
     for (size_t i = 0; i < d->n; i++) h = (h ^ w[i]) * 0x100000001B3ull;

@@ -264,9 +264,30 @@ START_TEST(test_batch_memory)
     size_t real;
     TU_OK(cld_unet_runner_create(ctx, m->params, &m->meta.unet, 18, &r));
     TU_OK(cld_unet_runner_bytes(r, &real));
+    size_t real_largest;
+    TU_OK(cld_unet_runner_largest(r, &real_largest));
     cld_unet_runner_free(r);
     ck_assert_msg(real <= mem.arena_bytes, "runner at batch 18 plans %zu bytes, the estimate says %zu", real,
                   mem.arena_bytes);
+    ck_assert_msg(real_largest <= mem.largest_bytes && mem.largest_bytes < mem.arena_bytes,
+                  "largest block: runner %zu, estimate %zu, arena %zu", real_largest, mem.largest_bytes,
+                  mem.arena_bytes);
+    /* the arena is split into chunks: a device whose max allocation is under the arena but over
+     * the largest block takes the batch */
+    char lim[32];
+    snprintf(lim, sizeof lim, "%zu", (mem.largest_bytes + mem.arena_bytes) / 2);
+    setenv("CLD_MAX_ALLOC", lim, 1);
+    cld_ctx *small;
+    TU_OK(cld_ctx_create(NULL, &small));
+    cld_model *ms;
+    TU_OK(cld_model_load(small, f.path, &ms));
+    TU_OK(cld_model_check_batch(ms, 9, 1));
+    cld_batch_memory mem2;
+    TU_OK(cld_model_batch_memory(ms, 9, 1, &mem2));
+    ck_assert_uint_lt(mem2.max_alloc_bytes, mem2.arena_bytes);
+    cld_model_free(ms);
+    cld_ctx_free(small);
+    unsetenv("CLD_MAX_ALLOC");
     ck_assert_msg(mem.arena_bytes < 2 * real, "estimate %zu is far above the plan %zu", mem.arena_bytes,
                   real);
     TU_STATUS(cld_model_check_batch(m, 1000000, 1), CLD_ERR_NOMEM);

@@ -210,6 +210,17 @@ START_TEST(test_two_ranks_equal_one)
     free(err);
     d = state_diff(dir, "two/state-000000006.safetensors", "bk0/state-000000006.safetensors", &nd);
     ck_assert_msg(nd == 0, "bucketed all-reduce after the backward: %zu floats differ (max %g)", nd, d);
+    /* a parameter store split into several buffers (a device allowing 64 KiB per allocation):
+     * buckets are cut at the buffers' boundaries, the same sums */
+    setenv("CLD_MAX_ALLOC", "64K", 1);
+    snprintf(args, sizeof args, "%s --out ch --allreduce-bucket 0.05", run);
+    int chst = train(dir, 2, args, &err);
+    unsetenv("CLD_MAX_ALLOC");
+    ck_assert_msg(chst == 0, "%s", err);
+    ck_assert_msg(strstr(err, "parameters 0.2 MiB in 3 buffers"), "%s", err);
+    free(err);
+    d = state_diff(dir, "two/state-000000006.safetensors", "ch/state-000000006.safetensors", &nd);
+    ck_assert_msg(nd == 0, "all-reduce over a split store: %zu floats differ (max %g)", nd, d);
 
     /* resume with another rank count: 2 -> 1 and 1 -> 2 */
     snprintf(args, sizeof args, "%s --out r21 --stop-after 3", run);

@@ -66,6 +66,16 @@ cld_status cld_params_zero_grad(cld_params *p);
  * for grads (or a training graph, a gradient or optimizer call) allocates
  * them; a store only sampled from holds its values alone. */
 cld_status cld_params_buffers(cld_params *p, cl_mem *values, cl_mem *grads);
+/* The store in chunks (any size): n_chunks buffers of each kind; chunk k
+ * holds floats [k * chunk_floats, k * chunk_floats + its length) of the
+ * store's flat layout of total_floats, where parameter i starts at
+ * cld_params_flat_offset (no parameter crosses a chunk). */
+cld_status cld_params_layout(const cld_params *p, int *n_chunks, size_t *chunk_floats, size_t *total_floats);
+/* Chunk k's value and gradient buffers (either may be NULL; asking for
+ * grads allocates them, as cld_params_buffers) and its length in floats. */
+cld_status cld_params_chunk_buffers(cld_params *p, int k, cl_mem *values, cl_mem *grads, size_t *floats);
+/* Where parameter `index` starts in the flat layout (floats). */
+cld_status cld_params_flat_offset(const cld_params *p, int index, size_t *offset);
 /* One AdamW step over every parameter (decoupled weight decay on tensors
  * with 2+ dims). `step` counts from 1. */
 cld_status cld_params_adamw(cld_params *p, float lr, float beta1, float beta2, float eps, float weight_decay,
@@ -105,9 +115,10 @@ typedef struct cld_plan_stats {
     size_t pinned_bytes; /* inputs, outputs and input gradients           */
     size_t param_bytes;  /* parameter values                              */
     int n_nodes;
-    int n_inplace;      /* ops that ran in place on their input          */
-    int n_arena_chunks; /* device buffers the arena is split into: each at most the
+    int n_inplace;        /* ops that ran in place on their input          */
+    int n_arena_chunks;   /* device buffers the arena is split into: each at most the
                            device's max allocation (or CLD_MAX_ALLOC) */
+    size_t largest_bytes; /* the largest single tensor or workspace: what one chunk must hold */
 } cld_plan_stats;
 cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats);
 /* Enqueue every node in order on the context's queue (no host sync). */

@@ -55,6 +55,9 @@ cld_status cld_unet_runner_fn(void *runner, cl_mem x, size_t x_off, cl_mem out, 
                               const float *t, const int *labels);
 /* Planned device bytes of the runner's graph (arena). */
 cld_status cld_unet_runner_bytes(const cld_unet_runner *r, size_t *bytes);
+/* Bytes of its largest single tensor or workspace: the arena is split into
+ * chunks of at most the device's max allocation, and one block must fit. */
+cld_status cld_unet_runner_largest(const cld_unet_runner *r, size_t *bytes);
 
 #ifdef __cplusplus
 }

@@ -51,6 +51,7 @@ typedef struct cld_model {
     uint64_t hash;           /* cld_file_hash of the file */
     size_t per_sample;       /* floats of one image: C * S * S */
     size_t plan_bytes[2];    /* planned runner bytes at model batch 1 and 2 */
+    size_t plan_largest[2];  /* ... and their largest single block (cld_unet_runner_largest) */
     cld_unet_runner *runner; /* at model batch runner_batch */
     int runner_batch;
     int diffusers;                 /* 1: loaded from a diffusers folder */
@@ -104,9 +105,10 @@ cld_status cld_model_class_parse(const cld_model *m, const char *name, int *labe
  * its plans at model batch 1 and 2 (the plan grows at most linearly), the
  * sampler's workspace and the result. */
 typedef struct cld_batch_memory {
-    size_t arena_bytes;  /* largest single allocation: the runner's arena */
-    size_t total_bytes;  /* everything, parameters included */
-    size_t budget_bytes; /* what a run may use: half the device's global memory */
+    size_t arena_bytes;   /* the runner's arena (split into chunks of at most max_alloc_bytes) */
+    size_t largest_bytes; /* largest single allocation: a block of the arena, or the sampler's workspace */
+    size_t total_bytes;   /* everything, parameters included */
+    size_t budget_bytes;  /* what a run may use: half the device's global memory */
     size_t max_alloc_bytes;
 } cld_batch_memory;
 cld_status cld_model_batch_memory(const cld_model *m, int batch, int guided, cld_batch_memory *mem);

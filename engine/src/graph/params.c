@@ -97,8 +97,7 @@ cld_status cld_params_declare(cld_params *p, const char *name, int ndim, const i
                          "parameter '%s' needs %zu bytes, more than the %zu bytes one allocation may hold on "
                          "'%s' (%s)",
                          name, n * sizeof(float), p->chunk * sizeof(float), p->ctx->info.name,
-                         p->ctx->settings.max_alloc_env ? "CLD_MAX_ALLOC"
-                                                        : "CL_DEVICE_MAX_MEM_ALLOC_SIZE");
+                         p->ctx->settings.max_alloc_env ? "CLD_MAX_ALLOC" : "CL_DEVICE_MAX_MEM_ALLOC_SIZE");
     if (p->count == p->cap) {
         int cap = p->cap ? p->cap * 2 : 64;
         cld__param *ni = realloc(p->items, (size_t)cap * sizeof *ni);
@@ -297,5 +296,37 @@ cld_status cld_params_buffers(cld_params *p, cl_mem *values, cl_mem *grads)
     if (grads) CLD_TRY(cld__params_alloc_train(p));
     if (values) *values = p->values[0];
     if (grads) *grads = p->grads[0];
+    return CLD_OK;
+}
+
+cld_status cld_params_layout(const cld_params *p, int *n_chunks, size_t *chunk_floats, size_t *total_floats)
+{
+    if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_layout: NULL store");
+    if (!p->allocated) return cld__fail(CLD_ERR_STATE, "cld_params_layout: store not allocated");
+    if (n_chunks) *n_chunks = p->n_chunks;
+    if (chunk_floats) *chunk_floats = p->chunk;
+    if (total_floats) *total_floats = p->total;
+    return CLD_OK;
+}
+
+cld_status cld_params_chunk_buffers(cld_params *p, int k, cl_mem *values, cl_mem *grads, size_t *floats)
+{
+    if (!p) return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_chunk_buffers: NULL store");
+    if (!p->allocated) return cld__fail(CLD_ERR_STATE, "cld_params_chunk_buffers: store not allocated");
+    if (k < 0 || k >= p->n_chunks)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_chunk_buffers: no chunk %d (the store has %d)", k,
+                         p->n_chunks);
+    if (grads) CLD_TRY(cld__params_alloc_train(p));
+    if (values) *values = p->values[k];
+    if (grads) *grads = p->grads[k];
+    if (floats) *floats = cld__params_chunk_len(p, k);
+    return CLD_OK;
+}
+
+cld_status cld_params_flat_offset(const cld_params *p, int index, size_t *offset)
+{
+    if (!p || !offset || index < 0 || index >= p->count)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_params_flat_offset: no parameter %d", index);
+    *offset = p->items[index].off;
     return CLD_OK;
 }

@@ -127,8 +127,7 @@ static cld_status check_block(const cld_graph *g, const planner *pl, const cld_t
                          "'%s' (%s): use a smaller batch",
                          ws ? "workspace of " : "", t->name, cld__shape_str(t, sh, sizeof sh),
                          floats * sizeof(float), limit, g->ctx->info.name,
-                         g->ctx->settings.max_alloc_env ? "CLD_MAX_ALLOC"
-                                                        : "CL_DEVICE_MAX_MEM_ALLOC_SIZE");
+                         g->ctx->settings.max_alloc_env ? "CLD_MAX_ALLOC" : "CL_DEVICE_MAX_MEM_ALLOC_SIZE");
     return CLD_OK;
 }
 
@@ -274,8 +273,10 @@ cld_status cld_graph_plan(cld_graph *g, cld_plan_stats *stats)
                 if (t->off == (size_t)-1) s = cld__fail(CLD_ERR_NOMEM, "planner: out of host memory");
             }
             st.sum_bytes += align_up(&pl, t->n) * sizeof(float);
+            if (t->n * sizeof(float) > st.largest_bytes) st.largest_bytes = t->n * sizeof(float);
         }
         if (t->ws && s == CLD_OK) {
+            if (t->ws * sizeof(float) > st.largest_bytes) st.largest_bytes = t->ws * sizeof(float);
             t->ws_off = pl_alloc(&pl, t->ws);
             st.sum_bytes += align_up(&pl, t->ws) * sizeof(float);
             if (t->ws_off == (size_t)-1 || pl_free(&pl, t->ws_off, t->ws))

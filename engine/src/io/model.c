@@ -177,6 +177,7 @@ struct cld_unet_runner {
     size_t per_in, per_out;
     float *host; /* max_batch floats: t and labels staging */
     size_t arena_bytes;
+    size_t largest_bytes; /* its largest tensor or workspace */
 };
 
 cld_status cld_unet_runner_create(cld_ctx *ctx, cld_params *params, const cld_unet_config *cfg, int max_batch,
@@ -212,6 +213,7 @@ cld_status cld_unet_runner_create(cld_ctx *ctx, cld_params *params, const cld_un
         return s;
     }
     r->arena_bytes = st.peak_bytes + st.pinned_bytes;
+    r->largest_bytes = st.largest_bytes;
     *out = r;
     return CLD_OK;
 }
@@ -229,6 +231,13 @@ cld_status cld_unet_runner_bytes(const cld_unet_runner *r, size_t *bytes)
 {
     if (!r || !bytes) return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_runner_bytes: NULL argument");
     *bytes = r->arena_bytes;
+    return CLD_OK;
+}
+
+cld_status cld_unet_runner_largest(const cld_unet_runner *r, size_t *bytes)
+{
+    if (!r || !bytes) return cld__fail(CLD_ERR_INVALID_ARG, "cld_unet_runner_largest: NULL argument");
+    *bytes = r->largest_bytes;
     return CLD_OK;
 }
 

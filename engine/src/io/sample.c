@@ -199,6 +199,7 @@ cld_status cld_model_load(cld_ctx *ctx, const char *path, cld_model **out)
     for (int b = 2; b >= 1 && s == CLD_OK; b--) {
         s = model_runner(m, b);
         if (s == CLD_OK) s = cld_unet_runner_bytes(m->runner, &m->plan_bytes[b - 1]);
+        if (s == CLD_OK) s = cld_unet_runner_largest(m->runner, &m->plan_largest[b - 1]);
     }
     if (s == CLD_OK)
         s = dm ? cld_diffusers_load_weights(m->params, dm->weights) : cld_params_load(m->params, path, NULL);
@@ -264,8 +265,15 @@ cld_status cld_model_batch_memory(const cld_model *m, int batch, int guided, cld
     const double ws =
         per * batch * (guided ? 8.0 : 5.0) + per * batch + (out_ch > 1 ? per * mb * out_ch : 0.0);
     const double total = arena + ws + (double)n_params * sizeof(float);
+    /* one allocation: the largest block of the arena, or the sampler's workspace buffer
+     * (sampler.c: 5 or 8 batches). Each block is a + c * batch with a, c >= 0, so at model
+     * batch mb it is at most mb times its batch-1 size; extrapolating the largest block from
+     * batches 1 and 2 is not a bound (another block, steeper, takes over: measured) */
+    double largest = (double)m->plan_largest[0] * mb;
+    if (per * batch * (guided ? 8.0 : 5.0) > largest) largest = per * batch * (guided ? 8.0 : 5.0);
     const double lim = (double)SIZE_MAX / 2;
     mem->arena_bytes = arena < lim ? (size_t)arena : (size_t)lim;
+    mem->largest_bytes = largest < lim ? (size_t)largest : (size_t)lim;
     mem->total_bytes = total < lim ? (size_t)total : (size_t)lim;
     mem->budget_bytes = (size_t)(info.global_mem_bytes / 2);
     mem->max_alloc_bytes = (size_t)info.max_alloc_bytes;
@@ -276,14 +284,14 @@ cld_status cld_model_check_batch(const cld_model *m, int batch, int guided)
 {
     cld_batch_memory mem;
     CLD_TRY(cld_model_batch_memory(m, batch, guided, &mem));
-    if (mem.arena_bytes > mem.max_alloc_bytes || mem.total_bytes > mem.budget_bytes) {
+    if (mem.largest_bytes > mem.max_alloc_bytes || mem.total_bytes > mem.budget_bytes) {
         cld_device_info info;
         CLD_TRY(cld_ctx_device_info(m->ctx, &info));
         return cld__fail(
             CLD_ERR_NOMEM,
             "a batch of %d samples%s needs %.1f MiB of device memory (%.1f MiB in one "
             "allocation); device '%s' allows %.1f MiB (half its memory) and %.1f MiB per allocation",
-            batch, guided ? " with guidance" : "", mem.total_bytes / 1048576.0, mem.arena_bytes / 1048576.0,
+            batch, guided ? " with guidance" : "", mem.total_bytes / 1048576.0, mem.largest_bytes / 1048576.0,
             info.name, mem.budget_bytes / 1048576.0, mem.max_alloc_bytes / 1048576.0);
     }
     return CLD_OK;
@@ -298,7 +306,7 @@ cld_status cld_model_fit_batch(const cld_model *m, int guided, int limit, int *b
         int mid = lo + (hi - lo + 1) / 2;
         cld_batch_memory mem;
         CLD_TRY(cld_model_batch_memory(m, mid, guided, &mem));
-        if (mem.arena_bytes <= mem.max_alloc_bytes && mem.total_bytes <= mem.budget_bytes)
+        if (mem.largest_bytes <= mem.max_alloc_bytes && mem.total_bytes <= mem.budget_bytes)
             lo = mid;
         else
             hi = mid - 1;
