@@ -48,7 +48,7 @@ typedef struct dist {
     int bk_left[DIST_MAX_BUCKETS];      /* ... whose gradient is not yet final this step */
     int order[DIST_MAX_BUCKETS], n_enq; /* buckets in the order their reads were enqueued */
     void *ev[DIST_MAX_BUCKETS];         /* their events (cl_event) */
-    void *queue, *grads;                /* this step's queue and gradient buffer */
+    void *queue;                        /* this step's queue */
     int hook_failed;
     long early_reads, reads; /* bucket reads enqueued during the backward (by the hook), and in all */
     /* seconds summed over the calls: device-to-host, MPI, host-to-device

@@ -296,9 +296,15 @@ int dist_allreduce_grads(dist *d, cld_ctx *ctx, cld_params *p)
             rc = cl_fail(d, "reading the gradients", err != CL_SUCCESS ? err : st);
             break;
         }
-        if (st != CL_COMPLETE) {
+        if (st != CL_COMPLETE && !started) { /* nothing in flight needs MPI progress: block */
+            err = clWaitForEvents(1, (cl_event *)&d->ev[done_reads]);
+            if (err != CL_SUCCESS) {
+                rc = cl_fail(d, "reading the gradients", err);
+                break;
+            }
+        } else if (st != CL_COMPLETE) {
             int flag; /* MPI progress for the buckets in flight (no MPI progress thread) */
-            if (started) MPI_Testall(started, rq, &flag, MPI_STATUSES_IGNORE);
+            MPI_Testall(started, rq, &flag, MPI_STATUSES_IGNORE);
             struct timespec ts = {0, 50 * 1000};
             nanosleep(&ts, NULL);
             continue;

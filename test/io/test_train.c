@@ -799,18 +799,16 @@ START_TEST(test_app_init)
     /* the model's settings came with it: T = 100 and the tiny config */
     ck_assert_int_eq(b.mm.diffusion.T, 100);
     ck_assert_int_eq(b.mm.unet.base_channels, 8);
-    size_t per, n = 0;
     int idx, nd, shape[CLD_MAX_DIMS];
     TU_OK(cld_params_find(a.ema, "conv_out.weight", &idx));
     TU_OK(cld_params_info(a.ema, idx, NULL, &nd, shape, NULL));
-    n = (size_t)shape[0] * shape[1] * shape[2] * shape[3];
-    per = n;
+    const size_t n = (size_t)shape[0] * shape[1] * shape[2] * shape[3];
     float *want = tu_malloc(n * sizeof *want), *raw = tu_malloc(n * sizeof *raw),
           *ema = tu_malloc(n * sizeof *ema);
     TU_OK(cld_params_read(a.ema, idx, want));
     TU_OK(cld_params_read(b.p, idx, raw));
     TU_OK(cld_params_read(b.ema, idx, ema));
-    double m = max_abs(want, per);
+    double m = max_abs(want, n);
     ck_assert(m > 0);
     for (size_t i = 0; i < n; i++) {
         ck_assert_msg(raw[i] == want[i], "raw weight %zu: %g, the model's %g", i, raw[i], want[i]);

@@ -51,7 +51,7 @@ typedef struct cld_model {
     uint64_t hash;           /* cld_file_hash of the file */
     size_t per_sample;       /* floats of one image: C * S * S */
     size_t plan_bytes[2];    /* planned runner bytes at model batch 1 and 2 */
-    size_t plan_largest[2];  /* ... and their largest single block (cld_unet_runner_largest) */
+    size_t plan_largest;     /* the batch-1 plan's largest single block (cld_unet_runner_largest) */
     cld_unet_runner *runner; /* at model batch runner_batch */
     int runner_batch;
     int diffusers;                 /* 1: loaded from a diffusers folder */

@@ -94,7 +94,7 @@ static cld_status add_sink(cld_graph *g, cld_tensor *t)
  * from a consumer's backward), so its sink is added right there: the
  * store's gradients of the last layers are final while the backward of the
  * first ones is still to run (what an all-reduce can overlap, see
- * cld_graph_set_sink_hook), and the gradient tensors die sooner. Then the
+ * cld_graph_set_grad_hook), and the gradient tensors die sooner. Then the
  * gradients of inputs that asked for one are pinned. */
 static cld_status backward_from(cld_graph *g)
 {

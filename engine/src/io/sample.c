@@ -199,7 +199,7 @@ cld_status cld_model_load(cld_ctx *ctx, const char *path, cld_model **out)
     for (int b = 2; b >= 1 && s == CLD_OK; b--) {
         s = model_runner(m, b);
         if (s == CLD_OK) s = cld_unet_runner_bytes(m->runner, &m->plan_bytes[b - 1]);
-        if (s == CLD_OK) s = cld_unet_runner_largest(m->runner, &m->plan_largest[b - 1]);
+        if (s == CLD_OK && b == 1) s = cld_unet_runner_largest(m->runner, &m->plan_largest);
     }
     if (s == CLD_OK)
         s = dm ? cld_diffusers_load_weights(m->params, dm->weights) : cld_params_load(m->params, path, NULL);
@@ -269,7 +269,7 @@ cld_status cld_model_batch_memory(const cld_model *m, int batch, int guided, cld
      * (sampler.c: 5 or 8 batches). Each block is a + c * batch with a, c >= 0, so at model
      * batch mb it is at most mb times its batch-1 size; extrapolating the largest block from
      * batches 1 and 2 is not a bound (another block, steeper, takes over: measured) */
-    double largest = (double)m->plan_largest[0] * mb;
+    double largest = (double)m->plan_largest * mb;
     if (per * batch * (guided ? 8.0 : 5.0) > largest) largest = per * batch * (guided ? 8.0 : 5.0);
     const double lim = (double)SIZE_MAX / 2;
     mem->arena_bytes = arena < lim ? (size_t)arena : (size_t)lim;

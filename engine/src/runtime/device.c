@@ -141,22 +141,27 @@ static void fill_info(const dev_list *list, int i, cld_device_info *o)
     o->global_mem_bytes = gmem;
     o->local_mem_bytes = lmem;
     o->max_alloc_bytes = maxalloc;
-    /* CLD_MAX_ALLOC=BYTES (K, M, G suffixes): a smaller device, for tests */
-    const char *lim = getenv("CLD_MAX_ALLOC");
-    if (lim && *lim) {
-        char *end = NULL;
-        double v = strtod(lim, &end);
-        if (end && (*end == 'K' || *end == 'k')) v *= 1024.0;
-        if (end && (*end == 'M' || *end == 'm')) v *= 1048576.0;
-        if (end && (*end == 'G' || *end == 'g')) v *= 1073741824.0;
-        if (v >= 1 && v < (double)o->max_alloc_bytes) o->max_alloc_bytes = (cl_ulong)v;
-    }
+    /* CLD_MAX_ALLOC: a smaller device, for tests */
+    const uint64_t lim = cld__env_max_alloc();
+    if (lim && lim < o->max_alloc_bytes) o->max_alloc_bytes = (cl_ulong)lim;
     o->max_work_group_size = wg;
 
     char *ext = device_str_alloc(d, CL_DEVICE_EXTENSIONS);
     o->has_fp16 = ext && has_token(ext, "cl_khr_fp16");
     o->has_fp64 = (ext && has_token(ext, "cl_khr_fp64")) || dfp != 0;
     free(ext);
+}
+
+uint64_t cld__env_max_alloc(void)
+{
+    const char *lim = getenv("CLD_MAX_ALLOC");
+    if (!lim || !*lim) return 0;
+    char *end = NULL;
+    double v = strtod(lim, &end);
+    if (end && (*end == 'K' || *end == 'k')) v *= 1024.0;
+    if (end && (*end == 'M' || *end == 'm')) v *= 1048576.0;
+    if (end && (*end == 'G' || *end == 'g')) v *= 1073741824.0;
+    return v >= 1 && v < 1.8e19 ? (uint64_t)v : 0;
 }
 
 cld_status cld_device_count(int *count)

@@ -29,6 +29,9 @@ cld_status cld__cl_check(cl_int err, const char *what);
  * CLD_ERR_NOMEM for any allocation failure, naming `what`, the size and
  * the limit; *out NULL on failure. */
 struct cld_ctx;
+/* CLD_MAX_ALLOC=SIZE (bytes, or K, M, G): the allocation limit it asks
+ * for, 0 when unset or not a size (device.c lowers the device's to it). */
+uint64_t cld__env_max_alloc(void);
 cld_status cld__buffer_create(struct cld_ctx *ctx, cl_mem_flags flags, size_t bytes, void *host,
                               const char *what, cl_mem *out);
 

@@ -73,8 +73,8 @@ void cld__settings_read(cld__settings *s, const cld_device_info *info)
     s->poison = e && *e && strcmp(e, "0") != 0;
     /* the device's limit, already lowered by CLD_MAX_ALLOC (device.c) */
     s->max_alloc_bytes = (size_t)info->max_alloc_bytes;
-    e = getenv("CLD_MAX_ALLOC");
-    s->max_alloc_env = e && *e;
+    const uint64_t lim = cld__env_max_alloc(); /* the limit came from it when it is the limit */
+    s->max_alloc_env = lim && lim == info->max_alloc_bytes;
     cl_uint align_bits = 0;
     if (clGetDeviceInfo(info->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL) !=
         CL_SUCCESS)
