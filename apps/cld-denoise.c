@@ -29,7 +29,7 @@ static const char *PROG = "cld-denoise";
 typedef struct opts {
     const char *in, *out, *model, *device, *progress;
     double sigma, strength;
-    int steps, tile, margin;
+    int steps, tile, margin, edge;
 } opts;
 
 static void usage(FILE *f)
@@ -49,6 +49,8 @@ static void usage(FILE *f)
         "  --tile N             tile side (default: chosen from the device memory)\n"
         "  --margin N           context pixels dropped at each tile side (default %d; 'exact' = the\n"
         "                       receptive radius, tile-independent to float rounding, much slower)\n"
+        "  --edge N             reflected context at the photo's border, 1 .. the margin (default %d,\n"
+        "                       or the margin when that is exact; 'margin' = the margin)\n"
         "  --model FILE         model (default: the bundled %s)\n"
         "  --device SPEC        OpenCL device (see cld-devices)\n"
         "  --progress bar|json|none  (default: bar on a terminal, else none)\n"
@@ -57,7 +59,7 @@ static void usage(FILE *f)
         "Grey photos run through the RGB model as three equal channels and are written grey (the mean\n"
         "of the three outputs); alpha is kept as it is. Written paths go to stdout, everything else to\n"
         "stderr. Exit status: 0 done, 1 failure, 2 usage error.\n",
-        DEFAULT_MARGIN, DEFAULT_MODEL);
+        DEFAULT_MARGIN, CLD_TILE_DEFAULT_EDGE, DEFAULT_MODEL);
 }
 
 #define BAD(...) CLI_BAD(PROG, __VA_ARGS__)
@@ -110,6 +112,14 @@ static int parse_args(int argc, char **argv, opts *o)
                 BAD("--margin: '%s' is not an integer in [0, 4096] or 'exact'", v);
             else
                 o->margin = (int)d;
+        } else if (CLI_OPT("--edge")) {
+            CLI_VAL();
+            if (!strcmp(v, "margin"))
+                o->edge = -1;
+            else if (!cli_parse_num(v, 1, 4096, &d) || d != floor(d))
+                BAD("--edge: '%s' is not an integer in [1, 4096] or 'margin'", v);
+            else
+                o->edge = (int)d;
         } else if (a[0] == '-' && a[1])
             BAD("unknown option '%s' (see --help)", a);
         else if (!o->in)
@@ -365,10 +375,10 @@ static int denoise_one(state *S, const opts *o, const job *jb, double *mp, doubl
         else
             fprintf(
                 stderr,
-                "%s: timestep %.3f (continuous), %d step%s, strength %g; tiles %d x %d of %d (margin %d, blend "
-                "%d), %.0f MiB device memory planned\n",
+                "%s: timestep %.3f (continuous), %d step%s, strength %g; tiles %d x %d of %d (margin %d, edge "
+                "%d, blend %d), %.0f MiB device memory planned\n",
                 PROG, t, o->steps, o->steps > 1 ? "s (DDIM)" : "", o->strength, pl.nx, pl.ny, pl.tile,
-                pl.margin, pl.blend, pl.device_bytes / 1048576.0);
+                pl.margin, pl.offset, pl.blend, pl.device_bytes / 1048576.0);
     }
     if (!rc) {
         progress pr = {o->progress, jb->in, cli_now_s()};
@@ -476,7 +486,7 @@ static int run(state *S, opts *o)
         }
     }
     if (!rc) {
-        cld_tile_opts to = {o->tile, o->margin, 0, 0};
+        cld_tile_opts to = {o->tile, o->margin, 0, 0, o->edge};
         s = cld_tiled_create(S->ctx, S->m->params, &S->m->meta.unet, &to, &S->tiled);
         if (s) rc = cli_fail(PROG, "tiling", s);
     }

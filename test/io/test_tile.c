@@ -61,7 +61,7 @@ START_TEST(test_radius_is_the_reach)
     int r = 0;
     TU_OK(cld_unet_receptive_radius(&c, &r));
     const int H = 5, W = 160, x0 = 80;
-    cld_tile_opts o = {0, r, 0, 0};
+    cld_tile_opts o = {0, r, 0, 0, 0};
     cld_tiled *t;
     TU_OK(cld_tiled_create(tu_ctx(), p, &c, &o, &t));
     float *x = tu_rand_uniform((size_t)3 * H * W, 5, -1, 1), *a = tu_malloc(sizeof(float) * 3 * H * W),
@@ -131,7 +131,7 @@ START_TEST(test_tile_size_invariance)
     cld_params *p = tu_random_unet_params(&c, 77, 0, 0);
     /* reference: one tile over the whole image where it fits (auto, up to 1024) */
     cld_tiled *ref;
-    cld_tile_opts ro = {0, -1, 0, 1024};
+    cld_tile_opts ro = {0, -1, 0, 1024, 0};
     TU_OK(cld_tiled_create(tu_ctx(), p, &c, &ro, &ref));
     const size_case sizes[] = {{1, 1}, {513, 520}, {3, 4097}, {4097, 3}, {97, 89}, {7, 131}, {2, 2}, {61, 1}};
     const int tiles[] = {96, 128, 202};
@@ -139,7 +139,7 @@ START_TEST(test_tile_size_invariance)
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         for (size_t j = 0; j < 3; j++) {
             cld_tiled *t;
-            cld_tile_opts o = {tiles[j], -1, blends[j], 0};
+            cld_tile_opts o = {tiles[j], -1, blends[j], 0, 0};
             const int H = sizes[k].h, W = sizes[k].w;
             if (tiles[j] == 96 && (size_t)H * W > 100000) continue; /* stride 18: thousands of tiles */
             TU_OK(cld_tiled_create(tu_ctx(), p, &c, &o, &t));
@@ -164,12 +164,80 @@ START_TEST(test_short_margin_is_visible)
     cld_unet_config c = local_config(2);
     cld_params *p = tu_random_unet_params(&c, 77, 0, 0);
     cld_tiled *a, *b;
-    cld_tile_opts oa = {64, 4, 8, 0}, ob = {0, -1, 0, 1024};
+    cld_tile_opts oa = {64, 4, 8, 0, 0}, ob = {0, -1, 0, 1024, 0};
     TU_OK(cld_tiled_create(tu_ctx(), p, &c, &oa, &a));
     TU_OK(cld_tiled_create(tu_ctx(), p, &c, &ob, &b));
     int nt;
     double d = run_max_diff(a, b, 150, 150, &nt);
     ck_assert_msg(d > 1e-3, "margin 4 of radius 31 gave max diff %.3g", d);
+    cld_tiled_free(a);
+    cld_tiled_free(b);
+    cld_params_free(p);
+}
+END_TEST
+
+/* The edge context: a photo that fits one tile is padded by `edge` pixels
+ * per side, not by the margin; with an exact margin the edge defaults to
+ * it, and a shorter edge changes only pixels within the radius of the
+ * border: deeper inside, small tiles with a short edge still agree with one
+ * exact tile. */
+START_TEST(test_edge_context)
+{
+    cld_unet_config c = local_config(4);
+    c.num_res_blocks = 2; /* the photo denoiser's shape, radius 205 */
+    cld_params *p = tu_random_unet_params(&c, 78, 0, 0);
+    cld_tiled *t;
+    cld_tile_plan pl;
+    cld_tile_opts o = {0, 48, 0, 0, 0}; /* cld-denoise's default */
+    TU_OK(cld_tiled_create(tu_ctx(), p, &c, &o, &t));
+    TU_OK(cld_tiled_plan(t, 500, 500, &pl));
+    ck_assert_int_eq(pl.offset, CLD_TILE_DEFAULT_EDGE);
+    ck_assert_int_eq(pl.nx * pl.ny, 1);
+    ck_assert_int_eq(pl.tile, 520); /* 500 + 2 x 8, a multiple of 8 */
+    cld_tiled_free(t);
+    o.edge = -1; /* the margin */
+    TU_OK(cld_tiled_create(tu_ctx(), p, &c, &o, &t));
+    TU_OK(cld_tiled_plan(t, 500, 500, &pl));
+    ck_assert_int_eq(pl.offset, 48);
+    ck_assert_int_eq(pl.tile, 600);
+    cld_tiled_free(t);
+    o.margin = -1, o.edge = 0; /* exact: the edge is the radius, on the grid of 8 */
+    TU_OK(cld_tiled_create(tu_ctx(), p, &c, &o, &t));
+    TU_OK(cld_tiled_plan(t, 100, 100, &pl));
+    ck_assert_int_eq(pl.offset, 208);
+    cld_tiled_free(t);
+    cld_params_free(p);
+
+    c = local_config(2); /* radius 31 */
+    p = tu_random_unet_params(&c, 77, 0, 0);
+    cld_tiled *a, *b;
+    cld_tile_opts oa = {96, -1, 0, 0, 4}, ob = {0, -1, 0, 1024, 0}; /* b: exact, edge 32 */
+    TU_OK(cld_tiled_create(tu_ctx(), p, &c, &oa, &a));
+    TU_OK(cld_tiled_create(tu_ctx(), p, &c, &ob, &b));
+    const int H = 150, W = 150, r = 31;
+    const size_t n = (size_t)3 * H * W;
+    float *x = tu_rand_uniform(n, 4242, -1, 1), *ya = tu_malloc(n * sizeof *ya), *yb = tu_malloc(n * sizeof *yb);
+    TU_OK(cld_tiled_plan(a, H, W, &pl));
+    ck_assert_int_gt(pl.nx * pl.ny, 4);
+    TU_OK(cld_tiled_run(a, x, H, W, 37.5f, ya, NULL, NULL));
+    TU_OK(cld_tiled_run(b, x, H, W, 37.5f, yb, NULL, NULL));
+    double inner = 0, border = 0, scale = 0;
+    for (int ch = 0; ch < 3; ch++)
+        for (int i = 0; i < H; i++)
+            for (int j = 0; j < W; j++) {
+                const size_t k = ((size_t)ch * H + i) * W + j;
+                const double d = fabs(ya[k] - yb[k]);
+                if (fabs(yb[k]) > scale) scale = fabs(yb[k]);
+                const int deep = i >= r && i < H - r && j >= r && j < W - r;
+                if (deep && d > inner) inner = d;
+                if (!deep && d > border) border = d;
+            }
+    ck_assert(scale > 0.05);
+    ck_assert_msg(inner <= 1e-3 * scale, "inside: max diff %.3g of %.3g", inner, scale);
+    ck_assert_msg(border > 1e-3 * scale, "edge 4 of radius 31 changed nothing at the border (%.3g)", border);
+    free(x);
+    free(ya);
+    free(yb);
     cld_tiled_free(a);
     cld_tiled_free(b);
     cld_params_free(p);
@@ -182,7 +250,7 @@ START_TEST(test_bad_tiles)
     cld_params *p = tu_random_unet_params(&c, 77, 0, 0);
     cld_tiled *t;
     cld_tile_plan pl;
-    cld_tile_opts o = {150, -1, 0, 0}; /* not a multiple of 4 */
+    cld_tile_opts o = {150, -1, 0, 0, 0}; /* not a multiple of 4 */
     TU_OK(cld_tiled_create(tu_ctx(), p, &c, &o, &t));
     TU_STATUS(cld_tiled_plan(t, 100, 100, &pl), CLD_ERR_INVALID_ARG);
     ck_assert(strstr(cld_last_error(), "multiple of 4"));
@@ -212,6 +280,7 @@ int main(void)
     tcase_add_test(tc, test_radius_is_the_reach);
     tcase_add_test(tc, test_tile_size_invariance);
     tcase_add_test(tc, test_short_margin_is_visible);
+    tcase_add_test(tc, test_edge_context);
     tcase_add_test(tc, test_bad_tiles);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -12,10 +12,16 @@
  * whole image's. A tile's outer `margin` pixels are computed and dropped;
  * next to them, over `blend` pixels, neighbouring tiles cross-fade with
  * sin^2 weights (weights of overlapping tiles sum to 1, normalised anyway).
- * With margin >= the receptive radius every kept pixel is the UNet's value
- * on the whole padded image, whatever the tile size (float rounding aside);
- * a smaller margin trades an error in the receptive field's tail (small for
- * a trained denoiser: measured in the README) for far less overlap.
+ * At the image's border a tile keeps all but `edge` pixels of reflected
+ * context (edge <= margin): the border needs no more context than the
+ * margin gives, and a photo that fits one tile is computed with `edge`
+ * pixels of padding per side instead of `margin` (a 500 x 500 photo: one
+ * 520 tile instead of 600, 25% fewer pixels). With margin >= the receptive
+ * radius (and then edge = margin) every kept pixel is the UNet's value on
+ * the whole reflect-padded image, whatever the tile size (float rounding
+ * aside); a smaller margin or edge trades an error in the receptive field's
+ * tail (small for a trained denoiser: measured in the README) for far less
+ * overlap.
  */
 #ifndef CLDIFFUSION_DENOISE_H
 #define CLDIFFUSION_DENOISE_H
@@ -33,6 +39,7 @@ extern "C" {
 cld_status cld_unet_receptive_radius(const cld_unet_config *cfg, int *radius);
 
 #define CLD_TILE_DEFAULT_BLEND 16
+#define CLD_TILE_DEFAULT_EDGE 8 /* reflected context at the image border when the margin is not exact */
 #define CLD_TILE_AUTO_MAX 1024 /* largest tile the automatic choice takes */
 
 typedef struct cld_tile_opts {
@@ -41,13 +48,16 @@ typedef struct cld_tile_opts {
                      receptive radius): the receptive radius (exact) */
     int blend;    /* cross-fade width between neighbours, >= 1 (0: CLD_TILE_DEFAULT_BLEND) */
     int max_tile; /* with tile 0: upper bound of the choice (0: CLD_TILE_AUTO_MAX) */
+    int edge;     /* reflected context at the image border, at most the margin, rounded up to a
+                     multiple of 2^(n_levels-1); 0: the margin if that is exact, else
+                     CLD_TILE_DEFAULT_EDGE; -1: the margin */
 } cld_tile_opts;
 
 /* How an image of H x W is cut. */
 typedef struct cld_tile_plan {
     int tile, margin, blend; /* blend: the effective cross-fade (>= the asked one) */
     int stride;              /* tile origins: k * stride in padded coordinates */
-    int offset;              /* image pixel (0, 0) sits at padded (offset, offset) */
+    int offset;              /* image pixel (0, 0) sits at padded (offset, offset): the edge context */
     int nx, ny;              /* tiles per row, per column */
     size_t device_bytes;     /* planned device memory of one tile's UNet pass (arena + staging) */
     size_t budget_bytes;     /* what a run may use: half the device memory, less the parameters */

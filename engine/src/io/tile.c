@@ -11,8 +11,11 @@
  * and stride = tile - 2 margin - blend, so one tile's fall is the next
  * one's rise (sin^2 + cos^2 = 1). The 2-D weight is the product; the sum
  * over tiles of products is the product of the per-axis sums, so the
- * result is normalised by two 1-D arrays. offset = margin + blend puts the
- * first rise in the padding. */
+ * result is normalised by two 1-D arrays. At the image's border there is no
+ * neighbour to fade into: the first tile along an axis drops only `edge`
+ * pixels on its leading side and has no rise there, the last one likewise on
+ * its trailing side, and offset = edge, so the image needs `edge` pixels of
+ * padding per side, not margin + blend. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
@@ -121,13 +124,20 @@ cld_status cld_tiled_create(cld_ctx *ctx, cld_params *params, const cld_unet_con
     *out = NULL;
     int radius;
     CLD_TRY(cld_unet_receptive_radius(cfg, &radius));
-    cld_tile_opts o = {0, -1, 0, 0};
+    cld_tile_opts o = {0, -1, 0, 0, 0};
     if (opts) o = *opts;
-    if (o.margin < -1 || o.blend < 0 || o.tile < 0 || o.max_tile < 0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_tiled_create: tile %d, margin %d, blend %d, max_tile %d",
-                         o.tile, o.margin, o.blend, o.max_tile);
-    if (o.margin < 0 || o.margin > radius)
-        o.margin = radius; /* more context than the reach changes nothing */
+    if (o.margin < -1 || o.blend < 0 || o.tile < 0 || o.max_tile < 0 || o.edge < -1)
+        return cld__fail(CLD_ERR_INVALID_ARG,
+                         "cld_tiled_create: tile %d, margin %d, blend %d, max_tile %d, edge %d", o.tile,
+                         o.margin, o.blend, o.max_tile, o.edge);
+    const int exact = o.margin < 0 || o.margin >= radius;
+    if (exact) o.margin = radius; /* more context than the reach changes nothing */
+    if (o.edge == 0) o.edge = exact ? o.margin : CLD_TILE_DEFAULT_EDGE;
+    if (o.edge < 0 || o.edge > o.margin) o.edge = o.margin;
+    /* on the downsampling grid: pixel (0, 0) of the image is sampled as when
+     * the UNet runs on the image itself, whatever the edge */
+    const int align = 1 << (cfg->n_levels - 1);
+    o.edge = (o.edge + align - 1) / align * align;
     if (!o.blend) o.blend = CLD_TILE_DEFAULT_BLEND;
     if (!o.max_tile) o.max_tile = CLD_TILE_AUTO_MAX;
     cld_tiled *t = calloc(1, sizeof *t);
@@ -137,7 +147,7 @@ cld_status cld_tiled_create(cld_ctx *ctx, cld_params *params, const cld_unet_con
     t->cfg = *cfg;
     t->cfg.dropout = 0.0f;
     t->opts = o;
-    t->align = 1 << (cfg->n_levels - 1);
+    t->align = align;
     t->radius = radius;
     size_t np = 0;
     cld_status s = cld_params_count(params, NULL, &np);
@@ -170,10 +180,10 @@ cld_status cld_tiled_channels(const cld_tiled *t, int *in, int *out)
 
 static int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }
 
-/* Tiles along an axis of n pixels. */
-static int tiles_along(int n, int tile, int margin, int blend, int stride)
+/* Tiles along an axis of n pixels (at padded offset edge). */
+static int tiles_along(int n, int tile, int edge, int stride)
 {
-    long need = (long)n + 2L * (margin + blend) - tile; /* last pixel inside the last tile's flat part */
+    long need = (long)n + 2L * edge - tile; /* last pixel before the last tile's dropped edge */
     return need <= 0 ? 1 : 1 + ceil_div(need, stride);
 }
 
@@ -210,9 +220,9 @@ static cld_status plan_side(cld_tiled *t, int side, int H, int W, cld_tile_plan 
     p->margin = m;
     p->stride = stride;
     p->blend = side - 2 * m - stride;
-    p->offset = m + p->blend;
-    p->nx = tiles_along(W, side, m, p->blend, stride);
-    p->ny = tiles_along(H, side, m, p->blend, stride);
+    p->offset = t->opts.edge;
+    p->nx = tiles_along(W, side, p->offset, stride);
+    p->ny = tiles_along(H, side, p->offset, stride);
     return CLD_OK;
 }
 
@@ -231,7 +241,7 @@ cld_status cld_tiled_plan(cld_tiled *t, int H, int W, cld_tile_plan *plan)
         const int a = t->align, m = t->opts.margin;
         const int lo = ((2 * m + t->opts.blend + a) + a - 1) / a * a;
         /* no bigger than one tile over the whole image */
-        int hi = ((H > W ? H : W) + 2 * (m + t->opts.blend + a) + a - 1) / a * a;
+        int hi = ((H > W ? H : W) + 2 * t->opts.edge + a - 1) / a * a;
         if (hi > t->opts.max_tile / a * a) hi = t->opts.max_tile / a * a;
         if (hi < lo) hi = lo;
         double best = -1;
@@ -274,15 +284,30 @@ static int mirror(long i, int n)
     return (int)(i < n ? i : period - i);
 }
 
-/* Per-axis weight of tile position u (0 .. tile-1). */
-static double axis_weight(const cld_tile_plan *p, int u)
+/* The kind of tile k of count along an axis: 1 first, 2 last, 3 both, 0 neither. */
+#define WKIND(k, count) (((k) == 0 ? 1 : 0) | ((k) == (count) - 1 ? 2 : 0))
+
+/* sin^2 rise over the blend: weight of the d-th kept pixel from a side
+ * shared with a neighbour */
+static double rise(int d, int b)
 {
-    const int m = p->margin, b = p->blend, n = p->tile;
-    if (u < m || u >= n - m) return 0.0;
-    const int d = u - m < n - m - 1 - u ? u - m : n - m - 1 - u; /* distance into the kept part */
     if (d >= b) return 1.0;
     const double x = sin(1.5707963267948966 * (d + 0.5) / b); /* pi/2 */
     return x * x;
+}
+
+/* Per-axis weight of position u (0 .. tile-1) of a tile of kind WKIND: a
+ * side at the image border (kind & 1 leading, kind & 2 trailing) keeps all
+ * but the edge context and does not fade. */
+static double axis_weight(const cld_tile_plan *p, int kind, int u)
+{
+    const int m = p->margin, b = p->blend, n = p->tile;
+    const int lo = kind & 1 ? p->offset : m, hi = kind & 2 ? p->offset : m;
+    if (u < lo || u >= n - hi) return 0.0;
+    double w = 1.0;
+    if (!(kind & 1)) w *= rise(u - m, b);
+    if (!(kind & 2)) w *= rise(n - m - 1 - u, b);
+    return w;
 }
 
 static cld_status ensure_runner(cld_tiled *t, int side)
@@ -318,24 +343,26 @@ cld_status cld_tiled_run(cld_tiled *t, const float *x, int H, int W, float times
     const int Ci = t->cfg.in_channels, Co = t->cfg.out_channels, T = p.tile;
     const size_t plane = (size_t)T * T;
     float *tin = malloc(plane * Ci * sizeof *tin), *tout = malloc(plane * Co * sizeof *tout);
-    double *wt = malloc((size_t)T * sizeof *wt), *nx = calloc((size_t)W, sizeof *nx),
+    /* per-axis weights of the four kinds of tile (WKIND), the same along both axes */
+    double *wv = malloc(4 * (size_t)T * sizeof *wv), *nx = calloc((size_t)W, sizeof *nx),
            *ny = calloc((size_t)H, sizeof *ny);
     int *col = malloc((size_t)T * sizeof *col);
     cld_status s = CLD_OK;
-    if (!tin || !tout || !wt || !nx || !ny || !col)
+    if (!tin || !tout || !wv || !nx || !ny || !col)
         s = cld__fail(CLD_ERR_NOMEM, "cld_tiled_run: out of host memory");
     if (s == CLD_OK) {
-        for (int u = 0; u < T; u++) wt[u] = axis_weight(&p, u);
+        for (int v = 0; v < 4; v++)
+            for (int u = 0; u < T; u++) wv[v * T + u] = axis_weight(&p, v, u);
         /* per-axis weight sums at every image pixel */
         for (int k = 0; k < p.nx; k++)
             for (int u = 0; u < T; u++) {
                 long xi = (long)k * p.stride + u - p.offset;
-                if (xi >= 0 && xi < W) nx[xi] += wt[u];
+                if (xi >= 0 && xi < W) nx[xi] += wv[WKIND(k, p.nx) * T + u];
             }
         for (int k = 0; k < p.ny; k++)
             for (int u = 0; u < T; u++) {
                 long yi = (long)k * p.stride + u - p.offset;
-                if (yi >= 0 && yi < H) ny[yi] += wt[u];
+                if (yi >= 0 && yi < H) ny[yi] += wv[WKIND(k, p.ny) * T + u];
             }
         for (int i = 0; i < W && s == CLD_OK; i++)
             if (!(nx[i] > 0))
@@ -360,16 +387,17 @@ cld_status cld_tiled_run(cld_tiled *t, const float *x, int H, int W, float times
             if (s == CLD_OK) s = cld_unet_runner_fn(t->runner, t->xin, 0, t->yout, 0, 1, &timestep, NULL);
             if (s == CLD_OK) s = cld_buffer_read(t->ctx, t->yout, 0, plane * Co * sizeof(float), tout);
             if (s != CLD_OK) break;
+            const double *wr = wv + WKIND(ky, p.ny) * T, *wc = wv + WKIND(kx, p.nx) * T;
             for (int c = 0; c < Co; c++)
                 for (int r = 0; r < T; r++) {
                     const long yi = y0 + r;
-                    if (yi < 0 || yi >= H || wt[r] == 0.0) continue;
+                    if (yi < 0 || yi >= H || wr[r] == 0.0) continue;
                     const float *src = tout + ((size_t)c * T + r) * T;
                     float *dst = out + ((size_t)c * H + yi) * W;
                     for (int u = 0; u < T; u++) {
                         const long xi = x0 + u;
-                        if (xi < 0 || xi >= W || wt[u] == 0.0) continue;
-                        dst[xi] += (float)(wt[r] * wt[u] * src[u]);
+                        if (xi < 0 || xi >= W || wc[u] == 0.0) continue;
+                        dst[xi] += (float)(wr[r] * wc[u] * src[u]);
                     }
                 }
             if (progress) progress(user, ky * p.nx + kx + 1, total);
@@ -390,7 +418,7 @@ cld_status cld_tiled_run(cld_tiled *t, const float *x, int H, int W, float times
         }
     free(tin);
     free(tout);
-    free(wt);
+    free(wv);
     free(nx);
     free(ny);
     free(col);
