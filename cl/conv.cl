@@ -116,7 +116,7 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void
 pack(__global float *dst, int dsto, __global const float *src, int so, int kind, int trans, int R,
      int U, int L, int ld, int C, int P, int H, int W, int K, int stride, int pad, int Wo)
 {
-    int i = get_global_id(0);
+    int i = (int)(get_global_id(1) * get_global_size(0) + get_global_id(0)); /* grid folded past 65535 */
     if (i < (U + R - 1) / R * L)
         pack_item(i, dst, dsto, src, so, kind, trans, R, U, L, ld, C, P, H, W, K, stride, pad, Wo);
 }

@@ -132,6 +132,9 @@ START_TEST(test_conv3x3_stride2)
     conv_run("conv 3x3 s2 p1 N1 5->3 5x6 param", (conv_cfg){1, 5, 5, 6, 3, 3, 2, 1, 1, 1}, 7);
     conv_run("conv 3x3 s2 p1 N1 2->3 28x28 nobias", (conv_cfg){1, 2, 28, 28, 3, 3, 2, 1, 0, 0}, 8);
     conv_run("conv 4x4 s3 p2 N3 3->5 7x7 bias", (conv_cfg){3, 3, 7, 7, 5, 4, 3, 2, 1, 0}, 9);
+    /* im2col panels of 260 x 260 outputs: pack's 76050 work-items run as a
+     * grid folded into 2-D (cld__launch1d, past 65535) */
+    conv_run("conv 3x3 s2 p1 N1 2->3 520x520 bias", (conv_cfg){1, 2, 520, 520, 3, 3, 2, 1, 1, 0}, 55);
 }
 END_TEST
 
