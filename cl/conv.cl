@@ -6,7 +6,7 @@
  * Implicit path (stride 1): pad_planes, then conv_s1 (forward and dx) and
  * conv_dw_s1 (weight gradient) read the padded planes directly.
  * im2col path (any stride): pack builds the GEMM operands (doing the
- * im2col), gemm_packed multiplies them, col2im folds dx back.
+ * im2col), gemm.cl's gemm_packed_ab multiplies them, col2im folds dx back.
  *
  * pack's sources: a chunk of B samples is seen as matrices over columns
  * j = b*P + p (P = Ho*Wo):
@@ -121,64 +121,16 @@ pack(__global float *dst, int dsto, __global const float *src, int so, int kind,
         pack_item(i, dst, dsto, src, so, kind, trans, R, U, L, ld, C, P, H, W, K, stride, pad, Wo);
 }
 
-/* C = A B (+ bias[m]) (+ C if beta) with A packed [M/6][K][6], B packed
- * [N/16][K][16]. Element (m, j) of C lives at co + (j/P)*sB + m*sM + j%P:
- * P = N, sB = 0, sM = ldc for a row-major matrix; P = Ho*Wo, sB = M*P,
- * sM = P for a (B, M, P) conv output. Each work-item computes 6 x 16
- * outputs in registers; 2-D launch (ceil(M/6), ceil(N/16)), local 1x1. */
+/* The im2col path's product runs on gemm.cl's gemm_packed_ab (same 6 x 16
+ * register tile, same panels, the conv's (B, M, P) output and bias through
+ * its store_tile_seg): one kernel fewer to compile. conv_s1 below shares
+ * its inner step: */
 #define GEMM_FMA(i)                                    \
     {                                                  \
         float a_ = pa[i];                              \
         c##i##0 = fma((float8)a_, b0, c##i##0);        \
         c##i##1 = fma((float8)a_, b1, c##i##1);        \
     }
-#define GEMM_STORE(i)                                                               \
-    if (m0 + i < M) {                                                               \
-        int m = m0 + i;                                                             \
-        float bv = has_bias ? bias[biaso + m] : 0.0f;                               \
-        float8 v0 = c##i##0 + bv, v1 = c##i##1 + bv;                                \
-        if (fast) {                                                                 \
-            __global float *pc = C + base + m * sM;                                 \
-            if (beta) {                                                             \
-                v0 += vload8(0, pc);                                                \
-                v1 += vload8(1, pc);                                                \
-            }                                                                       \
-            vstore8(v0, 0, pc);                                                     \
-            vstore8(v1, 1, pc);                                                     \
-        } else {                                                                    \
-            float t_[16];                                                           \
-            vstore8(v0, 0, t_);                                                     \
-            vstore8(v1, 1, t_);                                                     \
-            for (int j = 0; j < 16 && n0 + j < N; j++) {                            \
-                int jj = n0 + j;                                                    \
-                __global float *pc = C + co + (jj / P) * sB + m * sM + jj % P;      \
-                *pc = beta ? *pc + t_[j] : t_[j];                                   \
-            }                                                                       \
-        }                                                                           \
-    }
-__kernel void gemm_packed(int M, int N, int K, __global const float *A, int ao,
-                          __global const float *B, int bo, __global float *C, int co, int P,
-                          int sB, int sM, int beta, __global const float *bias, int biaso,
-                          int has_bias)
-{
-    int mb = get_global_id(0), nb = get_global_id(1);
-    int m0 = mb * 6, n0 = nb * 16;
-    if (m0 >= M || n0 >= N) return;
-    const __global float *pa = A + ao + mb * K * 6;
-    const __global float *pb = B + bo + nb * K * 16;
-    float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
-    float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
-    for (int k = 0; k < K; k++) {
-        float8 b0 = vload8(0, pb), b1 = vload8(1, pb);
-        GEMM_FMA(0) GEMM_FMA(1) GEMM_FMA(2) GEMM_FMA(3) GEMM_FMA(4) GEMM_FMA(5)
-        pa += 6;
-        pb += 16;
-    }
-    int seg = n0 / P, p0 = n0 - seg * P;
-    int fast = n0 + 16 <= N && p0 + 16 <= P;
-    int base = co + seg * sB + p0;
-    GEMM_STORE(0) GEMM_STORE(1) GEMM_STORE(2) GEMM_STORE(3) GEMM_STORE(4) GEMM_STORE(5)
-}
 
 #define CONV_STORE(i)                                                               \
     if (m0 + i < M) {                                                               \
@@ -234,7 +186,7 @@ __kernel void pad_planes(__global const float *x, int xo, __global float *xp, in
 
 /* Stride-1 convolution as an implicit GEMM over padded planes: for sample
  * b = get_global_id(2), y[b, m, oy, ox] = sum_{c,ky,kx} A(m, (c*K + ky)*K + kx)
- * * xp[b, c, oy + ky, ox + kx] (+ bias[m]). A is packed like gemm_packed's A.
+ * * xp[b, c, oy + ky, ox + kx] (+ bias[m]). A is packed like gemm_packed_ab's A.
  * Output positions are enumerated over the padded width, j = oy*Wp + ox, so
  * for each tap the 16 inputs of a tile are contiguous in xp; columns
  * ox >= Wo are computed and dropped. 3-D launch (ceil(M/6), ceil(Ho*Wp/16), B). */
@@ -242,7 +194,7 @@ __kernel void conv_s1(int M, int C, int K, __global const float *A, int ao,
                       __global const float *xp, int xpo, int Hp, int Wp, __global float *y, int yo,
                       int Ho, int Wo, __global const float *bias, int biaso, int has_bias)
 {
-    int mb = get_global_id(1), nb = get_global_id(0), b = get_global_id(2);
+    int mb = get_global_id(0), nb = get_global_id(1), b = get_global_id(2);
     int m0 = mb * 6, n0 = nb * 16;
     int HpWp = Hp * Wp;
     if (m0 >= M || n0 >= Ho * Wp) return;

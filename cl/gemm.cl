@@ -97,6 +97,47 @@ inline void store_tile(__global float *C, int ldc, int m0, int n0, int nfrom, in
     }
 }
 
+/* store_tile for a C whose columns run in segments of P: element (m, j)
+ * at C + (j / P) * sB + m * ldc + j % P (P >= N, sB 0: a plain matrix; a
+ * conv's (batch, M, P) output: sB = M * P, ldc = P), plus bias[m] when
+ * has_bias, added before beta C as conv.c's im2col path expects. */
+inline void store_tile_seg(__global float *C, int ldc, int m0, int n0, int M, int N, float alpha,
+                           float beta, VT (*acc)[NV], int P, int sB, __global const float *bias,
+                           int has_bias)
+{
+    int seg = n0 / P, p0 = n0 - seg * P;
+    int full = n0 + TN <= N && p0 + TN <= P;
+#pragma unroll
+    for (int i = 0; i < TM; i++) {
+        if (m0 + i >= M) break;
+        float bv = has_bias ? bias[m0 + i] : 0.0f;
+        if (full) {
+            __global float *pc = C + seg * sB + (m0 + i) * ldc + p0;
+#pragma unroll
+            for (int v = 0; v < NV; v++) {
+                VT r = alpha * acc[i][v];
+                if (has_bias) r += bv;
+                if (beta != 0.0f) r = fma((VT)beta, VLOAD(v, pc), r);
+                VSTORE(r, v, pc);
+            }
+        } else {
+#pragma unroll
+            for (int v = 0; v < NV; v++) {
+                float t[VW];
+                VT r = alpha * acc[i][v];
+                if (has_bias) r += bv;
+                VSTORE(r, 0, t);
+                for (int e = 0; e < VW; e++) {
+                    int j = n0 + v * VW + e;
+                    if (j >= N) break;
+                    __global float *pc = C + (j / P) * sB + (m0 + i) * ldc + j % P;
+                    *pc = beta != 0.0f ? fma(beta, *pc, t[e]) : t[e];
+                }
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ gemm */
 
 /* Element (m, k) of op(A) / (k, n) of op(B); ta, tb are constants. */
@@ -280,11 +321,14 @@ __kernel void gemm_pack_b_rows(__global float *dst, int dso, __global const floa
  * as [ceil(N/TN)][K][TN], batch strides spa, spb (0: shared), both read
  * sequentially whatever the original strides (with leading dimensions that
  * are multiples of 1 KiB, direct reads of a panel collide in the caches'
- * sets). Panels are zero-padded: only the stores check edges. Launch
- * (ceil(M/TM), ceil(N/TN), batch). */
+ * sets). Panels are zero-padded: only the stores check edges. C as in
+ * store_tile_seg (the BLAS path: P = N, sB = 0, no bias; conv.c's im2col
+ * path: its (batch, M, P) output and bias, so one kernel serves both).
+ * Launch (ceil(M/TM), ceil(N/TN), batch). */
 __kernel void gemm_packed_ab(int M, int N, int K, float alpha, __global const float *Ap,
                              int ao, int spa, __global const float *Bp, int bo, int spb,
-                             float beta, __global float *C, int co, int ldc, int sc)
+                             float beta, __global float *C, int co, int ldc, int sc, int P, int sB,
+                             __global const float *bias, int biaso, int has_bias)
 {
     int mb = get_global_id(0), nb = get_global_id(1), z = get_global_id(2);
     int m0 = mb * TM, n0 = nb * TN;
@@ -298,7 +342,7 @@ __kernel void gemm_packed_ab(int M, int N, int K, float alpha, __global const fl
     PACKED_LOOP
 #undef A_EL
 #undef A_ADV
-    store_tile(C, ldc, m0, n0, n0, M, N, alpha, beta, acc);
+    store_tile_seg(C, ldc, m0, n0, M, N, alpha, beta, acc, P, sB, bias + biaso, has_bias);
 }
 
 /* Same with op(A) = A (not transposed) read in place: its TM rows are

@@ -12,7 +12,7 @@
  *         | 0 -2 -1  2  1  0 |       | 1/24 1/12  1/6 |         | 0  1 -1  8 -8  1 |
  *         | 0  2 -1 -2  1  0 |       | 1/24 -1/12 1/6 |
  *         | 0  4  0 -5  0  1 |       | 0       0     1 |
- * Layouts: U packed as the A operand of gemm_packed, [e][M/6][C][6] (row-major
+ * Layouts: U packed as the A operand of gemm_packed_ab, [e][M/6][C][6] (row-major
  * [e][M][C] when the products go to cld__gemm_batched, on GPUs); V
  * row-major [e][C][ldv] (ldv >= Tp = T rounded up to 16, not a multiple of
  * 64 so that the GEMM's K rows do not alias in L1); Mo [e][M][Tp]. The
@@ -191,7 +191,7 @@ __kernel void wino_input(__global const float *xp, int xpo, __global float *v, i
     wino_input_item(i, xp, xpo, v, vo, C, NB, Hp, Wp, TH, TWp, Tp, ldv, ev);
 }
 
-/* Mo[e] (M, Tp) = U[e] V[e]: gemm_packed's 6 x 16 register tile, one GEMM
+/* Mo[e] (M, Tp) = U[e] V[e]: gemm_packed_ab's 6 x 16 register tile, one GEMM
  * per e = get_global_id(2). 3-D launch (ceil(M/6), Tp/16, 36), local 1x1x1. */
 #define WINO_FMA(i)                                    \
     {                                                  \

@@ -90,7 +90,7 @@ enum {
     K_GEMM,
     K_S1,
     K_COL2IM,
-    K_DW_S1, /* conv.cl */
+    K_DW_S1, /* conv.cl (K_GEMM: gemm.cl) */
     K_CONV_CL_END,
     K_WINO_WEIGHT = K_CONV_CL_END,
     K_WINO_INPUT,
@@ -102,7 +102,7 @@ enum {
 };
 static const cld_kernel_ref conv_kernels[K_CONV_END + 1] = {{"conv", "pack"},
                                                             {"conv", "pad_planes"},
-                                                            {"conv", "gemm_packed"},
+                                                            {"gemm", "gemm_packed_ab"},
                                                             {"conv", "conv_s1"},
                                                             {"conv", "col2im"},
                                                             {"conv", "conv_dw_s1"},
@@ -115,7 +115,8 @@ static const cld_kernel_ref conv_kernels[K_CONV_END + 1] = {{"conv", "pack"},
                                                             {NULL, NULL}};
 
 /* All of them on the Winograd path (it pads with conv.cl's pad_planes),
- * else conv.cl's alone: winograd.cl is built only if some node needs it. */
+ * else conv.cl's and gemm.cl's gemm_packed_ab (K_GEMM): winograd.cl is
+ * built only if some node needs it. */
 static unsigned conv_kernels_used(const cld_graph *g, const cld_tensor *t)
 {
     (void)g;
@@ -273,13 +274,13 @@ static cld_status conv_gemm(cld_graph *g, const cld_tensor *t, int M, int N, int
                             size_t b_off, cl_mem c, size_t c_off, int P, int sB, int sM, int beta,
                             const cld_tensor *bias)
 {
-    cl_kernel k = t->kern[K_GEMM];
+    cl_kernel k = t->kern[K_GEMM]; /* gemm.cl's, on conv.cl's panels (same 6 x 16 tile) */
     cl_mem arena = t->ws_buf;
-    CLD_TRY(cld__kargs(k, "gemm_packed", "iiibibibiiiiibii", M, N, K, arena, (int)a_off, arena, (int)b_off, c,
-                       (int)c_off, P, sB, sM, beta, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
-                       bias != NULL));
-    size_t gs[2] = {round_up((size_t)M, MR) / MR, round_up((size_t)N, NR) / NR}, ls[2] = {1, 1};
-    return cld__launch(cld__graph_ctx(g), k, t->name, 2, gs, ls);
+    CLD_TRY(cld__kargs(k, "gemm_packed_ab", "iiifbiibiifbiiiiibii", M, N, K, 1.0, arena, (int)a_off, 0, arena,
+                       (int)b_off, 0, beta ? 1.0 : 0.0, c, (int)c_off, sM, 0, P, sB, bias ? bias->buf : arena,
+                       bias ? (int)bias->off : 0, bias != NULL));
+    size_t gs[3] = {round_up((size_t)M, MR) / MR, round_up((size_t)N, NR) / NR, 1}, ls[3] = {1, 1, 1};
+    return cld__launch(cld__graph_ctx(g), k, t->name, 3, gs, ls);
 }
 
 /* conv_s1 can read unpadded planes in place: a 1x1 kernel without padding
@@ -298,14 +299,14 @@ static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K
     CLD_TRY(cld__kargs(k, "conv_s1", "iiibibiiibiiibii", M, C, K, arena, (int)a_off, xp, (int)xp_off, Hp, Wp,
                        y, (int)yo, Ho, Wo, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
                        bias != NULL));
-    size_t gs[3] = {round_up((size_t)Ho * Wp, NR) / NR, round_up((size_t)M, MR) / MR, (size_t)nb};
-    /* one work-group computes every row block of a tile of 16 outputs, so
-     * the C input rows it reads serve all M outputs while in cache (a
-     * group per block streamed the whole input once per 6 outputs: 1x1
-     * convs at full resolution ran at 4-8 GFLOPS) and PoCL's cost per
-     * work-group is paid once per tile: 2.5x faster on the photo denoiser */
-    size_t ls[3] = {1, gs[1] < 32 ? gs[1] : 32, 1};
-    gs[1] = round_up(gs[1], ls[1]);
+    /* row blocks of 6 outputs in dimension 0, which runs fastest: the
+     * blocks of one tile of 16 outputs run one after another, so the C
+     * input rows they read serve all M outputs while in cache (with the
+     * blocks in dimension 1 every block streamed the whole input again:
+     * 1x1 convs at 520 x 520 ran at 4-8 GFLOPS); one local size, so PoCL
+     * compiles the kernel once */
+    size_t gs[3] = {round_up((size_t)M, MR) / MR, round_up((size_t)Ho * Wp, NR) / NR, (size_t)nb};
+    size_t ls[3] = {1, 1, 1};
     return cld__launch(cld__graph_ctx(g), k, t->name, 3, gs, ls);
 }
 

@@ -268,10 +268,10 @@ cld_status cld__gemm_own(cld_ctx *ctx, const cld__gemm_cfg *cfg, int trans_a, in
     const char *name = pack_a ? "gemm_packed_ab" : "gemm_packed_b";
     if (s == CLD_OK) s = gemm_kernel(ctx, !cfg, opts, pack_a ? GK_PACKED_AB : GK_PACKED_B, &kg);
     int spb = b_stride ? (int)(b_len / batch) : 0;
-    if (s == CLD_OK && pack_a)
-        s = cld__kargs(kg, name, "iiifbiibiifbiii", (int)m, (int)n, (int)k, (double)alpha, tmp, 0,
+    if (s == CLD_OK && pack_a) /* a plain C: one segment of n columns, no bias */
+        s = cld__kargs(kg, name, "iiifbiibiifbiiiiibii", (int)m, (int)n, (int)k, (double)alpha, tmp, 0,
                        a_stride ? (int)(a_len / batch) : 0, tmp, (int)a_len, spb, (double)beta, c, (int)c_off,
-                       (int)ldc, (int)c_stride);
+                       (int)ldc, (int)c_stride, (int)n, 0, c, 0, 0);
     else if (s == CLD_OK)
         s = cld__kargs(kg, name, "iiifbiiibiifbiii", (int)m, (int)n, (int)k, (double)alpha, a, (int)a_off,
                        (int)lda, (int)a_stride, tmp, (int)a_len, spb, (double)beta, c, (int)c_off, (int)ldc,
