@@ -65,48 +65,18 @@
     _Pragma("unroll") for (int i_ = 0; i_ < TM; i_++)                           \
         _Pragma("unroll") for (int v_ = 0; v_ < NV; v_++) acc[i_][v_] = (VT)0.0f;
 
-/* C rows m0.., columns n0.. = alpha acc + beta C; rows past M, columns
- * past N and columns before nfrom (>= n0) are not stored. */
-inline void store_tile(__global float *C, int ldc, int m0, int n0, int nfrom, int M, int N,
-                       float alpha, float beta, VT (*acc)[NV])
-{
-    int full = n0 + TN <= N && nfrom == n0;
-#pragma unroll
-    for (int i = 0; i < TM; i++) {
-        if (m0 + i >= M) break;
-        __global float *pc = C + (m0 + i) * ldc + n0;
-        if (full) {
-#pragma unroll
-            for (int v = 0; v < NV; v++) {
-                VT r = alpha * acc[i][v];
-                if (beta != 0.0f) r = fma((VT)beta, VLOAD(v, pc), r);
-                VSTORE(r, v, pc);
-            }
-        } else {
-#pragma unroll
-            for (int v = 0; v < NV; v++) {
-                float t[VW];
-                VSTORE(alpha * acc[i][v], 0, t);
-                for (int e = 0; e < VW; e++) {
-                    int j = v * VW + e;
-                    if (n0 + j < N && n0 + j >= nfrom)
-                        pc[j] = beta != 0.0f ? fma(beta, pc[j], t[e]) : t[e];
-                }
-            }
-        }
-    }
-}
-
-/* store_tile for a C whose columns run in segments of P: element (m, j)
- * at C + (j / P) * sB + m * ldc + j % P (P >= N, sB 0: a plain matrix; a
- * conv's (batch, M, P) output: sB = M * P, ldc = P), plus bias[m] when
- * has_bias, added before beta C as conv.c's im2col path expects. */
-inline void store_tile_seg(__global float *C, int ldc, int m0, int n0, int M, int N, float alpha,
-                           float beta, VT (*acc)[NV], int P, int sB, __global const float *bias,
-                           int has_bias)
+/* C rows m0.., columns n0.. = alpha acc (+ bias[m] when has_bias) + beta C;
+ * rows past M, columns past N and columns before nfrom (>= n0) are not
+ * stored. The columns run in segments of P: element (m, j) at C + (j / P)
+ * * sB + m * ldc + j % P (store_tile: P = N, a plain matrix; conv.c's
+ * im2col path: its (batch, M, P) output, sB = M * P, ldc = P, with bias,
+ * added before beta C). */
+inline void store_tile_seg(__global float *C, int ldc, int m0, int n0, int nfrom, int M, int N,
+                           float alpha, float beta, VT (*acc)[NV], int P, int sB,
+                           __global const float *bias, int has_bias)
 {
     int seg = n0 / P, p0 = n0 - seg * P;
-    int full = n0 + TN <= N && p0 + TN <= P;
+    int full = n0 + TN <= N && nfrom == n0 && p0 + TN <= P;
 #pragma unroll
     for (int i = 0; i < TM; i++) {
         if (m0 + i >= M) break;
@@ -130,6 +100,7 @@ inline void store_tile_seg(__global float *C, int ldc, int m0, int n0, int M, in
                 for (int e = 0; e < VW; e++) {
                     int j = n0 + v * VW + e;
                     if (j >= N) break;
+                    if (j < nfrom) continue;
                     __global float *pc = C + (j / P) * sB + (m0 + i) * ldc + j % P;
                     *pc = beta != 0.0f ? fma(beta, *pc, t[e]) : t[e];
                 }
@@ -137,6 +108,9 @@ inline void store_tile_seg(__global float *C, int ldc, int m0, int n0, int M, in
         }
     }
 }
+
+#define store_tile(C, ldc, m0, n0, nfrom, M, N, alpha, beta, acc) \
+    store_tile_seg(C, ldc, m0, n0, nfrom, M, N, alpha, beta, acc, N, 0, C, 0)
 
 /* ------------------------------------------------------------------ gemm */
 
@@ -323,7 +297,7 @@ __kernel void gemm_pack_b_rows(__global float *dst, int dso, __global const floa
  * are multiples of 1 KiB, direct reads of a panel collide in the caches'
  * sets). Panels are zero-padded: only the stores check edges. C as in
  * store_tile_seg (the BLAS path: P = N, sB = 0, no bias; conv.c's im2col
- * path: its (batch, M, P) output and bias, so one kernel serves both).
+ * path: its (batch, M, P) output and bias: one kernel serves both).
  * Launch (ceil(M/TM), ceil(N/TN), batch). */
 __kernel void gemm_packed_ab(int M, int N, int K, float alpha, __global const float *Ap,
                              int ao, int spa, __global const float *Bp, int bo, int spb,
@@ -342,7 +316,7 @@ __kernel void gemm_packed_ab(int M, int N, int K, float alpha, __global const fl
     PACKED_LOOP
 #undef A_EL
 #undef A_ADV
-    store_tile_seg(C, ldc, m0, n0, M, N, alpha, beta, acc, P, sB, bias + biaso, has_bias);
+    store_tile_seg(C, ldc, m0, n0, n0, M, N, alpha, beta, acc, P, sB, bias + biaso, has_bias);
 }
 
 /* Same with op(A) = A (not transposed) read in place: its TM rows are
