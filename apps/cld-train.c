@@ -710,7 +710,7 @@ static int build_train_graph(run *R)
     const int B = R->lb, S = R->cfg.image_size;
     int xs[4] = {B, R->cfg.in_channels, S, S}, ts[1] = {B};
     cld_plan_stats st;
-    cld_tensor *pred;
+    cld_tensor *pred = NULL;
     cld_status s = cld_graph_create(R->ctx, R->p, &R->g);
     if (!s) s = cld_graph_input(R->g, "x_t", 4, xs, 0, &R->x_t);
     if (!s) s = cld_graph_input(R->g, "t", 1, ts, 0, &R->t);

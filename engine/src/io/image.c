@@ -58,15 +58,18 @@ cld_status cld_image_info(const char *path, int *width, int *height, int *channe
 
 /* Every chunk of a PNG inside the file: stb_image grows its IDAT buffer to
  * a chunk's declared length before reading it, so a few bytes declaring a
- * 2 GB chunk cost 2 GB (found by fuzz_image). Walked from the header: 12
- * bytes read per chunk, up to IEND or the end of the file. */
+ * 2 GB chunk cost 2 GB (found by fuzz_image). Walked from the header: the
+ * 8 bytes of length and type read per chunk, up to IEND or the end of the
+ * file. A chunk whose header alone fits at the very end counts too: stb
+ * reads those 8 bytes and allocates (fuzz_image again, a 166-byte file
+ * ending in a header that declares 1.3 GB). */
 static cld_status png_chunks_fit(FILE *f, long start, const char *path)
 {
     if (fseek(f, 0, SEEK_END) != 0) return CLD_OK; /* not seekable: stb's own checks */
     const long end = ftell(f);
     long pos = start + 8;
     unsigned char h[8];
-    while (pos + 12 <= end && fseek(f, pos, SEEK_SET) == 0 && fread(h, 1, 8, f) == 8) {
+    while (pos + 8 <= end && fseek(f, pos, SEEK_SET) == 0 && fread(h, 1, 8, f) == 8) {
         const uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
         if (len > 0x7fffffffu || (uint64_t)pos + 12 + len > (uint64_t)end)
             return cld__fail(CLD_ERR_FORMAT,
