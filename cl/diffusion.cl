@@ -265,18 +265,22 @@ __kernel void noise_fill(__global float *out, int oo, int n, int per, uint key0,
 }
 
 /* out = w0 v0 + w1 v1 + w2 v2 + w3 v3 + wn z; terms with weight 0 are not
- * read. out may alias any v. Global size n * ceil(per / 4). */
-__kernel void lincomb(__global float *out, int oo, __global const float *v0, int o0, float w0,
-                      __global const float *v1, int o1, float w1, __global const float *v2, int o2,
-                      float w2, __global const float *v3, int o3, float w3, float wn, int n,
-                      int per, uint key0, uint key1, uint stream, uint index, uint step)
+ * read. out may alias any v. Global size n * ceil(per / 4). Two kernels:
+ * lincomb without the noise term (wn must be 0: the deterministic
+ * samplers, whose first run then does not compile the noise generator into
+ * it, ~0.2 s on PoCL) and lincomb_noise. */
+inline void lincomb_body(__global float *out, int oo, __global const float *v0, int o0, float w0,
+                         __global const float *v1, int o1, float w1, __global const float *v2,
+                         int o2, float w2, __global const float *v3, int o3, float w3, float wn,
+                         int n, int per, uint key0, uint key1, uint stream, uint index, uint step,
+                         int noise)
 {
     int nblk = (per + 3) / 4;
     int g = get_global_id(0);
     if (g >= n * nblk) return;
     int smp = g / nblk, j = g - smp * nblk;
     float4 z = (float4)(0.0f);
-    if (wn != 0.0f) z = normal4((uint)j, index + (uint)smp, step, stream, key0, key1);
+    if (noise && wn != 0.0f) z = normal4((uint)j, index + (uint)smp, step, stream, key0, key1);
     int base = smp * per + 4 * j;
     for (int l = 0; l < 4 && 4 * j + l < per; l++) {
         int i = base + l;
@@ -285,10 +289,22 @@ __kernel void lincomb(__global float *out, int oo, __global const float *v0, int
         if (w1 != 0.0f) acc += w1 * v1[o1 + i];
         if (w2 != 0.0f) acc += w2 * v2[o2 + i];
         if (w3 != 0.0f) acc += w3 * v3[o3 + i];
-        if (wn != 0.0f) acc += wn * lane(z, l);
+        if (noise && wn != 0.0f) acc += wn * lane(z, l);
         out[oo + i] = acc;
     }
 }
+
+#define LINCOMB_KERNEL(name, noise)                                                                \
+    __kernel void name(__global float *out, int oo, __global const float *v0, int o0, float w0,     \
+                       __global const float *v1, int o1, float w1, __global const float *v2, int o2, \
+                       float w2, __global const float *v3, int o3, float w3, float wn, int n,        \
+                       int per, uint key0, uint key1, uint stream, uint index, uint step)          \
+    {                                                                                              \
+        lincomb_body(out, oo, v0, o0, w0, v1, o1, w1, v2, o2, w2, v3, o3, w3, wn, n, per, key0,   \
+                     key1, stream, index, step, noise);                                            \
+    }
+LINCOMB_KERNEL(lincomb, 0)
+LINCOMB_KERNEL(lincomb_noise, 1)
 
 /* The forward process: x_t = a x0 + b eps, target = tx x0 + te eps with
  * coef (n, 4) = (a, b, tx, te) per sample. Global size n * ceil(per / 4). */
@@ -319,23 +335,6 @@ __kernel void pred_convert(__global const float *x, int xo, __global const float
     if (i >= n * per) return;
     int smp = i / per;
     out[oo + i] = coef[2 * smp] * x[xo + i] + coef[2 * smp + 1] * p[po + i];
-}
-
-/* d = cx x + cp p, p = the model output or, with cfg, uncond + g (cond - uncond)
- * where cond = p[0 .. total), uncond = p[total .. 2 total). 1-D over total. */
-__kernel void denoise(__global const float *x, int xo, __global const float *p, int po,
-                      __global float *d, int dof, int total, int cfg, float g, float cx, float cp)
-{
-    int i = get_global_id(0);
-    if (i >= total) return;
-    float v = p[po + i];
-    if (cfg) {
-        float u = p[po + total + i];
-        v = u + g * (v - u);
-    }
-    float acc = cp * v;
-    if (cx != 0.0f) acc += cx * x[xo + i];
-    d[dof + i] = acc;
 }
 
 /* out = clamp(in, -c, c): the clipped x_0 estimate (diffusers' clip_sample). */

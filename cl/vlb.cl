@@ -115,27 +115,26 @@ __kernel void vlb_grad(__global const float *el, int eo, __global const float *d
 
 /* One ancestral step, in place on x (n, M), from the model output mo
  * ((cfg ? 2n : n), 2M; with cfg the unconditional half follows):
- *   D = cp p + cx x   (p guided: u + g (p - u))
+ *   D = wc p + wu u + cx x   (p the prediction, u the unconditional one
+ *                             with guidance: wc = cp g, wu = cp (1 - g))
  *   x = ct x + c0 D + sd e^(frac dlog / 2) z   (z from noise (n, M) if has_noise)
  * sd = sqrt(posterior variance): at frac = 0 the noise scale is sd itself,
- * and the order of operations is cl/diffusion.cl's denoise and lincomb:
- * the same bits as cld_sampler_run's DDPM with the posterior variance. */
+ * and the order of operations is cl/diffusion.cl's lincomb (which makes
+ * cld_sampler_run's D and its steps): the same bits as its DDPM with the
+ * posterior variance. */
 __kernel void lv_ddpm_step(__global float *x, int xo, __global const float *mo, int moo,
-                           __global const float *z, int zo, int n, int M, int cfg, float g,
-                           float cx, float cp, float c0, float ct, float sd, float half_dlog,
+                           __global const float *z, int zo, int n, int M, int cfg, float wc,
+                           float wu, float cx, float c0, float ct, float sd, float half_dlog,
                            int has_noise, float clip)
 {
     int i = get_global_id(0);
     if (i >= n * M) return;
     int smp = i / M, j = i - smp * M;
     __global const float *o = mo + moo + smp * 2 * M;
-    float p = o[j];
-    if (cfg) {
-        float u = mo[moo + (n + smp) * 2 * M + j];
-        p = u + g * (p - u);
-    }
     float xv = x[xo + i];
-    float d = cp * p;
+    float d = 0.0f;
+    if (wc != 0.0f) d += wc * o[j];
+    if (cfg && wu != 0.0f) d += wu * mo[moo + (n + smp) * 2 * M + j];
     if (cx != 0.0f) d += cx * xv;
     if (clip > 0.0f) d = clamp(d, -clip, clip); /* diffusers' clip_sample */
     float acc = 0.0f;

@@ -351,11 +351,13 @@ cld_status cld_lincomb(cld_ctx *ctx, int n, size_t per_sample, const cld_lincomb
     }
     cld_noise_key none = {0, 0, 0, 0};
     if (!key || w_noise == 0.0) key = &none;
+    /* the noise generator is compiled into lincomb_noise only */
+    const char *name = (float)w_noise != 0.0f ? "lincomb_noise" : "lincomb";
     cl_kernel k;
-    CLD_TRY(cld__kernel(ctx, "diffusion", "lincomb", &k));
-    CLD_TRY(cld__kargs(k, "lincomb", "bibifbifbifbiffiiuuuuu", out, (int)out_off, b[0], o[0], w[0], b[1],
-                       o[1], w[1], b[2], o[2], w[2], b[3], o[3], w[3], w_noise, n, (int)per_sample,
+    CLD_TRY(cld__kernel(ctx, "diffusion", name, &k));
+    CLD_TRY(cld__kargs(k, name, "bibifbifbifbiffiiuuuuu", out, (int)out_off, b[0], o[0], w[0], b[1], o[1],
+                       w[1], b[2], o[2], w[2], b[3], o[3], w[3], w_noise, n, (int)per_sample,
                        (unsigned)key->seed, (unsigned)(key->seed >> 32), (unsigned)key->stream,
                        (unsigned)key->index, (unsigned)key->step));
-    return launch_blocks(ctx, k, "lincomb", n, per_sample);
+    return launch_blocks(ctx, k, name, n, per_sample);
 }

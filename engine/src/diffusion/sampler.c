@@ -195,12 +195,15 @@ static cld_status denoise(run *r, cl_mem xb, size_t xo, const cld_sampler_point 
         j->model(j->model_user, in, in_off, r->ws, r->m_out, nb, r->t, r->labels ? r->labels : j->labels));
     double kx, kp;
     CLD_TRY(cld_pred_coefs(r->o->pred, CLD_PRED_X0, p->a, p->b, &kx, &kp));
-    cl_kernel k;
-    CLD_TRY(cld__kernel(r->ctx, "diffusion", "denoise", &k));
-    CLD_TRY(cld__kargs(k, "denoise", "bibibiiifff", xb, (int)xo, r->ws, (int)r->m_out, r->ws, (int)d_off,
-                       (int)r->total, r->cfg, r->o->guidance, kx, kp));
-    size_t gs = r->total, ls = 64;
-    return cld__launch(r->ctx, k, "denoise", 1, &gs, &ls);
+    /* D = kp (u + g (c - u)) + kx x with guidance (c conditional, u the
+     * unconditional half), else kp c + kx x: one lincomb, the kernel the
+     * sampler steps use anyway (a kernel of its own cost a compile) */
+    const double g = r->o->guidance;
+    cld_lincomb_term t[4] = {{r->ws, r->m_out, r->cfg ? kp * g : kp},
+                             {r->ws, r->m_out + r->total, r->cfg ? kp * (1.0 - g) : 0.0},
+                             {xb, xo, kx},
+                             {NULL, 0, 0.0}};
+    return cld_lincomb(r->ctx, 1, r->total, t, 0.0, NULL, r->ws, d_off);
 }
 
 /* ws[dst] = clamp(ws[src], -c, c) over the run's samples. */
