@@ -153,6 +153,8 @@ START_TEST(test_bad_inputs)
         {"good.png", 2, "no output"},
         {"good.png -o o.png --tile 50 --sigma 20", 1, "multiple of 2"},
         {"good.png -o o.png --steps 0", 2, "--steps"},
+        {"good.png -o o.png --edge 0", 2, "--edge: '0'"},
+        {"good.png -o o.png --edge wide", 2, "--edge: 'wide'"},
         {"good.png -o o.png --strength 2", 2, "--strength"},
         {"good.png -o o.png --bogus", 2, "unknown option '--bogus'"},
         {"flat.png -o o.png", 1, "no noise measurable"},
