@@ -216,7 +216,8 @@ START_TEST(test_edge_context)
     TU_OK(cld_tiled_create(tu_ctx(), p, &c, &ob, &b));
     const int H = 150, W = 150, r = 31;
     const size_t n = (size_t)3 * H * W;
-    float *x = tu_rand_uniform(n, 4242, -1, 1), *ya = tu_malloc(n * sizeof *ya), *yb = tu_malloc(n * sizeof *yb);
+    float *x = tu_rand_uniform(n, 4242, -1, 1), *ya = tu_malloc(n * sizeof *ya),
+          *yb = tu_malloc(n * sizeof *yb);
     TU_OK(cld_tiled_plan(a, H, W, &pl));
     ck_assert_int_gt(pl.nx * pl.ny, 4);
     TU_OK(cld_tiled_run(a, x, H, W, 37.5f, ya, NULL, NULL));

@@ -40,7 +40,7 @@ cld_status cld_unet_receptive_radius(const cld_unet_config *cfg, int *radius);
 
 #define CLD_TILE_DEFAULT_BLEND 16
 #define CLD_TILE_DEFAULT_EDGE 8 /* reflected context at the image border when the margin is not exact */
-#define CLD_TILE_AUTO_MAX 1024 /* largest tile the automatic choice takes */
+#define CLD_TILE_AUTO_MAX 1024  /* largest tile the automatic choice takes */
 
 typedef struct cld_tile_opts {
     int tile;     /* tile side (multiple of 2^(n_levels-1)); 0: chosen per image from the device memory */

@@ -285,7 +285,7 @@ static int mirror(long i, int n)
 }
 
 /* The kind of tile k of count along an axis: 1 first, 2 last, 3 both, 0 neither. */
-#define WKIND(k, count) (((k) == 0 ? 1 : 0) | ((k) == (count) - 1 ? 2 : 0))
+#define WKIND(k, count) (((k) == 0 ? 1 : 0) | ((k) == (count)-1 ? 2 : 0))
 
 /* sin^2 rise over the blend: weight of the d-th kept pixel from a side
  * shared with a neighbour */
