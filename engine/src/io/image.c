@@ -134,8 +134,8 @@ cld_status cld_image_load(const char *path, int want_channels, size_t max_pixels
      * own check says only "unknown image type") */
     unsigned char ihdr[24];
     const long at = ftell(f);
-    if (fread(ihdr, 1, 24, f) == 24 && !memcmp(ihdr, "\x89PNG\r\n\x1a\n", 8) &&
-        !memcmp(ihdr + 12, "IHDR", 4)) {
+    const int png = fread(ihdr, 1, 24, f) == 24 && !memcmp(ihdr, "\x89PNG\r\n\x1a\n", 8);
+    if (png && !memcmp(ihdr + 12, "IHDR", 4)) {
         const uint32_t pw =
             (uint32_t)ihdr[16] << 24 | (uint32_t)ihdr[17] << 16 | (uint32_t)ihdr[18] << 8 | ihdr[19];
         const uint32_t ph =
@@ -145,6 +145,11 @@ cld_status cld_image_load(const char *path, int want_channels, size_t max_pixels
             return cld__fail(CLD_ERR_FORMAT, "image '%s' declares %u x %u pixels, over the limit of %zu",
                              path, pw, ph, max_pixels);
         }
+    }
+    /* every PNG's chunk table, whatever its first chunk: stb also reads
+     * Apple's CgBI PNGs, whose IHDR comes second (fuzz_image: a CgBI file
+     * skipped the walk and made stb allocate 2 GB) */
+    if (png) {
         cld_status cs = png_chunks_fit(f, at, path);
         if (cs != CLD_OK) {
             fclose(f);
