@@ -64,6 +64,19 @@ static void usage(FILE *f)
 
 #define BAD(...) CLI_BAD(PROG, __VA_ARGS__)
 
+/* *out = v as an integer in [lo, 4096], or -1 for `word`; 0 if neither */
+static int int_or_word(const char *v, const char *word, int lo, int *out)
+{
+    double d;
+    if (!strcmp(v, word)) {
+        *out = -1;
+        return 1;
+    }
+    if (!cli_parse_num(v, lo, 4096, &d) || d != floor(d)) return 0;
+    *out = (int)d;
+    return 1;
+}
+
 static int parse_args(int argc, char **argv, opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -106,20 +119,12 @@ static int parse_args(int argc, char **argv, opts *o)
             o->tile = (int)d;
         } else if (CLI_OPT("--margin")) {
             CLI_VAL();
-            if (!strcmp(v, "exact"))
-                o->margin = -1;
-            else if (!cli_parse_num(v, 0, 4096, &d) || d != floor(d))
+            if (!int_or_word(v, "exact", 0, &o->margin))
                 BAD("--margin: '%s' is not an integer in [0, 4096] or 'exact'", v);
-            else
-                o->margin = (int)d;
         } else if (CLI_OPT("--edge")) {
             CLI_VAL();
-            if (!strcmp(v, "margin"))
-                o->edge = -1;
-            else if (!cli_parse_num(v, 1, 4096, &d) || d != floor(d))
+            if (!int_or_word(v, "margin", 1, &o->edge))
                 BAD("--edge: '%s' is not an integer in [1, 4096] or 'margin'", v);
-            else
-                o->edge = (int)d;
         } else if (a[0] == '-' && a[1])
             BAD("unknown option '%s' (see --help)", a);
         else if (!o->in)

@@ -108,6 +108,10 @@ __attribute__((always_inline)) inline void pack_item(int i, __global float *dst,
     }
 }
 
+/* Item of a one-work-item-per-item launch (cld__launch_items: past 65535
+ * work-items the grid is folded into 2-D). */
+#define CLD_ITEM ((int)(get_global_id(1) * get_global_size(0) + get_global_id(0)))
+
 /* With reqd_work_group_size, cld__launch1d runs one work-item per item, in
  * groups of 64 on every device: on CPUs PoCL vectorizes pack_item's gathers
  * across the work-items of a group (a loop over items, or a call left out of
@@ -116,7 +120,7 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void
 pack(__global float *dst, int dsto, __global const float *src, int so, int kind, int trans, int R,
      int U, int L, int ld, int C, int P, int H, int W, int K, int stride, int pad, int Wo)
 {
-    int i = (int)(get_global_id(1) * get_global_size(0) + get_global_id(0)); /* grid folded past 65535 */
+    int i = CLD_ITEM; /* cld__launch_items */
     if (i < (U + R - 1) / R * L)
         pack_item(i, dst, dsto, src, so, kind, trans, R, U, L, ld, C, P, H, W, K, stride, pad, Wo);
 }

@@ -251,12 +251,16 @@ inline float lane(float4 v, int l)
     return l == 0 ? v.x : (l == 1 ? v.y : (l == 2 ? v.z : v.w));
 }
 
-/* out (n, per) = noise. Global size n * ceil(per / 4). */
+/* Item of a one-work-item-per-item launch (cld__launch_items: past 65535
+ * work-items the grid is folded into 2-D). */
+#define CLD_ITEM ((int)(get_global_id(1) * get_global_size(0) + get_global_id(0)))
+
+/* out (n, per) = noise. Items n * ceil(per / 4) (cld__launch_items). */
 __kernel void noise_fill(__global float *out, int oo, int n, int per, uint key0, uint key1,
                          uint stream, uint index, uint step)
 {
     int nblk = (per + 3) / 4;
-    int g = get_global_id(0);
+    int g = CLD_ITEM;
     if (g >= n * nblk) return;
     int smp = g / nblk, j = g - smp * nblk;
     float4 z = normal4((uint)j, index + (uint)smp, step, stream, key0, key1);
@@ -265,7 +269,7 @@ __kernel void noise_fill(__global float *out, int oo, int n, int per, uint key0,
 }
 
 /* out = w0 v0 + w1 v1 + w2 v2 + w3 v3 + wn z; terms with weight 0 are not
- * read. out may alias any v. Global size n * ceil(per / 4). Two kernels:
+ * read. out may alias any v. Items n * ceil(per / 4) (cld__launch_items). Two kernels:
  * lincomb without the noise term (wn must be 0: the deterministic
  * samplers, whose first run then does not compile the noise generator into
  * it, ~0.2 s on PoCL) and lincomb_noise. */
@@ -276,7 +280,7 @@ inline void lincomb_body(__global float *out, int oo, __global const float *v0, 
                          int noise)
 {
     int nblk = (per + 3) / 4;
-    int g = get_global_id(0);
+    int g = CLD_ITEM;
     if (g >= n * nblk) return;
     int smp = g / nblk, j = g - smp * nblk;
     float4 z = (float4)(0.0f);

@@ -310,8 +310,7 @@ cld_status cld_noise_host(const cld_noise_key *key, int n, size_t per_sample, fl
 /* One work-item per block of 4 elements of a sample. */
 static cld_status launch_blocks(cld_ctx *ctx, cl_kernel k, const char *what, int n, size_t per_sample)
 {
-    size_t gs = (size_t)n * ((per_sample + 3) / 4), ls = 64;
-    return cld__launch(ctx, k, what, 1, &gs, &ls);
+    return cld__launch_items(ctx, k, what, (size_t)n * ((per_sample + 3) / 4), 64);
 }
 
 cld_status cld_noise_fill(cld_ctx *ctx, const cld_noise_key *key, int n, size_t per_sample, cl_mem out,

@@ -198,11 +198,10 @@ static cld_status denoise(run *r, cl_mem xb, size_t xo, const cld_sampler_point 
     /* D = kp (u + g (c - u)) + kx x with guidance (c conditional, u the
      * unconditional half), else kp c + kx x: one lincomb, the kernel the
      * sampler steps use anyway (a kernel of its own cost a compile) */
-    const double g = r->o->guidance;
-    cld_lincomb_term t[4] = {{r->ws, r->m_out, r->cfg ? kp * g : kp},
-                             {r->ws, r->m_out + r->total, r->cfg ? kp * (1.0 - g) : 0.0},
-                             {xb, xo, kx},
-                             {NULL, 0, 0.0}};
+    double wc, wu;
+    cld__guided_weights(kp, r->o->guidance, r->cfg, &wc, &wu);
+    cld_lincomb_term t[4] = {
+        {r->ws, r->m_out, wc}, {r->ws, r->m_out + r->total, wu}, {xb, xo, kx}, {NULL, 0, 0.0}};
     return cld_lincomb(r->ctx, 1, r->total, t, 0.0, NULL, r->ws, d_off);
 }
 

@@ -411,8 +411,8 @@ cld_status cld_sampler_run_learned_var(cld_ctx *ctx, const cld_schedule *s, cons
             cld_noise_key key = {job->seed, CLD_NOISE_STREAM_SAMPLER, job->first_index, (uint32_t)i + 1};
             st = cld_noise_fill(ctx, &key, n, M, ws, z);
         }
-        /* D's weights as cld_sampler_run's lincomb gets them (sampler.c, denoise) */
-        const double wc = cfg ? kp * o->guidance : kp, wu = cfg ? kp * (1.0 - o->guidance) : 0.0;
+        double wc, wu; /* as cld_sampler_run's lincomb gets them */
+        cld__guided_weights(kp, o->guidance, cfg, &wc, &wu);
         if (st == CLD_OK)
             st = cld__kargs(k, "lv_ddpm_step", "bibibiiiifffffffif", job->out, (int)job->out_off, ws,
                             (int)m_out, ws, (int)z, n, (int)M, cfg, wc, wu, kx, c0, ct, sqrt(var), 0.5 * dlog,

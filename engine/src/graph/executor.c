@@ -21,22 +21,11 @@ cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t 
     size_t ls = g->ctx->settings.launch1d_ls, cap = g->ctx->settings.launch1d_groups, reqd[3] = {0, 0, 0};
     cl_int err =
         clGetKernelWorkGroupInfo(k, d->device, CL_KERNEL_COMPILE_WORK_GROUP_SIZE, sizeof reqd, reqd, NULL);
-    if (err == CL_SUCCESS && reqd[0] > 0) {
-        ls = reqd[0];
-        cap = (n + ls - 1) / ls;
-    }
+    if (err == CL_SUCCESS && reqd[0] > 0) /* one work-item per item */
+        return cld__launch_items(g->ctx, k, t->name, n, reqd[0]);
     size_t groups = (n + ls - 1) / ls;
     if (groups > cap) groups = cap;
     size_t gs = groups * ls;
-    if (reqd[0] > 0 && gs >= 65536) {
-        /* PoCL specialises a kernel for grids under 65536 work-items per
-         * dimension ("smallgrid") and compiles it again for a wider one
-         * (~0.3 s on a 2-core CPU): fold the items into rows of at most
-         * 65535 / ls groups, which the kernel flattens back */
-        const size_t row = 65535 / ls, rows = (groups + row - 1) / row;
-        size_t g2[2] = {((groups + rows - 1) / rows) * ls, rows}, l2[2] = {ls, 1};
-        return cld__launch(g->ctx, k, t->name, 2, g2, l2);
-    }
     return cld__launch(g->ctx, k, t->name, 1, &gs, &ls);
 }
 

@@ -93,9 +93,7 @@ cld_tensor *cld__graph_node(const cld_graph *g, int i);
  * [0, n) itself with the FOR_ITEMS loop of cl/basic.cl, never one item per
  * work-item with an `if (i < n)` guard, unless it declares
  * reqd_work_group_size(S, 1, 1): then one work-item per item, item
- * get_global_id(1) * get_global_size(0) + get_global_id(0): past 65535
- * work-items the grid is folded into 2-D (executor.c), since PoCL compiles
- * a kernel again for a grid at least 65536 wide. */
+ * CLD_ITEM, through cld__launch_items (runtime/internal.h). */
 cld_status cld__launch1d(cld_graph *g, cl_kernel k, const cld_tensor *t, size_t n);
 
 /* ---------------------------------------------------------------- the graph

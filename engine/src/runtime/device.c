@@ -519,3 +519,17 @@ cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims
     return cld__fail(CLD_ERR_OPENCL, "%s: clEnqueueNDRangeKernel(kernel '%s', %s) on '%s': %s (%d)",
                      what ? what : "kernel", name, shape, ctx->info.name, cld_cl_error_name(err), (int)err);
 }
+
+cld_status cld__launch_items(cld_ctx *ctx, cl_kernel k, const char *what, size_t n, size_t ls)
+{
+    if (!ls)
+        return cld__fail(CLD_ERR_INVALID_ARG, "%s: cld__launch_items: local size 0", what ? what : "kernel");
+    const size_t groups = (n + ls - 1) / ls;
+    if (groups * ls < 65536) {
+        const size_t gs = groups * ls;
+        return cld__launch(ctx, k, what, 1, &gs, &ls);
+    }
+    const size_t row = 65535 / ls, rows = (groups + row - 1) / row;
+    const size_t g2[2] = {((groups + rows - 1) / rows) * ls, rows}, l2[2] = {ls, 1};
+    return cld__launch(ctx, k, what, 2, g2, l2);
+}

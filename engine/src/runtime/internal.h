@@ -124,6 +124,13 @@ cld_status cld__kargs(cl_kernel k, const char *what, const char *fmt, ...);
 /* Enqueue an NDRange; global sizes are rounded up to multiples of local. */
 cld_status cld__launch(cld_ctx *ctx, cl_kernel k, const char *what, cl_uint dims, const size_t *global,
                        const size_t *local);
+/* One work-item per item over n items in groups of ls. The kernel's item is
+ * CLD_ITEM (get_global_id(1) * get_global_size(0) + get_global_id(0)) and
+ * it guards i < n: past 65535 work-items the grid is folded into 2-D,
+ * since PoCL compiles a kernel again for a grid at least 65536 wide in a
+ * dimension (~0.3 s per kernel on a 2-core CPU), so small and large
+ * launches share one compiled kernel. */
+cld_status cld__launch_items(cld_ctx *ctx, cl_kernel k, const char *what, size_t n, size_t ls);
 /* Shorthand: get kernel `name` of `program` with default options. After the
  * first call from a call site (same string pointers) a table lookup: no
  * malloc, no scan of the context's kernels (program.c). Graph ops do not
