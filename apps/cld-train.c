@@ -1314,6 +1314,16 @@ static int train_main(int argc, char **argv)
     }
     R.lb = o->batch / R.D.size;
     if ((rc = open_data(&R))) return rc;
+    /* A local model (no normalisation, no attention) has no weight that depends on the image
+     * size: --init may fine-tune it on larger or smaller crops. An exact --resume may not. */
+    const cld_unet_config *su = &stored_meta.unet;
+    if (o->init && cld_unet_config_is_local(su) && R.info.height == R.info.width &&
+        su->image_size != R.info.height) {
+        if (!R.D.rank)
+            fprintf(stderr, "%s: --init: local model of '%s' trained at %d x %d, continuing at %d x %d\n",
+                    PROG, o->init, su->image_size, su->image_size, R.info.height, R.info.width);
+        stored_meta.unet.image_size = R.info.height;
+    }
     if ((rc = build_config(&R, from_model ? &stored_meta.unet : NULL))) return rc;
     if (from_model) {
         const char *flag = o->resume ? "--resume" : "--init";

@@ -827,6 +827,46 @@ START_TEST(test_app_init)
 }
 END_TEST
 
+/* --init of a local model (no normalisation, no attention) may change the crop size: no weight
+ * depends on it, and the new run's model records the new size. A model with attention may not
+ * (the big-images case of test_app_errors). */
+START_TEST(test_app_init_local_crop)
+{
+    char *dir = tu_mkdtemp("cld-train"), *p;
+    make_dir(dir, "photos");
+    make_dir(dir, "photos/all");
+    write_png(p = at_path(dir, "photos/all/a.png"), 20, 20, 3, 1), free(p);
+    write_png(p = at_path(dir, "photos/all/b.png"), 18, 24, 3, 2), free(p);
+    char *err = NULL;
+    ck_assert_msg(train(dir,
+                        "--data photos --crop 8 --local --base 8 --mult 1,2 --res-blocks 1 --T 100 "
+                        "--batch 2 --warmup 1 --steps 2 --val-every 0 --grid-every 0 --progress none --out a",
+                        &err) == 0,
+                  "%s", err);
+    free(err);
+    ck_assert_msg(train(dir,
+                        "--data photos --crop 16 --init a/model.safetensors --steps 2 --batch 2 "
+                        "--val-every 0 --grid-every 0 --progress none --out b",
+                        &err) == 0,
+                  "%s", err);
+    ck_assert_msg(strstr(err, "trained at 8 x 8, continuing at 16 x 16"), "%s", err);
+    free(err);
+    /* the exact resume of that run keeps its size */
+    ck_assert_int_eq(train(dir, "--data photos --crop 8 --out b --resume --steps 3", &err), 1);
+    ck_assert_msg(strstr(err, "does not fit the model of"), "%s", err);
+    free(err);
+    state b;
+    char *pb = at_path(dir, "b/state-000000002.safetensors");
+    state_load(&b, pb);
+    ck_assert_int_eq(b.mm.unet.image_size, 16);
+    ck_assert_int_eq(b.mm.unet.base_channels, 8);
+    state_free(&b);
+    free(pb);
+    tu_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 /* --learn-sigma: 2C output channels and "learned_range" in the model; the
  * hybrid loss trains the variance half only through L_vlb (lambda 0 leaves
  * it at its zero init); resume is exact; --eval-nll gives a finite bound;
@@ -963,6 +1003,7 @@ int main(void)
     tcase_add_test(tapp, test_app_sigterm_checkpoint);
     tcase_add_test(tapp, test_app_learned_sigma);
     tcase_add_test(tapp, test_app_init);
+    tcase_add_test(tapp, test_app_init_local_crop);
     suite_add_tcase(s, tapp);
     return tu_run_suite(s);
 }
