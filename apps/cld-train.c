@@ -55,6 +55,7 @@ typedef struct opts {
     cld_diffusion_config diff;
     double min_snr, cfg_drop;
     int t_max;         /* train on timesteps 0 .. t_max only (a denoiser's range); 0 = all */
+    int noisy_levels;  /* x_t as an image file of this many levels holds it (256: 8-bit); 0 = off */
     int learn_sigma;   /* the model predicts its variance too (Improved DDPM), hybrid loss */
     double vlb_weight; /* lambda of L_simple + lambda L_vlb */
     /* optimiser */
@@ -105,6 +106,8 @@ static void usage(FILE *f)
         "  --min-snr G         Min-SNR-gamma loss weights (5; 0 = uniform)\n"
         "  --cfg-drop P        class label dropped with probability P, for guidance (0.1)\n"
         "  --t-max N           train on timesteps 0..N only (a denoiser's noise range; default all)\n"
+        "  --noisy-8bit        the noisy input is an 8-bit image: x_t / a_t clipped to the data range and\n"
+        "                      rounded to 256 levels, as a denoiser sees photos (target from that noise)\n"
         "  --learn-sigma       the model also predicts its variance (Improved DDPM, 2x output channels),\n"
         "                      trained with L_simple + lambda L_vlb; DDPM sampling uses it\n"
         "  --vlb-weight X      lambda of the hybrid loss (0.001)\n"
@@ -158,8 +161,8 @@ static int parse_int_list(const char *s, int *dst, int max, int *n)
 
 /* Set-by-flag markers, so a resumed run can tell a conflicting flag from a default. */
 typedef struct setflags {
-    int model, diff, optim;
-    char first_model[32], first_diff[32], first_optim[32];
+    int model;
+    char first_model[32];
 } setflags;
 
 static void mark(char *dst, int *flag, const char *name)
@@ -213,7 +216,6 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
             o->resume = 1;
         else if (!strcmp(a, "--cosine")) {
             o->cosine = 1;
-            mark(sf->first_optim, &sf->optim, a);
         } else if (CLI_OPT("--data")) {
             if (r < 0) return 2;
             o->data = v;
@@ -276,7 +278,6 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         } else if (CLI_OPT("--vlb-weight")) {
             CLI_NUM(0, 1e6);
             o->vlb_weight = d;
-            mark(sf->first_optim, &sf->optim, a);
         } else if (CLI_OPT("--heads")) {
             CLI_NUM(1, 64);
             o->heads = (int)d;
@@ -301,58 +302,47 @@ static int parse_args(int argc, char **argv, opts *o, setflags *sf)
         } else if (CLI_OPT("--schedule")) {
             if (r < 0) return 2;
             if (cld_schedule_parse(v, &o->diff.schedule) != CLD_OK) BAD("%s", cld_last_error());
-            mark(sf->first_diff, &sf->diff, a);
         } else if (CLI_OPT("--T")) {
             CLI_NUM(2, 100000);
             o->diff.T = (int)d;
-            mark(sf->first_diff, &sf->diff, a);
         } else if (CLI_OPT("--pred")) {
             if (r < 0) return 2;
             if (cld_pred_parse(v, &o->diff.pred) != CLD_OK) BAD("%s", cld_last_error());
-            mark(sf->first_diff, &sf->diff, a);
         } else if (CLI_OPT("--min-snr")) {
             CLI_NUM(0, 1e6);
             o->min_snr = d;
-            mark(sf->first_diff, &sf->diff, a);
         } else if (CLI_OPT("--cfg-drop")) {
             CLI_NUM(0, 1);
             o->cfg_drop = d;
-            mark(sf->first_diff, &sf->diff, a);
         } else if (CLI_OPT("--t-max")) {
             CLI_NUM(1, 100000);
             o->t_max = (int)d;
-            mark(sf->first_diff, &sf->diff, a);
+        } else if (!strcmp(a, "--noisy-8bit")) {
+            o->noisy_levels = 256;
         } else if (CLI_OPT("--steps")) {
             CLI_NUM(1, 1e12);
             o->steps = (long)d;
         } else if (CLI_OPT("--batch")) {
             CLI_NUM(1, 65536);
             o->batch = (int)d;
-            mark(sf->first_optim, &sf->optim, a);
         } else if (CLI_OPT("--lr")) {
             CLI_NUM(0, 1);
             o->lr = d;
-            mark(sf->first_optim, &sf->optim, a);
         } else if (CLI_OPT("--warmup")) {
             CLI_NUM(0, 1e9);
             o->warmup = (int)d;
-            mark(sf->first_optim, &sf->optim, a);
         } else if (CLI_OPT("--wd")) {
             CLI_NUM(0, 10);
             o->wd = d;
-            mark(sf->first_optim, &sf->optim, a);
         } else if (CLI_OPT("--clip")) {
             CLI_NUM(0, 1e9);
             o->clip = d;
-            mark(sf->first_optim, &sf->optim, a);
         } else if (CLI_OPT("--ema")) {
             CLI_NUM(0, 1);
             o->ema = d;
-            mark(sf->first_optim, &sf->optim, a);
         } else if (CLI_OPT("--seed")) {
             CLI_NUM(0, 9007199254740991.0);
             o->seed = (uint64_t)d;
-            mark(sf->first_optim, &sf->optim, a);
         } else if (CLI_OPT("--out")) {
             if (r < 0) return 2;
             o->out = v;
@@ -547,6 +537,7 @@ static char *train_json(const opts *o)
     cJSON_AddNumberToObject(j, "min_snr", o->min_snr);
     cJSON_AddNumberToObject(j, "cfg_drop", o->cfg_drop);
     if (o->t_max) cJSON_AddNumberToObject(j, "t_max", o->t_max);
+    if (o->noisy_levels) cJSON_AddNumberToObject(j, "noisy_levels", o->noisy_levels);
     if (o->diff.learned_variance) cJSON_AddNumberToObject(j, "vlb_weight", o->vlb_weight);
     cJSON_AddBoolToObject(j, "hflip", o->hflip);
     cJSON_AddNumberToObject(j, "crop", o->crop);
@@ -577,6 +568,8 @@ static int train_from_json(const char *text, opts *o)
     o->cosine = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "cosine"));
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(j, "t_max");
     o->t_max = cJSON_IsNumber(tm) ? (int)tm->valuedouble : 0;
+    const cJSON *nl = cJSON_GetObjectItemCaseSensitive(j, "noisy_levels");
+    o->noisy_levels = cJSON_IsNumber(nl) ? (int)nl->valuedouble : 0;
     const cJSON *vw = cJSON_GetObjectItemCaseSensitive(j, "vlb_weight");
     if (cJSON_IsNumber(vw)) o->vlb_weight = vw->valuedouble;
     o->hflip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "hflip"));
@@ -783,6 +776,9 @@ static int train_step(run *R, double *loss_out, double *gnorm_out)
     if (!s) s = cld_tensor_buffer(R->target, &tb, &to);
     if (!s)
         s = cld_q_sample(R->ctx, R->sched, B, R->per, R->hti, R->x0, 0, &key, xb, xo, R->o.diff.pred, tb, to);
+    if (!s && R->o.noisy_levels)
+        s = cld_q_quantize(R->ctx, R->sched, B, R->per, R->hti, R->o.noisy_levels, R->x0, 0, xb, xo,
+                           R->o.diff.pred, tb, to);
     for (int b = 0; b < B; b++) R->hbuf[b] = (float)R->hti[b];
     if (!s) s = cld_tensor_write(R->g, R->t, R->hbuf);
     if (!s && R->labels) {
@@ -918,6 +914,9 @@ static int validate(run *R, cld_unet_runner *vr, double *out)
         key.index = (uint32_t)i0;
         if (!s) s = cld_buffer_write(R->ctx, x0, 0, (size_t)nb * R->per * sizeof(float), hx);
         if (!s) s = cld_q_sample(R->ctx, R->sched, nb, R->per, ti, x0, 0, &key, xt, 0, R->o.diff.pred, tg, 0);
+        if (!s && R->o.noisy_levels)
+            s = cld_q_quantize(R->ctx, R->sched, nb, R->per, ti, R->o.noisy_levels, x0, 0, xt, 0,
+                               R->o.diff.pred, tg, 0);
         if (!s) s = pred_fn(pred_user, xt, 0, pr, 0, nb, tf, R->cfg.num_classes ? lab : NULL);
         if (!s) s = cld_buffer_read(R->ctx, tg, 0, (size_t)nb * R->per * sizeof(float), ht);
         if (!s) s = cld_buffer_read(R->ctx, pr, 0, (size_t)nb * R->per * sizeof(float), hp);
@@ -1199,6 +1198,51 @@ static int rank_device(run *R, char *spec, size_t cap)
     return 0; /* no GPU: the default device, shared by the node's ranks */
 }
 
+/* argv names `flag` (as "--flag V" or "--flag=V"). */
+static int flag_given(int argc, char **argv, const char *flag)
+{
+    const size_t n = strlen(flag);
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], flag, n) && (argv[i][n] == '\0' || argv[i][n] == '=')) return 1;
+    return 0;
+}
+
+/* The first flag given on the command line whose setting differs from the
+ * one stored in a resumed state (st) or a model (diffusion only: st NULL):
+ * the stored settings replace the defaults, so only a flag the user gave can
+ * conflict. NULL if none. */
+static const char *stored_conflict(const opts *st, const cld_diffusion_config *d, const opts *o, int argc,
+                                   char **argv, const char **group)
+{
+    const struct {
+        const char *flag;
+        int differs;
+    } c[] = {
+        {"--schedule", d->schedule != o->diff.schedule},
+        {"--T", d->T != o->diff.T},
+        {"--pred", d->pred != o->diff.pred},
+        {"--batch", st && st->batch != o->batch},
+        {"--lr", st && st->lr != o->lr},
+        {"--warmup", st && st->warmup != o->warmup},
+        {"--wd", st && st->wd != o->wd},
+        {"--clip", st && st->clip != o->clip},
+        {"--ema", st && st->ema != o->ema},
+        {"--seed", st && st->seed != o->seed},
+        {"--cosine", st && st->cosine != o->cosine},
+        {"--vlb-weight", st && st->vlb_weight != o->vlb_weight},
+        {"--min-snr", st && st->min_snr != o->min_snr},
+        {"--cfg-drop", st && st->cfg_drop != o->cfg_drop},
+        {"--t-max", st && st->t_max != o->t_max},
+        {"--noisy-8bit", st && st->noisy_levels != o->noisy_levels},
+    };
+    for (size_t k = 0; k < sizeof c / sizeof c[0]; k++)
+        if (c[k].differs && flag_given(argc, argv, c[k].flag)) {
+            *group = k < 3 ? "diffusion" : "training";
+            return c[k].flag;
+        }
+    return NULL;
+}
+
 /* static: the run's state lives until exit, also on the early error returns
  * of train_main (the normal end frees it all); main ends the MPI job with it */
 static run R;
@@ -1256,21 +1300,13 @@ static int train_main(int argc, char **argv)
                     resume_path);
             return 1;
         }
-        if (sf.optim &&
-            (stored.batch != o->batch || stored.lr != o->lr || stored.warmup != o->warmup ||
-             stored.wd != o->wd || stored.clip != o->clip || stored.ema != o->ema || stored.seed != o->seed ||
-             stored.cosine != o->cosine || stored.min_snr != o->min_snr || stored.cfg_drop != o->cfg_drop ||
-             stored.t_max != o->t_max || stored.vlb_weight != o->vlb_weight)) {
-            fprintf(stderr, "%s: --resume: %s does not match the training settings of '%s'\n", PROG,
-                    sf.first_optim, resume_path);
+        const char *group, *differs = stored_conflict(&stored, &stored_meta.diffusion, o, argc, argv, &group);
+        if (differs) {
+            fprintf(stderr, "%s: --resume: %s does not match the %s settings of '%s'\n", PROG, differs, group,
+                    resume_path);
             return 1;
         }
         const cld_diffusion_config *d = &stored_meta.diffusion;
-        if (sf.diff && (d->schedule != o->diff.schedule || d->T != o->diff.T || d->pred != o->diff.pred)) {
-            fprintf(stderr, "%s: --resume: %s does not match the diffusion settings of '%s'\n", PROG,
-                    sf.first_diff, resume_path);
-            return 1;
-        }
         long steps = o->steps;
         int crop = o->crop, explicit_steps = 0, explicit_crop = 0;
         for (int i = 1; i < argc; i++) {
@@ -1293,9 +1329,10 @@ static int train_main(int argc, char **argv)
         free(mj);
         if (s) return fail("--init", s);
         const cld_diffusion_config *d = &stored_meta.diffusion;
-        if (sf.diff && (d->schedule != o->diff.schedule || d->T != o->diff.T || d->pred != o->diff.pred)) {
-            fprintf(stderr, "%s: --init: %s does not match the diffusion settings of '%s'\n", PROG,
-                    sf.first_diff, o->init);
+        const char *group, *differs = stored_conflict(NULL, d, o, argc, argv, &group);
+        if (differs) {
+            fprintf(stderr, "%s: --init: %s does not match the %s settings of '%s'\n", PROG, differs, group,
+                    o->init);
             return 1;
         }
         o->diff = *d;
@@ -1359,11 +1396,24 @@ static int train_main(int argc, char **argv)
                 PROG);
         return 2;
     }
+    cld_status s = cld_diffusion_schedule(&o->diff, &R.sched);
+    if (s) return fail("schedule", s);
+    if (o->t_max >= o->diff.T) {
+        fprintf(stderr, "%s: --t-max %d: the timesteps are 0 .. %d (T = %d)\n", PROG, o->t_max, o->diff.T - 1,
+                o->diff.T);
+        return 2;
+    }
+    const int t_last = o->t_max ? o->t_max : o->diff.T - 1;
+    if (o->noisy_levels && !(R.sched->alpha_bar[t_last] > 0.0)) {
+        fprintf(stderr,
+                "%s: --noisy-8bit: timestep %d holds no image (alpha_bar = 0, zero terminal SNR): "
+                "give --t-max below it\n",
+                PROG, t_last);
+        return 2;
+    }
     if (check_out(o->out)) return 1;
     R.meta.unet = R.cfg;
     R.meta.diffusion = o->diff;
-    cld_status s = cld_diffusion_schedule(&o->diff, &R.sched);
-    if (s) return fail("schedule", s);
     const char *dev = o->device;
     char rank_spec[256] = "";
     if (R.D.size > 1) {

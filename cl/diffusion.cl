@@ -94,8 +94,8 @@ __constant ulong SIN_Q63[64] = {
     0x7f62368f44949678UL, 0x7fa736b40620e855UL, 0x7fd8878de5b5f78fUL, 0x7ff62182133432edUL,
 };
 
-#define Q63_ONE 0x8000000000000000UL   /* 1.0 in Q63 */
-#define LN2_Q59 0x058b90bfbe8e7bcdUL   /* ln 2 * 2^59 */
+#define Q63_ONE 0x8000000000000000UL     /* 1.0 in Q63 */
+#define LN2_Q59 0x058b90bfbe8e7bcdUL     /* ln 2 * 2^59 */
 #define HALF_PI_Q32 0x00000001921fb544UL /* pi/2 * 2^32 */
 /* 1/j * 2^63 (ln(1 + e) series) and 1/j! * 2^63 (sin, cos series) */
 #define INV2 0x4000000000000000UL
@@ -120,8 +120,7 @@ uint4 philox4x32_10(uint4 c, uint2 k)
         }
         ulong p0 = (ulong)PHILOX_M0 * (ulong)c.x;
         ulong p1 = (ulong)PHILOX_M1 * (ulong)c.z;
-        c = (uint4)((uint)(p1 >> 32) ^ c.y ^ k.x, (uint)p1, (uint)(p0 >> 32) ^ c.w ^ k.y,
-                    (uint)p0);
+        c = (uint4)((uint)(p1 >> 32) ^ c.y ^ k.x, (uint)p1, (uint)(p0 >> 32) ^ c.w ^ k.y, (uint)p0);
     }
     return c;
 }
@@ -174,15 +173,15 @@ __constant ulong RSQRT_Q63[48] = {
 ulong sqrt_q29(ulong L)
 {
     if (L == 0) return 0;
-    int e2 = 63 - (int)clz(L) - 58;             /* X in [2^e2, 2^(e2+1)) */
-    int j = ((e2 + 60) >> 1) - 30;         /* floor(e2 / 2) */
-    ulong g = L << (4 - 2 * j);               /* Q62 */
+    int e2 = 63 - (int)clz(L) - 58; /* X in [2^e2, 2^(e2+1)) */
+    int j = ((e2 + 60) >> 1) - 30;  /* floor(e2 / 2) */
+    ulong g = L << (4 - 2 * j);     /* Q62 */
     ulong y = RSQRT_Q63[(g >> 58) - 16];
     for (int it = 0; it < 3; it++) {
         ulong t = ((ulong)3 << 60) - mul_hi(g, mul_hi(y, y)); /* Q60 */
         y = mul_hi(y, t) << 3;
     }
-    ulong s = mul_hi(g, y);                   /* sqrt(g), Q61 */
+    ulong s = mul_hi(g, y); /* sqrt(g), Q61 */
     int rs = 32 - j;
     return (s + ((ulong)1 << (rs - 1))) >> rs;
 }
@@ -194,10 +193,10 @@ float2 box_muller_fixed(uint w0, uint w1)
      * ln f = -ln(R_k) + ln(f R_k), f R_k = 1 + eps, eps in [0, 2^-6). */
     ulong m = (ulong)w0 + 1;
     int e = 63 - (int)clz(m);
-    ulong f = m << (62 - e);                       /* Q62 */
+    ulong f = m << (62 - e); /* Q62 */
     int k = (int)((f >> 56) & 63);
-    ulong u = mul_hi(f, LOG_RECIP_Q63[k]);         /* Q61 */
-    ulong eps = (u - ((ulong)1 << 61)) << 3;       /* Q64 */
+    ulong u = mul_hi(f, LOG_RECIP_Q63[k]);   /* Q61 */
+    ulong eps = (u - ((ulong)1 << 61)) << 3; /* Q64 */
     ulong p = INV9;
     p = INV8 - mul_hi(eps, p);
     p = INV7 - mul_hi(eps, p);
@@ -207,9 +206,9 @@ float2 box_muller_fixed(uint w0, uint w1)
     p = INV3 - mul_hi(eps, p);
     p = INV2 - mul_hi(eps, p);
     p = Q63_ONE - mul_hi(eps, p);
-    ulong lnf = LOG_LNR_Q63[k] + mul_hi(eps, p);   /* Q63 */
+    ulong lnf = LOG_LNR_Q63[k] + mul_hi(eps, p); /* Q63 */
     ulong L = (ulong)(32 - e) * LN2_Q59 - (lnf >> 4);
-    ulong r = sqrt_q29(L);                          /* sqrt(2 L) in Q29 */
+    ulong r = sqrt_q29(L); /* sqrt(2 L) in Q29 */
     /* cos, sin of the angle within the quadrant: table at k pi/128 and
      * series for the rest d < pi/128, then rotated by the quadrant. */
     uint w = w1 & 0x3FFFFFFFu;
@@ -220,11 +219,11 @@ float2 box_muller_fixed(uint w0, uint w1)
     ps = INV120 - mul_hi(d2, ps);
     ps = INV6 - mul_hi(d2, ps);
     ps = Q63_ONE - mul_hi(d2, ps);
-    ulong sd = mul_hi(d, ps);                      /* sin d, Q63 */
+    ulong sd = mul_hi(d, ps); /* sin d, Q63 */
     ulong pc = INV720;
     pc = INV24 - mul_hi(d2, pc);
     pc = INV2 - mul_hi(d2, pc);
-    ulong cd = Q63_ONE - mul_hi(d2, pc);           /* cos d, Q63 */
+    ulong cd = Q63_ONE - mul_hi(d2, pc); /* cos d, Q63 */
     ulong ca = mul_hi(COS_Q63[ka], cd), cb = mul_hi(SIN_Q63[ka], sd);
     /* sub_sat, not "ca > cb ? ca - cb : 0": clang turns that into the
      * llvm.usub.sat intrinsic, which Oclgrind cannot run */
@@ -246,18 +245,15 @@ float4 normal4(uint j, uint idx, uint step, uint stream, uint key0, uint key1)
     return (float4)(a.x, a.y, b.x, b.y);
 }
 
-inline float lane(float4 v, int l)
-{
-    return l == 0 ? v.x : (l == 1 ? v.y : (l == 2 ? v.z : v.w));
-}
+inline float lane(float4 v, int l) { return l == 0 ? v.x : (l == 1 ? v.y : (l == 2 ? v.z : v.w)); }
 
 /* Item of a one-work-item-per-item launch (cld__launch_items: past 65535
  * work-items the grid is folded into 2-D). */
 #define CLD_ITEM ((int)(get_global_id(1) * get_global_size(0) + get_global_id(0)))
 
 /* out (n, per) = noise. Items n * ceil(per / 4) (cld__launch_items). */
-__kernel void noise_fill(__global float *out, int oo, int n, int per, uint key0, uint key1,
-                         uint stream, uint index, uint step)
+__kernel void noise_fill(__global float *out, int oo, int n, int per, uint key0, uint key1, uint stream,
+                         uint index, uint step)
 {
     int nblk = (per + 3) / 4;
     int g = CLD_ITEM;
@@ -274,10 +270,9 @@ __kernel void noise_fill(__global float *out, int oo, int n, int per, uint key0,
  * samplers, whose first run then does not compile the noise generator into
  * it, ~0.2 s on PoCL) and lincomb_noise. */
 inline void lincomb_body(__global float *out, int oo, __global const float *v0, int o0, float w0,
-                         __global const float *v1, int o1, float w1, __global const float *v2,
-                         int o2, float w2, __global const float *v3, int o3, float w3, float wn,
-                         int n, int per, uint key0, uint key1, uint stream, uint index, uint step,
-                         int noise)
+                         __global const float *v1, int o1, float w1, __global const float *v2, int o2,
+                         float w2, __global const float *v3, int o3, float w3, float wn, int n, int per,
+                         uint key0, uint key1, uint stream, uint index, uint step, int noise)
 {
     int nblk = (per + 3) / 4;
     int g = CLD_ITEM;
@@ -298,23 +293,23 @@ inline void lincomb_body(__global float *out, int oo, __global const float *v0, 
     }
 }
 
-#define LINCOMB_KERNEL(name, noise)                                                                \
-    __kernel void name(__global float *out, int oo, __global const float *v0, int o0, float w0,     \
-                       __global const float *v1, int o1, float w1, __global const float *v2, int o2, \
-                       float w2, __global const float *v3, int o3, float w3, float wn, int n,        \
-                       int per, uint key0, uint key1, uint stream, uint index, uint step)          \
-    {                                                                                              \
-        lincomb_body(out, oo, v0, o0, w0, v1, o1, w1, v2, o2, w2, v3, o3, w3, wn, n, per, key0,   \
-                     key1, stream, index, step, noise);                                            \
+#define LINCOMB_KERNEL(name, noise)                                                                    \
+    __kernel void name(__global float *out, int oo, __global const float *v0, int o0, float w0,        \
+                       __global const float *v1, int o1, float w1, __global const float *v2, int o2,   \
+                       float w2, __global const float *v3, int o3, float w3, float wn, int n, int per, \
+                       uint key0, uint key1, uint stream, uint index, uint step)                       \
+    {                                                                                                  \
+        lincomb_body(out, oo, v0, o0, w0, v1, o1, w1, v2, o2, w2, v3, o3, w3, wn, n, per, key0, key1,  \
+                     stream, index, step, noise);                                                      \
     }
 LINCOMB_KERNEL(lincomb, 0)
 LINCOMB_KERNEL(lincomb_noise, 1)
 
 /* The forward process: x_t = a x0 + b eps, target = tx x0 + te eps with
  * coef (n, 4) = (a, b, tx, te) per sample. Global size n * ceil(per / 4). */
-__kernel void q_sample(__global const float *x0, int x0o, __global const float *coef,
-                       __global float *xt, int xto, __global float *tgt, int tgto, int has_tgt,
-                       int n, int per, uint key0, uint key1, uint stream, uint index, uint step)
+__kernel void q_sample(__global const float *x0, int x0o, __global const float *coef, __global float *xt,
+                       int xto, __global float *tgt, int tgto, int has_tgt, int n, int per, uint key0,
+                       uint key1, uint stream, uint index, uint step)
 {
     int nblk = (per + 3) / 4;
     int g = get_global_id(0);
@@ -329,6 +324,25 @@ __kernel void q_sample(__global const float *x0, int x0o, __global const float *
         xt[xto + i] = a * x + b * e;
         if (has_tgt) tgt[tgto + i] = tx * x + te * e;
     }
+}
+
+/* x_t of q_sample as an image file holds it: y = x_t / a (the image in [-1, 1]
+ * plus noise of std b / a) clipped to [-1, 1] and rounded to one of
+ * 2 h + 1 levels (h = 127.5 for 8 bits), x_t = a y; the target recomputed
+ * from the effective noise e = (x_t - a x_0) / b. coef (n, 4) = (a, b, tx,
+ * te) as for q_sample; a > 0 and b > 0 (the host checks). 1-D over n * per. */
+__kernel void q_quantize(__global const float *x0, int x0o, __global const float *coef, __global float *xt,
+                         int xto, __global float *tgt, int tgto, int has_tgt, int n, int per, float h)
+{
+    int i = get_global_id(0);
+    if (i >= n * per) return;
+    int smp = i / per;
+    float a = coef[4 * smp], b = coef[4 * smp + 1], tx = coef[4 * smp + 2], te = coef[4 * smp + 3];
+    float x = x0[x0o + i];
+    float u = clamp(floor((xt[xto + i] / a + 1.0f) * h + 0.5f), 0.0f, 2.0f * h);
+    float q = a * ((u - h) / h); /* u - h is exact: no cancellation near the middle level */
+    xt[xto + i] = q;
+    if (has_tgt) tgt[tgto + i] = tx * x + te * ((q - a * x) / b);
 }
 
 /* out = kx x + kp p with coef (n, 2) = (kx, kp) per sample. 1-D over n * per. */

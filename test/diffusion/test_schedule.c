@@ -1,7 +1,7 @@
 /* Schedules and the forward process (schedule.c): alpha_bar of the linear,
  * cosine and scaled-linear schedules against the formulas computed here in
  * double, zero terminal SNR, continuous time, the posterior, prediction
- * conversion, q_sample on the device and the loss weights. */
+ * conversion, q_sample and q_quantize on the device and the loss weights. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -314,6 +314,87 @@ START_TEST(test_q_sample)
 }
 END_TEST
 
+/* q_quantize against the same steps in double from q_sample's float x_t:
+ * every noisy image value clipped to [-1, 1] and on one of the levels, the
+ * target from the effective noise. Values within 1e-4 of a rounding boundary
+ * (where float and double may pick neighbouring levels) are counted, not
+ * compared: with random data they are a few in 10^4. */
+START_TEST(test_q_quantize)
+{
+    cld_ctx *ctx = tu_ctx();
+    cld_schedule *s;
+    TU_OK(cld_schedule_create(CLD_SCHEDULE_COSINE, 1000, 0, 0, 0, &s));
+    const int n = 5;
+    const size_t per = 3 * 11 * 7, total = n * per;
+    const int t[5] = {0, 37, 400, 650, 999};
+    const int levels_list[3] = {256, 2, 1023};
+    cld_noise_key key = {77, CLD_NOISE_STREAM_TRAIN, 3, 0};
+    float *x0 = tu_rand_uniform(total, 9, -1, 1);
+    for (size_t i = 0; i < total; i += 3)
+        x0[i] = -1.0f + 2.0f * (float)(i % 256) / 255.0f; /* 8-bit values too */
+    float *xt = tu_malloc(total * sizeof(float)), *q = tu_malloc(total * sizeof(float));
+    float *tg = tu_malloc(total * sizeof(float));
+    cl_mem bx0 = tu_upload(ctx, x0, total), bxt = tu_upload(ctx, x0, total), btg = tu_upload(ctx, x0, total);
+    size_t near = 0, clipped = 0, checked = 0;
+    for (int li = 0; li < 3; li++) {
+        const int levels = levels_list[li];
+        const double h = (levels - 1) / 2.0;
+        for (int type = 0; type < 3; type++) {
+            TU_OK(cld_q_sample(ctx, s, n, per, t, bx0, 0, &key, bxt, 0, (cld_pred_type)type, btg, 0));
+            tu_download(ctx, bxt, xt, total);
+            TU_OK(cld_q_quantize(ctx, s, n, per, t, levels, bx0, 0, bxt, 0, (cld_pred_type)type, btg, 0));
+            tu_download(ctx, bxt, q, total);
+            tu_download(ctx, btg, tg, total);
+            for (int i = 0; i < n; i++) {
+                double a = sqrt(s->alpha_bar[t[i]]), b = sqrt(1 - s->alpha_bar[t[i]]);
+                for (size_t j = 0; j < per; j++) {
+                    size_t k = i * per + j;
+                    double v = ((double)xt[k] / (float)a + 1.0) * h, r = floor(v + 0.5);
+                    if (fabs(v + 0.5 - r) < 1e-4 || fabs(v + 0.5 - r - 1.0) < 1e-4) {
+                        near++;
+                        continue;
+                    }
+                    double u = fmin(fmax(r, 0.0), 2.0 * h);
+                    clipped += r != u;
+                    double want = a * ((u - h) / h);
+                    ck_assert_msg(fabs(q[k] - want) <= 1e-6, "q_quantize levels %d x_t [%zu]: %.9g want %.9g",
+                                  levels, k, (double)q[k], want);
+                    double e = (want - a * x0[k]) / b;
+                    double tx = type == 0 ? 0.0 : (type == 1 ? -b : 1.0),
+                           te = type == 0 ? 1.0 : (type == 1 ? a : 0.0);
+                    double wt = tx * x0[k] + te * e;
+                    double mag = fabs(tx * x0[k]) + fabs(te) * (fabs(want) + fabs(a * x0[k])) / b;
+                    ck_assert_msg(fabs(tg[k] - wt) <= 1e-6 * mag + 1e-30,
+                                  "q_quantize levels %d target %d [%zu]: %.9g want %.9g", levels, type, k,
+                                  (double)tg[k], wt);
+                    checked++;
+                }
+            }
+        }
+    }
+    ck_assert_msg(near * 1000 < checked, "%zu of %zu values near a rounding boundary", near, checked);
+    ck_assert_msg(clipped > total / 10, "only %zu clipped values: the clip is not exercised", clipped);
+    /* without a target; bad levels; t with b = 0 or a = 0 */
+    TU_OK(cld_q_quantize(ctx, s, n, per, t, 256, bx0, 0, bxt, 0, CLD_PRED_EPS, NULL, 0));
+    TU_STATUS(cld_q_quantize(ctx, s, n, per, t, 1, bx0, 0, bxt, 0, CLD_PRED_EPS, NULL, 0),
+              CLD_ERR_INVALID_ARG);
+    TU_STATUS(cld_q_quantize(ctx, s, n, per, t, 65537, bx0, 0, bxt, 0, CLD_PRED_EPS, NULL, 0),
+              CLD_ERR_INVALID_ARG);
+    int bad_t[5] = {0, 1000, 1, 2, 3};
+    TU_STATUS(cld_q_quantize(ctx, s, n, per, bad_t, 256, bx0, 0, bxt, 0, CLD_PRED_V, btg, 0),
+              CLD_ERR_INVALID_ARG);
+    cld_schedule *z;
+    TU_OK(cld_schedule_create(CLD_SCHEDULE_LINEAR, 1000, 0, 0, 1, &z)); /* zero SNR: t = 999 has a = 0 */
+    TU_STATUS(cld_q_quantize(ctx, z, n, per, t, 256, bx0, 0, bxt, 0, CLD_PRED_V, btg, 0),
+              CLD_ERR_INVALID_ARG);
+    ck_assert(strstr(cld_last_error(), "t[4] = 999") != NULL);
+    cld_schedule_free(z);
+    cld_buffer_release(bx0), cld_buffer_release(bxt), cld_buffer_release(btg);
+    free(x0), free(xt), free(q), free(tg);
+    cld_schedule_free(s);
+}
+END_TEST
+
 START_TEST(test_loss_weights)
 {
     cld_schedule *s;
@@ -378,6 +459,7 @@ static Suite *schedule_suite(void)
     tcase_add_test(tc, test_posterior);
     tcase_add_test(tc, test_pred_conversion);
     tcase_add_test(tc, test_q_sample);
+    tcase_add_test(tc, test_q_quantize);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -556,6 +556,8 @@ START_TEST(test_app_errors)
         {"--data photos --crop 16 --out o", 1, "smaller than the crop of 16 x 16"},
         {"--data train-images-idx3-ubyte --config missing.json --out o", 1, "cannot open 'missing.json'"},
         {"--data train-images-idx3-ubyte --base 8 --groups 3 --out o", 1, "model config"},
+        {"--data train-images-idx3-ubyte " TINY " --t-max 100 --out o", 2,
+         "--t-max 100: the timesteps are 0 .. 99"},
         /* output */
         {"--data train-images-idx3-ubyte " TINY " --out afile/sub", 1, "--out: cannot create 'afile/sub'"},
         {"--data train-images-idx3-ubyte " TINY " --out afile", 1, "--out: cannot write into 'afile'"},
@@ -565,6 +567,10 @@ START_TEST(test_app_errors)
         {"--data train-images-idx3-ubyte --out run --resume --lr 0.1", 1,
          "--lr does not match the training settings"},
         {"--data train-images-idx3-ubyte --out run --resume --seed 7", 1, "--seed does not match"},
+        {"--data train-images-idx3-ubyte --out run --resume --t-max 5", 1,
+         "--t-max does not match the training settings"},
+        {"--data train-images-idx3-ubyte --out run --resume --noisy-8bit", 1,
+         "--noisy-8bit does not match the training settings"},
         {"--data train-images-idx3-ubyte --out run --resume --pred eps", 1,
          "--pred does not match the diffusion"},
         {"--data train-images-idx3-ubyte --out run --resume --base 16", 1,
@@ -867,6 +873,73 @@ START_TEST(test_app_init_local_crop)
 }
 END_TEST
 
+/* The validation loss column of the last row of DIR/log.csv that has one. */
+static double last_val_loss(const char *dir, const char *run)
+{
+    char *csv = at_path(dir, run);
+    size_t len;
+    char *text = (char *)at_read_file(csv, &len);
+    ck_assert_msg(text != NULL, "no %s", csv);
+    double v = NAN;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        double step, loss, val;
+        if (sscanf(line, "%lf,%lf,%lf", &step, &loss, &val) == 3) v = val;
+    }
+    free(text);
+    free(csv);
+    return v;
+}
+
+/* --noisy-8bit: stored with the run, kept by --resume, refused by the resume
+ * of a run without it, and it changes what the model is trained and validated on. */
+START_TEST(test_app_noisy_8bit)
+{
+    char *dir = tu_mkdtemp("cld-train"), *p;
+    make_dir(dir, "photos");
+    make_dir(dir, "photos/all");
+    write_png(p = at_path(dir, "photos/all/a.png"), 20, 20, 3, 1), free(p);
+    write_png(p = at_path(dir, "photos/all/b.png"), 18, 24, 3, 2), free(p);
+    const char *run = "--data photos --val-data photos --crop 8 --local --base 8 --mult 1,2 --res-blocks 1 "
+                      "--T 100 --t-max 60 --batch 2 --warmup 1 --steps 2 --val-every 2 --val-n 2 "
+                      "--grid-every 0 --progress none --seed 5";
+    char args[1024], *err = NULL;
+    snprintf(args, sizeof args, "%s --noisy-8bit --out q", run);
+    ck_assert_msg(train(dir, args, &err) == 0, "%s", err);
+    free(err);
+    snprintf(args, sizeof args, "%s --out g", run);
+    ck_assert_msg(train(dir, args, &err) == 0, "%s", err);
+    free(err);
+    double vq = last_val_loss(dir, "q/log.csv"), vg = last_val_loss(dir, "g/log.csv");
+    ck_assert_msg(isfinite(vq) && isfinite(vg) && vq != vg, "validation loss 8-bit %g, plain %g", vq, vg);
+    char *meta = NULL, *st = at_path(dir, "q/state-000000002.safetensors");
+    TU_OK(cld_safetensors_metadata(st, &meta));
+    ck_assert_msg(strstr(meta, "noisy_levels") != NULL, "%s", meta);
+    free(meta);
+    free(st);
+    /* a resume takes it from the state, whether the flag is repeated or not */
+    ck_assert_msg(train(dir,
+                        "--data photos --val-data photos --out q --resume --steps 3 --t-max 60 --noisy-8bit",
+                        &err) == 0,
+                  "%s", err);
+    free(err);
+    ck_assert_msg(train(dir, "--data photos --val-data photos --out q --resume --steps 4", &err) == 0, "%s",
+                  err);
+    free(err);
+    st = at_path(dir, "q/state-000000004.safetensors");
+    TU_OK(cld_safetensors_metadata(st, &meta));
+    ck_assert_msg(strstr(meta, "noisy_levels") != NULL, "%s", meta);
+    free(meta);
+    free(st);
+    /* the plain run refuses a resume that adds it */
+    ck_assert_int_eq(
+        train(dir, "--data photos --val-data photos --out g --resume --steps 3 --noisy-8bit", &err), 1);
+    ck_assert_msg(strstr(err, "--noisy-8bit does not match the training settings"), "%s", err);
+    free(err);
+    tu_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 /* --learn-sigma: 2C output channels and "learned_range" in the model; the
  * hybrid loss trains the variance half only through L_vlb (lambda 0 leaves
  * it at its zero init); resume is exact; --eval-nll gives a finite bound;
@@ -1004,6 +1077,7 @@ int main(void)
     tcase_add_test(tapp, test_app_learned_sigma);
     tcase_add_test(tapp, test_app_init);
     tcase_add_test(tapp, test_app_init_local_crop);
+    tcase_add_test(tapp, test_app_noisy_8bit);
     suite_add_tcase(s, tapp);
     return tu_run_suite(s);
 }

@@ -161,6 +161,18 @@ cld_status cld_q_sample(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_s
                         cl_mem x0, size_t x0_off, const cld_noise_key *key, cl_mem xt, size_t xt_off,
                         cld_pred_type target_type, cl_mem target, size_t target_off);
 
+/* Device: turns x_t of cld_q_sample (same n, t, x0) into what an image file
+ * of `levels` levels per channel holds (256: an 8-bit photo), the input a
+ * denoiser sees: the noisy image y = x_t / a, clipped to the data range
+ * [-1, 1] and rounded to the nearest of the levels (-1 + 2 k / (levels - 1)),
+ * x_t = a y; if target is not NULL, the target of type target_type is
+ * recomputed from the effective noise (x_t - a x_0) / b. Needs a > 0 and
+ * b > 0 at every t[i] (else INVALID_ARG: zero terminal SNR's last step has
+ * no image) and levels in 2 .. 65536. */
+cld_status cld_q_quantize(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_sample, const int *t,
+                          int levels, cl_mem x0, size_t x0_off, cl_mem xt, size_t xt_off,
+                          cld_pred_type target_type, cl_mem target, size_t target_off);
+
 /* Device: out = c0 x_0 + ct x_t (the posterior mean of cld_q_posterior). */
 cld_status cld_q_posterior_mean(cld_ctx *ctx, const cld_schedule *s, int t, int t_prev, size_t count,
                                 cl_mem x0, size_t x0_off, cl_mem xt, size_t xt_off, cl_mem out,

@@ -287,23 +287,26 @@ cld_status cld_pred_convert(cld_ctx *ctx, const cld_schedule *s, cld_pred_type f
 }
 
 /* ------------------------------------------------------- forward process */
-cld_status cld_q_sample(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_sample, const int *t,
-                        cl_mem x0, size_t x0_off, const cld_noise_key *key, cl_mem xt, size_t xt_off,
-                        cld_pred_type target_type, cl_mem target, size_t target_off)
+
+/* Checks t and target_type and uploads the per-sample (a, b, tx, te) rows:
+ * x_t = a x_0 + b eps, target = tx x_0 + te eps. */
+static cld_status sample_coefs(cld_ctx *ctx, const cld_schedule *s, const char *what, int n, const int *t,
+                               int has_target, cld_pred_type target_type, int need_ab, cl_mem *out)
 {
-    if (!ctx || !s || !t || !x0 || !key || !xt)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_sample: NULL argument");
-    CLD_TRY(check_batch("cld_q_sample", n, per_sample, max3(x0_off, xt_off, target ? target_off : 0)));
-    if (target && target_type != CLD_PRED_EPS && target_type != CLD_PRED_V && target_type != CLD_PRED_X0)
-        return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_sample: unknown target type %d", (int)target_type);
+    if (has_target && target_type != CLD_PRED_EPS && target_type != CLD_PRED_V && target_type != CLD_PRED_X0)
+        return cld__fail(CLD_ERR_INVALID_ARG, "%s: unknown target type %d", what, (int)target_type);
     for (int i = 0; i < n; i++)
         if (t[i] < 0 || t[i] >= s->T)
-            return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_sample: t[%d] = %d outside 0 .. %d", i, t[i],
-                             s->T - 1);
+            return cld__fail(CLD_ERR_INVALID_ARG, "%s: t[%d] = %d outside 0 .. %d", what, i, t[i], s->T - 1);
     float *coef = malloc((size_t)n * 4 * sizeof(float));
-    if (!coef) return cld__fail(CLD_ERR_NOMEM, "cld_q_sample: out of host memory");
+    if (!coef) return cld__fail(CLD_ERR_NOMEM, "%s: out of host memory", what);
     for (int i = 0; i < n; i++) {
         double a = sqrt(s->alpha_bar[t[i]]), b = sqrt(1.0 - s->alpha_bar[t[i]]);
+        if (need_ab && !((float)a > 0.0f && (float)b > 0.0f)) {
+            free(coef);
+            return cld__fail(CLD_ERR_INVALID_ARG, "%s: t[%d] = %d has a = %g, b = %g (both must be > 0)",
+                             what, i, t[i], a, b);
+        }
         double tx = target_type == CLD_PRED_EPS ? 0.0 : (target_type == CLD_PRED_V ? -b : 1.0);
         double te = target_type == CLD_PRED_EPS ? 1.0 : (target_type == CLD_PRED_V ? a : 0.0);
         coef[4 * i] = (float)a;
@@ -311,9 +314,20 @@ cld_status cld_q_sample(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_s
         coef[4 * i + 2] = (float)tx;
         coef[4 * i + 3] = (float)te;
     }
-    cl_mem cb = NULL;
-    cld_status st = coef_buffer(ctx, coef, (size_t)n * 4, &cb);
+    cld_status st = coef_buffer(ctx, coef, (size_t)n * 4, out);
     free(coef);
+    return st;
+}
+
+cld_status cld_q_sample(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_sample, const int *t,
+                        cl_mem x0, size_t x0_off, const cld_noise_key *key, cl_mem xt, size_t xt_off,
+                        cld_pred_type target_type, cl_mem target, size_t target_off)
+{
+    if (!ctx || !s || !t || !x0 || !key || !xt)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_sample: NULL argument");
+    CLD_TRY(check_batch("cld_q_sample", n, per_sample, max3(x0_off, xt_off, target ? target_off : 0)));
+    cl_mem cb = NULL;
+    cld_status st = sample_coefs(ctx, s, "cld_q_sample", n, t, target != NULL, target_type, 0, &cb);
     cl_kernel k;
     if (st == CLD_OK) st = cld__kernel(ctx, "diffusion", "q_sample", &k);
     if (st == CLD_OK)
@@ -324,6 +338,31 @@ cld_status cld_q_sample(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_s
     if (st == CLD_OK) {
         size_t gs = (size_t)n * ((per_sample + 3) / 4), ls = 64;
         st = cld__launch(ctx, k, "q_sample", 1, &gs, &ls);
+    }
+    if (cb) clReleaseMemObject(cb);
+    return st;
+}
+
+cld_status cld_q_quantize(cld_ctx *ctx, const cld_schedule *s, int n, size_t per_sample, const int *t,
+                          int levels, cl_mem x0, size_t x0_off, cl_mem xt, size_t xt_off,
+                          cld_pred_type target_type, cl_mem target, size_t target_off)
+{
+    if (!ctx || !s || !t || !x0 || !xt)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_quantize: NULL argument");
+    if (levels < 2 || levels > 65536)
+        return cld__fail(CLD_ERR_INVALID_ARG, "cld_q_quantize: levels = %d (must be in 2 .. 65536)", levels);
+    CLD_TRY(check_batch("cld_q_quantize", n, per_sample, max3(x0_off, xt_off, target ? target_off : 0)));
+    cl_mem cb = NULL;
+    cld_status st = sample_coefs(ctx, s, "cld_q_quantize", n, t, target != NULL, target_type, 1, &cb);
+    cl_kernel k;
+    if (st == CLD_OK) st = cld__kernel(ctx, "diffusion", "q_quantize", &k);
+    if (st == CLD_OK)
+        st = cld__kargs(k, "q_quantize", "bibbibiiiif", x0, (int)x0_off, cb, xt, (int)xt_off,
+                        target ? target : xt, (int)(target ? target_off : 0), target != NULL, n,
+                        (int)per_sample, (float)((levels - 1) / 2.0));
+    if (st == CLD_OK) {
+        size_t gs = (size_t)n * per_sample, ls = 64;
+        st = cld__launch(ctx, k, "q_quantize", 1, &gs, &ls);
     }
     if (cb) clReleaseMemObject(cb);
     return st;
