@@ -1,22 +1,14 @@
 /* Element-wise kernels. Every buffer argument is followed by its offset in
  * floats.
  *
- * Launched by cld__launch1d (engine/src/graph.c) over n items, any geometry:
- * FOR_ITEMS gives work-group j of G the contiguous items [j*per, (j+1)*per),
- * per = ceil(n / G), interleaved over its work-items. On CPUs the host runs
- * one work-item per group, which walks its range as a plain loop; on GPUs 64.
- * Here an item is a chunk of 8 floats (float8 math; the last chunk of an
+ * Launched by cld__launch1d over n items, any geometry, walked with FOR_ITEMS
+ * (cl/prelude.cl). Here an item is a chunk of 8 floats (float8 math; the last chunk of an
  * array may be partial): n floats are ceil(n / 8) items. */
-#define FOR_ITEMS(i, n)                                                              \
-    for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
-             end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
-             i = per_ * (int)get_group_id(0) + (int)get_local_id(0);                  \
-         i < end_; i += (int)get_local_size(0))
 
 /* for each chunk of 8 floats of [0, n): i its first index, c = min(8, n - i) */
-#define FOR_CHUNKS(i, c, n)                   \
-    FOR_ITEMS(k_, ((n) + 7) / 8)              \
-    for (int i = 8 * k_, c = min(8, (n) - i), once_ = 1; once_; once_ = 0)
+#define FOR_CHUNKS(i, c, n)      \
+    FOR_ITEMS(k_, ((n) + 7) / 8) \
+    for (int i = 8 * k_, c = min(8, (n)-i), once_ = 1; once_; once_ = 0)
 
 /* c <= 8 floats at p as a float8 (zeros past c), and back */
 inline float8 ld8(__global const float *p, int c)
@@ -64,20 +56,18 @@ inline float8 bcast8(__global const float *b, int i, int c, int mode, int inner,
     return vload8(0, t);
 }
 
-__kernel void add(__global const float *a, int ao, __global const float *b, int bo,
-                  __global float *y, int yo, int n, int mode, int inner, int C)
+__kernel void add(__global const float *a, int ao, __global const float *b, int bo, __global float *y, int yo,
+                  int n, int mode, int inner, int C)
 {
     FOR_CHUNKS(i, c, n)
-        st8(ld8(a + ao + i, c) + bcast8(b + bo + (mode == 0 ? i : 0), i, c, mode, inner, C),
-            y + yo + i, c);
+    st8(ld8(a + ao + i, c) + bcast8(b + bo + (mode == 0 ? i : 0), i, c, mode, inner, C), y + yo + i, c);
 }
 
-__kernel void mul(__global const float *a, int ao, __global const float *b, int bo,
-                  __global float *y, int yo, int n, int mode, int inner, int C)
+__kernel void mul(__global const float *a, int ao, __global const float *b, int bo, __global float *y, int yo,
+                  int n, int mode, int inner, int C)
 {
     FOR_CHUNKS(i, c, n)
-        st8(ld8(a + ao + i, c) * bcast8(b + bo + (mode == 0 ? i : 0), i, c, mode, inner, C),
-            y + yo + i, c);
+    st8(ld8(a + ao + i, c) * bcast8(b + bo + (mode == 0 ? i : 0), i, c, mode, inner, C), y + yo + i, c);
 }
 
 __kernel void scale(__global const float *x, int xo, __global float *y, int yo, int n, float alpha)
@@ -88,17 +78,19 @@ __kernel void scale(__global const float *x, int xo, __global float *y, int yo, 
 /* y = x * sigmoid(x) */
 __kernel void silu_fwd(__global const float *x, int xo, __global float *y, int yo, int n)
 {
-    FOR_CHUNKS(i, c, n) {
+    FOR_CHUNKS(i, c, n)
+    {
         float8 v = ld8(x + xo + i, c);
         st8(v / (1.0f + exp(-v)), y + yo + i, c);
     }
 }
 
 /* dx = dy * s * (1 + x (1 - s)), s = sigmoid(x) */
-__kernel void silu_bwd(__global const float *x, int xo, __global const float *dy, int dyo,
-                       __global float *dx, int dxo, int n)
+__kernel void silu_bwd(__global const float *x, int xo, __global const float *dy, int dyo, __global float *dx,
+                       int dxo, int n)
 {
-    FOR_CHUNKS(i, c, n) {
+    FOR_CHUNKS(i, c, n)
+    {
         float8 v = ld8(x + xo + i, c);
         float8 s = 1.0f / (1.0f + exp(-v));
         st8(ld8(dy + dyo + i, c) * s * (1.0f + v * (1.0f - s)), dx + dxo + i, c);
@@ -110,8 +102,7 @@ __kernel void silu_bwd(__global const float *x, int xo, __global const float *dy
  * (the host picks 1 on CPUs, 64 elsewhere); `part` holds one float per
  * work-item. Each work-item walks its rows in float8 chunks. */
 __kernel void reduce_rows(__global const float *x, int xo, __global const float *w, int wo, int use_w,
-                          __global float *y, int yo, int N, int C, int inner, int mode,
-                          __local float *part)
+                          __global float *y, int yo, int N, int C, int inner, int mode, __local float *part)
 {
     int o = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
     int nrows = mode == 1 ? 1 : N, i8 = inner & ~7;

@@ -23,22 +23,17 @@
 
 /* The 1-D kernels (pack, pad_planes, col2im, bias_fill) are launched by
  * cld__launch1d over n items: pad_planes, col2im and bias_fill for any
- * geometry: FOR_ITEMS gives work-group j of G the contiguous items
- * [j*per, (j+1)*per), per = ceil(n / G), interleaved over its work-items (as
- * in cl/basic.cl); pack one work-item per item (reqd_work_group_size). */
-#define FOR_ITEMS(i, n)                                                              \
-    for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
-             end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
-             i = per_ * (int)get_group_id(0) + (int)get_local_id(0);                  \
-         i < end_; i += (int)get_local_size(0))
+ * geometry, walked with FOR_ITEMS (cl/prelude.cl); pack one work-item per
+ * item (reqd_work_group_size). */
 
 /* dst[((u/R)*L + v)*R + u%R] = trans ? S(v, u) : S(u, v) for u < U (else 0),
  * v < L. One work-item per (u/R, v) writes R consecutive floats; the
  * coordinates of S are stepped along the R lanes, not divided out per
  * element. 1-D launch over ceil(U/R)*L. */
-__attribute__((always_inline)) inline void pack_item(int i, __global float *dst, int dsto, __global const float *src, int so,
-                      int kind, int trans, int R, int U, int L, int ld, int C, int P, int H, int W,
-                      int K, int stride, int pad, int Wo)
+__attribute__((always_inline)) inline void pack_item(int i, __global float *dst, int dsto,
+                                                     __global const float *src, int so, int kind, int trans,
+                                                     int R, int U, int L, int ld, int C, int P, int H, int W,
+                                                     int K, int stride, int pad, int Wo)
 {
     int up = i / L, v = i - up * L;
     int u0 = up * R, n = min(R, U - u0);
@@ -108,17 +103,13 @@ __attribute__((always_inline)) inline void pack_item(int i, __global float *dst,
     }
 }
 
-/* Item of a one-work-item-per-item launch (cld__launch_items: past 65535
- * work-items the grid is folded into 2-D). */
-#define CLD_ITEM ((int)(get_global_id(1) * get_global_size(0) + get_global_id(0)))
-
 /* With reqd_work_group_size, cld__launch1d runs one work-item per item, in
  * groups of 64 on every device: on CPUs PoCL vectorizes pack_item's gathers
  * across the work-items of a group (a loop over items, or a call left out of
  * line, would stop that: 1.3x slower). */
 __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void
-pack(__global float *dst, int dsto, __global const float *src, int so, int kind, int trans, int R,
-     int U, int L, int ld, int C, int P, int H, int W, int K, int stride, int pad, int Wo)
+pack(__global float *dst, int dsto, __global const float *src, int so, int kind, int trans, int R, int U,
+     int L, int ld, int C, int P, int H, int W, int K, int stride, int pad, int Wo)
 {
     int i = CLD_ITEM; /* cld__launch_items */
     if (i < (U + R - 1) / R * L)
@@ -129,41 +120,41 @@ pack(__global float *dst, int dsto, __global const float *src, int so, int kind,
  * register tile, same panels, the conv's (B, M, P) output and bias through
  * its store_tile_seg): one kernel fewer to compile. conv_s1 below shares
  * its inner step: */
-#define GEMM_FMA(i)                                    \
-    {                                                  \
-        float a_ = pa[i];                              \
-        c##i##0 = fma((float8)a_, b0, c##i##0);        \
-        c##i##1 = fma((float8)a_, b1, c##i##1);        \
+#define GEMM_FMA(i)                             \
+    {                                           \
+        float a_ = pa[i];                       \
+        c##i##0 = fma((float8)a_, b0, c##i##0); \
+        c##i##1 = fma((float8)a_, b1, c##i##1); \
     }
 
-#define CONV_STORE(i)                                                               \
-    if (m0 + i < M) {                                                               \
-        int m = m0 + i;                                                             \
-        float bv = has_bias ? bias[biaso + m] : 0.0f;                               \
-        float8 v0 = c##i##0 + bv, v1 = c##i##1 + bv;                                \
-        __global float *ym = yb + m * P;                                            \
-        if (fast) {                                                                 \
-            vstore8(v0, 0, ym + oy0 * Wo + ox0);                                    \
-            vstore8(v1, 1, ym + oy0 * Wo + ox0);                                    \
-        } else {                                                                    \
-            float t_[16];                                                           \
-            vstore8(v0, 0, t_);                                                     \
-            vstore8(v1, 1, t_);                                                     \
-            int oy = oy0, ox = ox0;                                                 \
-            for (int j = 0; j < 16; j++) {                                          \
-                if (oy < Ho && ox < Wo) ym[oy * Wo + ox] = t_[j];                   \
-                if (++ox == Wp) {                                                   \
-                    ox = 0;                                                         \
-                    oy++;                                                           \
-                }                                                                   \
-            }                                                                       \
-        }                                                                           \
+#define CONV_STORE(i)                                             \
+    if (m0 + i < M) {                                             \
+        int m = m0 + i;                                           \
+        float bv = has_bias ? bias[biaso + m] : 0.0f;             \
+        float8 v0 = c##i##0 + bv, v1 = c##i##1 + bv;              \
+        __global float *ym = yb + m * P;                          \
+        if (fast) {                                               \
+            vstore8(v0, 0, ym + oy0 * Wo + ox0);                  \
+            vstore8(v1, 1, ym + oy0 * Wo + ox0);                  \
+        } else {                                                  \
+            float t_[16];                                         \
+            vstore8(v0, 0, t_);                                   \
+            vstore8(v1, 1, t_);                                   \
+            int oy = oy0, ox = ox0;                               \
+            for (int j = 0; j < 16; j++) {                        \
+                if (oy < Ho && ox < Wo) ym[oy * Wo + ox] = t_[j]; \
+                if (++ox == Wp) {                                 \
+                    ox = 0;                                       \
+                    oy++;                                         \
+                }                                                 \
+            }                                                     \
+        }                                                         \
     }
 /* xp (BC, Hp, Wp) = x (BC, H, W) shifted by (pad, pad) into zero planes
  * (Hp >= H + 2*pad, Wp >= W + 2*pad), followed by `slack` zeros. One
  * work-item per row of xp, plus one for the slack: 1-D launch over BC*Hp + 1. */
-inline void pad_row(int t, __global const float *x, int xo, __global float *xp, int xpo, int BC,
-                    int H, int W, int pad, int Hp, int Wp, int slack)
+inline void pad_row(int t, __global const float *x, int xo, __global float *xp, int xpo, int BC, int H, int W,
+                    int pad, int Hp, int Wp, int slack)
 {
     __global float *d = xp + xpo + t * Wp;
     if (t == BC * Hp) {
@@ -182,8 +173,8 @@ inline void pad_row(int t, __global const float *x, int xo, __global float *xp, 
     for (int i = pad + W; i < Wp; i++) d[i] = 0.0f;
 }
 
-__kernel void pad_planes(__global const float *x, int xo, __global float *xp, int xpo, int BC,
-                         int H, int W, int pad, int Hp, int Wp, int slack)
+__kernel void pad_planes(__global const float *x, int xo, __global float *xp, int xpo, int BC, int H, int W,
+                         int pad, int Hp, int Wp, int slack)
 {
     FOR_ITEMS(t, BC * Hp + 1) pad_row(t, x, xo, xp, xpo, BC, H, W, pad, Hp, Wp, slack);
 }
@@ -194,9 +185,9 @@ __kernel void pad_planes(__global const float *x, int xo, __global float *xp, in
  * Output positions are enumerated over the padded width, j = oy*Wp + ox, so
  * for each tap the 16 inputs of a tile are contiguous in xp; columns
  * ox >= Wo are computed and dropped. 3-D launch (ceil(M/6), ceil(Ho*Wp/16), B). */
-__kernel void conv_s1(int M, int C, int K, __global const float *A, int ao,
-                      __global const float *xp, int xpo, int Hp, int Wp, __global float *y, int yo,
-                      int Ho, int Wo, __global const float *bias, int biaso, int has_bias)
+__kernel void conv_s1(int M, int C, int K, __global const float *A, int ao, __global const float *xp, int xpo,
+                      int Hp, int Wp, __global float *y, int yo, int Ho, int Wo, __global const float *bias,
+                      int biaso, int has_bias)
 {
     int mb = get_global_id(0), nb = get_global_id(1), b = get_global_id(2);
     int m0 = mb * 6, n0 = nb * 16;
@@ -206,16 +197,15 @@ __kernel void conv_s1(int M, int C, int K, __global const float *A, int ao,
     const __global float *xb = xp + xpo + b * C * HpWp + n0;
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
     float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
-#define CONV_TAPS(KS)                                                                  \
-    for (int c = 0; c < C; c++) {                                                      \
-        for (int ky = 0; ky < KS; ky++) {                                              \
-            const __global float *pb = xb + c * HpWp + ky * Wp;                        \
-            for (int kx = 0; kx < KS; kx++) {                                          \
-                float8 b0 = vload8(0, pb + kx), b1 = vload8(0, pb + kx + 8);           \
-                GEMM_FMA(0) GEMM_FMA(1) GEMM_FMA(2) GEMM_FMA(3) GEMM_FMA(4) GEMM_FMA(5) \
-                pa += 6;                                                               \
-            }                                                                          \
-        }                                                                              \
+#define CONV_TAPS(KS)                                                                            \
+    for (int c = 0; c < C; c++) {                                                                \
+        for (int ky = 0; ky < KS; ky++) {                                                        \
+            const __global float *pb = xb + c * HpWp + ky * Wp;                                  \
+            for (int kx = 0; kx < KS; kx++) {                                                    \
+                float8 b0 = vload8(0, pb + kx), b1 = vload8(0, pb + kx + 8);                     \
+                GEMM_FMA(0) GEMM_FMA(1) GEMM_FMA(2) GEMM_FMA(3) GEMM_FMA(4) GEMM_FMA(5) pa += 6; \
+            }                                                                                    \
+        }                                                                                        \
     }
     /* constant trip counts for the common kernel sizes let the compiler unroll */
     if (K == 3)
@@ -238,35 +228,34 @@ __kernel void conv_s1(int M, int C, int K, __global const float *A, int ao,
  * work-item); D is the output gradient packed [Co/16][nb*Ho*Wp][16] with
  * zeros at ox >= Wo. dw (Co, CKK) = result (+ dw if beta).
  * 2-D launch (ceil(CKK/6), ceil(Co/16)), local 1x1. */
-#define DW_FMA(i)                                      \
-    {                                                  \
-        float a_ = p##i[j];                            \
-        c##i##0 = fma((float8)a_, b0, c##i##0);        \
-        c##i##1 = fma((float8)a_, b1, c##i##1);        \
+#define DW_FMA(i)                               \
+    {                                           \
+        float a_ = p##i[j];                     \
+        c##i##0 = fma((float8)a_, b0, c##i##0); \
+        c##i##1 = fma((float8)a_, b1, c##i##1); \
     }
-#define DW_OFF(i)                                                                   \
-    int rr##i = min(r0 + i, CKK - 1);                                               \
+#define DW_OFF(i)                     \
+    int rr##i = min(r0 + i, CKK - 1); \
     int o##i = (rr##i / KK) * HpWp + ((rr##i / K) % K) * Wp + rr##i % K;
-#define DW_STORE(i)                                                                 \
-    if (r0 + i < CKK) {                                                             \
-        float t_[16];                                                               \
-        vstore8(c##i##0, 0, t_);                                                    \
-        vstore8(c##i##1, 1, t_);                                                    \
-        for (int l = 0; l < 16 && n0 + l < Co; l++) {                               \
-            __global float *pd = dw + dwo + (n0 + l) * CKK + r0 + i;                \
-            *pd = beta ? *pd + t_[l] : t_[l];                                       \
-        }                                                                           \
+#define DW_STORE(i)                                                  \
+    if (r0 + i < CKK) {                                              \
+        float t_[16];                                                \
+        vstore8(c##i##0, 0, t_);                                     \
+        vstore8(c##i##1, 1, t_);                                     \
+        for (int l = 0; l < 16 && n0 + l < Co; l++) {                \
+            __global float *pd = dw + dwo + (n0 + l) * CKK + r0 + i; \
+            *pd = beta ? *pd + t_[l] : t_[l];                        \
+        }                                                            \
     }
-__kernel void conv_dw_s1(int Co, int C, int K, __global const float *xp, int xpo, int Hp, int Wp,
-                         int Ho, int nb, __global const float *D, int dpo, __global float *dw,
-                         int dwo, int beta)
+__kernel void conv_dw_s1(int Co, int C, int K, __global const float *xp, int xpo, int Hp, int Wp, int Ho,
+                         int nb, __global const float *D, int dpo, __global float *dw, int dwo, int beta)
 {
     int rb = get_global_id(0), cb = get_global_id(1);
     int KK = K * K, CKK = C * KK, HpWp = Hp * Wp, J = Ho * Wp;
     int r0 = rb * 6, n0 = cb * 16;
     if (r0 >= CKK || n0 >= Co) return;
-    DW_OFF(0) DW_OFF(1) DW_OFF(2) DW_OFF(3) DW_OFF(4) DW_OFF(5)
-    const __global float *pb = D + dpo + cb * (nb * J) * 16;
+    DW_OFF(0)
+    DW_OFF(1) DW_OFF(2) DW_OFF(3) DW_OFF(4) DW_OFF(5) const __global float *pb = D + dpo + cb * (nb * J) * 16;
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
     float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
     for (int b = 0; b < nb; b++) {
@@ -275,8 +264,7 @@ __kernel void conv_dw_s1(int Co, int C, int K, __global const float *xp, int xpo
         const __global float *p3 = xb + o3, *p4 = xb + o4, *p5 = xb + o5;
         for (int j = 0; j < J; j++) {
             float8 b0 = vload8(0, pb), b1 = vload8(1, pb);
-            DW_FMA(0) DW_FMA(1) DW_FMA(2) DW_FMA(3) DW_FMA(4) DW_FMA(5)
-            pb += 16;
+            DW_FMA(0) DW_FMA(1) DW_FMA(2) DW_FMA(3) DW_FMA(4) DW_FMA(5) pb += 16;
         }
     }
     DW_STORE(0) DW_STORE(1) DW_STORE(2) DW_STORE(3) DW_STORE(4) DW_STORE(5)
@@ -286,8 +274,8 @@ __kernel void conv_dw_s1(int Co, int C, int K, __global const float *xp, int xpo
  * (row-major) that im2col read from it. One work-item per row (b, c, iy) of
  * x: it zeroes the row and adds, tap by tap, the col rows that land on it
  * (no atomics: each row has one writer). 1-D launch over B*C*H. */
-inline void col2im_row(int t, __global const float *col, int colo, __global float *x, int xo,
-                       int C, int H, int W, int K, int stride, int pad, int Ho, int Wo, int B)
+inline void col2im_row(int t, __global const float *col, int colo, __global float *x, int xo, int C, int H,
+                       int W, int K, int stride, int pad, int Ho, int Wo, int B)
 {
     int iy = t % H, bc = t / H;
     int c = bc % C, b = bc / C;
@@ -308,15 +296,15 @@ inline void col2im_row(int t, __global const float *col, int colo, __global floa
     }
 }
 
-__kernel void col2im(__global const float *col, int colo, __global float *x, int xo, int C,
-                     int H, int W, int K, int stride, int pad, int Ho, int Wo, int B)
+__kernel void col2im(__global const float *col, int colo, __global float *x, int xo, int C, int H, int W,
+                     int K, int stride, int pad, int Ho, int Wo, int B)
 {
     FOR_ITEMS(t, B * C * H) col2im_row(t, col, colo, x, xo, C, H, W, K, stride, pad, Ho, Wo, B);
 }
 
 /* y[i] = bias[(i / inner) % C]: a bias broadcast, before a GEMM with beta = 1. */
-__kernel void bias_fill(__global float *y, int yo, __global const float *bias, int bo, int n,
-                        int inner, int C)
+__kernel void bias_fill(__global float *y, int yo, __global const float *bias, int bo, int n, int inner,
+                        int C)
 {
     FOR_ITEMS(i, n) y[yo + i] = bias[bo + (i / inner) % C];
 }

@@ -247,10 +247,6 @@ float4 normal4(uint j, uint idx, uint step, uint stream, uint key0, uint key1)
 
 inline float lane(float4 v, int l) { return l == 0 ? v.x : (l == 1 ? v.y : (l == 2 ? v.z : v.w)); }
 
-/* Item of a one-work-item-per-item launch (cld__launch_items: past 65535
- * work-items the grid is folded into 2-D). */
-#define CLD_ITEM ((int)(get_global_id(1) * get_global_size(0) + get_global_id(0)))
-
 /* out (n, per) = noise. Items n * ceil(per / 4) (cld__launch_items). */
 __kernel void noise_fill(__global float *out, int oo, int n, int per, uint key0, uint key1, uint stream,
                          uint index, uint step)

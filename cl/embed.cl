@@ -1,13 +1,6 @@
 /* Embeddings and dropout. Every buffer argument is followed by its offset in
  * floats. Launched by cld__launch1d over n items (here: elements), any
- * geometry: FOR_ITEMS gives work-group j of G the contiguous items
- * [j*per, (j+1)*per), per = ceil(n / G), interleaved over its work-items
- * (as in cl/basic.cl). */
-#define FOR_ITEMS(i, n)                                                              \
-    for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
-             end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
-             i = per_ * (int)get_group_id(0) + (int)get_local_id(0);                  \
-         i < end_; i += (int)get_local_size(0))
+ * geometry, walked with FOR_ITEMS (cl/prelude.cl). */
 
 #if defined(cl_khr_fp64)
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
@@ -21,10 +14,10 @@
  * 0 for the pad column of an odd dim; f_i = exp(-ln(10000) i / (nh - 1)).
  * The argument t f reaches ~1000 rad, where float rounding of f and of the
  * product costs ~1e-4 absolute; devices with fp64 compute it in double. */
-__kernel void timestep_embedding(__global const float *t, int to, __global float *y, int yo,
-                                 int N, int dim)
+__kernel void timestep_embedding(__global const float *t, int to, __global float *y, int yo, int N, int dim)
 {
-    FOR_ITEMS(i, N * dim) {
+    FOR_ITEMS(i, N * dim)
+    {
         int n = i / dim, j = i % dim;
         int nh = dim / 2;
         if (j >= 2 * nh) {
@@ -44,10 +37,11 @@ __kernel void timestep_embedding(__global const float *t, int to, __global float
  * exp(e_k) rounded to float, a = t f_k in float, then sin and cos of that
  * float (in double where available, so the result is the correctly rounded
  * float torch's sinf gives). flip: [cos, sin] instead of [sin, cos]. */
-__kernel void timestep_embedding_torch(__global const float *t, int to, __global float *y, int yo,
-                                       int N, int dim, int flip, float shift)
+__kernel void timestep_embedding_torch(__global const float *t, int to, __global float *y, int yo, int N,
+                                       int dim, int flip, float shift)
 {
-    FOR_ITEMS(i, N * dim) {
+    FOR_ITEMS(i, N * dim)
+    {
         int n = i / dim, j = i % dim;
         int nh = dim / 2;
         if (j >= 2 * nh) {
@@ -76,7 +70,8 @@ inline int label_row(float v, int R)
 __kernel void embedding_fwd(__global const float *table, int tbo, __global const float *labels, int lo,
                             __global float *y, int yo, int N, int R, int D)
 {
-    FOR_ITEMS(i, N * D) {
+    FOR_ITEMS(i, N * D)
+    {
         int n = i / D, d = i % D;
         int r = label_row(labels[lo + n], R);
         y[yo + i] = r >= 0 ? table[tbo + r * D + d] : 0.0f;
@@ -88,7 +83,8 @@ __kernel void embedding_fwd(__global const float *table, int tbo, __global const
 __kernel void embedding_bwd(__global const float *labels, int lo, __global const float *dy, int dyo,
                             __global float *dt, int dto, int N, int R, int D)
 {
-    FOR_ITEMS(i, R * D) {
+    FOR_ITEMS(i, R * D)
+    {
         int r = i / D, d = i % D;
         float acc = 0.0f;
         for (int n = 0; n < N; n++)
@@ -115,13 +111,14 @@ inline float4 dropout_uniform4(ulong seed, uint node, uint i)
  * The backward pass runs the same kernel on dy with the forward node id.
  * Items: chunks of 8 elements (the last may be partial), hashed in vectors:
  * explicit vector code stays fast when y is x (the op runs in place). */
-__kernel void dropout(__global const float *x, int xo, __global float *y, int yo, int n, float p,
-                      float scale, ulong seed, uint node)
+__kernel void dropout(__global const float *x, int xo, __global float *y, int yo, int n, float p, float scale,
+                      ulong seed, uint node)
 {
-    FOR_ITEMS(k, (n + 7) / 8) {
+    FOR_ITEMS(k, (n + 7) / 8)
+    {
         int i = 8 * k, c = min(8, n - i);
-        float8 u = (float8)(dropout_uniform4(seed, node, (uint)i),
-                            dropout_uniform4(seed, node, (uint)i + 4u));
+        float8 u =
+            (float8)(dropout_uniform4(seed, node, (uint)i), dropout_uniform4(seed, node, (uint)i + 4u));
         if (c == 8) {
             float8 v = vload8(0, x + xo + i) * scale;
             vstore8(select((float8)(0.0f), v, u >= p), 0, y + yo + i);

@@ -101,13 +101,16 @@ static char *read_file(const char *path, size_t *len)
  * programs a run needs one by one (bench/NOTES.md, "One program"). The
  * sources share one namespace: kernel and macro names are unique across
  * cl/ (or token-identical macros). CLD_BUNDLE=0 builds them one by one;
- * programs built with options of their own (GEMM tiles) are always apart. */
+ * programs built with options of their own (GEMM tiles) are always apart.
+ * Every source, bundle or not, starts with cl/prelude.cl: the macros all
+ * programs share (it is not a program itself). */
 #define BUNDLE_NAME "cldiffusion"
+#define PRELUDE_NAME "prelude"
 static int bundle_member(const char *program)
 {
     const char *v = getenv("CLD_BUNDLE");
     if (v && !strcmp(v, "0")) return 0;
-    if (!strcmp(program, "runtime_selftest")) return 0;
+    if (!strcmp(program, "runtime_selftest") || !strcmp(program, PRELUDE_NAME)) return 0;
     for (int i = 0; cld__embedded_names[i]; i++)
         if (!strcmp(cld__embedded_names[i], program)) return 1;
     return 0;
@@ -115,46 +118,53 @@ static int bundle_member(const char *program)
 
 static cld_status load_one_source(const char *program, char **out);
 
-/* The members' sources, each after a #line naming its file (build logs
- * point into cl/<program>.cl). */
-static cld_status load_bundle_source(char **out)
+/* Appends "#line 1 \"<name>.cl\"", then the source of `name` (build logs
+ * point into cl/<name>.cl), to the growing text *all (length *len, capacity
+ * *cap); frees *all on failure. */
+static cld_status append_source(const char *name, char **all, size_t *len, size_t *cap)
 {
-    size_t cap = 1, len = 0;
-    char *all = NULL;
-    for (int i = 0; cld__embedded_names[i]; i++) {
-        const char *name = cld__embedded_names[i];
-        if (!bundle_member(name)) continue;
-        char *src = NULL;
-        cld_status s = load_one_source(name, &src);
-        if (s != CLD_OK) {
-            free(all);
-            return s;
-        }
-        char head[160];
-        int hn = snprintf(head, sizeof head, "#line 1 \"%s.cl\"\n", name);
-        size_t need = len + (size_t)hn + strlen(src) + 2;
-        if (need > cap) {
-            cap = need * 2;
-            char *grown = realloc(all, cap);
-            if (!grown) {
-                free(src);
-                free(all);
-                return cld__fail(CLD_ERR_NOMEM, "out of host memory");
-            }
-            all = grown;
-        }
-        len += (size_t)sprintf(all + len, "%s%s\n", head, src);
-        free(src);
+    char *src = NULL;
+    cld_status s = load_one_source(name, &src);
+    if (s != CLD_OK) {
+        free(*all);
+        return s;
     }
-    if (!all) return cld__fail(CLD_ERR_INVALID_ARG, "no kernel programs to bundle");
-    *out = all;
+    char head[160];
+    int hn = snprintf(head, sizeof head, "#line 1 \"%s.cl\"\n", name);
+    size_t need = *len + (size_t)hn + strlen(src) + 2;
+    if (need > *cap) {
+        *cap = need * 2;
+        char *grown = realloc(*all, *cap);
+        if (!grown) {
+            free(src);
+            free(*all);
+            return cld__fail(CLD_ERR_NOMEM, "out of host memory");
+        }
+        *all = grown;
+    }
+    *len += (size_t)sprintf(*all + *len, "%s%s\n", head, src);
+    free(src);
     return CLD_OK;
 }
 
+/* The source to build for `program`: the prelude, then the program's source
+ * or, for the bundle, every member's. */
 static cld_status load_source(const char *program, char **out)
 {
-    if (!strcmp(program, BUNDLE_NAME)) return load_bundle_source(out);
-    return load_one_source(program, out);
+    if (!strcmp(program, PRELUDE_NAME))
+        return cld__fail(CLD_ERR_INVALID_ARG, "'%s' is not a kernel program", program);
+    size_t cap = 0, len = 0;
+    char *all = NULL;
+    CLD_TRY(append_source(PRELUDE_NAME, &all, &len, &cap));
+    if (strcmp(program, BUNDLE_NAME)) {
+        CLD_TRY(append_source(program, &all, &len, &cap));
+    } else {
+        for (int i = 0; cld__embedded_names[i]; i++)
+            if (bundle_member(cld__embedded_names[i]))
+                CLD_TRY(append_source(cld__embedded_names[i], &all, &len, &cap));
+    }
+    *out = all;
+    return CLD_OK;
 }
 
 /* Source of `program`: $CLD_KERNEL_DIR/<program>.cl if that file exists, else
@@ -668,6 +678,7 @@ cld_status cld_ctx_build_all(cld_ctx *ctx)
 {
     if (!ctx) return cld__fail(CLD_ERR_INVALID_ARG, "cld_ctx_build_all: ctx is NULL");
     for (int i = 0; cld__embedded_names[i]; i++) { /* the bundle once, then the others */
+        if (!strcmp(cld__embedded_names[i], PRELUDE_NAME)) continue;
         cl_program prog = NULL;
         CLD_TRY(get_program(ctx, cld__embedded_names[i], NULL, &prog));
     }
