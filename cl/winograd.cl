@@ -23,14 +23,14 @@
  * nothing). */
 
 /* the 1-D transforms, in place on 6 (or 3 -> 6, 6 -> 4) values */
-#define WINO_BT(d0, d1, d2, d3, d4, d5, o)                  \
-    {                                                       \
-        o[0] = 4.0f * d0 - 5.0f * d2 + d4;                  \
-        o[1] = -4.0f * d1 - 4.0f * d2 + d3 + d4;            \
-        o[2] = 4.0f * d1 - 4.0f * d2 - d3 + d4;             \
-        o[3] = -2.0f * d1 - d2 + 2.0f * d3 + d4;            \
-        o[4] = 2.0f * d1 - d2 - 2.0f * d3 + d4;             \
-        o[5] = 4.0f * d1 - 5.0f * d3 + d5;                  \
+#define WINO_BT(d0, d1, d2, d3, d4, d5, o)       \
+    {                                            \
+        o[0] = 4.0f * d0 - 5.0f * d2 + d4;       \
+        o[1] = -4.0f * d1 - 4.0f * d2 + d3 + d4; \
+        o[2] = 4.0f * d1 - 4.0f * d2 - d3 + d4;  \
+        o[3] = -2.0f * d1 - d2 + 2.0f * d3 + d4; \
+        o[4] = 2.0f * d1 - d2 - 2.0f * d3 + d4;  \
+        o[5] = 4.0f * d1 - 5.0f * d3 + d5;       \
     }
 #define WINO_G(g0, g1, g2, o)                                                  \
     {                                                                          \
@@ -41,14 +41,14 @@
         o[4] = g0 * (1.0f / 24.0f) - g1 * (1.0f / 12.0f) + g2 * (1.0f / 6.0f); \
         o[5] = g2;                                                             \
     }
-#define WINO_AT(m0, m1, m2, m3, m4, m5, o)                          \
-    {                                                               \
-        float8 s12_ = m1 + m2, d12_ = m1 - m2;                      \
-        float8 s34_ = m3 + m4, d34_ = m3 - m4;                      \
-        o[0] = m0 + s12_ + s34_;                                    \
-        o[1] = d12_ + 2.0f * d34_;                                  \
-        o[2] = s12_ + 4.0f * s34_;                                  \
-        o[3] = d12_ + 8.0f * d34_ + m5;                             \
+#define WINO_AT(m0, m1, m2, m3, m4, m5, o)     \
+    {                                          \
+        float8 s12_ = m1 + m2, d12_ = m1 - m2; \
+        float8 s34_ = m3 + m4, d34_ = m3 - m4; \
+        o[0] = m0 + s12_ + s34_;               \
+        o[1] = d12_ + 2.0f * d34_;             \
+        o[2] = s12_ + 4.0f * s34_;             \
+        o[3] = d12_ + 8.0f * d34_ + m5;        \
     }
 
 /* U[e] (M, C) = G g G^T for every (m, c): g = w[m, c] (Co = M, Ci = C), or
@@ -58,14 +58,8 @@
  * 6) zero; else row-major (M, C) for a BLAS. Scalar
  * code, fully unrolled: PoCL's vectorization across work-items turned the
  * stride-9 weight loads into gathers (5-6 ms for 256 x 256 channels). */
-#define WINO_ITEMS(i, n)                                                             \
-    for (int per_ = ((n) + (int)get_num_groups(0) - 1) / (int)get_num_groups(0),      \
-             end_ = min((n), per_ * ((int)get_group_id(0) + 1)),                      \
-             i = per_ * (int)get_group_id(0) + (int)get_local_id(0);                  \
-         i < end_; i += (int)get_local_size(0))
-
-inline void wino_weight_item(int i, __global const float *w, int wo, __global float *u, int uo,
-                             int M, int C, int flip, int eu, int packed)
+inline void wino_weight_item(int i, __global const float *w, int wo, __global float *u, int uo, int M, int C,
+                             int flip, int eu, int packed)
 {
     int m = i / C, c = i - (i / C) * C;
     float g[3][3];
@@ -97,11 +91,11 @@ inline void wino_weight_item(int i, __global const float *w, int wo, __global fl
     }
 }
 
-__kernel void wino_weight(__global const float *w, int wo, __global float *u, int uo, int M,
-                          int C, int flip, int eu, int packed)
+__kernel void wino_weight(__global const float *w, int wo, __global float *u, int uo, int M, int C, int flip,
+                          int eu, int packed)
 {
     int n = (packed ? (M + 5) / 6 * 6 : M) * C;
-    WINO_ITEMS(i, n) wino_weight_item(i, w, wo, u, uo, M, C, flip, eu, packed);
+    FOR_ITEMS(i, n) wino_weight_item(i, w, wo, u, uo, M, C, flip, eu, packed);
 }
 
 /* Tiles. Tile (b, ty, tx) covers output rows 4ty .. 4ty+3 and columns
@@ -114,42 +108,42 @@ __kernel void wino_weight(__global const float *w, int wo, __global float *u, in
  * work-item handles such a group for one channel, a tile per float8 lane,
  * and stores each of its 36 results with one vstore8; lanes of padding
  * tiles (tx >= TW, or rows past the last) compute garbage in columns that
- * the output transform skips. Items are covered with WINO_ITEMS, channel
+ * the output transform skips. Items are covered with FOR_ITEMS (cl/prelude.cl), channel
  * slowest, so each of the 36 streams of V is written in order. */
 
 /* d[k][j] for the 8 tiles of group t0, input row k, j = 0 .. 5 (float8 loads:
  * a float16 return value changes the ABI on AVX2 and clang warns) */
-#define WINO_GATHER_ROW(k, d0, d1, d2, d3, d4, d5)                                    \
-    if (TWp >= 8) { /* one row segment: shuffles of contiguous loads */              \
-        const __global float *q = p + (k) * Wp;                                       \
-        float8 a0 = vload8(0, q), a1 = vload8(1, q), a2 = vload8(2, q);               \
-        float8 a3 = vload8(3, q);                                                     \
-        float2 a4 = vload2(0, q + 32);                                                \
-        d0 = (float8)(a0.s04, a1.s04, a2.s04, a3.s04);                                \
-        d1 = (float8)(a0.s15, a1.s15, a2.s15, a3.s15);                                \
-        d2 = (float8)(a0.s26, a1.s26, a2.s26, a3.s26);                                \
-        d3 = (float8)(a0.s37, a1.s37, a2.s37, a3.s37);                                \
-        d4 = (float8)(a0.s4, a1.s04, a2.s04, a3.s04, a4.s0);                          \
-        d5 = (float8)(a0.s5, a1.s15, a2.s15, a3.s15, a4.s1);                          \
-    } else { /* 8/TWp rows: per-lane loads */                                        \
-        float g_[6][8];                                                               \
-        _Pragma("unroll") for (int l = 0; l < 8; l++) {                               \
-            const __global float *q = pl[l] + (k) * Wp;                               \
-            _Pragma("unroll") for (int j = 0; j < 6; j++) g_[j][l] = q[j];            \
-        }                                                                             \
-        d0 = vload8(0, g_[0]);                                                        \
-        d1 = vload8(0, g_[1]);                                                        \
-        d2 = vload8(0, g_[2]);                                                        \
-        d3 = vload8(0, g_[3]);                                                        \
-        d4 = vload8(0, g_[4]);                                                        \
-        d5 = vload8(0, g_[5]);                                                        \
+#define WINO_GATHER_ROW(k, d0, d1, d2, d3, d4, d5)                         \
+    if (TWp >= 8) { /* one row segment: shuffles of contiguous loads */    \
+        const __global float *q = p + (k)*Wp;                              \
+        float8 a0 = vload8(0, q), a1 = vload8(1, q), a2 = vload8(2, q);    \
+        float8 a3 = vload8(3, q);                                          \
+        float2 a4 = vload2(0, q + 32);                                     \
+        d0 = (float8)(a0.s04, a1.s04, a2.s04, a3.s04);                     \
+        d1 = (float8)(a0.s15, a1.s15, a2.s15, a3.s15);                     \
+        d2 = (float8)(a0.s26, a1.s26, a2.s26, a3.s26);                     \
+        d3 = (float8)(a0.s37, a1.s37, a2.s37, a3.s37);                     \
+        d4 = (float8)(a0.s4, a1.s04, a2.s04, a3.s04, a4.s0);               \
+        d5 = (float8)(a0.s5, a1.s15, a2.s15, a3.s15, a4.s1);               \
+    } else { /* 8/TWp rows: per-lane loads */                              \
+        float g_[6][8];                                                    \
+        _Pragma("unroll") for (int l = 0; l < 8; l++)                      \
+        {                                                                  \
+            const __global float *q = pl[l] + (k)*Wp;                      \
+            _Pragma("unroll") for (int j = 0; j < 6; j++) g_[j][l] = q[j]; \
+        }                                                                  \
+        d0 = vload8(0, g_[0]);                                             \
+        d1 = vload8(0, g_[1]);                                             \
+        d2 = vload8(0, g_[2]);                                             \
+        d3 = vload8(0, g_[3]);                                             \
+        d4 = vload8(0, g_[4]);                                             \
+        d5 = vload8(0, g_[5]);                                             \
     }
 
 /* V[e] (C, ldv) = B^T d B for channel c = i / NI and the group of 8 tiles
  * t0 = 8 * (i % NI), NI = Tp / 8 groups per channel. */
-inline void wino_input_item(int i, __global const float *xp, int xpo, __global float *v, int vo,
-                            int C, int NB, int Hp, int Wp, int TH, int TWp, int Tp, int ldv,
-                            int ev)
+inline void wino_input_item(int i, __global const float *xp, int xpo, __global float *v, int vo, int C,
+                            int NB, int Hp, int Wp, int TH, int TWp, int Tp, int ldv, int ev)
 {
     int NI = Tp / 8, c = i / NI, t0 = 8 * (i - (i / NI) * NI);
     int rows = NB * TH;
@@ -184,29 +178,28 @@ inline void wino_input_item(int i, __global const float *xp, int xpo, __global f
     }
 }
 
-__kernel void wino_input(__global const float *xp, int xpo, __global float *v, int vo, int C,
-                         int NB, int Hp, int Wp, int TH, int TWp, int Tp, int ldv, int ev)
+__kernel void wino_input(__global const float *xp, int xpo, __global float *v, int vo, int C, int NB, int Hp,
+                         int Wp, int TH, int TWp, int Tp, int ldv, int ev)
 {
-    WINO_ITEMS(i, C * (Tp / 8))
+    FOR_ITEMS(i, C * (Tp / 8))
     wino_input_item(i, xp, xpo, v, vo, C, NB, Hp, Wp, TH, TWp, Tp, ldv, ev);
 }
 
 /* Mo[e] (M, Tp) = U[e] V[e]: gemm_packed_ab's 6 x 16 register tile, one GEMM
  * per e = get_global_id(2). 3-D launch (ceil(M/6), Tp/16, 36), local 1x1x1. */
-#define WINO_FMA(i)                                    \
-    {                                                  \
-        float a_ = pa[i];                              \
-        c##i##0 = fma((float8)a_, b0, c##i##0);        \
-        c##i##1 = fma((float8)a_, b1, c##i##1);        \
+#define WINO_FMA(i)                             \
+    {                                           \
+        float a_ = pa[i];                       \
+        c##i##0 = fma((float8)a_, b0, c##i##0); \
+        c##i##1 = fma((float8)a_, b1, c##i##1); \
     }
-#define WINO_STORE(i)                                                   \
-    if (m0 + i < M) {                                                   \
-        vstore8(c##i##0, 0, pm + i * Tp);                               \
-        vstore8(c##i##1, 1, pm + i * Tp);                               \
+#define WINO_STORE(i)                     \
+    if (m0 + i < M) {                     \
+        vstore8(c##i##0, 0, pm + i * Tp); \
+        vstore8(c##i##1, 1, pm + i * Tp); \
     }
-__kernel void wino_gemm(int M, int C, int Tp, int ldv, int eu, int ev, int em,
-                        __global const float *u, int uo,
-                        __global const float *v, int vo, __global float *mo, int moo)
+__kernel void wino_gemm(int M, int C, int Tp, int ldv, int eu, int ev, int em, __global const float *u,
+                        int uo, __global const float *v, int vo, __global float *mo, int moo)
 {
     int mb = get_global_id(0), nb = get_global_id(1), e = get_global_id(2);
     int m0 = mb * 6, M6 = (M + 5) / 6;
@@ -214,12 +207,11 @@ __kernel void wino_gemm(int M, int C, int Tp, int ldv, int eu, int ev, int em,
     const __global float *pb = v + vo + (size_t)e * ev + nb * 16;
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
     float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
-#define WINO_K1                                                                 \
-    {                                                                           \
-        float8 b0 = vload8(0, pb), b1 = vload8(1, pb);                          \
-        WINO_FMA(0) WINO_FMA(1) WINO_FMA(2) WINO_FMA(3) WINO_FMA(4) WINO_FMA(5) \
-        pa += 6;                                                                \
-        pb += ldv;                                                              \
+#define WINO_K1                                                                          \
+    {                                                                                    \
+        float8 b0 = vload8(0, pb), b1 = vload8(1, pb);                                   \
+        WINO_FMA(0) WINO_FMA(1) WINO_FMA(2) WINO_FMA(3) WINO_FMA(4) WINO_FMA(5) pa += 6; \
+        pb += ldv;                                                                       \
     }
     int k = 0;
 #ifndef WINO_KU
@@ -238,9 +230,9 @@ __kernel void wino_gemm(int M, int C, int Tp, int ldv, int eu, int ev, int em,
 /* y (nb, M, H, W) = A^T Mo A (+ bias[m]) for channel m = i / NI and the
  * group of 8 tiles t0 = 8 * (i % NI), NI = Tp / 8; padding tiles skipped. */
 #define WINO_ROW4(l) vstore4((float4)(o[0].s##l, o[1].s##l, o[2].s##l, o[3].s##l), l, py);
-inline void wino_output_item(int i, __global const float *mo, int moo, __global float *y, int yo,
-                             int M, int NB, int H, int W, int TH, int TW, int TWp, int Tp,
-                             int em, __global const float *bias, int biaso, int has_bias)
+inline void wino_output_item(int i, __global const float *mo, int moo, __global float *y, int yo, int M,
+                             int NB, int H, int W, int TH, int TW, int TWp, int Tp, int em,
+                             __global const float *bias, int biaso, int has_bias)
 {
     int NI = Tp / 8, m = i / NI, t0 = 8 * (i - (i / NI) * NI);
     const __global float *src = mo + moo + (size_t)m * Tp + t0;
@@ -272,15 +264,14 @@ inline void wino_output_item(int i, __global const float *mo, int moo, __global 
             for (int j = 0; j < 4; j++) o[j] += bv;
             __global float *py = ys + (4 * ty + a) * W + x0;
             if (fast) {
-                WINO_ROW4(0) WINO_ROW4(1) WINO_ROW4(2) WINO_ROW4(3)
-                WINO_ROW4(4) WINO_ROW4(5) WINO_ROW4(6) WINO_ROW4(7)
+                WINO_ROW4(0)
+                WINO_ROW4(1) WINO_ROW4(2) WINO_ROW4(3) WINO_ROW4(4) WINO_ROW4(5) WINO_ROW4(6) WINO_ROW4(7)
             } else { /* whole tiles with vstore4, then the last partial one */
                 float l_[4][8];
 #pragma unroll
                 for (int j = 0; j < 4; j++) vstore8(o[j], 0, l_[j]);
                 int nt = min(8, (W - x0) / 4);
-                for (int l = 0; l < nt; l++)
-                    vstore4((float4)(l_[0][l], l_[1][l], l_[2][l], l_[3][l]), l, py);
+                for (int l = 0; l < nt; l++) vstore4((float4)(l_[0][l], l_[1][l], l_[2][l], l_[3][l]), l, py);
                 for (int xx = 4 * nt; x0 + xx < W && xx < 32; xx++) py[xx] = l_[xx % 4][xx / 4];
             }
         }
@@ -303,19 +294,18 @@ inline void wino_output_item(int i, __global const float *mo, int moo, __global 
         int nx = min(4, W - 4 * tx);
         for (int a = 0; a < 4 && 4 * ty + a < H; a++) {
             if (nx == 4)
-                vstore4((float4)(l_[a][0][l], l_[a][1][l], l_[a][2][l], l_[a][3][l]), 0,
-                        ys + a * W);
+                vstore4((float4)(l_[a][0][l], l_[a][1][l], l_[a][2][l], l_[a][3][l]), 0, ys + a * W);
             else
                 for (int j = 0; j < nx; j++) ys[a * W + j] = l_[a][j][l];
         }
     }
 }
 
-__kernel void wino_output(__global const float *mo, int moo, __global float *y, int yo, int M,
-                          int NB, int H, int W, int TH, int TW, int TWp, int Tp, int em,
-                          __global const float *bias, int biaso, int has_bias)
+__kernel void wino_output(__global const float *mo, int moo, __global float *y, int yo, int M, int NB, int H,
+                          int W, int TH, int TW, int TWp, int Tp, int em, __global const float *bias,
+                          int biaso, int has_bias)
 {
-    WINO_ITEMS(i, M * (Tp / 8))
+    FOR_ITEMS(i, M * (Tp / 8))
     wino_output_item(i, mo, moo, y, yo, M, NB, H, W, TH, TW, TWp, Tp, em, bias, biaso, has_bias);
 }
 
@@ -327,21 +317,21 @@ __kernel void wino_output(__global const float *mo, int moo, __global float *y, 
  *   dW[m, c]      = G^T dU[., m, c] G                   (wino_wgrad: 6x6 -> 3x3)
  * Tiles without data (padding of rows, rows past the last) get dMo = 0 so
  * the sum over T sees only real tiles. */
-#define WINO_A(y0, y1, y2, y3, o)                                 \
-    {                                                             \
-        o[0] = y0;                                                \
-        o[1] = y0 + y1 + y2 + y3;                                 \
-        o[2] = y0 - y1 + y2 - y3;                                 \
-        o[3] = y0 + 2.0f * y1 + 4.0f * y2 + 8.0f * y3;            \
-        o[4] = y0 - 2.0f * y1 + 4.0f * y2 - 8.0f * y3;            \
-        o[5] = y3;                                                \
+#define WINO_A(y0, y1, y2, y3, o)                      \
+    {                                                  \
+        o[0] = y0;                                     \
+        o[1] = y0 + y1 + y2 + y3;                      \
+        o[2] = y0 - y1 + y2 - y3;                      \
+        o[3] = y0 + 2.0f * y1 + 4.0f * y2 + 8.0f * y3; \
+        o[4] = y0 - 2.0f * y1 + 4.0f * y2 - 8.0f * y3; \
+        o[5] = y3;                                     \
     }
 
 /* dMo[e] (M, Tp) for channel m = i / NI and the 8 tiles from t0 = 8 * (i %
  * NI), NI = Tp / 8, from dy in zero-padded planes dyp (nb, M, 4*TH, Wq =
  * 4*TWp) (pad_planes with pad 0). */
-inline void wino_dy_item(int i, __global const float *dyp, int dypo, __global float *mo, int moo,
-                         int M, int NB, int TH, int TWp, int Tp, int em)
+inline void wino_dy_item(int i, __global const float *dyp, int dypo, __global float *mo, int moo, int M,
+                         int NB, int TH, int TWp, int Tp, int em)
 {
     int NI = Tp / 8, m = i / NI, t0 = 8 * (i - (i / NI) * NI);
     int rows = NB * TH, Wq = 4 * TWp, Hq = 4 * TH;
@@ -378,8 +368,7 @@ inline void wino_dy_item(int i, __global const float *dyp, int dypo, __global fl
         keep = vload8(0, k_);
 #pragma unroll
         for (int k = 0; k < 4; k++)
-            WINO_A(vload8(0, g_[k][0]), vload8(0, g_[k][1]), vload8(0, g_[k][2]),
-                   vload8(0, g_[k][3]), r[k]);
+            WINO_A(vload8(0, g_[k][0]), vload8(0, g_[k][1]), vload8(0, g_[k][2]), vload8(0, g_[k][3]), r[k]);
     }
     __global float *dst = mo + moo + (size_t)m * Tp + t0;
 #pragma unroll
@@ -391,24 +380,23 @@ inline void wino_dy_item(int i, __global const float *dyp, int dypo, __global fl
     }
 }
 
-__kernel void wino_dy(__global const float *dyp, int dypo, __global float *mo, int moo, int M,
-                      int NB, int TH, int TWp, int Tp, int em)
+__kernel void wino_dy(__global const float *dyp, int dypo, __global float *mo, int moo, int M, int NB, int TH,
+                      int TWp, int Tp, int em)
 {
-    WINO_ITEMS(i, M * (Tp / 8)) wino_dy_item(i, dyp, dypo, mo, moo, M, NB, TH, TWp, Tp, em);
+    FOR_ITEMS(i, M * (Tp / 8)) wino_dy_item(i, dyp, dypo, mo, moo, M, NB, TH, TWp, Tp, em);
 }
 
 /* 1-D adjoint of G: 6 values -> 3 */
-#define WINO_GT(u0, u1, u2, u3, u4, u5, o)                                               \
-    {                                                                                    \
-        o[0] = 0.25f * u0 - (u1 + u2) * (1.0f / 6.0f) + (u3 + u4) * (1.0f / 24.0f);      \
-        o[1] = (u2 - u1) * (1.0f / 6.0f) + (u3 - u4) * (1.0f / 12.0f);                  \
-        o[2] = (u3 + u4 - u1 - u2) * (1.0f / 6.0f) + u5;                                 \
+#define WINO_GT(u0, u1, u2, u3, u4, u5, o)                                          \
+    {                                                                               \
+        o[0] = 0.25f * u0 - (u1 + u2) * (1.0f / 6.0f) + (u3 + u4) * (1.0f / 24.0f); \
+        o[1] = (u2 - u1) * (1.0f / 6.0f) + (u3 - u4) * (1.0f / 12.0f);              \
+        o[2] = (u3 + u4 - u1 - u2) * (1.0f / 6.0f) + u5;                            \
     }
 
 /* dw (M, C, 3, 3) = G^T dU[., m, c] G, dU[e] (M, C) row-major at du + e * eu.
  * Items (m, c). */
-inline void wino_wgrad_item(int i, __global const float *du, int duo, int eu,
-                            __global float *dw, int dwo)
+inline void wino_wgrad_item(int i, __global const float *du, int duo, int eu, __global float *dw, int dwo)
 {
     const __global float *s = du + duo + i;
     float t[6][3]; /* dU G, row a */
@@ -430,8 +418,7 @@ inline void wino_wgrad_item(int i, __global const float *du, int duo, int eu,
     }
 }
 
-__kernel void wino_wgrad(__global const float *du, int duo, int eu, __global float *dw, int dwo,
-                         int n)
+__kernel void wino_wgrad(__global const float *du, int duo, int eu, __global float *dw, int dwo, int n)
 {
-    WINO_ITEMS(i, n) wino_wgrad_item(i, du, duo, eu, dw, dwo);
+    FOR_ITEMS(i, n) wino_wgrad_item(i, du, duo, eu, dw, dwo);
 }
