@@ -91,14 +91,18 @@ cld_status cld_tiled_run(cld_tiled *t, const float *x, int height, int width, fl
  * (C, H, W) with values on the 0..`range` scale (255 for 8-bit photos in
  * those units), as in the judging protocol: clipped to [0, range] and
  * rounded. The statistic is Immerkaer's (1996) mean |Laplacian-difference|
- * over 3x3 windows with no clipped pixel, in blocks of 16 x 16: the 10%
+ * over 3x3 windows with no clipped pixel, in blocks of 16 x 16: the 5%
  * quantile of the block values (flat parts of the photo, where texture adds
  * least) divided by that quantile on pure noise, or the mean over all
  * windows when too few blocks remain. Excluding clipped windows truncates
  * the noise near 0 and range; that bias is corrected by the variance of the
  * Gaussian truncated at each window's distance to the bounds (fixed-point
- * iteration). sigma[c] 0 for a channel with no usable window (constant or
- * all clipped). On real camera noise (not white, stronger in colour than
+ * iteration). Estimates under 30 (on the 0..255 scale) are then refined on
+ * weak-texture patches (Liu, Tanaka, Okutomi 2013): the smallest
+ * eigenvalue of the covariance of the 7x7 unclipped patches whose gradient
+ * energy is that of pure noise, calibrated on pure noise (fine texture
+ * raised the block statistic by up to 20% at sigma 5). sigma[c] 0 for a
+ * channel with no usable window (constant or all clipped). On real camera noise (not white, stronger in colour than
  * in brightness, signal-dependent) this is the white-noise level that
  * explains the finest-scale residual of the flattest areas. */
 cld_status cld_noise_estimate(const float *x, int channels, int height, int width, double range,
