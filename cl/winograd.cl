@@ -186,7 +186,9 @@ __kernel void wino_input(__global const float *xp, int xpo, __global float *v, i
 }
 
 /* Mo[e] (M, Tp) = U[e] V[e]: gemm_packed_ab's 6 x 16 register tile, one GEMM
- * per e = get_global_id(2). 3-D launch (ceil(M/6), Tp/16, 36), local 1x1x1. */
+ * per e = get_global_id(2); each work-item computes nt column tiles in turn
+ * (its 6-row panel of U stays in L1). 3-D launch (ceil(M/6), ceil(Tp/16/nt),
+ * 36), local 1x1x1. */
 #define WINO_FMA(i)                             \
     {                                           \
         float a_ = pa[i];                       \
@@ -199,32 +201,31 @@ __kernel void wino_input(__global const float *xp, int xpo, __global float *v, i
         vstore8(c##i##1, 1, pm + i * Tp); \
     }
 __kernel void wino_gemm(int M, int C, int Tp, int ldv, int eu, int ev, int em, __global const float *u,
-                        int uo, __global const float *v, int vo, __global float *mo, int moo)
+                        int uo, __global const float *v, int vo, __global float *mo, int moo, int nt)
 {
-    int mb = get_global_id(0), nb = get_global_id(1), e = get_global_id(2);
-    int m0 = mb * 6, M6 = (M + 5) / 6;
-    const __global float *pa = u + uo + (size_t)e * eu + mb * C * 6;
-    const __global float *pb = v + vo + (size_t)e * ev + nb * 16;
-    float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
-    float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
+    int mb = get_global_id(0), e = get_global_id(2);
+    int m0 = mb * 6;
+    for (int jt = 0; jt < nt; jt++) {
+        int nb = get_global_id(1) * nt + jt;
+        if (nb * 16 >= Tp) break;
+        const __global float *pa = u + uo + (size_t)e * eu + mb * C * 6;
+        const __global float *pb = v + vo + (size_t)e * ev + nb * 16;
+        float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
+        float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
 #define WINO_K1                                                                          \
     {                                                                                    \
         float8 b0 = vload8(0, pb), b1 = vload8(1, pb);                                   \
         WINO_FMA(0) WINO_FMA(1) WINO_FMA(2) WINO_FMA(3) WINO_FMA(4) WINO_FMA(5) pa += 6; \
         pb += ldv;                                                                       \
     }
-    int k = 0;
-#ifndef WINO_KU
-#define WINO_KU 4
-#endif
-#if WINO_KU == 4
-    for (; k + 4 <= C; k += 4) {
-        WINO_K1 WINO_K1 WINO_K1 WINO_K1
+        int k = 0;
+        for (; k + 4 <= C; k += 4) {
+            WINO_K1 WINO_K1 WINO_K1 WINO_K1
+        }
+        for (; k < C; k++) WINO_K1
+        __global float *pm = mo + moo + (size_t)e * em + m0 * Tp + nb * 16;
+        WINO_STORE(0) WINO_STORE(1) WINO_STORE(2) WINO_STORE(3) WINO_STORE(4) WINO_STORE(5)
     }
-#endif
-    for (; k < C; k++) WINO_K1
-    __global float *pm = mo + moo + (size_t)e * em + m0 * Tp + nb * 16;
-    WINO_STORE(0) WINO_STORE(1) WINO_STORE(2) WINO_STORE(3) WINO_STORE(4) WINO_STORE(5)
 }
 
 /* y (nb, M, H, W) = A^T Mo A (+ bias[m]) for channel m = i / NI and the

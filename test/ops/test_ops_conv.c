@@ -178,7 +178,8 @@ END_TEST
 
 /* Winograd F(4x4, 3x3), forward, dx and dW,
  * rows of 1, 2, 3, 7, 8 and 10 tiles (winograd.cl pads them to 1, 2, 4, 8,
- * 8, 16 and packs 8/TWp rows per work-item below 8), sizes not multiples of
+ * 8, 16 and packs 8/TWp rows per work-item below 8), products of 1 to 5
+ * column tiles (wino_gemm takes 4 per work-item), sizes not multiples of
  * the 4x4 tile, channel counts not multiples of the
  * 6-row register tile, ragged chunks, and the automatic choice (>= 32
  * channels both ways) against the same double reference and tolerances. */
@@ -194,6 +195,8 @@ START_TEST(test_conv_winograd)
     conv_run("wino conv 3x3 N2 3->4 6x37 bias", (conv_cfg){2, 3, 6, 37, 4, 3, 1, 1, 1, 0}, 48);
     conv_run("wino conv 3x3 N2 2->5 9x32 param", (conv_cfg){2, 2, 9, 32, 5, 3, 1, 1, 1, 1}, 49);
     conv_run("wino conv 3x3 N3 3->2 5x26 bias", (conv_cfg){3, 3, 5, 26, 2, 3, 1, 1, 1, 0}, 50);
+    /* 5 column tiles of 16 (80 tiles): wino_gemm's group of 4 and a last one */
+    conv_run("wino conv 3x3 N3 3->7 11x30 bias", (conv_cfg){3, 3, 11, 30, 7, 3, 1, 1, 1, 0}, 57);
     /* planes of whole tiles: the weight gradient reads dy in place */
     conv_run("wino conv 3x3 N2 3->5 8x16 param", (conv_cfg){2, 3, 8, 16, 5, 3, 1, 1, 1, 1}, 55);
     conv_config(2, 0);

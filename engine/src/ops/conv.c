@@ -42,6 +42,14 @@
  * 16 -> 16 channels 0.80x forward, 32 -> 32 1.13x, 128 -> 128 2.7x). */
 #define CONV_WINO_MIN_CH 32
 
+/* Winograd chunks on CPUs: at most 1/6 of the device's global memory cache
+ * (PoCL reports the L3) per chunk of samples. cld-bench's training step of
+ * the shipped config, 5 alternating runs each (bench/NOTES.md "Eighth
+ * session"): whole batch (the 64 MB limit) median 80-88 img/s, 1/2 79, 1/3
+ * 84, 1/6 97-107, 1/10 96, 1/16 90; 32 -> 32 channels at 28 x 28 with its
+ * backward: 16-20 ms whole, 12.5-13 ms per 16 samples. */
+#define CONV_WINO_CACHE_DIV 6
+
 /* Whether a conv of this geometry runs Winograd F(4x4, 3x3): 3x3, stride 1,
  * pad 1, enough channels, and not switched off by CLD_CONV_WINOGRAD=0 (or
  * forced either way by the test hook conv_winograd_mode: runtime/internal.h). */
@@ -76,6 +84,11 @@ typedef struct conv_geom {
 } conv_geom;
 
 enum { MR = 6, NR = 16 }; /* GEMM register tile (conv.cl) */
+/* wino_gemm: column tiles per work-item (its loop over them reuses the
+ * 6-row panel of U from L1 and spreads PoCL's per-group cost over 4 tiles:
+ * at 32 channels, K = 32, one tile was ~400 FMAs; 3.9-5.5 -> 3.1-3.6 ms per
+ * product at 64 x 32 -> 32 x 28 x 28, bench/NOTES.md "Eighth session") */
+enum { WINO_NT = 4 };
 enum { SRC_DENSE = 0, SRC_BCP = 1, SRC_IM2COL = 2, SRC_BCP_ROWS = 3, SRC_WFLIP = 4 };
 enum { WS_FWD, WS_DX, WS_DW };
 #define CONV_SLACK(K) ((size_t)(K) + 16) /* zeros after padded planes: tile overrun */
@@ -343,9 +356,10 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
                                   arena, (size_t)m_off, (size_t)l.Tp, (size_t)l.em, 36));
     } else {
         k = t->kern[K_WINO_GEMM];
-        CLD_TRY(cld__kargs(k, "wino_gemm", "iiiiiiibibibi", M, C, l.Tp, l.ldv, l.eu, l.ev, l.em, arena,
-                           (int)ws, arena, v_off, arena, m_off));
-        size_t gs[3] = {round_up((size_t)M, MR) / MR, (size_t)l.Tp / NR, 36}, ls[3] = {1, 1, 1};
+        CLD_TRY(cld__kargs(k, "wino_gemm", "iiiiiiibibibii", M, C, l.Tp, l.ldv, l.eu, l.ev, l.em, arena,
+                           (int)ws, arena, v_off, arena, m_off, (int)WINO_NT));
+        size_t gs[3] = {round_up((size_t)M, MR) / MR, round_up((size_t)l.Tp / NR, WINO_NT) / WINO_NT, 36};
+        size_t ls[3] = {1, 1, 1};
         CLD_TRY(cld__launch(ctx, k, t->name, 3, gs, ls));
     }
     k = t->kern[K_WINO_OUTPUT];
@@ -582,7 +596,7 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
     if (conv_use_winograd(st, x->shape[1], w->shape[0], K, stride, pad)) path = CONV_WINOGRAD;
     int ip[4] = {stride, pad, 1, path};
     /* workspace = fixed + B * per_sample (the fixed part: packed weights) */
-    size_t B = CONV_WS_LIMIT;
+    size_t B = CONV_WS_LIMIT, per_max = 0;
     for (int which = WS_FWD; which <= WS_DW; which++) {
         size_t ws[2];
         for (int nb = 1; nb <= 2; nb++) {
@@ -594,6 +608,14 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
         }
         size_t per = ws[1] > ws[0] ? ws[1] - ws[0] : 1, fixed = ws[0] - per; /* ws[1] <= 2 ws[0] */
         size_t fit = fixed + per <= CONV_WS_LIMIT ? (CONV_WS_LIMIT - fixed) / per : 1;
+        if (fit < B) B = fit;
+        if (per > per_max) per_max = per;
+    }
+    /* Winograd on CPUs: chunks whose transforms stay in the cache between
+     * the input transform, the products and the output transform (V and Mo
+     * are 36/16 the size of the planes they come from) */
+    if (path == CONV_WINOGRAD && !st->gpu_path && st->cache_bytes) {
+        size_t fit = st->cache_bytes / CONV_WINO_CACHE_DIV / sizeof(float) / per_max;
         if (fit < B) B = fit;
     }
     if (B < 1) B = 1;

@@ -86,6 +86,7 @@ typedef struct cld__settings {
     size_t max_alloc_bytes;
     int max_alloc_env;
     size_t base_align_bytes; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes: chunk sizes are multiples */
+    size_t cache_bytes;      /* CL_DEVICE_GLOBAL_MEM_CACHE_SIZE (0: unknown) */
     /* Test hooks, never from the environment (test/ops/test_ops_conv.c,
      * test/models/test_unet.c, bench/lab_winograd.c), for conv nodes built
      * afterwards: at most conv_max_chunk samples per chunk (0: no cap), the

@@ -69,6 +69,10 @@ void cld__settings_read(cld__settings *s, const cld_device_info *info)
     s->wino_blas = s->gpu_path;
     s->clblast_tune = !env_is("CLD_CLBLAST_TUNE", "0");
     s->conv_winograd = !env_is("CLD_CONV_WINOGRAD", "0");
+    {
+        const char *x_ = getenv("CLD_LAB_CHUNK");
+        s->conv_max_chunk = x_ ? atoi(x_) : 0;
+    }
     e = getenv("CLD_POISON");
     s->poison = e && *e && strcmp(e, "0") != 0;
     /* the device's limit, already lowered by CLD_MAX_ALLOC (device.c) */
@@ -80,6 +84,11 @@ void cld__settings_read(cld__settings *s, const cld_device_info *info)
         CL_SUCCESS)
         align_bits = 0;
     s->base_align_bytes = align_bits / 8;
+    cl_ulong cache = 0;
+    if (clGetDeviceInfo(info->device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof cache, &cache, NULL) !=
+        CL_SUCCESS)
+        cache = 0;
+    s->cache_bytes = (size_t)cache;
 }
 
 cld_status cld_ctx_launch_config(const cld_ctx *ctx, char *buf, size_t cap)
@@ -95,14 +104,16 @@ cld_status cld_ctx_launch_config(const cld_ctx *ctx, char *buf, size_t cap)
              "  row reductions (reduce_rows, group norm, softmax, VLB sums): %zu work-items per row%s\n"
              "  losses (MSE, VLB) and gradient norm: 64 work-items per group (loss.cl, vlb.cl, optim.cl)\n"
              "  products (linear, matmul, attention): %s\n"
-             "  conv: own tiles (6 x 16 per work-item, one per group); Winograd products: %s\n"
+             "  conv: own tiles (6 x 16 per work-item, one per group); Winograd products: %s;\n"
+             "    Winograd chunks of samples: %s\n"
              "  allocation limit: %zu bytes per buffer (%s); blocks aligned to 128 bytes, chunks to %zu\n",
              s->gpu_path ? "GPU" : "CPU", why, s->launch1d_ls, s->launch1d_groups, s->reduce_ls,
              s->reduce_ls > 1 ? " (local-memory tree)" : "",
              s->gemm_backend == CLD__GEMM_OWN ? "own kernels (cl/gemm.cl), one tile per work-item"
                                               : "CLBlast",
              s->conv_wino_blas || s->wino_blas ? "batched GEMM (the products route)"
-                                               : "wino_gemm (one tile per group)",
+                                               : "wino_gemm (4 column tiles per group)",
+             !s->gpu_path && s->cache_bytes ? "within 1/6 of the global memory cache" : "within 64 MB",
              s->max_alloc_bytes, s->max_alloc_env ? "CLD_MAX_ALLOC" : "CL_DEVICE_MAX_MEM_ALLOC_SIZE",
              s->base_align_bytes > 128 ? s->base_align_bytes : (size_t)128);
     return CLD_OK;
