@@ -195,6 +195,8 @@ START_TEST(test_conv_winograd)
     conv_run("wino conv 3x3 N2 3->4 6x37 bias", (conv_cfg){2, 3, 6, 37, 4, 3, 1, 1, 1, 0}, 48);
     conv_run("wino conv 3x3 N2 2->5 9x32 param", (conv_cfg){2, 2, 9, 32, 5, 3, 1, 1, 1, 1}, 49);
     conv_run("wino conv 3x3 N3 3->2 5x26 bias", (conv_cfg){3, 3, 5, 26, 2, 3, 1, 1, 1, 0}, 50);
+    /* rows of 18 tiles (three lane groups, the middle one away from both borders) */
+    conv_run("wino conv 3x3 N1 3->4 5x70 param", (conv_cfg){1, 3, 5, 70, 4, 3, 1, 1, 1, 1}, 58);
     /* 5 column tiles of 16 (80 tiles): wino_gemm's group of 4 and a last one */
     conv_run("wino conv 3x3 N3 3->7 11x30 bias", (conv_cfg){3, 3, 11, 30, 7, 3, 1, 1, 1, 0}, 57);
     /* planes of whole tiles: the weight gradient reads dy in place */
