@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -275,7 +276,8 @@ static cld_status pca_refine(const float *p, int H, int W, double scale, double 
         free(v), free(tex), free(cov);
         return cld__fail(CLD_ERR_NOMEM, "cld_noise_estimate: out of host memory");
     }
-    double s = s0;
+    double s = s0, unit = 0;
+    size_t unit_m = 0;
     for (int it = 0; it < 8; it++) {
         const double thr = q99 * s * s;
         size_t m = 0;
@@ -283,8 +285,11 @@ static cld_status pca_refine(const float *p, int H, int W, double scale, double 
             if (tex[k] < thr) memcpy(sel + m++ * NE_PATCH_D, v + k * NE_PATCH_D, NE_PATCH_D * sizeof *v);
         if (m < NE_PATCH_MIN) break;
         const double lam = patch_min_eig(sel, m, cov);
-        noise_patches(sel, m, q99);
-        const double unit = patch_min_eig(sel, m, cov);
+        if (m != unit_m) { /* the pure-noise eigenvalue depends on m alone */
+            noise_patches(sel, m, q99);
+            unit = patch_min_eig(sel, m, cov);
+            unit_m = m;
+        }
         const double next = sqrt(fmax(lam, 0.0) / unit);
         const int done = fabs(next - s) < 1e-3 * s;
         s = next;
@@ -296,12 +301,26 @@ static cld_status pca_refine(const float *p, int H, int W, double scale, double 
     return CLD_OK;
 }
 
+/* calibration() and texture_quantile() are constants: computed once per
+ * process (recomputed per call only if that first try ran out of memory) */
+static pthread_once_t ne_once = PTHREAD_ONCE_INIT;
+static double ne_cal, ne_q99;
+static int ne_ready;
+static void ne_constants(void)
+{
+    ne_ready = calibration(&ne_cal) == CLD_OK && texture_quantile(&ne_q99) == CLD_OK;
+}
+
 cld_status cld_noise_estimate(const float *x, int C, int H, int W, double range, double *sigma)
 {
     if (!x || !sigma || C < 1 || H < 1 || W < 1 || !(range > 0))
         return cld__fail(CLD_ERR_INVALID_ARG, "cld_noise_estimate: bad argument");
     double cal = 0, q99 = 0;
-    CLD_TRY(calibration(&cal));
+    pthread_once(&ne_once, ne_constants);
+    if (ne_ready)
+        cal = ne_cal, q99 = ne_q99;
+    else
+        CLD_TRY(calibration(&cal));
     for (int c = 0; c < C; c++) {
         const float *p = x + (size_t)c * H * W;
         double s = 0;
