@@ -231,6 +231,8 @@ __kernel void wino_gemm(int M, int C, int Tp, int ldv, int eu, int ev, int em, _
 /* y (nb, M, H, W) = A^T Mo A (+ bias[m]) for channel m = i / NI and the
  * group of 8 tiles t0 = 8 * (i % NI), NI = Tp / 8; padding tiles skipped. */
 #define WINO_ROW4(l) vstore4((float4)(o[0].s##l, o[1].s##l, o[2].s##l, o[3].s##l), l, py);
+#define WINO_ROW4_IF(l) \
+    if (l < nt) WINO_ROW4(l)
 inline void wino_output_item(int i, __global const float *mo, int moo, __global float *y, int yo, int M,
                              int NB, int H, int W, int TH, int TW, int TWp, int Tp, int em,
                              __global const float *bias, int biaso, int has_bias)
@@ -267,39 +269,56 @@ inline void wino_output_item(int i, __global const float *mo, int moo, __global 
             if (fast) {
                 WINO_ROW4(0)
                 WINO_ROW4(1) WINO_ROW4(2) WINO_ROW4(3) WINO_ROW4(4) WINO_ROW4(5) WINO_ROW4(6) WINO_ROW4(7)
-            } else { /* whole tiles with vstore4, then the last partial one */
-                float l_[4][8];
-#pragma unroll
-                for (int j = 0; j < 4; j++) vstore8(o[j], 0, l_[j]);
+            } else { /* whole tiles with vstore4 (lanes unrolled), then the last partial one */
                 int nt = min(8, (W - x0) / 4);
-                for (int l = 0; l < nt; l++) vstore4((float4)(l_[0][l], l_[1][l], l_[2][l], l_[3][l]), l, py);
-                for (int xx = 4 * nt; x0 + xx < W && xx < 32; xx++) py[xx] = l_[xx % 4][xx / 4];
+                WINO_ROW4_IF(0)
+                WINO_ROW4_IF(1)
+                WINO_ROW4_IF(2)
+                WINO_ROW4_IF(3) WINO_ROW4_IF(4) WINO_ROW4_IF(5) WINO_ROW4_IF(6) if (nt < 8 && x0 + 4 * nt < W)
+                {
+                    float l_[4][8];
+#pragma unroll
+                    for (int j = 0; j < 4; j++) vstore8(o[j], 0, l_[j]);
+                    for (int xx = 4 * nt; x0 + xx < W; xx++) py[xx] = l_[xx % 4][xx / 4];
+                }
             }
         }
         return;
     }
-    float l_[4][4][8]; /* [a][j][lane] */
+    float8 r[4][4]; /* r[a][j]: output row a, column j, a tile per lane */
 #pragma unroll
     for (int a = 0; a < 4; a++) {
-        float8 o[4];
-        WINO_AT(s[a][0], s[a][1], s[a][2], s[a][3], s[a][4], s[a][5], o);
+        WINO_AT(s[a][0], s[a][1], s[a][2], s[a][3], s[a][4], s[a][5], r[a]);
 #pragma unroll
-        for (int j = 0; j < 4; j++) vstore8(o[j] + bv, 0, l_[a][j]);
+        for (int j = 0; j < 4; j++) r[a][j] += bv;
     }
-    for (int l = 0; l < 8; l++) { /* 8/TWp rows of TWp tiles */
-        int t = t0 + l, gr = t / TWp, tx = t - (t / TWp) * TWp;
-        if (gr >= rows) break;
-        if (tx >= TW) continue;
-        int b = gr / TH, ty = gr - (gr / TH) * TH;
-        __global float *ys = y + yo + ((b * M + m) * H + 4 * ty) * W + 4 * tx;
-        int nx = min(4, W - 4 * tx);
-        for (int a = 0; a < 4 && 4 * ty + a < H; a++) {
-            if (nx == 4)
-                vstore4((float4)(l_[a][0][l], l_[a][1][l], l_[a][2][l], l_[a][3][l]), 0, ys + a * W);
-            else
-                for (int j = 0; j < nx; j++) ys[a * W + j] = l_[a][j][l];
-        }
+    /* 8/TWp rows of TWp tiles, lanes unrolled (their components named at
+     * compile time: no trip through a private array for whole tiles) */
+#define WINO_LANE_OUT(l)                                                                     \
+    {                                                                                        \
+        int t = t0 + l, gr = t / TWp, tx = t - (t / TWp) * TWp;                              \
+        if (gr < rows && tx < TW) {                                                          \
+            int b = gr / TH, ty = gr - (gr / TH) * TH;                                       \
+            __global float *ys = y + yo + ((b * M + m) * H + 4 * ty) * W + 4 * tx;           \
+            int nx = min(4, W - 4 * tx);                                                     \
+            _Pragma("unroll") for (int a = 0; a < 4; a++)                                    \
+            {                                                                                \
+                float4 v = (float4)(r[a][0].s##l, r[a][1].s##l, r[a][2].s##l, r[a][3].s##l); \
+                if (4 * ty + a < H) {                                                        \
+                    if (nx == 4) {                                                           \
+                        vstore4(v, 0, ys + a * W);                                           \
+                    } else {                                                                 \
+                        ys[a * W] = v.x;                                                     \
+                        if (nx > 1) ys[a * W + 1] = v.y;                                     \
+                        if (nx > 2) ys[a * W + 2] = v.z;                                     \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
     }
+    WINO_LANE_OUT(0)
+    WINO_LANE_OUT(1)
+    WINO_LANE_OUT(2) WINO_LANE_OUT(3) WINO_LANE_OUT(4) WINO_LANE_OUT(5) WINO_LANE_OUT(6) WINO_LANE_OUT(7)
 }
 
 __kernel void wino_output(__global const float *mo, int moo, __global float *y, int yo, int M, int NB, int H,
