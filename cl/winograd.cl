@@ -271,11 +271,14 @@ inline void wino_output_item(int i, __global const float *mo, int moo, __global 
                 WINO_ROW4(1) WINO_ROW4(2) WINO_ROW4(3) WINO_ROW4(4) WINO_ROW4(5) WINO_ROW4(6) WINO_ROW4(7)
             } else { /* whole tiles with vstore4 (lanes unrolled), then the last partial one */
                 int nt = min(8, (W - x0) / 4);
-                WINO_ROW4_IF(0)
-                WINO_ROW4_IF(1)
-                WINO_ROW4_IF(2)
-                WINO_ROW4_IF(3) WINO_ROW4_IF(4) WINO_ROW4_IF(5) WINO_ROW4_IF(6) if (nt < 8 && x0 + 4 * nt < W)
-                {
+                WINO_ROW4_IF(0);
+                WINO_ROW4_IF(1);
+                WINO_ROW4_IF(2);
+                WINO_ROW4_IF(3);
+                WINO_ROW4_IF(4);
+                WINO_ROW4_IF(5);
+                WINO_ROW4_IF(6);
+                if (nt < 8 && x0 + 4 * nt < W) { /* the last, partial tile */
                     float l_[4][8];
 #pragma unroll
                     for (int j = 0; j < 4; j++) vstore8(o[j], 0, l_[j]);

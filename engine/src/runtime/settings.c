@@ -69,10 +69,6 @@ void cld__settings_read(cld__settings *s, const cld_device_info *info)
     s->wino_blas = s->gpu_path;
     s->clblast_tune = !env_is("CLD_CLBLAST_TUNE", "0");
     s->conv_winograd = !env_is("CLD_CONV_WINOGRAD", "0");
-    {
-        const char *x_ = getenv("CLD_LAB_CHUNK");
-        s->conv_max_chunk = x_ ? atoi(x_) : 0;
-    }
     e = getenv("CLD_POISON");
     s->poison = e && *e && strcmp(e, "0") != 0;
     /* the device's limit, already lowered by CLD_MAX_ALLOC (device.c) */
