@@ -7,7 +7,7 @@
  * a = rstd gamma[c], so that the forward pass is v = (x - mean) a + beta[c]
  * (biased variance, as PyTorch).
  *
- * Work-groups: one per group, (n, c) row or channel, of any power-of-two
+ * Work-groups: one per group (gn_stats) or (n, c) row, of any power-of-two
  * size (the host picks 1 on CPUs, where PoCL runs a work-group of one
  * work-item as plain vector code, and 64 on GPUs). Each work-item walks its
  * run in float8 chunks, strided by the work-group size, then a tail;
@@ -37,8 +37,8 @@ inline float2 gn_wg_sum(__local float2 *part, float2 v)
 
 /* coef of the cpg rows of group grp: mean and variance in two passes. */
 __kernel void gn_stats(__global const float *x, int xo, __global const float *gamma, int go,
-                       __global const float *beta, int bo, __global float *coef, int co, int C,
-                       int HW, int cpg, float eps, __local float2 *part)
+                       __global const float *beta, int bo, __global float *coef, int co, int C, int HW,
+                       int cpg, float eps, __local float2 *part)
 {
     int grp = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
     int cnt = cpg * HW, c8 = cnt & ~7;
@@ -68,8 +68,8 @@ __kernel void gn_stats(__global const float *x, int xo, __global const float *ga
 
 /* v = (x - mean) a + beta; y = v, or silu(v) = v sigmoid(v) if act. One work-group per
  * (n, c) row of HW floats. May run in place (y == x). */
-__kernel void gn_apply(__global const float *x, int xo, __global const float *coef, int co,
-                       __global float *y, int yo, int HW, int act)
+__kernel void gn_apply(__global const float *x, int xo, __global const float *coef, int co, __global float *y,
+                       int yo, int HW, int act)
 {
     int row = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
     float4 k = vload4(0, coef + co + 4 * (size_t)row); /* a, beta, mean, rstd */
@@ -86,102 +86,96 @@ __kernel void gn_apply(__global const float *x, int xo, __global const float *co
     }
 }
 
-/* Through the SiLU of the fused op, per (n, c) row, v recomputed from x:
- * dv = dy s (1 + v (1 - s)), s = sigmoid(v). */
-__kernel void gn_silu_grad(__global const float *x, int xo, __global const float *coef, int co,
-                           __global const float *dy, int dyo, __global float *dv, int dvo, int HW)
+/* The backward pass reads x and dy twice in all (gn_bwd_partials, gn_bwd_x)
+ * and writes dx once. With dv = dL/dv (through the SiLU if act: dv = dy s
+ * (1 + v (1 - s)), s = sigmoid(v), v recomputed from x) and, per (n, c)
+ * row, S1 = sum dv and S2 = sum dv (x - mean):
+ *   dx     = a dv - sum_c a S1 / n - (x - mean) rstd^2 sum_c a S2 / n
+ *            (sums over the group's cpg rows, n = cpg HW elements; the
+ *            usual rstd (g - mean(g) - xhat mean(g xhat)), g = gamma dv,
+ *            rewritten with a = rstd gamma)
+ *   dgamma = sum_n rstd S2,   dbeta = sum_n S1   (gn_bwd_affine, an item per c).
+ * The sigmoid here uses the prelude's cld_exp (the forward pass keeps exp()). */
+inline float gn_dv(float x, float dy, float4 k, int act)
+{
+    if (!act) return dy;
+    float v = (x - k.z) * k.x + k.y, s = 1.0f / (1.0f + cld_exp(-v));
+    return dy * s * (1.0f + v * (1.0f - s));
+}
+inline float8 gn_dv8(float8 x, float8 dy, float4 k, int act)
+{
+    if (!act) return dy;
+    float8 v = (x - k.z) * k.x + k.y, s = 1.0f / (1.0f + cld_exp8(-v));
+    return dy * s * (1.0f + v * (1.0f - s));
+}
+
+/* part (N*C, 2) = (S1, S2) of each (n, c) row of HW floats; one work-group a row. */
+__kernel void gn_bwd_partials(__global const float *x, int xo, __global const float *coef, int co,
+                              __global const float *dy, int dyo, __global float *part, int po, int HW,
+                              int act, __local float2 *lpart)
 {
     int row = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
     float4 k = vload4(0, coef + co + 4 * (size_t)row); /* a, beta, mean, rstd */
     size_t base = (size_t)row * HW;
-    __global const float *p = x + xo + base, *d = dy + dyo + base;
-    __global float *q = dv + dvo + base;
-    int h8 = HW & ~7;
-    for (int j = 8 * l; j < h8; j += 8 * ls) {
-        float8 v = (vload8(0, p + j) - k.z) * k.x + k.y;
-        float8 s = 1.0f / (1.0f + exp(-v));
-        vstore8(vload8(0, d + j) * s * (1.0f + v * (1.0f - s)), 0, q + j);
-    }
-    for (int j = h8 + l; j < HW; j += ls) {
-        float v = (p[j] - k.z) * k.x + k.y;
-        float s = 1.0f / (1.0f + exp(-v));
-        q[j] = d[j] * s * (1.0f + v * (1.0f - s));
-    }
-}
-
-/* dx of group norm, one work-group per group:
- *   xhat = (x - mean) rstd,  g = gamma[c] dy
- *   dx = rstd (g - mean(g) - xhat mean(g xhat))   (means over the group) */
-__kernel void gn_grad_x(__global const float *x, int xo, __global const float *gamma, int go,
-                        __global const float *coef, int co, __global const float *dy, int dyo,
-                        __global float *dx, int dxo, int C, int HW, int cpg,
-                        __local float2 *part)
-{
-    int grp = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
-    int c0 = (grp * cpg) % C, h8 = HW & ~7;
-    float mean = coef[co + 4 * grp * cpg + 2], rstd = coef[co + 4 * grp * cpg + 3];
-    size_t base = (size_t)grp * cpg * HW;
     __global const float *xp = x + xo + base, *dp = dy + dyo + base;
-    __global float *op = dx + dxo + base;
+    int h8 = HW & ~7;
     float8 s1 = (float8)(0.0f), s2 = (float8)(0.0f);
     float t1 = 0.0f, t2 = 0.0f;
-    for (int cc = 0; cc < cpg; cc++, xp += HW, dp += HW) {
-        float gm = gamma[go + c0 + cc];
-        for (int j = 8 * l; j < h8; j += 8 * ls) {
-            float8 g = gm * vload8(0, dp + j);
-            s1 += g;
-            s2 += g * (vload8(0, xp + j) - mean);
-        }
-        for (int j = h8 + l; j < HW; j += ls) {
-            float g = gm * dp[j];
-            t1 += g;
-            t2 += g * (xp[j] - mean);
-        }
+    for (int j = 8 * l; j < h8; j += 8 * ls) {
+        float8 xv = vload8(0, xp + j), d = gn_dv8(xv, vload8(0, dp + j), k, act);
+        s1 += d;
+        s2 += d * (xv - k.z);
     }
-    float2 m = gn_wg_sum(part, (float2)(gn_hsum8(s1) + t1, gn_hsum8(s2) + t2));
+    for (int j = h8 + l; j < HW; j += ls) {
+        float d = gn_dv(xp[j], dp[j], k, act);
+        t1 += d;
+        t2 += d * (xp[j] - k.z);
+    }
+    float2 r = gn_wg_sum(lpart, (float2)(gn_hsum8(s1) + t1, gn_hsum8(s2) + t2));
+    if (l == 0) vstore2(r, 0, part + po + 2 * (size_t)row);
+}
+
+/* dx, one work-group per (n, c) row; may run in place (dx == dy). */
+__kernel void gn_bwd_x(__global const float *dy, int dyo, __global const float *x, int xo,
+                       __global const float *coef, int co, __global const float *part, int po,
+                       __global float *dx, int dxo, int C, int HW, int cpg, int act)
+{
+    int row = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
+    int r0 = row - (row % C) % cpg; /* the group's first row */
+    float sa1 = 0.0f, sa2 = 0.0f;
+    for (int r = r0; r < r0 + cpg; r++) {
+        float a = coef[co + 4 * (size_t)r];
+        sa1 += a * part[po + 2 * (size_t)r];
+        sa2 += a * part[po + 2 * (size_t)r + 1];
+    }
+    float4 k = vload4(0, coef + co + 4 * (size_t)row); /* a, beta, mean, rstd */
     float inv = 1.0f / (float)(cpg * HW);
-    float m1 = m.x * inv, m2 = m.y * inv * rstd; /* mean(g), mean(g xhat) */
-    xp = x + xo + base;
-    dp = dy + dyo + base;
-    for (int cc = 0; cc < cpg; cc++, xp += HW, dp += HW, op += HW) {
-        float gm = gamma[go + c0 + cc];
-        for (int j = 8 * l; j < h8; j += 8 * ls) {
-            float8 xh = (vload8(0, xp + j) - mean) * rstd;
-            vstore8(rstd * (gm * vload8(0, dp + j) - m1 - xh * m2), 0, op + j);
-        }
-        for (int j = h8 + l; j < HW; j += ls) {
-            float xh = (xp[j] - mean) * rstd;
-            op[j] = rstd * (gm * dp[j] - m1 - xh * m2);
-        }
+    float k1 = sa1 * inv, k2 = sa2 * inv * k.w * k.w;
+    size_t base = (size_t)row * HW;
+    __global const float *xp = x + xo + base, *dp = dy + dyo + base;
+    __global float *op = dx + dxo + base;
+    int h8 = HW & ~7;
+    for (int j = 8 * l; j < h8; j += 8 * ls) {
+        float8 xv = vload8(0, xp + j), d = gn_dv8(xv, vload8(0, dp + j), k, act);
+        vstore8(k.x * d - k1 - (xv - k.z) * k2, 0, op + j);
+    }
+    for (int j = h8 + l; j < HW; j += ls) {
+        float xv = xp[j], d = gn_dv(xv, dp[j], k, act);
+        op[j] = k.x * d - k1 - (xv - k.z) * k2;
     }
 }
 
-/* One work-group per channel c, summing over n and space:
- * with_xhat: dgamma[c] = sum dy * xhat; else dbeta[c] = sum dy. */
-__kernel void gn_grad_affine(__global const float *x, int xo, __global const float *coef, int co,
-                             __global const float *dy, int dyo, __global float *out, int oo,
-                             int N, int C, int HW, int with_xhat, __local float2 *part)
+/* out[c] = dgamma[c] = sum_n rstd S2 (with_xhat) or dbeta[c] = sum_n S1, items c. */
+__kernel void gn_bwd_affine(__global const float *part, int po, __global const float *coef, int co,
+                            __global float *out, int oo, int N, int C, int with_xhat)
 {
-    int c = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
-    int h8 = HW & ~7;
-    float acc = 0.0f;
-    for (int b = 0; b < N; b++) {
-        size_t base = ((size_t)b * C + c) * HW;
-        __global const float *xp = x + xo + base, *dp = dy + dyo + base;
-        float8 s8 = (float8)(0.0f);
-        float s = 0.0f;
-        if (with_xhat) {
+    FOR_ITEMS(c, C)
+    {
+        float acc = 0.0f;
+        for (int b = 0; b < N; b++) {
             size_t row = (size_t)b * C + c;
-            float mean = coef[co + 4 * row + 2];
-            for (int j = 8 * l; j < h8; j += 8 * ls) s8 += vload8(0, dp + j) * (vload8(0, xp + j) - mean);
-            for (int j = h8 + l; j < HW; j += ls) s += dp[j] * (xp[j] - mean);
-            acc += coef[co + 4 * row + 3] * (gn_hsum8(s8) + s);
-        } else {
-            for (int j = 8 * l; j < h8; j += 8 * ls) s8 += vload8(0, dp + j);
-            for (int j = h8 + l; j < HW; j += ls) s += dp[j];
-            acc += gn_hsum8(s8) + s;
+            acc += with_xhat ? coef[co + 4 * row + 3] * part[po + 2 * row + 1] : part[po + 2 * row];
         }
+        out[oo + c] = acc;
     }
-    float r = gn_wg_sum(part, (float2)(acc, 0.0f)).x;
-    if (l == 0) out[oo + c] = r;
 }

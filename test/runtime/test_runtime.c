@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <ctype.h>
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,6 +329,56 @@ START_TEST(test_launch_config_gpu_path)
         cld_ctx_free(ctx);
     }
     unsetenv("CLD_FORCE_GPU_PATH");
+}
+END_TEST
+
+/* The prelude's inline exp (the SiLU's sigmoid, cl/prelude.cl) against
+ * double exp over its whole range [-87, 88], in float8 and scalar form:
+ * at most 4e-7 relative error (measured 2.27e-7 on PoCL); clamped outside. */
+START_TEST(test_prelude_exp)
+{
+    cld_ctx *ctx = NULL;
+    TU_OK(cld_ctx_create(NULL, &ctx));
+    cl_kernel k = NULL;
+    TU_OK(cld__kernel(ctx, "runtime_selftest", "prelude_exp", &k));
+    enum { N = 8 * 40000 };
+    float *x = tu_malloc(N * sizeof *x), *y = tu_malloc(N * sizeof *y), *z = tu_malloc(N * sizeof *z);
+    float *u = tu_rand_uniform(N, 7, 0.0f, 1.0f);
+    for (int i = 0; i < N; i++) /* a grid over [-87, 88] with random offsets, then special points */
+        x[i] = (float)(-87.0 + 175.0 * (i + (double)u[i]) / N);
+    free(u);
+    const float special[] = {0.0f,         -0.0f, 1e-8f, -1e-8f, 0.34657359f,
+                             -0.34657359f, 1.0f,  -1.0f, 88.0f,  -87.0f};
+    memcpy(x, special, sizeof special);
+    x[N - 2] = 200.0f;  /* clamped to 88 */
+    x[N - 1] = -200.0f; /* clamped to -87 */
+    cl_mem bx = tu_upload(ctx, x, N), by = NULL, bz = NULL;
+    TU_OK(cld_buffer_alloc(ctx, N * sizeof(float), &by));
+    TU_OK(cld_buffer_alloc(ctx, N * sizeof(float), &bz));
+    TU_OK(cld__kargs(k, "test prelude_exp", "bbbi", bx, by, bz, N / 8));
+    size_t g = N / 8;
+    TU_OK(cld__launch(ctx, k, "test prelude_exp", 1, &g, NULL));
+    tu_download(ctx, by, y, N);
+    tu_download(ctx, bz, z, N);
+    double worst = 0.0;
+    for (int i = 0; i < N; i++) {
+        double xi = x[i] > 88.0f ? 88.0 : x[i] < -87.0f ? -87.0 : x[i], want = exp(xi);
+        double ey = fabs(y[i] - want) / want, ez = fabs(z[i] - want) / want;
+        if (ey > worst) worst = ey;
+        if (ez > worst) worst = ez;
+        if (!(ey <= 4e-7 && ez <= 4e-7))
+            ck_abort_msg("cld_exp(%.9g) = %.9g (float8) / %.9g (scalar), want %.9g", (double)x[i],
+                         (double)y[i], (double)z[i], want);
+    }
+    fprintf(stderr, "prelude exp: worst relative error %.3g\n", worst);
+    ck_assert_float_eq(y[0], 1.0f);
+    cld_buffer_release(bx);
+    cld_buffer_release(by);
+    cld_buffer_release(bz);
+    free(x);
+    free(y);
+    free(z);
+    cld_ctx_free(ctx);
 }
 END_TEST
 
@@ -809,6 +860,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_cache_disabled);
     tcase_add_test(tc, test_cache_default_per_driver);
     tcase_add_test(tc, test_build_all);
+    tcase_add_test(tc, test_prelude_exp);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("blas");

@@ -51,83 +51,89 @@ static cld_status gn_forward(cld_graph *g, cld_tensor *t)
     return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
 }
 
-/* dv (N, C, H, W) through the SiLU of the fused op: src (x, coef, dy) */
-static cld_status gn_silu_grad_forward(cld_graph *g, cld_tensor *t)
+/* The backward pass (cl/norm.cl): "group_norm_bwd_partials" (N, C, 2) holds
+ * per (n, c) row S1 = sum dv, S2 = sum dv (x - mean), dv the gradient before
+ * the SiLU (if fused), recomputed from x and dy wherever it is needed; dx,
+ * dgamma and dbeta come from it: two passes over x and dy and one write. */
+
+/* part (N, C, 2): src (x, coef, dy); ip[4] act */
+static cld_status gn_partials_forward(cld_graph *g, cld_tensor *t)
 {
     cl_kernel k = t->kern[0];
     const cld_tensor *x = t->src[0], *coef = t->src[1], *dy = t->src[2];
-    CLD_TRY(cld__kargs(k, t->name, "bibibibii", x->buf, (int)x->off, coef->buf, (int)coef->off, dy->buf,
-                       (int)dy->off, t->buf, (int)t->off, t->ip[2]));
-    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
+    CLD_TRY(cld__kargs(k, t->name, "bibibibiii", x->buf, (int)x->off, coef->buf, (int)coef->off, dy->buf,
+                       (int)dy->off, t->buf, (int)t->off, t->ip[2], t->ip[4]));
+    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 10, 2 * sizeof(float));
 }
-static const cld_op_def op_gn_silu_grad = {
-    "group_norm_silu_grad", gn_silu_grad_forward, NULL, 0, 0, CLD_KERNELS({"norm", "gn_silu_grad"}), NULL};
+static const cld_op_def op_gn_partials = {"group_norm_bwd_partials",
+                                          gn_partials_forward,
+                                          NULL,
+                                          0,
+                                          0,
+                                          CLD_KERNELS({"norm", "gn_bwd_partials"}),
+                                          NULL};
 
-/* dx (N, C, H, W): src (x, gamma, coef, dv) */
+/* dx (N, C, H, W): src (dy, x, coef, part); ip[4] act; may take over dy */
 static cld_status gn_grad_x_forward(cld_graph *g, cld_tensor *t)
 {
     cl_kernel k = t->kern[0];
-    const cld_tensor *x = t->src[0], *gam = t->src[1], *coef = t->src[2], *dv = t->src[3];
-    CLD_TRY(cld__kargs(k, t->name, "bibibibibiiii", x->buf, (int)x->off, gam->buf, (int)gam->off, coef->buf,
-                       (int)coef->off, dv->buf, (int)dv->off, t->buf, (int)t->off, t->ip[1], t->ip[2],
-                       t->ip[1] / t->ip[3]));
-    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 13, 2 * sizeof(float));
+    const cld_tensor *dy = t->src[0], *x = t->src[1], *coef = t->src[2], *part = t->src[3];
+    CLD_TRY(cld__kargs(k, t->name, "bibibibibiiiii", dy->buf, (int)dy->off, x->buf, (int)x->off, coef->buf,
+                       (int)coef->off, part->buf, (int)part->off, t->buf, (int)t->off, t->ip[1], t->ip[2],
+                       t->ip[1] / t->ip[3], t->ip[4]));
+    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
 }
 static const cld_op_def op_gn_grad_x = {
-    "group_norm_grad_x", gn_grad_x_forward, NULL, 0, 0, CLD_KERNELS({"norm", "gn_grad_x"}), NULL};
+    "group_norm_grad_x", gn_grad_x_forward, NULL, 1, 0, CLD_KERNELS({"norm", "gn_bwd_x"}), NULL};
 
-/* dgamma (C): src (dv, x, coef); dbeta (C): src (dv) */
+/* dgamma (C) (ip[4] = 1) or dbeta (C) (ip[4] = 0): src (part, coef) */
 static cld_status gn_grad_affine_forward(cld_graph *g, cld_tensor *t)
 {
     cl_kernel k = t->kern[0];
-    const cld_tensor *dv = t->src[0];
-    const cld_tensor *x = t->ip[4] ? t->src[1] : dv, *coef = t->ip[4] ? t->src[2] : dv;
-    CLD_TRY(cld__kargs(k, t->name, "bibibibiiiii", x->buf, (int)x->off, coef->buf, (int)coef->off, dv->buf,
-                       (int)dv->off, t->buf, (int)t->off, t->ip[0], t->ip[1], t->ip[2], t->ip[4]));
-    return launch_rows(g, k, t, (size_t)t->ip[1], 12, 2 * sizeof(float));
+    const cld_tensor *part = t->src[0], *coef = t->src[1];
+    CLD_TRY(cld__kargs(k, t->name, "bibibiiii", part->buf, (int)part->off, coef->buf, (int)coef->off, t->buf,
+                       (int)t->off, t->ip[0], t->ip[1], t->ip[4]));
+    return cld__launch1d(g, k, t, (size_t)t->ip[1]);
 }
 static const cld_op_def op_gn_grad_affine = {"group_norm_grad_affine",
                                              gn_grad_affine_forward,
                                              NULL,
                                              0,
                                              0,
-                                             CLD_KERNELS({"norm", "gn_grad_affine"}),
+                                             CLD_KERNELS({"norm", "gn_bwd_affine"}),
                                              NULL};
 
 /* A node of op `op` with the dimensions (ip[0..3]) of group-norm node `like`,
- * ip[4] = extra and the shape of `shape_of`. */
-static cld_status gn_node(cld_graph *g, const cld_op_def *op, const cld_tensor *like, int extra,
-                          const cld_tensor *shape_of, int nsrc, cld_tensor *const *src, cld_tensor **out)
+ * ip[4] = extra and the given shape. */
+static cld_status gn_node(cld_graph *g, const cld_op_def *op, const cld_tensor *like, int extra, int ndim,
+                          const int *shape, int nsrc, cld_tensor *const *src, cld_tensor **out)
 {
-    CLD_TRY(cld__node(g, op, shape_of->ndim, shape_of->shape, nsrc, src, out));
+    CLD_TRY(cld__node(g, op, ndim, shape, nsrc, src, out));
     for (int i = 0; i < 4; i++) (*out)->ip[i] = like->ip[i];
     (*out)->ip[4] = extra;
     return CLD_OK;
 }
 
-/* With v = gamma xhat + beta (before the SiLU, if fused) and dv = dL/dv:
- * dx from gn_grad_x, dgamma = sum dv xhat, dbeta = sum dv. */
 static cld_status gn_backward(cld_graph *g, cld_tensor *t)
 {
-    cld_tensor *x = t->src[0], *coef = t->src[1], *gam = coef->src[1], *bet = coef->src[2];
-    cld_tensor *dv = t->grad, *d;
-    if (t->ip[4]) {
-        cld_tensor *src[3] = {x, coef, t->grad};
-        CLD_TRY(gn_node(g, &op_gn_silu_grad, t, 0, x, 3, src, &dv));
-    }
-    if (x->flags & CLD_TF_NEEDS_GRAD) {
-        cld_tensor *src[4] = {x, gam, coef, dv};
-        CLD_TRY(gn_node(g, &op_gn_grad_x, t, 0, x, 4, src, &d));
-        CLD_TRY(cld__grad_add(g, x, d));
-    }
+    cld_tensor *x = t->src[0], *coef = t->src[1], *gam = coef->src[1], *bet = coef->src[2], *part, *d;
+    int act = t->ip[4], pshape[3] = {t->ip[0], t->ip[1], 2};
+    cld_tensor *src[4] = {x, coef, t->grad, NULL};
+    CLD_TRY(gn_node(g, &op_gn_partials, t, act, 3, pshape, 3, src, &part));
     if (gam->flags & CLD_TF_NEEDS_GRAD) {
-        cld_tensor *src[3] = {dv, x, coef};
-        CLD_TRY(gn_node(g, &op_gn_grad_affine, t, 1, gam, 3, src, &d));
+        cld_tensor *asrc[2] = {part, coef};
+        CLD_TRY(gn_node(g, &op_gn_grad_affine, t, 1, gam->ndim, gam->shape, 2, asrc, &d));
         CLD_TRY(cld__grad_add(g, gam, d));
     }
     if (bet->flags & CLD_TF_NEEDS_GRAD) {
-        CLD_TRY(gn_node(g, &op_gn_grad_affine, t, 0, bet, 1, &dv, &d));
+        cld_tensor *asrc[2] = {part, coef};
+        CLD_TRY(gn_node(g, &op_gn_grad_affine, t, 0, bet->ndim, bet->shape, 2, asrc, &d));
         CLD_TRY(cld__grad_add(g, bet, d));
+    }
+    if (x->flags & CLD_TF_NEEDS_GRAD) {
+        cld_tensor *xsrc[4] = {t->grad, x, coef, part};
+        CLD_TRY(gn_node(g, &op_gn_grad_x, t, act, x->ndim, x->shape, 4, xsrc, &d));
+        CLD_TRY(cld__grad_add(g, x, d));
     }
     return CLD_OK;
 }
@@ -162,7 +168,7 @@ static cld_status group_norm(cld_graph *g, const cld_op_def *op, cld_tensor *x, 
     for (int i = 0; i < 4; i++) coef->ip[i] = ip[i];
     coef->fp[0] = eps;
     src[1] = coef;
-    return gn_node(g, op, coef, op == &op_group_norm_silu, x, 2, src, y);
+    return gn_node(g, op, coef, op == &op_group_norm_silu, x->ndim, x->shape, 2, src, y);
 }
 
 cld_status cld_op_group_norm(cld_graph *g, cld_tensor *x, cld_tensor *gamma, cld_tensor *beta, int groups,
