@@ -27,9 +27,11 @@ cld_status cld_params_adamw(cld_params *p, float lr, float beta1, float beta2, f
     cl_kernel k;
     CLD_TRY(cld__kernel(p->ctx, "optim", "adamw", &k));
     const double bc1 = 1.0 - pow((double)beta1, step), bc2_sqrt = sqrt(1.0 - pow((double)beta2, step));
+    /* one launch per run of parameters that decay alike within a chunk;
+     * without weight decay, one per chunk (the same arithmetic: decay 0) */
     for (int i = 0; i < p->count;) {
         int j = i + 1, c = (int)(p->items[i].off / p->chunk);
-        while (j < p->count && decays(&p->items[j]) == decays(&p->items[i]) &&
+        while (j < p->count && (weight_decay == 0.0f || decays(&p->items[j]) == decays(&p->items[i])) &&
                p->items[j].off / p->chunk == (size_t)c)
             j++;
         size_t begin = p->items[i].off, end = p->total;
@@ -37,7 +39,7 @@ cld_status cld_params_adamw(cld_params *p, float lr, float beta1, float beta2, f
             end = p->items[j].off;
         else if (end > (size_t)(c + 1) * p->chunk)
             end = (size_t)(c + 1) * p->chunk; /* the run ends its chunk */
-        double decay = decays(&p->items[i]) ? (double)lr * weight_decay : 0.0;
+        double decay = decays(&p->items[i]) && weight_decay != 0.0f ? (double)lr * weight_decay : 0.0;
         CLD_TRY(cld__kargs(k, "adamw", "bbbbiifffffff", p->values[c], p->grads[c], p->m[c], p->v[c],
                            (int)(begin - (size_t)c * p->chunk), (int)(end - begin), (double)lr, (double)beta1,
                            (double)beta2, (double)eps, decay, bc1, bc2_sqrt));
