@@ -48,7 +48,7 @@ static void usage(FILE *f)
         "usage: cld-sample [options]\n"
         "\n"
         "Samples images from a diffusion model. With no options: the bundled Fashion-MNIST model, %d samples\n"
-        "of every class, DPM-Solver++(2M) with %d steps, guidance %g, seed 0, into samples.png.\n"
+        "of every class, DPM-Solver++(2M) on Karras sigmas with %d steps, guidance %g, seed 0, into samples.png.\n"
         "\n"
         "  --model FILE|DIR     model (safetensors written by cld-train; default: the bundled %s,\n"
         "                       found next to the program, in the install prefix or through CLD_ASSETS;\n"
@@ -58,7 +58,8 @@ static void usage(FILE *f)
         "                       clip_sample, steps_offset and DDIM's set_alpha_to_one)\n"
         "  --device SPEC        OpenCL device (see cld-devices)\n"
         "  --sampler NAME       ddpm, ddim, dpm++2m (default), euler, euler-a, heun\n"
-        "  --spacing NAME       leading, trailing (default; heun: karras), linspace, karras\n"
+        "  --spacing NAME       leading, trailing (default; heun, and dpm++2m on cldiffusion models: karras),\n"
+        "                       linspace, karras\n"
         "  --steps N            sampler steps, 1 .. the model's T (default %d)\n"
         "  --eta X              ddim (default 0) and euler-a (default 1) noise\n"
         "  --seed N             noise seed (default 0)\n"
@@ -631,7 +632,10 @@ static int run(state *S)
     cld_sample_spec sp;
     cld_sample_spec_default(&sp);
     cld_sampler_opts_default(o->sampler, &sp.opts);
-    if (m->diffusers) cld_diffusers_sampler_defaults(&m->sched, &sp.opts); /* the scheduler config's */
+    if (m->diffusers)
+        cld_diffusers_sampler_defaults(&m->sched, &sp.opts); /* the scheduler config's */
+    else if (o->sampler == CLD_SAMPLER_DPMPP_2M)
+        sp.opts.karras = 1; /* the library's default spec */
     if ((s = cld_overrides_apply(&o->ov, &sp.opts))) return cli_fail(PROG, "overrides", s);
     sp.opts.steps = o->steps;
     if (o->spacing_set) { /* else the sampler's default (Heun: Karras) */

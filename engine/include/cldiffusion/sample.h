@@ -143,8 +143,9 @@ typedef struct cld_sample_spec {
     void *progress_user;
 } cld_sample_spec;
 
-/* A spec with defaults: DPM-Solver++(2M), 20 steps, trailing spacing,
- * guidance 1, strength 1, resample 1, jump 1. */
+/* A spec with defaults: DPM-Solver++(2M) on Karras sigmas, 20 steps,
+ * guidance 1, strength 1, resample 1, jump 1. (Diffusers pipelines' own
+ * defaults come from cld_sampler_opts_default + cld_diffusers_sampler_defaults.) */
 cld_status cld_sample_spec_default(cld_sample_spec *spec);
 
 /* Sample spec->n images into out (n, C, S, S), values roughly in [-1, 1].

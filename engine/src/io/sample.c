@@ -322,6 +322,10 @@ cld_status cld_sample_spec_default(cld_sample_spec *spec)
     if (!spec) return cld__fail(CLD_ERR_INVALID_ARG, "cld_sample_spec_default: NULL argument");
     memset(spec, 0, sizeof *spec);
     CLD_TRY(cld_sampler_opts_default(CLD_SAMPLER_DPMPP_2M, &spec->opts));
+    /* Karras sigmas: on the shipped Fashion-MNIST model at 20 steps, Frechet
+     * distance 4.93 / 4.71 against 6.16 / 6.33 with trailing spacing (1000
+     * samples, seeds 13 / 14, README "Shipped models"), at the same cost */
+    spec->opts.karras = 1;
     spec->opts.steps = 20;
     spec->strength = 1.0;
     spec->resample = 1;
