@@ -630,15 +630,12 @@ static int run(state *S)
 
     /* the spec, the batch */
     cld_sample_spec sp;
-    cld_sample_spec_default(&sp);
-    cld_sampler_opts_default(o->sampler, &sp.opts);
-    if (m->diffusers)
-        cld_diffusers_sampler_defaults(&m->sched, &sp.opts); /* the scheduler config's */
-    else if (o->sampler == CLD_SAMPLER_DPMPP_2M)
-        sp.opts.karras = 1; /* the library's default spec */
+    cld_sample_spec_default(&sp); /* cldiffusion models: the library's default sampler options */
+    if (m->diffusers || o->sampler != sp.opts.kind) cld_sampler_opts_default(o->sampler, &sp.opts);
+    if (m->diffusers) cld_diffusers_sampler_defaults(&m->sched, &sp.opts); /* the scheduler config's */
     if ((s = cld_overrides_apply(&o->ov, &sp.opts))) return cli_fail(PROG, "overrides", s);
     sp.opts.steps = o->steps;
-    if (o->spacing_set) { /* else the sampler's default (Heun: Karras) */
+    if (o->spacing_set) { /* else the defaults above (Heun, and DPM++(2M) on cldiffusion models: Karras) */
         sp.opts.spacing = (cld_spacing)o->spacing;
         sp.opts.karras = o->karras;
     }

@@ -201,10 +201,11 @@ START_TEST(test_conv_winograd)
     conv_run("wino conv 3x3 N3 3->7 11x30 bias", (conv_cfg){3, 3, 11, 30, 7, 3, 1, 1, 1, 0}, 57);
     /* planes of whole tiles: the weight gradient reads dy in place */
     conv_run("wino conv 3x3 N2 3->5 8x16 param", (conv_cfg){2, 3, 8, 16, 5, 3, 1, 1, 1, 1}, 55);
-    /* 37 output channels: the weight gradient's dMo in three panels of 16, the last of 5 */
+    /* 37 output channels: 6-row register tiles with a last one of 1 row, in all three products */
     conv_run("wino conv 3x3 N2 6->37 7x9 param", (conv_cfg){2, 6, 7, 9, 37, 3, 1, 1, 1, 1}, 59);
     conv_config(2, 0);
     conv_run("wino chunk2 conv 3x3 N3 4->7 9x5", (conv_cfg){3, 4, 9, 5, 7, 3, 1, 1, 1, 1}, 45);
+    /* the weight gradient summed over chunks with 19 output channels (a last tile of 1 row) */
     conv_run("wino chunk2 conv 3x3 N3 5->19 6x11", (conv_cfg){3, 5, 6, 11, 19, 3, 1, 1, 1, 1}, 60);
     conv_run("wino chunk2 conv 3x3 N3 2->3 4x8", (conv_cfg){3, 2, 4, 8, 3, 3, 1, 1, 1, 1}, 56);
     conv_config(0, 0);

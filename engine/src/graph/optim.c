@@ -39,7 +39,7 @@ cld_status cld_params_adamw(cld_params *p, float lr, float beta1, float beta2, f
             end = p->items[j].off;
         else if (end > (size_t)(c + 1) * p->chunk)
             end = (size_t)(c + 1) * p->chunk; /* the run ends its chunk */
-        double decay = decays(&p->items[i]) && weight_decay != 0.0f ? (double)lr * weight_decay : 0.0;
+        double decay = decays(&p->items[i]) ? (double)lr * weight_decay : 0.0;
         CLD_TRY(cld__kargs(k, "adamw", "bbbbiifffffff", p->values[c], p->grads[c], p->m[c], p->v[c],
                            (int)(begin - (size_t)c * p->chunk), (int)(end - begin), (double)lr, (double)beta1,
                            (double)beta2, (double)eps, decay, bc1, bc2_sqrt));
