@@ -99,74 +99,162 @@ __kernel void wino_weight(__global const float *w, int wo, __global float *u, in
 }
 
 /* Tiles. Tile (b, ty, tx) covers output rows 4ty .. 4ty+3 and columns
- * 4tx .. 4tx+3 of sample b; its 6x6 input tile starts at xp[b, c, 4ty, 4tx]
- * in the zero-padded planes xp (nb, C, Hp, Wp) (pad_planes: pad 1, Hp =
- * 4*TH + 2, Wp = 4*TWp + 2). Its column in V and Mo is t = (b*TH + ty)*TWp
- * + tx: rows of tiles are padded to TWp tiles, the next power of two for
- * TW <= 8, else a multiple of 8, so that a group of 8 columns t0 .. t0+7
- * (t0 % 8 == 0) is either 8 tiles of one row or 8/TWp whole rows. One
- * work-item handles such a group for one channel, a tile per float8 lane,
- * and stores each of its 36 results with one vstore8; lanes of padding
- * tiles (tx >= TW, or rows past the last) compute garbage in columns that
- * the output transform skips. Items are covered with FOR_ITEMS (cl/prelude.cl), channel
- * slowest, so each of the 36 streams of V is written in order. */
+ * 4tx .. 4tx+3 of sample b; its 6x6 input tile is rows 4ty-1 .. 4ty+4 and
+ * columns 4tx-1 .. 4tx+4 of x (nb, C, H, W), read in place: positions
+ * outside the plane (the conv's zero padding, and tiles past the edge) read
+ * as 0. Its column in V and Mo is t = (b*TH + ty)*TWp + tx: rows of tiles
+ * are padded to TWp tiles, the next power of two for TW <= 8, else a
+ * multiple of 8, so that a group of 8 columns t0 .. t0+7 (t0 % 8 == 0) is
+ * either 8 tiles of one row or 8/TWp whole rows. One work-item handles such
+ * a group for one channel, a tile per float8 lane, and stores each of its 36
+ * results with one vstore8; lanes of padding tiles (tx >= TW, or rows past
+ * the last) compute values in columns that the output transform skips.
+ * Items are covered with FOR_ITEMS (cl/prelude.cl), channel slowest, so each
+ * of the 36 streams of V is written in order. (Reading x in place replaced a
+ * copy into zero-padded planes before this kernel: bench/NOTES.md, "Tenth
+ * session".) */
 
-/* d[k][j] for the 8 tiles of group t0, input row k, j = 0 .. 5 (float8 loads:
- * a float16 return value changes the ABI on AVX2 and clang warns) */
-#define WINO_GATHER_ROW(k, d0, d1, d2, d3, d4, d5)                         \
-    if (TWp >= 8) { /* one row segment: shuffles of contiguous loads */    \
-        const __global float *q = p + (k)*Wp;                              \
-        float8 a0 = vload8(0, q), a1 = vload8(1, q), a2 = vload8(2, q);    \
-        float8 a3 = vload8(3, q);                                          \
-        float2 a4 = vload2(0, q + 32);                                     \
-        d0 = (float8)(a0.s04, a1.s04, a2.s04, a3.s04);                     \
-        d1 = (float8)(a0.s15, a1.s15, a2.s15, a3.s15);                     \
-        d2 = (float8)(a0.s26, a1.s26, a2.s26, a3.s26);                     \
-        d3 = (float8)(a0.s37, a1.s37, a2.s37, a3.s37);                     \
-        d4 = (float8)(a0.s4, a1.s04, a2.s04, a3.s04, a4.s0);               \
-        d5 = (float8)(a0.s5, a1.s15, a2.s15, a3.s15, a4.s1);               \
-    } else { /* 8/TWp rows: per-lane loads */                              \
-        float g_[6][8];                                                    \
-        _Pragma("unroll") for (int l = 0; l < 8; l++)                      \
-        {                                                                  \
-            const __global float *q = pl[l] + (k)*Wp;                      \
-            _Pragma("unroll") for (int j = 0; j < 6; j++) g_[j][l] = q[j]; \
-        }                                                                  \
-        d0 = vload8(0, g_[0]);                                             \
-        d1 = vload8(0, g_[1]);                                             \
-        d2 = vload8(0, g_[2]);                                             \
-        d3 = vload8(0, g_[3]);                                             \
-        d4 = vload8(0, g_[4]);                                             \
-        d5 = vload8(0, g_[5]);                                             \
+/* Columns o .. o+7 of a row segment q with n columns (those at n and past
+ * it read as 0; o >= 0) */
+inline float8 wino_load8(const __global float *q, int n, int o)
+{
+    if (o + 8 <= n) return vload8(0, q + o);
+    float t[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) t[j] = o + j < n ? q[o + j] : 0.0f;
+    return vload8(0, t);
+}
+
+/* Lanes 4i + j of four row segments of 8 columns each, j = 0 .. 3: the
+ * columns j of 8 tiles laid side by side, a tile per lane */
+#define WINO_SPLIT4(a0, a1, a2, a3, y0, y1, y2, y3)    \
+    {                                                  \
+        y0 = (float8)(a0.s04, a1.s04, a2.s04, a3.s04); \
+        y1 = (float8)(a0.s15, a1.s15, a2.s15, a3.s15); \
+        y2 = (float8)(a0.s26, a1.s26, a2.s26, a3.s26); \
+        y3 = (float8)(a0.s37, a1.s37, a2.s37, a3.s37); \
     }
 
+/* Groups of 8 tiles that are 8/TWp whole rows of tiles (TWp 4 or 2, planes
+ * at most 16 wide): columns 0 .. 15 (lo, hi) or 0 .. 7 (lo) of row y[h] of
+ * plane ph[h] for the group's rows h, 0 where outside the plane. */
+inline void wino_rows(const __global float *const *ph, const int *y, int TWp, int H, int W, float8 *lo,
+                      float8 *hi)
+{
+#pragma unroll
+    for (int h = 0; h < 4; h++) {
+        lo[h] = 0.0f;
+        hi[h] = 0.0f;
+        if (h < 8 / TWp && y[h] >= 0 && y[h] < H) {
+            const __global float *q = ph[h] + y[h] * W;
+            lo[h] = wino_load8(q, W, 0);
+            if (TWp == 4) hi[h] = wino_load8(q, W, 8);
+        }
+    }
+}
+
 /* V[e] (C, ldv) = B^T d B for channel c = i / NI and the group of 8 tiles
- * t0 = 8 * (i % NI), NI = Tp / 8 groups per channel. */
-inline void wino_input_item(int i, __global const float *xp, int xpo, __global float *v, int vo, int C,
-                            int NB, int Hp, int Wp, int TH, int TWp, int Tp, int ldv, int ev)
+ * t0 = 8 * (i % NI), NI = Tp / 8 groups per channel. Input row k of the
+ * group's tiles, d0 .. d5 (input columns 0 .. 5 of each tile, a tile per
+ * lane), is transformed along x into s[k]. */
+inline void wino_input_item(int i, __global const float *x, int xo, __global float *v, int vo, int C, int NB,
+                            int H, int W, int TH, int TWp, int Tp, int ldv, int ev)
 {
     int NI = Tp / 8, c = i / NI, t0 = 8 * (i - (i / NI) * NI);
     int rows = NB * TH;
-    const __global float *p = xp; /* TWp >= 8: the group's first tile */
-    const __global float *pl[8];  /* TWp < 8: each lane's tile */
-    if (TWp >= 8) {
+    float8 s[6][6]; /* s[k][j] = (d B)[k][j]: input row k, transformed along x */
+    if (TWp >= 8) { /* 8 tiles of one row: shuffles of contiguous loads */
         int gr = min(t0 / TWp, rows - 1), tx0 = t0 - (t0 / TWp) * TWp;
         int b = gr / TH, ty = gr - (gr / TH) * TH;
-        p = xp + xpo + ((b * C + c) * Hp + 4 * ty) * Wp + 4 * tx0;
-    } else {
+        /* the tiles' input columns 4tx0-1 .. 4tx0+32: b0 .. b3 and b4 from
+         * column cb = 4tx0, lf the one before it */
+        int cb = 4 * tx0, n = W - cb;
+        const __global float *p = x + xo + (size_t)(b * C + c) * H * W + cb;
+#pragma unroll
+        for (int k = 0; k < 6; k++) {
+            int y = 4 * ty - 1 + k;
+            float8 d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f, d4 = 0.0f, d5 = 0.0f;
+            if (y >= 0 && y < H) {
+                const __global float *q = p + y * W;
+                float8 b0, b1, b2, b3;
+                float b4, lf = cb > 0 ? q[-1] : 0.0f;
+                if (n >= 33) {
+                    b0 = vload8(0, q), b1 = vload8(1, q), b2 = vload8(2, q), b3 = vload8(3, q);
+                    b4 = q[32];
+                } else {
+                    b0 = wino_load8(q, n, 0), b1 = wino_load8(q, n, 8), b2 = wino_load8(q, n, 16);
+                    b3 = wino_load8(q, n, 24);
+                    b4 = 0.0f;
+                }
+                d0 = (float8)(lf, b0.s37, b1.s37, b2.s37, b3.s3);
+                WINO_SPLIT4(b0, b1, b2, b3, d1, d2, d3, d4)
+                d5 = (float8)(b0.s4, b1.s04, b2.s04, b3.s04, b4);
+            }
+            WINO_BT(d0, d1, d2, d3, d4, d5, s[k]);
+        }
+    } else if (TWp == 4 || TWp == 2) { /* 8/TWp whole rows of tiles (W <= 16): segments from column 0 */
+        const __global float *ph[4];   /* each row's plane */
+        int yh[4];                     /* and its first input row */
+#pragma unroll
+        for (int h = 0; h < 4; h++) {
+            int gr = min(t0 / TWp + h, rows - 1);
+            int b = gr / TH, ty = gr - (gr / TH) * TH;
+            ph[h] = x + xo + (size_t)(b * C + c) * H * W;
+            yh[h] = 4 * ty - 1;
+        }
+#pragma unroll
+        for (int k = 0; k < 6; k++) {
+            /* input columns -1 .. 16 of each row: column -1 and those past
+             * W (at most 16) are 0 */
+            float8 lo[4], hi[4], d0, d1, d2, d3, d4, d5;
+            int y[4] = {yh[0] + k, yh[1] + k, yh[2] + k, yh[3] + k};
+            wino_rows(ph, y, TWp, H, W, lo, hi);
+            if (TWp == 4) {
+                d0 = (float8)(0.0f, lo[0].s37, hi[0].s3, 0.0f, lo[1].s37, hi[1].s3);
+                WINO_SPLIT4(lo[0], hi[0], lo[1], hi[1], d1, d2, d3, d4)
+                d5 = (float8)(lo[0].s4, hi[0].s04, 0.0f, lo[1].s4, hi[1].s04, 0.0f);
+            } else {
+                d0 = (float8)(0.0f, lo[0].s3, 0.0f, lo[1].s3, 0.0f, lo[2].s3, 0.0f, lo[3].s3);
+                WINO_SPLIT4(lo[0], lo[1], lo[2], lo[3], d1, d2, d3, d4)
+                d5 = (float8)(lo[0].s4, 0.0f, lo[1].s4, 0.0f, lo[2].s4, 0.0f, lo[3].s4, 0.0f);
+            }
+            WINO_BT(d0, d1, d2, d3, d4, d5, s[k]);
+        }
+    } else { /* TWp == 1: 8 rows of one tile, per-lane loads from clamped positions, masked */
+        const __global float *pl[8]; /* each lane's plane */
+        int yl[8], xl[8][6];         /* its tile's first input row; its input columns, clamped */
+        float cm[6][8];              /* 1 where input column j of lane l is inside the plane */
 #pragma unroll
         for (int l = 0; l < 8; l++) {
             int t = t0 + l, gr = min(t / TWp, rows - 1), tx = t - (t / TWp) * TWp;
             int b = gr / TH, ty = gr - (gr / TH) * TH;
-            pl[l] = xp + xpo + ((b * C + c) * Hp + 4 * ty) * Wp + 4 * tx;
-        }
-    }
-    float8 s[6][6]; /* s[k][j] = (d B)[k][j]: input row k, transformed along x */
+            pl[l] = x + xo + (size_t)(b * C + c) * H * W;
+            yl[l] = 4 * ty - 1;
 #pragma unroll
-    for (int k = 0; k < 6; k++) {
-        float8 d0, d1, d2, d3, d4, d5;
-        WINO_GATHER_ROW(k, d0, d1, d2, d3, d4, d5)
-        WINO_BT(d0, d1, d2, d3, d4, d5, s[k]);
+            for (int j = 0; j < 6; j++) {
+                int col = 4 * tx - 1 + j;
+                xl[l][j] = clamp(col, 0, W - 1);
+                cm[j][l] = col >= 0 && col < W ? 1.0f : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < 6; k++) {
+            float g[6][8], rm[8];
+#pragma unroll
+            for (int l = 0; l < 8; l++) {
+                int y = yl[l] + k;
+                rm[l] = y >= 0 && y < H ? 1.0f : 0.0f;
+                const __global float *q = pl[l] + clamp(y, 0, H - 1) * W;
+#pragma unroll
+                for (int j = 0; j < 6; j++) g[j][l] = q[xl[l][j]];
+            }
+            float8 r = vload8(0, rm);
+            WINO_BT(vload8(0, g[0]) * vload8(0, cm[0]), vload8(0, g[1]) * vload8(0, cm[1]),
+                    vload8(0, g[2]) * vload8(0, cm[2]), vload8(0, g[3]) * vload8(0, cm[3]),
+                    vload8(0, g[4]) * vload8(0, cm[4]), vload8(0, g[5]) * vload8(0, cm[5]), s[k]);
+#pragma unroll
+            for (int j = 0; j < 6; j++) s[k][j] *= r;
+        }
     }
     __global float *dst = v + vo + (size_t)c * ldv + t0;
 #pragma unroll
@@ -178,11 +266,11 @@ inline void wino_input_item(int i, __global const float *xp, int xpo, __global f
     }
 }
 
-__kernel void wino_input(__global const float *xp, int xpo, __global float *v, int vo, int C, int NB, int Hp,
-                         int Wp, int TH, int TWp, int Tp, int ldv, int ev)
+__kernel void wino_input(__global const float *x, int xo, __global float *v, int vo, int C, int NB, int H,
+                         int W, int TH, int TWp, int Tp, int ldv, int ev)
 {
     FOR_ITEMS(i, C * (Tp / 8))
-    wino_input_item(i, xp, xpo, v, vo, C, NB, Hp, Wp, TH, TWp, Tp, ldv, ev);
+    wino_input_item(i, x, xo, v, vo, C, NB, H, W, TH, TWp, Tp, ldv, ev);
 }
 
 /* Mo[e] (M, Tp) = U[e] V[e]: gemm_packed_ab's 6 x 16 register tile, one GEMM
@@ -351,42 +439,74 @@ __kernel void wino_output(__global const float *mo, int moo, __global float *y, 
     }
 
 /* dMo[e] (M, Tp) for channel m = i / NI and the 8 tiles from t0 = 8 * (i %
- * NI), NI = Tp / 8, from dy in zero-padded planes dyp (nb, M, 4*TH, Wq =
- * 4*TWp) (pad_planes with pad 0). */
-inline void wino_dy_item(int i, __global const float *dyp, int dypo, __global float *mo, int moo, int M,
-                         int NB, int TH, int TWp, int Tp, int em)
+ * NI), NI = Tp / 8, from dy (nb, M, H, W) read in place (positions past the
+ * plane, of tiles that overhang it, read as 0). */
+inline void wino_dy_item(int i, __global const float *dy, int dyo, __global float *mo, int moo, int M, int NB,
+                         int H, int W, int TH, int TWp, int Tp, int em)
 {
     int NI = Tp / 8, m = i / NI, t0 = 8 * (i - (i / NI) * NI);
-    int rows = NB * TH, Wq = 4 * TWp, Hq = 4 * TH;
+    int rows = NB * TH;
     float8 r[4][6]; /* r[k][j]: tile row k, adjoint-transformed along x */
     float8 keep = 1.0f;
     if (TWp >= 8) { /* 8 tiles of one row */
         int gr = min(t0 / TWp, rows - 1), tx0 = t0 - (t0 / TWp) * TWp;
         if (t0 / TWp >= rows) keep = 0.0f;
         int b = gr / TH, ty = gr - (gr / TH) * TH;
-        const __global float *p = dyp + dypo + ((b * M + m) * Hq + 4 * ty) * Wq + 4 * tx0;
+        int cb = 4 * tx0, n = W - cb;
+        const __global float *p = dy + dyo + (size_t)(b * M + m) * H * W + cb;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            const __global float *q = p + k * Wq;
-            float8 a0 = vload8(0, q), a1 = vload8(1, q), a2 = vload8(2, q), a3 = vload8(3, q);
-            float8 y0 = (float8)(a0.s04, a1.s04, a2.s04, a3.s04);
-            float8 y1 = (float8)(a0.s15, a1.s15, a2.s15, a3.s15);
-            float8 y2 = (float8)(a0.s26, a1.s26, a2.s26, a3.s26);
-            float8 y3 = (float8)(a0.s37, a1.s37, a2.s37, a3.s37);
+            int y = 4 * ty + k;
+            float8 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            if (y < H) {
+                const __global float *q = p + y * W;
+                a0 = wino_load8(q, n, 0), a1 = wino_load8(q, n, 8), a2 = wino_load8(q, n, 16);
+                a3 = wino_load8(q, n, 24);
+            }
+            float8 y0, y1, y2, y3;
+            WINO_SPLIT4(a0, a1, a2, a3, y0, y1, y2, y3)
             WINO_A(y0, y1, y2, y3, r[k]);
         }
-    } else { /* 8/TWp rows, per-lane loads */
+    } else if (TWp == 4 || TWp == 2) { /* 8/TWp whole rows of tiles (W <= 16): segments from column 0 */
+        const __global float *ph[4];   /* each row's plane */
+        int yh[4];                     /* and its first row */
+        float k_[8];
+#pragma unroll
+        for (int h = 0; h < 4; h++) {
+            int gr = min(t0 / TWp + h, rows - 1);
+            int b = gr / TH, ty = gr - (gr / TH) * TH;
+            ph[h] = dy + dyo + (size_t)(b * M + m) * H * W;
+            yh[h] = 4 * ty;
+        }
+#pragma unroll
+        for (int l = 0; l < 8; l++) k_[l] = (t0 + l) / TWp < rows ? 1.0f : 0.0f;
+        keep = vload8(0, k_);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float8 lo[4], hi[4], y0, y1, y2, y3;
+            int y[4] = {yh[0] + k, yh[1] + k, yh[2] + k, yh[3] + k};
+            wino_rows(ph, y, TWp, H, W, lo, hi);
+            if (TWp == 4)
+                WINO_SPLIT4(lo[0], hi[0], lo[1], hi[1], y0, y1, y2, y3)
+            else
+                WINO_SPLIT4(lo[0], lo[1], lo[2], lo[3], y0, y1, y2, y3)
+            WINO_A(y0, y1, y2, y3, r[k]);
+        }
+    } else { /* TWp == 1: 8 rows of one tile, per-lane loads */
         float g_[4][4][8], k_[8];
 #pragma unroll
         for (int l = 0; l < 8; l++) {
-            int t = t0 + l, gr = min(t / TWp, rows - 1), tx = t - (t / TWp) * TWp;
+            int t = t0 + l, gr = min(t, rows - 1);
             int b = gr / TH, ty = gr - (gr / TH) * TH;
-            const __global float *q = dyp + dypo + ((b * M + m) * Hq + 4 * ty) * Wq + 4 * tx;
-            k_[l] = t / TWp < rows ? 1.0f : 0.0f;
+            const __global float *q = dy + dyo + (size_t)(b * M + m) * H * W;
+            k_[l] = t < rows ? 1.0f : 0.0f;
 #pragma unroll
             for (int k = 0; k < 4; k++)
 #pragma unroll
-                for (int j = 0; j < 4; j++) g_[k][j][l] = q[k * Wq + j];
+                for (int j = 0; j < 4; j++) {
+                    int y = 4 * ty + k;
+                    g_[k][j][l] = y < H && j < W ? q[y * W + j] : 0.0f;
+                }
         }
         keep = vload8(0, k_);
 #pragma unroll
@@ -403,10 +523,10 @@ inline void wino_dy_item(int i, __global const float *dyp, int dypo, __global fl
     }
 }
 
-__kernel void wino_dy(__global const float *dyp, int dypo, __global float *mo, int moo, int M, int NB, int TH,
-                      int TWp, int Tp, int em)
+__kernel void wino_dy(__global const float *dy, int dyo, __global float *mo, int moo, int M, int NB, int H,
+                      int W, int TH, int TWp, int Tp, int em)
 {
-    FOR_ITEMS(i, M * (Tp / 8)) wino_dy_item(i, dyp, dypo, mo, moo, M, NB, TH, TWp, Tp, em);
+    FOR_ITEMS(i, M * (Tp / 8)) wino_dy_item(i, dy, dyo, mo, moo, M, NB, H, W, TH, TWp, Tp, em);
 }
 
 /* 1-D adjoint of G: 6 values -> 3 */

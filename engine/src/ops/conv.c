@@ -9,7 +9,8 @@
  *
  * Winograd F(4x4, 3x3) (3x3, stride 1, pad 1, >= 32 channels in and out: the
  * UNet's 3x3 convs but the first and last), see winograd.cl: per chunk
- *   forward: pad x; V = input transform; Mo[e] = U[e] V[e] (36 GEMMs, U the
+ *   forward: V = input transform (of x read in place: the padding and the
+ *            tiles' overhang read as 0); Mo[e] = U[e] V[e] (36 GEMMs, U the
  *            transformed weight, once per node); y = output transform + b
  *   dx:      the same with the flipped, transposed weight, on dy
  *   dW:      dU[e] (+)= (A dY A^T)[e] V[e]^T over the chunks; dW = G^T dU G
@@ -127,13 +128,15 @@ static const cld_kernel_ref conv_kernels[K_CONV_END + 1] = {{"conv", "pack"},
                                                             {"winograd", "wino_wgrad"},
                                                             {NULL, NULL}};
 
-/* All of them on the Winograd path (it pads with conv.cl's pad_planes),
- * else conv.cl's and gemm.cl's gemm_packed_ab (K_GEMM): winograd.cl is
- * built only if some node needs it. */
+/* winograd.cl's on the Winograd path (its transforms read the planes in
+ * place; the dW products go through cld__gemm_batched), else conv.cl's and
+ * gemm.cl's gemm_packed_ab (K_GEMM): winograd.cl is built only if some node
+ * needs it. */
 static unsigned conv_kernels_used(const cld_graph *g, const cld_tensor *t)
 {
     (void)g;
-    return t->ip[3] == CONV_WINOGRAD ? (1u << K_CONV_END) - 1 : (1u << K_CONV_CL_END) - 1;
+    unsigned conv_cl = (1u << K_CONV_CL_END) - 1;
+    return t->ip[3] == CONV_WINOGRAD ? ((1u << K_CONV_END) - 1) & ~conv_cl : conv_cl;
 }
 
 /* xs (N,Ci,H,W), ws (Co,Ci,K,K), ys (N,Co,Ho,Wo) */
@@ -171,11 +174,10 @@ static int wino_blas(const cld_ctx *ctx) { return ctx->settings.conv_wino_blas |
 
 /* Winograd workspace of a chunk of nb samples, M outputs of C inputs, in
  * floats from the start: U (36 x M x C; packed for wino_gemm, row-major on
- * the BLAS route), V (36 x C x ldv), Mo (36 x M x Tp), xp (nb, C, Hp, Wp)
- * padded input planes. */
+ * the BLAS route), V (36 x C x ldv), Mo (36 x M x Tp). */
 typedef struct wino_ws {
-    int TWp, T, Tp, ldv, Hp, Wp, eu, ev, em;
-    size_t v, mo, xp, end;
+    int TWp, T, Tp, ldv, eu, ev, em;
+    size_t v, mo, end;
 } wino_ws;
 
 /* distance of the 36 matrices of U, V, Mo: a multiple of 4 KiB plus one
@@ -192,15 +194,12 @@ static wino_ws wino_layout(const conv_geom *d, int M, int C, int nb)
     w.T = nb * d->TH * w.TWp;
     w.Tp = (int)round_up((size_t)w.T, NR);
     w.ldv = w.Tp % 64 ? w.Tp : w.Tp + 16;
-    w.Hp = 4 * d->TH + 2;
-    w.Wp = 4 * w.TWp + 2;
     w.eu = (int)wino_estride(round_up((size_t)M, MR) * (size_t)C);
     w.ev = (int)wino_estride((size_t)w.ldv * (size_t)C);
     w.em = (int)wino_estride((size_t)M * (size_t)w.Tp);
     w.v = 36 * (size_t)w.eu;
     w.mo = w.v + 36 * (size_t)w.ev;
-    w.xp = w.mo + 36 * (size_t)w.em;
-    w.end = w.xp + (size_t)nb * C * w.Hp * w.Wp + CONV_SLACK(3);
+    w.end = w.mo + 36 * (size_t)w.em;
     return w;
 }
 
@@ -221,9 +220,8 @@ static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t 
     if (d->wino && which != WS_DW) { /* wino_layout, M outputs of C inputs */
         *a_len = wino_layout(d, which == WS_FWD ? d->Co : d->Ci, which == WS_FWD ? d->Ci : d->Co, d->B).end;
         *b_len = 0;
-    } else if (d->wino) { /* wino_layout of the forward (dU in U's place), dy planes after it */
-        wino_ws l = wino_layout(d, d->Co, d->Ci, d->B);
-        *a_len = l.end + B * co * (size_t)(4 * d->TH) * (size_t)(4 * l.TWp) + CONV_SLACK(3);
+    } else if (d->wino) { /* wino_layout of the forward (dU in U's place) */
+        *a_len = wino_layout(d, d->Co, d->Ci, d->B).end;
         *b_len = 0;
     } else if (d->implicit && which == WS_FWD) {
         *a_len = round_up(co, MR) * ckk;
@@ -324,16 +322,13 @@ static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K
 }
 
 /* V of a chunk (wino_layout l, workspace at ws) = the input transform of
- * src (nb, C, H, W) at so: padded into l's xp planes, then wino_input. */
+ * src (nb, C, H, W) at so, padded by 1 (wino_input reads it in place). */
 static cld_status wino_input(cld_graph *g, const cld_tensor *t, const conv_geom *d, const wino_ws *l, int C,
                              int nb, const cld_tensor *src, size_t so, size_t ws)
 {
-    cl_mem arena = t->ws_buf;
-    int xp_off = (int)(ws + l->xp), v_off = (int)(ws + l->v);
-    CLD_TRY(conv_pad(g, t, (size_t)xp_off, src, so, nb * C, d->Ho, d->Wo, 1, l->Hp, l->Wp, 3));
     cl_kernel k = t->kern[K_WINO_INPUT];
-    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", arena, xp_off, arena, v_off, C, nb, l->Hp, l->Wp,
-                       d->TH, l->TWp, l->Tp, l->ldv, l->ev));
+    CLD_TRY(cld__kargs(k, "wino_input", "bibiiiiiiiiii", src->buf, (int)so, t->ws_buf, (int)(ws + l->v), C,
+                       nb, d->Ho, d->Wo, d->TH, l->TWp, l->Tp, l->ldv, l->ev));
     return cld__launch1d(g, k, t, (size_t)C * (size_t)(l->Tp / 8));
 }
 
@@ -493,20 +488,10 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
             size_t yo = dy->off + (size_t)n0 * d.Co * d.P;
             size_t xo = x->off + (size_t)n0 * d.Ci * d.H * d.W;
             int v_off = (int)(a_off + l.v), m_off = (int)(a_off + l.mo);
-            int dyp_off = (int)(a_off + l.end);
             CLD_TRY(wino_input(g, t, &d, &l, d.Ci, nb, x, xo, a_off));
-            // dy planes padded to whole tiles, unless they already are (read in place)
-            cl_mem dyp = arena;
-            if (d.Ho == 4 * d.TH && d.Wo == 4 * l.TWp) {
-                dyp = dy->buf;
-                dyp_off = (int)yo;
-            } else {
-                CLD_TRY(conv_pad(g, t, (size_t)dyp_off, dy, yo, nb * d.Co, d.Ho, d.Wo, 0, 4 * d.TH, 4 * l.TWp,
-                                 3));
-            }
-            k = t->kern[K_WINO_DY];
-            CLD_TRY(cld__kargs(k, "wino_dy", "bibiiiiiii", dyp, dyp_off, arena, m_off, d.Co, nb, d.TH, l.TWp,
-                               l.Tp, l.em));
+            k = t->kern[K_WINO_DY]; // dMo = A dY A^T, dy read in place
+            CLD_TRY(cld__kargs(k, "wino_dy", "bibiiiiiiiii", dy->buf, (int)yo, arena, m_off, d.Co, nb, d.Ho,
+                               d.Wo, d.TH, l.TWp, l.Tp, l.em));
             CLD_TRY(cld__launch1d(g, k, t, (size_t)d.Co * (size_t)(l.Tp / 8)));
             CLD_TRY(cld__gemm_batched(ctx, 0, 1, (size_t)d.Co, (size_t)d.Ci, (size_t)l.Tp, 1.0f, arena,
                                       (size_t)m_off, (size_t)l.Tp, (size_t)l.em, arena, (size_t)v_off,
