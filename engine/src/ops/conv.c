@@ -294,10 +294,23 @@ static cld_status conv_gemm(cld_graph *g, const cld_tensor *t, int M, int N, int
     return cld__launch(cld__graph_ctx(g), k, t->name, 3, gs, ls);
 }
 
-/* conv_s1 can read unpadded planes in place: a 1x1 kernel without padding
- * whose planes are whole 16-wide tiles (its last tile ends at the plane's end,
- * so it never reads past the tensor); saves the copy into padded planes. */
-static int s1_in_place(int K, int pad, int H, int W) { return K == 1 && pad == 0 && (H * W) % NR == 0; }
+/* conv_s1 can read unpadded planes (nb, C, H, W) at offset off of buf in
+ * place: a 1x1 kernel without padding, whose tiles of 16 positions run over
+ * each plane and, in its last tile, into the next; past the last plane they
+ * read up to 15 floats that must lie inside the buffer and outside the
+ * output the kernel writes (y: ylen floats at yoff of ybuf). Planes of whole
+ * tiles always qualify; others nearly always do in a graph's arena. Saves
+ * the copy into padded planes. */
+static int s1_in_place(int K, int pad, int H, int W, cl_mem buf, size_t off, int nb, int C, cl_mem ybuf,
+                       size_t yoff, size_t ylen)
+{
+    if (K != 1 || pad != 0) return 0;
+    if ((H * W) % NR == 0) return 1;
+    size_t size = 0, end = off + (size_t)nb * (size_t)C * (size_t)H * (size_t)W, over = end + NR - 1;
+    if (clGetMemObjectInfo(buf, CL_MEM_SIZE, sizeof size, &size, NULL) != CL_SUCCESS) return 0;
+    if (over * sizeof(float) > size) return 0;
+    return buf != ybuf || yoff >= over || yoff + ylen <= end;
+}
 
 /* y (nb, M, Ho, Wo) = stride-1 conv of padded planes (nb, C, Hp, Wp) in xp at
  * offset xp_off with the packed weight at arena offset a_off (+ bias). */
@@ -401,7 +414,8 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
         size_t yo = t->off + (size_t)n0 * d.Co * d.P;
         if (d.implicit) {
             // xp (nb, Ci, Hp, Wp) = x chunk padded; y chunk = conv(xp, W) + b
-            if (s1_in_place(d.K, d.pad, d.H, d.W)) {
+            if (s1_in_place(d.K, d.pad, d.H, d.W, x->buf, xo, nb, d.Ci, t->buf, yo,
+                            (size_t)nb * d.Co * d.P)) {
                 CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, x->buf, xo, d.H, d.W, t->buf, yo, d.Ho, d.Wo,
                                 nb, b));
                 continue;
@@ -447,7 +461,8 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
         if (d.implicit) {
             // dx chunk = conv(dy chunk padded by K-1-pad, W flipped^T)
             int q = d.K - 1 - d.pad;
-            if (s1_in_place(d.K, q, d.Ho, d.Wo)) {
+            if (s1_in_place(d.K, q, d.Ho, d.Wo, dy->buf, yo, nb, d.Co, t->buf, xo,
+                            (size_t)nb * d.Ci * d.H * d.W)) {
                 CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, dy->buf, yo, d.Ho, d.Wo, t->buf, xo, d.H, d.W,
                                 nb, NULL));
                 continue;
@@ -509,13 +524,21 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
         size_t yo = dy->off + (size_t)n0 * d.Co * d.P;
         size_t xo = x->off + (size_t)n0 * d.Ci * d.H * d.W;
         if (d.implicit) {
-            // xp = x chunk padded; D (nb*Ho*Wp, Co) = dy chunk over padded rows
+            // xp = x chunk padded (a 1x1 kernel without padding reads x in
+            // place: its positions end at the plane's end); D (nb*Ho*Wp, Co)
+            // = dy chunk over padded rows
             int J = nb * d.Ho * d.Wp;
-            CLD_TRY(conv_pad(g, t, a_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
+            cl_mem arena = t->ws_buf, xp = arena;
+            size_t xp_off = a_off;
+            if (d.K == 1 && d.pad == 0) {
+                xp = x->buf;
+                xp_off = xo;
+            } else {
+                CLD_TRY(conv_pad(g, t, a_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
+            }
             CLD_TRY(conv_pack(g, t, &d, b_off, dy, yo, SRC_BCP_ROWS, 0, NR, d.Co, J));
             // dW (Co, CKK) (+)= (X D)^T
-            cl_mem arena = t->ws_buf;
-            CLD_TRY(cld__kargs(kdw, "conv_dw_s1", "iiibiiiiibibii", d.Co, d.Ci, d.K, arena, (int)a_off, d.Hp,
+            CLD_TRY(cld__kargs(kdw, "conv_dw_s1", "iiibiiiiibibii", d.Co, d.Ci, d.K, xp, (int)xp_off, d.Hp,
                                d.Wp, d.Ho, nb, arena, (int)b_off, t->buf, (int)t->off, n0 > 0));
             size_t gs[2] = {round_up((size_t)d.CKK, MR) / MR, round_up((size_t)d.Co, NR) / NR};
             size_t ls[2] = {1, 1};
