@@ -150,51 +150,69 @@ pack(__global float *dst, int dsto, __global const float *src, int so, int kind,
             }                                                     \
         }                                                         \
     }
-/* xp (BC, Hp, Wp) = x (BC, H, W) shifted by (pad, pad) into zero planes
- * (Hp >= H + 2*pad, Wp >= W + 2*pad), followed by `slack` zeros. One
- * work-item per row of xp, plus one for the slack: 1-D launch over BC*Hp + 1. */
+/* xp (BC, S*S, Hp, Wp) = x (BC, H, W) shifted by (pad, pad) into zero planes
+ * and, for stride S = 2, split into its S*S phases: plane (bc, a*S + b) row
+ * yy, column xx holds the padded x at (S*yy + a, S*xx + b), so that a
+ * stride-S convolution reads each tap's outputs as contiguous runs (conv_s1,
+ * conv_dw_s1). Hp >= (H + 2*pad)/S, Wp >= (W + 2*pad)/S; followed by `slack`
+ * zeros. One work-item per row yy of the S*S phases of a plane, plus one for
+ * the slack: 1-D launch over BC*Hp + 1. */
 inline void pad_row(int t, __global const float *x, int xo, __global float *xp, int xpo, int BC, int H, int W,
-                    int pad, int Hp, int Wp, int slack)
+                    int pad, int S, int Hp, int Wp, int slack)
 {
-    __global float *d = xp + xpo + t * Wp;
     if (t == BC * Hp) {
+        __global float *d = xp + xpo + (size_t)BC * S * S * Hp * Wp;
         for (int i = 0; i < slack; i++) d[i] = 0.0f;
         return;
     }
     int yy = t % Hp, bc = t / Hp;
-    int iy = yy - pad;
-    if (iy < 0 || iy >= H) {
-        for (int i = 0; i < Wp; i++) d[i] = 0.0f;
-        return;
+    for (int ph = 0; ph < S * S; ph++) {
+        __global float *d = xp + xpo + (((size_t)bc * S * S + ph) * Hp + yy) * Wp;
+        int iy = S * yy + ph / S - pad;
+        if (iy < 0 || iy >= H) {
+            for (int i = 0; i < Wp; i++) d[i] = 0.0f;
+            continue;
+        }
+        const __global float *s = x + xo + (bc * H + iy) * W;
+        if (S == 1) {
+            for (int i = 0; i < pad; i++) d[i] = 0.0f;
+            for (int i = 0; i < W; i++) d[pad + i] = s[i];
+            for (int i = pad + W; i < Wp; i++) d[i] = 0.0f;
+            continue;
+        }
+        /* column i reads x column S*i + o: zeros where that is outside, the
+         * rest one strided copy without a test */
+        int o = ph % S - pad, i0 = o >= 0 ? 0 : (-o + S - 1) / S, i1 = min(Wp, (W - o + S - 1) / S);
+        for (int i = 0; i < i0; i++) d[i] = 0.0f;
+        const __global float *so = s + o;
+        for (int i = i0; i < i1; i++) d[i] = so[S * i];
+        for (int i = max(i1, i0); i < Wp; i++) d[i] = 0.0f;
     }
-    const __global float *s = x + xo + (bc * H + iy) * W;
-    for (int i = 0; i < pad; i++) d[i] = 0.0f;
-    for (int i = 0; i < W; i++) d[pad + i] = s[i];
-    for (int i = pad + W; i < Wp; i++) d[i] = 0.0f;
 }
 
 __kernel void pad_planes(__global const float *x, int xo, __global float *xp, int xpo, int BC, int H, int W,
-                         int pad, int Hp, int Wp, int slack)
+                         int pad, int S, int Hp, int Wp, int slack)
 {
-    FOR_ITEMS(t, BC * Hp + 1) pad_row(t, x, xo, xp, xpo, BC, H, W, pad, Hp, Wp, slack);
+    FOR_ITEMS(t, BC * Hp + 1) pad_row(t, x, xo, xp, xpo, BC, H, W, pad, S, Hp, Wp, slack);
 }
 
-/* Stride-1 convolution as an implicit GEMM over padded planes: for sample
- * b = get_global_id(2), y[b, m, oy, ox] = sum_{c,ky,kx} A(m, (c*K + ky)*K + kx)
- * * xp[b, c, oy + ky, ox + kx] (+ bias[m]). A is packed like gemm_packed_ab's A.
- * Output positions are enumerated over the padded width, j = oy*Wp + ox, so
- * for each tap the 16 inputs of a tile are contiguous in xp; columns
- * ox >= Wo are computed and dropped. 3-D launch (ceil(M/6), ceil(Ho*Wp/16), B). */
-__kernel void conv_s1(int M, int C, int K, __global const float *A, int ao, __global const float *xp, int xpo,
-                      int Hp, int Wp, __global float *y, int yo, int Ho, int Wo, __global const float *bias,
-                      int biaso, int has_bias)
+/* Convolution with stride S (1 or 2) as an implicit GEMM over padded planes
+ * (pad_planes): for sample b = get_global_id(2), y[b, m, oy, ox] =
+ * sum_{c,ky,kx} A(m, (c*K + ky)*K + kx) * xp[b, c, (ky%S)*S + kx%S, oy +
+ * ky/S, ox + kx/S] (+ bias[m]). A is packed like gemm_packed_ab's A. Output
+ * positions are enumerated over the planes' width, j = oy*Wp + ox, so for
+ * each tap the 16 inputs of a tile are contiguous in xp; columns ox >= Wo
+ * are computed and dropped. 3-D launch (ceil(M/6), ceil(Ho*Wp/16), B). */
+__kernel void conv_s1(int M, int C, int K, int S, __global const float *A, int ao, __global const float *xp,
+                      int xpo, int Hp, int Wp, __global float *y, int yo, int Ho, int Wo,
+                      __global const float *bias, int biaso, int has_bias)
 {
     int mb = get_global_id(0), nb = get_global_id(1), b = get_global_id(2);
     int m0 = mb * 6, n0 = nb * 16;
     int HpWp = Hp * Wp;
     if (m0 >= M || n0 >= Ho * Wp) return;
     const __global float *pa = A + ao + mb * (C * K * K) * 6;
-    const __global float *xb = xp + xpo + b * C * HpWp + n0;
+    const __global float *xb = xp + xpo + b * C * S * S * HpWp + n0;
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
     float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
 #define CONV_TAPS(KS)                                                                            \
@@ -208,7 +226,16 @@ __kernel void conv_s1(int M, int C, int K, __global const float *A, int ao, __gl
         }                                                                                        \
     }
     /* constant trip counts for the common kernel sizes let the compiler unroll */
-    if (K == 3)
+    if (S == 2) {
+        for (int c = 0; c < C; c++)
+            for (int ky = 0; ky < K; ky++)
+                for (int kx = 0; kx < K; kx++) {
+                    const __global float *pb =
+                        xb + ((c * 4 + (ky & 1) * 2 + (kx & 1)) * Hp + (ky >> 1)) * Wp + (kx >> 1);
+                    float8 b0 = vload8(0, pb), b1 = vload8(0, pb + 8);
+                    GEMM_FMA(0) GEMM_FMA(1) GEMM_FMA(2) GEMM_FMA(3) GEMM_FMA(4) GEMM_FMA(5) pa += 6;
+                }
+    } else if (K == 3)
         CONV_TAPS(3)
     else if (K == 1)
         CONV_TAPS(1)
@@ -221,10 +248,11 @@ __kernel void conv_s1(int M, int C, int K, __global const float *A, int ao, __gl
     CONV_STORE(0) CONV_STORE(1) CONV_STORE(2) CONV_STORE(3) CONV_STORE(4) CONV_STORE(5)
 }
 
-/* Weight gradient of a stride-1 convolution over padded planes, as the
- * transposed GEMM dW^T (CKK, Co) = X (CKK, J) D (J, Co): rows r = (c*K + ky)*K
- * + kx of X are the shifted planes xp[b, c, ky + ., kx + .] read over the
- * padded output positions j = oy*Wp + ox of each sample (6 streams per
+/* Weight gradient of a stride-S convolution over padded planes (S 1 or 2,
+ * pad_planes' phases), as the transposed GEMM dW^T (CKK, Co) = X (CKK, J) D
+ * (J, Co): rows r = (c*K + ky)*K + kx of X are the shifted planes xp[b, c,
+ * (ky%S)*S + kx%S, ky/S + ., kx/S + .] read over the output positions
+ * j = oy*Wp + ox of each sample (6 streams per
  * work-item); D is the output gradient packed [Co/16][nb*Ho*Wp][16] with
  * zeros at ox >= Wo. dw (Co, CKK) = result (+ dw if beta).
  * 2-D launch (ceil(CKK/6), ceil(Co/16)), local 1x1. */
@@ -234,9 +262,9 @@ __kernel void conv_s1(int M, int C, int K, __global const float *A, int ao, __gl
         c##i##0 = fma((float8)a_, b0, c##i##0); \
         c##i##1 = fma((float8)a_, b1, c##i##1); \
     }
-#define DW_OFF(i)                     \
-    int rr##i = min(r0 + i, CKK - 1); \
-    int o##i = (rr##i / KK) * HpWp + ((rr##i / K) % K) * Wp + rr##i % K;
+#define DW_OFF(i)                                                                 \
+    int rr##i = min(r0 + i, CKK - 1), ky##i = (rr##i / K) % K, kx##i = rr##i % K; \
+    int o##i = ((rr##i / KK) * S * S + (ky##i % S) * S + kx##i % S) * HpWp + (ky##i / S) * Wp + kx##i / S;
 #define DW_STORE(i)                                                  \
     if (r0 + i < CKK) {                                              \
         float t_[16];                                                \
@@ -247,8 +275,9 @@ __kernel void conv_s1(int M, int C, int K, __global const float *A, int ao, __gl
             *pd = beta ? *pd + t_[l] : t_[l];                        \
         }                                                            \
     }
-__kernel void conv_dw_s1(int Co, int C, int K, __global const float *xp, int xpo, int Hp, int Wp, int Ho,
-                         int nb, __global const float *D, int dpo, __global float *dw, int dwo, int beta)
+__kernel void conv_dw_s1(int Co, int C, int K, int S, __global const float *xp, int xpo, int Hp, int Wp,
+                         int Ho, int nb, __global const float *D, int dpo, __global float *dw, int dwo,
+                         int beta)
 {
     int rb = get_global_id(0), cb = get_global_id(1);
     int KK = K * K, CKK = C * KK, HpWp = Hp * Wp, J = Ho * Wp;
@@ -259,7 +288,7 @@ __kernel void conv_dw_s1(int Co, int C, int K, __global const float *xp, int xpo
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
     float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
     for (int b = 0; b < nb; b++) {
-        const __global float *xb = xp + xpo + b * C * HpWp;
+        const __global float *xb = xp + xpo + b * C * S * S * HpWp;
         const __global float *p0 = xb + o0, *p1 = xb + o1, *p2 = xb + o2;
         const __global float *p3 = xb + o3, *p4 = xb + o4, *p5 = xb + o5;
         for (int j = 0; j < J; j++) {

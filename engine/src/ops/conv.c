@@ -75,13 +75,15 @@ static cld_status bias_grad(cld_graph *g, cld_tensor *t, cld_tensor *b)
 
 /* ip[0] stride, ip[1] pad, ip[2] chunk B (samples per GEMM), ip[3] path:
  * CONV_IM2COL, CONV_IMPLICIT or CONV_WINOGRAD (forward, dx and dW) */
-enum { CONV_IM2COL = 0, CONV_IMPLICIT = 1, CONV_WINOGRAD = 2 };
+/* CONV_STRIDE2: 3x3 stride 2, forward and dW over the padded planes split
+ * into their 4 phases (pad_planes), dx on the im2col path */
+enum { CONV_IM2COL = 0, CONV_IMPLICIT = 1, CONV_WINOGRAD = 2, CONV_STRIDE2 = 3 };
 typedef struct conv_geom {
     int N, Ci, H, W, Co, K, Ho, Wo, stride, pad, B, implicit, wino;
     int TH, TW; /* Winograd: 4x4 output tiles per sample, down and across */
     int P, CKK;
-    int Hp, Wp; /* padded input planes (implicit forward and dW) */
-    int Hq, Wq; /* padded output-gradient planes (implicit dx) */
+    int S, Hp, Wp; /* padded input planes (implicit forward and dW), S*S phases of them */
+    int Hq, Wq;    /* padded output-gradient planes (implicit dx) */
 } conv_geom;
 
 enum { MR = 6, NR = 16 }; /* GEMM register tile (conv.cl) */
@@ -160,8 +162,9 @@ static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int
     d.TW = (d.Wo + 3) / 4;
     d.P = d.Ho * d.Wo;
     d.CKK = d.Ci * d.K * d.K;
-    d.Hp = d.H + 2 * d.pad;
-    d.Wp = d.W + 2 * d.pad;
+    d.S = ip[3] == CONV_STRIDE2 ? 2 : 1;
+    d.Hp = (d.H + 2 * d.pad + d.S - 1) / d.S;
+    d.Wp = (d.W + 2 * d.pad + d.S - 1) / d.S;
     d.Hq = d.Ho + 2 * (d.K - 1 - d.pad);
     d.Wq = d.Wo + 2 * (d.K - 1 - d.pad);
     return d;
@@ -204,10 +207,11 @@ static wino_ws wino_layout(const conv_geom *d, int M, int C, int nb)
 }
 
 /* Workspace of each node kind, in floats, as two or three blocks.
- * winograd fwd and dx: wino_layout; dw: wino_layout + dy planes (B, Co, 4*TH, 4*TWp)
- * implicit fwd: A = W packed (Co x CKK), xp (B, Ci, Hp, Wp) + slack
+ * winograd fwd, dx and dw: wino_layout
+ * implicit fwd: A = W packed (Co x CKK), xp (B, Ci, S*S, Hp, Wp) + slack
  *          dx:  A = W flipped^T packed (Ci x Co*K*K), dy padded (B, Co, Hq, Wq) + slack
- *          dw:  xp (B, Ci, Hp, Wp) + slack, dy packed (Co x B*Ho*Wp)
+ *               (stride 2: im2col's)
+ *          dw:  xp (B, Ci, S*S, Hp, Wp) + slack, dy packed (Co x B*Ho*Wp)
  * im2col   fwd: A = W packed (Co x CKK), B = im2col(x) packed (CKK x BP)
  *          dx:  A = W^T packed (CKK x Co), B = dy packed (Co x BP), col (CKK x BP)
  *          dw:  A = dy packed (Co x BP), B = im2col(x)^T packed (BP x CKK) */
@@ -215,7 +219,7 @@ static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t 
 {
     size_t B = (size_t)d->B, bp = B * (size_t)d->P, co = (size_t)d->Co, ckk = (size_t)d->CKK;
     size_t ci = (size_t)d->Ci, kk = (size_t)d->K * (size_t)d->K;
-    size_t xp = B * ci * (size_t)d->Hp * (size_t)d->Wp + CONV_SLACK(d->K);
+    size_t xp = B * ci * (size_t)(d->S * d->S) * (size_t)d->Hp * (size_t)d->Wp + CONV_SLACK(d->K);
     *c_len = 0;
     if (d->wino && which != WS_DW) { /* wino_layout, M outputs of C inputs */
         *a_len = wino_layout(d, which == WS_FWD ? d->Co : d->Ci, which == WS_FWD ? d->Ci : d->Co, d->B).end;
@@ -226,10 +230,10 @@ static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t 
     } else if (d->implicit && which == WS_FWD) {
         *a_len = round_up(co, MR) * ckk;
         *b_len = xp;
-    } else if (d->implicit && which == WS_DX) {
+    } else if (d->implicit && d->S == 1 && which == WS_DX) {
         *a_len = round_up(ci, MR) * co * kk;
         *b_len = B * co * (size_t)d->Hq * (size_t)d->Wq + CONV_SLACK(d->K);
-    } else if (d->implicit) {
+    } else if (d->implicit && which == WS_DW) {
         *a_len = xp;
         *b_len = round_up(co, NR) * B * (size_t)d->Ho * (size_t)d->Wp;
     } else if (which == WS_FWD) {
@@ -269,13 +273,14 @@ static cld_status conv_pack(cld_graph *g, const cld_tensor *t, const conv_geom *
     return cld__launch1d(g, k, t, round_up((size_t)U, (size_t)R) / (size_t)R * (size_t)L);
 }
 
-/* xp (bc, hp, wp) in the arena at dst = src (bc, h, w) shifted by pad, + slack */
+/* xp (bc, S*S, hp, wp) in the arena at dst = src (bc, h, w) shifted by pad
+ * (and split into its phases for stride S = 2), + slack */
 static cld_status conv_pad(cld_graph *g, const cld_tensor *t, size_t dst, const cld_tensor *src, size_t so,
-                           int bc, int h, int w, int pad, int hp, int wp, int K)
+                           int bc, int h, int w, int pad, int S, int hp, int wp, int K)
 {
     cl_kernel k = t->kern[K_PAD];
-    CLD_TRY(cld__kargs(k, "pad_planes", "bibiiiiiiii", src->buf, (int)so, t->ws_buf, (int)dst, bc, h, w, pad,
-                       hp, wp, (int)CONV_SLACK(K)));
+    CLD_TRY(cld__kargs(k, "pad_planes", "bibiiiiiiiii", src->buf, (int)so, t->ws_buf, (int)dst, bc, h, w, pad,
+                       S, hp, wp, (int)CONV_SLACK(K)));
     return cld__launch1d(g, k, t, (size_t)bc * (size_t)hp + 1);
 }
 
@@ -312,16 +317,16 @@ static int s1_in_place(int K, int pad, int H, int W, cl_mem buf, size_t off, int
     return buf != ybuf || yoff >= over || yoff + ylen <= end;
 }
 
-/* y (nb, M, Ho, Wo) = stride-1 conv of padded planes (nb, C, Hp, Wp) in xp at
- * offset xp_off with the packed weight at arena offset a_off (+ bias). */
-static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K, size_t a_off, cl_mem xp,
-                          size_t xp_off, int Hp, int Wp, cl_mem y, size_t yo, int Ho, int Wo, int nb,
-                          const cld_tensor *bias)
+/* y (nb, M, Ho, Wo) = stride-S conv of padded planes (nb, C, S*S, Hp, Wp) in
+ * xp at offset xp_off with the packed weight at arena offset a_off (+ bias). */
+static cld_status conv_s1(cld_graph *g, const cld_tensor *t, int M, int C, int K, int S, size_t a_off,
+                          cl_mem xp, size_t xp_off, int Hp, int Wp, cl_mem y, size_t yo, int Ho, int Wo,
+                          int nb, const cld_tensor *bias)
 {
     cl_kernel k = t->kern[K_S1];
     cl_mem arena = t->ws_buf;
-    CLD_TRY(cld__kargs(k, "conv_s1", "iiibibiiibiiibii", M, C, K, arena, (int)a_off, xp, (int)xp_off, Hp, Wp,
-                       y, (int)yo, Ho, Wo, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
+    CLD_TRY(cld__kargs(k, "conv_s1", "iiiibibiiibiiibii", M, C, K, S, arena, (int)a_off, xp, (int)xp_off, Hp,
+                       Wp, y, (int)yo, Ho, Wo, bias ? bias->buf : arena, bias ? (int)bias->off : 0,
                        bias != NULL));
     /* row blocks of 6 outputs in dimension 0, which runs fastest: the
      * blocks of one tile of 16 outputs run one after another, so the C
@@ -416,12 +421,12 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
             // xp (nb, Ci, Hp, Wp) = x chunk padded; y chunk = conv(xp, W) + b
             if (s1_in_place(d.K, d.pad, d.H, d.W, x->buf, xo, nb, d.Ci, t->buf, yo,
                             (size_t)nb * d.Co * d.P)) {
-                CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, x->buf, xo, d.H, d.W, t->buf, yo, d.Ho, d.Wo,
+                CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, 1, a_off, x->buf, xo, d.H, d.W, t->buf, yo, d.Ho, d.Wo,
                                 nb, b));
                 continue;
             }
-            CLD_TRY(conv_pad(g, t, b_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
-            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, a_off, t->ws_buf, b_off, d.Hp, d.Wp, t->buf, yo, d.Ho,
+            CLD_TRY(conv_pad(g, t, b_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.S, d.Hp, d.Wp, d.K));
+            CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, d.S, a_off, t->ws_buf, b_off, d.Hp, d.Wp, t->buf, yo, d.Ho,
                             d.Wo, nb, b));
             continue;
         }
@@ -450,7 +455,8 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
         return CLD_OK;
     }
     cl_kernel c2i = t->kern[K_COL2IM];
-    if (d.implicit) // A (Ci, Co*K*K) = W flipped and transposed
+    int implicit = d.implicit && d.S == 1; /* stride 2: im2col and col2im */
+    if (implicit)                          // A (Ci, Co*K*K) = W flipped and transposed
         CLD_TRY(conv_pack(g, t, &d, a_off, w, w->off, SRC_WFLIP, 0, MR, d.Ci, d.Co * d.K * d.K));
     else // A (CKK, Co) = W^T
         CLD_TRY(conv_pack(g, t, &d, a_off, w, w->off, SRC_DENSE, 1, MR, d.CKK, d.Co));
@@ -458,18 +464,18 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
         int nb = d.N - n0 < d.B ? d.N - n0 : d.B, np = nb * d.P;
         size_t yo = dy->off + (size_t)n0 * d.Co * d.P;
         size_t xo = t->off + (size_t)n0 * d.Ci * d.H * d.W;
-        if (d.implicit) {
+        if (implicit) {
             // dx chunk = conv(dy chunk padded by K-1-pad, W flipped^T)
             int q = d.K - 1 - d.pad;
             if (s1_in_place(d.K, q, d.Ho, d.Wo, dy->buf, yo, nb, d.Co, t->buf, xo,
                             (size_t)nb * d.Ci * d.H * d.W)) {
-                CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, dy->buf, yo, d.Ho, d.Wo, t->buf, xo, d.H, d.W,
-                                nb, NULL));
+                CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, 1, a_off, dy->buf, yo, d.Ho, d.Wo, t->buf, xo, d.H,
+                                d.W, nb, NULL));
                 continue;
             }
-            CLD_TRY(conv_pad(g, t, b_off, dy, yo, nb * d.Co, d.Ho, d.Wo, q, d.Hq, d.Wq, d.K));
-            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, a_off, t->ws_buf, b_off, d.Hq, d.Wq, t->buf, xo, d.H, d.W,
-                            nb, NULL));
+            CLD_TRY(conv_pad(g, t, b_off, dy, yo, nb * d.Co, d.Ho, d.Wo, q, 1, d.Hq, d.Wq, d.K));
+            CLD_TRY(conv_s1(g, t, d.Ci, d.Co, d.K, 1, a_off, t->ws_buf, b_off, d.Hq, d.Wq, t->buf, xo, d.H,
+                            d.W, nb, NULL));
             continue;
         }
         // B (Co, nb*P) = dy chunk; col (CKK, nb*P) = A B; dx chunk = col2im(col)
@@ -534,12 +540,12 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
                 xp = x->buf;
                 xp_off = xo;
             } else {
-                CLD_TRY(conv_pad(g, t, a_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.Hp, d.Wp, d.K));
+                CLD_TRY(conv_pad(g, t, a_off, x, xo, nb * d.Ci, d.H, d.W, d.pad, d.S, d.Hp, d.Wp, d.K));
             }
             CLD_TRY(conv_pack(g, t, &d, b_off, dy, yo, SRC_BCP_ROWS, 0, NR, d.Co, J));
             // dW (Co, CKK) (+)= (X D)^T
-            CLD_TRY(cld__kargs(kdw, "conv_dw_s1", "iiibiiiiibibii", d.Co, d.Ci, d.K, xp, (int)xp_off, d.Hp,
-                               d.Wp, d.Ho, nb, arena, (int)b_off, t->buf, (int)t->off, n0 > 0));
+            CLD_TRY(cld__kargs(kdw, "conv_dw_s1", "iiiibiiiiibibii", d.Co, d.Ci, d.K, d.S, xp, (int)xp_off,
+                               d.Hp, d.Wp, d.Ho, nb, arena, (int)b_off, t->buf, (int)t->off, n0 > 0));
             size_t gs[2] = {round_up((size_t)d.CKK, MR) / MR, round_up((size_t)d.Co, NR) / NR};
             size_t ls[2] = {1, 1};
             CLD_TRY(cld__launch(ctx, kdw, t->name, 2, gs, ls));
@@ -601,6 +607,7 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
     /* samples per chunk: as many as fit the workspace limit, at least one */
     const cld__settings *st = &cld__graph_ctx(g)->settings;
     int path = stride == 1 && pad <= K - 1 && !st->conv_force_im2col ? CONV_IMPLICIT : CONV_IM2COL;
+    if (stride == 2 && K == 3 && pad <= K - 1 && !st->conv_force_im2col) path = CONV_STRIDE2;
     if (conv_use_winograd(st, x->shape[1], w->shape[0], K, stride, pad)) path = CONV_WINOGRAD;
     int ip[4] = {stride, pad, 1, path};
     /* workspace = fixed + B * per_sample (the fixed part: packed weights) */
