@@ -1,10 +1,12 @@
-/* Convolution kernels (driven by engine/src/ops_conv.c), and a bias helper
+/* Convolution kernels (driven by engine/src/ops/conv.c), and a bias helper
  * for the linear layer. Every buffer argument is followed by its offset in
  * floats. All GEMMs use the same register tile: 6 rows x 16 columns per
  * work-item, 12 float8 accumulators (AVX2: 16 registers), local size 1.
  *
- * Implicit path (stride 1): pad_planes, then conv_s1 (forward and dx) and
- * conv_dw_s1 (weight gradient) read the padded planes directly.
+ * Implicit path (stride 1; 3x3 stride 2 for the forward and the weight
+ * gradient): pad_planes, then conv_s1 (forward and dx) and conv_dw_s1
+ * (weight gradient) read the padded planes (their phases for stride 2)
+ * directly.
  * im2col path (any stride): pack builds the GEMM operands (doing the
  * im2col), gemm.cl's gemm_packed_ab multiplies them, col2im folds dx back.
  *
@@ -174,7 +176,7 @@ inline void pad_row(int t, __global const float *x, int xo, __global float *xp, 
             continue;
         }
         const __global float *s = x + xo + (bc * H + iy) * W;
-        if (S == 1) {
+        if (S == 1) { /* what the strided copy below does for S = 1, as a copy PoCL vectorizes */
             for (int i = 0; i < pad; i++) d[i] = 0.0f;
             for (int i = 0; i < W; i++) d[pad + i] = s[i];
             for (int i = pad + W; i < Wp; i++) d[i] = 0.0f;

@@ -199,7 +199,7 @@ START_TEST(test_conv_winograd)
     conv_run("wino conv 3x3 N1 3->4 5x70 param", (conv_cfg){1, 3, 5, 70, 4, 3, 1, 1, 1, 1}, 58);
     /* 5 column tiles of 16 (80 tiles): wino_gemm's group of 4 and a last one */
     conv_run("wino conv 3x3 N3 3->7 11x30 bias", (conv_cfg){3, 3, 11, 30, 7, 3, 1, 1, 1, 0}, 57);
-    /* planes of whole tiles: the weight gradient reads dy in place */
+    /* planes of whole tiles: the transforms' row loads never overhang a plane */
     conv_run("wino conv 3x3 N2 3->5 8x16 param", (conv_cfg){2, 3, 8, 16, 5, 3, 1, 1, 1, 1}, 55);
     /* 37 output channels: 6-row register tiles with a last one of 1 row, in all three products */
     conv_run("wino conv 3x3 N2 6->37 7x9 param", (conv_cfg){2, 6, 7, 9, 37, 3, 1, 1, 1, 1}, 59);

@@ -14,7 +14,9 @@
  *            transformed weight, once per node); y = output transform + b
  *   dx:      the same with the flipped, transposed weight, on dy
  *   dW:      dU[e] (+)= (A dY A^T)[e] V[e]^T over the chunks; dW = G^T dU G
- * Implicit (stride 1, pad <= K-1; the UNet's 1x1 convs, conv_in, conv_out):
+ * Implicit (stride 1, pad <= K-1; the UNet's 1x1 convs, conv_in, conv_out;
+ * and the forward and dW of 3x3 stride-2 convs over the planes split into
+ * their 4 phases, so that each tap's inputs are contiguous again):
  * the input is copied into zero-padded planes xp (B, Ci, Hp, Wp) and the GEMM reads
  * each tap's 16-wide tile straight from xp, enumerating output positions
  * over the padded width (j = oy*Wp + ox; columns ox >= Wo are dropped):
@@ -74,13 +76,14 @@ static cld_status bias_grad(cld_graph *g, cld_tensor *t, cld_tensor *b)
 /* ------------------------------------------------------------- conv2d */
 
 /* ip[0] stride, ip[1] pad, ip[2] chunk B (samples per GEMM), ip[3] path:
- * CONV_IM2COL, CONV_IMPLICIT or CONV_WINOGRAD (forward, dx and dW) */
-/* CONV_STRIDE2: 3x3 stride 2, forward and dW over the padded planes split
- * into their 4 phases (pad_planes), dx on the im2col path */
+ * CONV_IM2COL, CONV_IMPLICIT or CONV_WINOGRAD (forward, dx and dW), or
+ * CONV_STRIDE2 (3x3 stride 2: forward and dW implicit over the padded planes
+ * split into their 4 phases by pad_planes, dx on the im2col path) */
 enum { CONV_IM2COL = 0, CONV_IMPLICIT = 1, CONV_WINOGRAD = 2, CONV_STRIDE2 = 3 };
 typedef struct conv_geom {
     int N, Ci, H, W, Co, K, Ho, Wo, stride, pad, B, implicit, wino;
-    int TH, TW; /* Winograd: 4x4 output tiles per sample, down and across */
+    int dx_implicit; /* dx on the implicit path (stride 1) */
+    int TH, TW;      /* Winograd: 4x4 output tiles per sample, down and across */
     int P, CKK;
     int S, Hp, Wp; /* padded input planes (implicit forward and dW), S*S phases of them */
     int Hq, Wq;    /* padded output-gradient planes (implicit dx) */
@@ -158,6 +161,7 @@ static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int
     d.B = ip[2];
     d.implicit = ip[3] != CONV_IM2COL;
     d.wino = ip[3] == CONV_WINOGRAD;
+    d.dx_implicit = ip[3] == CONV_IMPLICIT || ip[3] == CONV_WINOGRAD;
     d.TH = (d.Ho + 3) / 4;
     d.TW = (d.Wo + 3) / 4;
     d.P = d.Ho * d.Wo;
@@ -230,7 +234,7 @@ static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t 
     } else if (d->implicit && which == WS_FWD) {
         *a_len = round_up(co, MR) * ckk;
         *b_len = xp;
-    } else if (d->implicit && d->S == 1 && which == WS_DX) {
+    } else if (d->dx_implicit && which == WS_DX) {
         *a_len = round_up(ci, MR) * co * kk;
         *b_len = B * co * (size_t)d->Hq * (size_t)d->Wq + CONV_SLACK(d->K);
     } else if (d->implicit && which == WS_DW) {
@@ -418,7 +422,7 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
         size_t xo = x->off + (size_t)n0 * d.Ci * d.H * d.W;
         size_t yo = t->off + (size_t)n0 * d.Co * d.P;
         if (d.implicit) {
-            // xp (nb, Ci, Hp, Wp) = x chunk padded; y chunk = conv(xp, W) + b
+            // xp (nb, Ci, S*S, Hp, Wp) = x chunk padded (stride 2: in phases); y chunk = conv(xp, W) + b
             if (s1_in_place(d.K, d.pad, d.H, d.W, x->buf, xo, nb, d.Ci, t->buf, yo,
                             (size_t)nb * d.Co * d.P)) {
                 CLD_TRY(conv_s1(g, t, d.Co, d.Ci, d.K, 1, a_off, x->buf, xo, d.H, d.W, t->buf, yo, d.Ho, d.Wo,
@@ -455,8 +459,7 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
         return CLD_OK;
     }
     cl_kernel c2i = t->kern[K_COL2IM];
-    int implicit = d.implicit && d.S == 1; /* stride 2: im2col and col2im */
-    if (implicit)                          // A (Ci, Co*K*K) = W flipped and transposed
+    if (d.dx_implicit) // A (Ci, Co*K*K) = W flipped and transposed
         CLD_TRY(conv_pack(g, t, &d, a_off, w, w->off, SRC_WFLIP, 0, MR, d.Ci, d.Co * d.K * d.K));
     else // A (CKK, Co) = W^T
         CLD_TRY(conv_pack(g, t, &d, a_off, w, w->off, SRC_DENSE, 1, MR, d.CKK, d.Co));
@@ -464,7 +467,7 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
         int nb = d.N - n0 < d.B ? d.N - n0 : d.B, np = nb * d.P;
         size_t yo = dy->off + (size_t)n0 * d.Co * d.P;
         size_t xo = t->off + (size_t)n0 * d.Ci * d.H * d.W;
-        if (implicit) {
+        if (d.dx_implicit) {
             // dx chunk = conv(dy chunk padded by K-1-pad, W flipped^T)
             int q = d.K - 1 - d.pad;
             if (s1_in_place(d.K, q, d.Ho, d.Wo, dy->buf, yo, nb, d.Co, t->buf, xo,
