@@ -72,6 +72,7 @@ static void drain(void)
     if (!n_pend) return;
     int count = counted(segment);
     double seg_ms = 0;
+    cl_ulong first = 0, last = 0;
     for (int i = 0; i < n_pend; i++) {
         cl_ulong a = 0, b = 0;
         clWaitForEvents(1, &pend[i].ev);
@@ -79,6 +80,8 @@ static void drain(void)
                 CL_SUCCESS &&
             clGetEventProfilingInfo(pend[i].ev, CL_PROFILING_COMMAND_END, sizeof b, &b, NULL) == CL_SUCCESS) {
             seg_ms += (double)(b - a) * 1e-6;
+            if (!first || a < first) first = a;
+            if (b > last) last = b;
             if (count) {
                 stat_entry *s = find_stat(pend[i].key);
                 s->calls++;
@@ -88,8 +91,8 @@ static void drain(void)
         clReleaseEvent(pend[i].ev);
     }
     if (getenv("CLPROF_SEGMENTS"))
-        fprintf(stderr, "clprof: segment %d: %d commands, %.1f ms device time%s\n", segment, n_pend, seg_ms,
-                count ? "" : " (not counted)");
+        fprintf(stderr, "clprof: segment %d: %d commands, %.1f ms device time over a %.1f ms span%s\n",
+                segment, n_pend, seg_ms, (double)(last - first) * 1e-6, count ? "" : " (not counted)");
     n_pend = 0;
     segment++;
 }

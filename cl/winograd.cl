@@ -157,12 +157,10 @@ inline void wino_rows(const __global float *const *ph, const int *y, int TWp, in
  * t0 = 8 * (i % NI), NI = Tp / 8 groups per channel. Input row k of the
  * group's tiles, d0 .. d5 (input columns 0 .. 5 of each tile, a tile per
  * lane), is transformed along x into s[k]. */
-inline void wino_input_item(int i, __global const float *x, int xo, __global float *v, int vo, int C, int NB,
-                            int H, int W, int TH, int TWp, int Tp, int ldv, int ev)
+inline void wino_input_rows(__global const float *x, int xo, int c, int t0, int C, int NB, int H, int W,
+                            int TH, int TWp, float8 s[6][6])
 {
-    int NI = Tp / 8, c = i / NI, t0 = 8 * (i - (i / NI) * NI);
     int rows = NB * TH;
-    float8 s[6][6]; /* s[k][j] = (d B)[k][j]: input row k, transformed along x */
     if (TWp >= 8) { /* 8 tiles of one row: shuffles of contiguous loads */
         int gr = min(t0 / TWp, rows - 1), tx0 = t0 - (t0 / TWp) * TWp;
         int b = gr / TH, ty = gr - (gr / TH) * TH;
@@ -256,6 +254,14 @@ inline void wino_input_item(int i, __global const float *x, int xo, __global flo
             for (int j = 0; j < 6; j++) s[k][j] *= r;
         }
     }
+}
+
+inline void wino_input_item(int i, __global const float *x, int xo, __global float *v, int vo, int C, int NB,
+                            int H, int W, int TH, int TWp, int Tp, int ldv, int ev)
+{
+    int NI = Tp / 8, c = i / NI, t0 = 8 * (i - (i / NI) * NI);
+    float8 s[6][6]; /* s[k][j] = (d B)[k][j]: input row k, transformed along x */
+    wino_input_rows(x, xo, c, t0, C, NB, H, W, TH, TWp, s);
     __global float *dst = v + vo + (size_t)c * ldv + t0;
 #pragma unroll
     for (int j = 0; j < 6; j++) {
@@ -321,24 +327,11 @@ __kernel void wino_gemm(int M, int C, int Tp, int ldv, int eu, int ev, int em, _
 #define WINO_ROW4(l) vstore4((float4)(o[0].s##l, o[1].s##l, o[2].s##l, o[3].s##l), l, py);
 #define WINO_ROW4_IF(l) \
     if (l < nt) WINO_ROW4(l)
-inline void wino_output_item(int i, __global const float *mo, int moo, __global float *y, int yo, int M,
-                             int NB, int H, int W, int TH, int TW, int TWp, int Tp, int em,
-                             __global const float *bias, int biaso, int has_bias)
+/* the rest of A^T Mo A from s[a][j] = (A^T Mo)[a][j] of channel m and the
+ * tiles t0 .. t0+7, plus bv, stored into y */
+inline void wino_output_store(float8 s[4][6], float bv, int m, int t0, __global float *y, int yo, int M,
+                              int NB, int H, int W, int TH, int TW, int TWp)
 {
-    int NI = Tp / 8, m = i / NI, t0 = 8 * (i - (i / NI) * NI);
-    const __global float *src = mo + moo + (size_t)m * Tp + t0;
-    size_t es = (size_t)em;
-    float8 s[4][6]; /* s[a][j] = (A^T Mo)[a][j] */
-#pragma unroll
-    for (int j = 0; j < 6; j++) {
-        float8 o[4];
-        WINO_AT(vload8(0, src + (0 * 6 + j) * es), vload8(0, src + (1 * 6 + j) * es),
-                vload8(0, src + (2 * 6 + j) * es), vload8(0, src + (3 * 6 + j) * es),
-                vload8(0, src + (4 * 6 + j) * es), vload8(0, src + (5 * 6 + j) * es), o);
-#pragma unroll
-        for (int a = 0; a < 4; a++) s[a][j] = o[a];
-    }
-    float bv = has_bias ? bias[biaso + m] : 0.0f;
     int rows = NB * TH;
     if (TWp >= 8) { /* 8 tiles of one row */
         int gr = t0 / TWp, tx0 = t0 - (t0 / TWp) * TWp;
@@ -412,12 +405,93 @@ inline void wino_output_item(int i, __global const float *mo, int moo, __global 
     WINO_LANE_OUT(2) WINO_LANE_OUT(3) WINO_LANE_OUT(4) WINO_LANE_OUT(5) WINO_LANE_OUT(6) WINO_LANE_OUT(7)
 }
 
+inline void wino_output_item(int i, __global const float *mo, int moo, __global float *y, int yo, int M,
+                             int NB, int H, int W, int TH, int TW, int TWp, int Tp, int em,
+                             __global const float *bias, int biaso, int has_bias)
+{
+    int NI = Tp / 8, m = i / NI, t0 = 8 * (i - (i / NI) * NI);
+    const __global float *src = mo + moo + (size_t)m * Tp + t0;
+    size_t es = (size_t)em;
+    float8 s[4][6]; /* s[a][j] = (A^T Mo)[a][j] */
+#pragma unroll
+    for (int j = 0; j < 6; j++) {
+        float8 o[4];
+        WINO_AT(vload8(0, src + (0 * 6 + j) * es), vload8(0, src + (1 * 6 + j) * es),
+                vload8(0, src + (2 * 6 + j) * es), vload8(0, src + (3 * 6 + j) * es),
+                vload8(0, src + (4 * 6 + j) * es), vload8(0, src + (5 * 6 + j) * es), o);
+#pragma unroll
+        for (int a = 0; a < 4; a++) s[a][j] = o[a];
+    }
+    wino_output_store(s, has_bias ? bias[biaso + m] : 0.0f, m, t0, y, yo, M, NB, H, W, TH, TW, TWp);
+}
+
 __kernel void wino_output(__global const float *mo, int moo, __global float *y, int yo, int M, int NB, int H,
                           int W, int TH, int TW, int TWp, int Tp, int em, __global const float *bias,
                           int biaso, int has_bias)
 {
     FOR_ITEMS(i, M * (Tp / 8))
     wino_output_item(i, mo, moo, y, yo, M, NB, H, W, TH, TW, TWp, Tp, em, bias, biaso, has_bias);
+}
+
+/* The whole convolution of 16 tiles (two groups of 8) in one kernel, for
+ * CPUs (one work-item per work-group): V of their C channels (36 x C x 2
+ * float8) goes to local memory, then for each 6-row block of U the 36
+ * products (wino_gemm's register tile and its order of sums: the same
+ * results) into private memory and the output transform from there. V and
+ * Mo never leave the core's caches, and one launch covers the whole batch.
+ * vs: 72 * C float8. */
+__kernel void wino_fused(__global const float *x, int xo, __global const float *u, int uo, int eu,
+                         __global float *y, int yo, int M, int C, int NB, int H, int W, int TH, int TW,
+                         int TWp, int Tp, __global const float *bias, int biaso, int has_bias,
+                         __local float8 *vs)
+{
+    FOR_ITEMS(g, Tp / 16)
+    {
+        for (int h = 0; h < 2; h++)
+            for (int c = 0; c < C; c++) {
+                float8 s[6][6];
+                wino_input_rows(x, xo, c, 16 * g + 8 * h, C, NB, H, W, TH, TWp, s);
+#pragma unroll
+                for (int j = 0; j < 6; j++) {
+                    float8 o[6];
+                    WINO_BT(s[0][j], s[1][j], s[2][j], s[3][j], s[4][j], s[5][j], o);
+#pragma unroll
+                    for (int a = 0; a < 6; a++) vs[((a * 6 + j) * C + c) * 2 + h] = o[a];
+                }
+            }
+        for (int mb = 0; mb * 6 < M; mb++) {
+            float8 acc[36][6][2];
+            for (int e = 0; e < 36; e++) {
+                const __global float *pa = u + uo + (size_t)e * eu + mb * C * 6;
+                const __local float8 *pb = vs + e * C * 2;
+                float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
+                float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
+                for (int k = 0; k < C; k++) {
+                    float8 b0 = pb[0], b1 = pb[1];
+                    WINO_FMA(0) WINO_FMA(1) WINO_FMA(2) WINO_FMA(3) WINO_FMA(4) WINO_FMA(5) pa += 6;
+                    pb += 2;
+                }
+                acc[e][0][0] = c00, acc[e][0][1] = c01, acc[e][1][0] = c10, acc[e][1][1] = c11;
+                acc[e][2][0] = c20, acc[e][2][1] = c21, acc[e][3][0] = c30, acc[e][3][1] = c31;
+                acc[e][4][0] = c40, acc[e][4][1] = c41, acc[e][5][0] = c50, acc[e][5][1] = c51;
+            }
+            for (int r = 0; r < 6 && mb * 6 + r < M; r++)
+                for (int h = 0; h < 2; h++) {
+                    float8 s[4][6];
+#pragma unroll
+                    for (int j = 0; j < 6; j++) {
+                        float8 o[4];
+                        WINO_AT(acc[j][r][h], acc[6 + j][r][h], acc[12 + j][r][h], acc[18 + j][r][h],
+                                acc[24 + j][r][h], acc[30 + j][r][h], o);
+#pragma unroll
+                        for (int a = 0; a < 4; a++) s[a][j] = o[a];
+                    }
+                    int m = mb * 6 + r;
+                    wino_output_store(s, has_bias ? bias[biaso + m] : 0.0f, m, 16 * g + 8 * h, y, yo, M, NB,
+                                      H, W, TH, TW, TWp);
+                }
+        }
+    }
 }
 
 /* ------------------------------------------------------------ weight gradient

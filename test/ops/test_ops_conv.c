@@ -21,6 +21,8 @@ static void conv_config(int max_chunk, int force_im2col)
 static void conv_winograd(int mode) { tu_ctx()->settings.conv_winograd_mode = mode; }
 /* Winograd's 36 products through cld__gemm_batched (the GPU route) on any device */
 static void conv_winograd_blas(int on) { tu_ctx()->settings.conv_wino_blas = on; }
+/* Winograd's forward and dx as one wino_fused launch: 0 where it pays, 1 never, 2 always */
+static void conv_winograd_fused(int mode) { tu_ctx()->settings.conv_wino_fused_mode = mode; }
 
 /* ------------------------------------------------------------- conv2d */
 typedef struct conv_cfg {
@@ -187,28 +189,35 @@ START_TEST(test_conv_winograd)
 {
     conv_tol = CONV_WINO_TOL; /* every case below runs Winograd */
     conv_winograd(2);
-    conv_run("wino conv 3x3 N3 3->5 7x7 bias", (conv_cfg){3, 3, 7, 7, 5, 3, 1, 1, 1, 0}, 41);
-    conv_run("wino conv 3x3 N1 7->13 5x6 param", (conv_cfg){1, 7, 5, 6, 13, 3, 1, 1, 1, 1}, 42);
-    conv_run("wino conv 3x3 N2 5->3 13x9 nobias", (conv_cfg){2, 5, 13, 9, 3, 3, 1, 1, 0, 0}, 43);
-    conv_run("wino conv 3x3 N1 2->3 3x3 param", (conv_cfg){1, 2, 3, 3, 3, 3, 1, 1, 1, 1}, 44);
-    /* rows of more than 8 tiles (two lane groups), full-width fast paths */
-    conv_run("wino conv 3x3 N2 3->4 6x37 bias", (conv_cfg){2, 3, 6, 37, 4, 3, 1, 1, 1, 0}, 48);
-    conv_run("wino conv 3x3 N2 2->5 9x32 param", (conv_cfg){2, 2, 9, 32, 5, 3, 1, 1, 1, 1}, 49);
-    conv_run("wino conv 3x3 N3 3->2 5x26 bias", (conv_cfg){3, 3, 5, 26, 2, 3, 1, 1, 1, 0}, 50);
-    /* rows of 18 tiles (three lane groups, the middle one away from both borders) */
-    conv_run("wino conv 3x3 N1 3->4 5x70 param", (conv_cfg){1, 3, 5, 70, 4, 3, 1, 1, 1, 1}, 58);
-    /* 5 column tiles of 16 (80 tiles): wino_gemm's group of 4 and a last one */
-    conv_run("wino conv 3x3 N3 3->7 11x30 bias", (conv_cfg){3, 3, 11, 30, 7, 3, 1, 1, 1, 0}, 57);
-    /* planes of whole tiles: the transforms' row loads never overhang a plane */
-    conv_run("wino conv 3x3 N2 3->5 8x16 param", (conv_cfg){2, 3, 8, 16, 5, 3, 1, 1, 1, 1}, 55);
-    /* 37 output channels: 6-row register tiles with a last one of 1 row, in all three products */
-    conv_run("wino conv 3x3 N2 6->37 7x9 param", (conv_cfg){2, 6, 7, 9, 37, 3, 1, 1, 1, 1}, 59);
-    conv_config(2, 0);
-    conv_run("wino chunk2 conv 3x3 N3 4->7 9x5", (conv_cfg){3, 4, 9, 5, 7, 3, 1, 1, 1, 1}, 45);
-    /* the weight gradient summed over chunks with 19 output channels (a last tile of 1 row) */
-    conv_run("wino chunk2 conv 3x3 N3 5->19 6x11", (conv_cfg){3, 5, 6, 11, 19, 3, 1, 1, 1, 1}, 60);
-    conv_run("wino chunk2 conv 3x3 N3 2->3 4x8", (conv_cfg){3, 2, 4, 8, 3, 3, 1, 1, 1, 1}, 56);
-    conv_config(0, 0);
+    /* forward and dx in chunks (wino_input, wino_gemm, wino_output), then as
+     * one wino_fused launch: its groups of 16 tiles, the second one past the
+     * last row of tiles in some cases */
+    for (int fused = 1; fused <= 2; fused++) {
+        conv_winograd_fused(fused);
+        conv_run("wino conv 3x3 N3 3->5 7x7 bias", (conv_cfg){3, 3, 7, 7, 5, 3, 1, 1, 1, 0}, 41);
+        conv_run("wino conv 3x3 N1 7->13 5x6 param", (conv_cfg){1, 7, 5, 6, 13, 3, 1, 1, 1, 1}, 42);
+        conv_run("wino conv 3x3 N2 5->3 13x9 nobias", (conv_cfg){2, 5, 13, 9, 3, 3, 1, 1, 0, 0}, 43);
+        conv_run("wino conv 3x3 N1 2->3 3x3 param", (conv_cfg){1, 2, 3, 3, 3, 3, 1, 1, 1, 1}, 44);
+        /* rows of more than 8 tiles (two lane groups), full-width fast paths */
+        conv_run("wino conv 3x3 N2 3->4 6x37 bias", (conv_cfg){2, 3, 6, 37, 4, 3, 1, 1, 1, 0}, 48);
+        conv_run("wino conv 3x3 N2 2->5 9x32 param", (conv_cfg){2, 2, 9, 32, 5, 3, 1, 1, 1, 1}, 49);
+        conv_run("wino conv 3x3 N3 3->2 5x26 bias", (conv_cfg){3, 3, 5, 26, 2, 3, 1, 1, 1, 0}, 50);
+        /* rows of 18 tiles (three lane groups, the middle one away from both borders) */
+        conv_run("wino conv 3x3 N1 3->4 5x70 param", (conv_cfg){1, 3, 5, 70, 4, 3, 1, 1, 1, 1}, 58);
+        /* 5 column tiles of 16 (80 tiles): wino_gemm's group of 4 and a last one */
+        conv_run("wino conv 3x3 N3 3->7 11x30 bias", (conv_cfg){3, 3, 11, 30, 7, 3, 1, 1, 1, 0}, 57);
+        /* planes of whole tiles: the transforms' row loads never overhang a plane */
+        conv_run("wino conv 3x3 N2 3->5 8x16 param", (conv_cfg){2, 3, 8, 16, 5, 3, 1, 1, 1, 1}, 55);
+        /* 37 output channels: 6-row register tiles with a last one of 1 row, in all three products */
+        conv_run("wino conv 3x3 N2 6->37 7x9 param", (conv_cfg){2, 6, 7, 9, 37, 3, 1, 1, 1, 1}, 59);
+        conv_config(2, 0);
+        conv_run("wino chunk2 conv 3x3 N3 4->7 9x5", (conv_cfg){3, 4, 9, 5, 7, 3, 1, 1, 1, 1}, 45);
+        /* the weight gradient summed over chunks with 19 output channels (a last tile of 1 row) */
+        conv_run("wino chunk2 conv 3x3 N3 5->19 6x11", (conv_cfg){3, 5, 6, 11, 19, 3, 1, 1, 1, 1}, 60);
+        conv_run("wino chunk2 conv 3x3 N3 2->3 4x8", (conv_cfg){3, 2, 4, 8, 3, 3, 1, 1, 1, 1}, 56);
+        conv_config(0, 0);
+    }
+    conv_winograd_fused(0);
     conv_winograd_blas(1); /* the route GPUs take */
     conv_run("wino blas conv 3x3 N2 7->13 6x37 param", (conv_cfg){2, 7, 6, 37, 13, 3, 1, 1, 1, 1}, 51);
     conv_run("wino blas conv 3x3 N3 5->3 7x7 bias", (conv_cfg){3, 5, 7, 7, 3, 3, 1, 1, 1, 0}, 52);

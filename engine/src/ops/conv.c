@@ -78,11 +78,14 @@ static cld_status bias_grad(cld_graph *g, cld_tensor *t, cld_tensor *b)
 /* ip[0] stride, ip[1] pad, ip[2] chunk B (samples per GEMM), ip[3] path:
  * CONV_IM2COL, CONV_IMPLICIT or CONV_WINOGRAD (forward, dx and dW), or
  * CONV_STRIDE2 (3x3 stride 2: forward and dW implicit over the padded planes
- * split into their 4 phases by pad_planes, dx on the im2col path) */
+ * split into their 4 phases by pad_planes, dx on the im2col path); ip[4]
+ * Winograd's forward (bit 0) and dx (bit 1) as one wino_fused launch over
+ * the whole batch instead of chunks */
 enum { CONV_IM2COL = 0, CONV_IMPLICIT = 1, CONV_WINOGRAD = 2, CONV_STRIDE2 = 3 };
 typedef struct conv_geom {
     int N, Ci, H, W, Co, K, Ho, Wo, stride, pad, B, implicit, wino;
     int dx_implicit; /* dx on the implicit path (stride 1) */
+    int fused;       /* ip[4] */
     int TH, TW;      /* Winograd: 4x4 output tiles per sample, down and across */
     int P, CKK;
     int S, Hp, Wp; /* padded input planes (implicit forward and dW), S*S phases of them */
@@ -116,7 +119,8 @@ enum {
     K_WINO_GEMM,
     K_WINO_OUTPUT,
     K_WINO_DY,
-    K_WINO_WGRAD, /* winograd.cl */
+    K_WINO_WGRAD,
+    K_WINO_FUSED, /* winograd.cl */
     K_CONV_END
 };
 static const cld_kernel_ref conv_kernels[K_CONV_END + 1] = {{"conv", "pack"},
@@ -131,6 +135,7 @@ static const cld_kernel_ref conv_kernels[K_CONV_END + 1] = {{"conv", "pack"},
                                                             {"winograd", "wino_output"},
                                                             {"winograd", "wino_dy"},
                                                             {"winograd", "wino_wgrad"},
+                                                            {"winograd", "wino_fused"},
                                                             {NULL, NULL}};
 
 /* winograd.cl's on the Winograd path (its transforms read the planes in
@@ -162,6 +167,7 @@ static conv_geom geom_of(const int *xs, const int *wsh, const int *ys, const int
     d.implicit = ip[3] != CONV_IM2COL;
     d.wino = ip[3] == CONV_WINOGRAD;
     d.dx_implicit = ip[3] == CONV_IMPLICIT || ip[3] == CONV_WINOGRAD;
+    d.fused = d.wino ? ip[4] : 0;
     d.TH = (d.Ho + 3) / 4;
     d.TW = (d.Wo + 3) / 4;
     d.P = d.Ho * d.Wo;
@@ -225,8 +231,9 @@ static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t 
     size_t ci = (size_t)d->Ci, kk = (size_t)d->K * (size_t)d->K;
     size_t xp = B * ci * (size_t)(d->S * d->S) * (size_t)d->Hp * (size_t)d->Wp + CONV_SLACK(d->K);
     *c_len = 0;
-    if (d->wino && which != WS_DW) { /* wino_layout, M outputs of C inputs */
-        *a_len = wino_layout(d, which == WS_FWD ? d->Co : d->Ci, which == WS_FWD ? d->Ci : d->Co, d->B).end;
+    if (d->wino && which != WS_DW) { /* wino_layout, M outputs of C inputs; only U if fused */
+        wino_ws l = wino_layout(d, which == WS_FWD ? d->Co : d->Ci, which == WS_FWD ? d->Ci : d->Co, d->B);
+        *a_len = d->fused & (which == WS_FWD ? 1 : 2) ? l.v : l.end;
         *b_len = 0;
     } else if (d->wino) { /* wino_layout of the forward (dU in U's place) */
         *a_len = wino_layout(d, d->Co, d->Ci, d->B).end;
@@ -257,7 +264,7 @@ static void conv_ws_layout(int which, const conv_geom *d, size_t *a_len, size_t 
 static void conv_setup(cld_tensor *t, int which, const int *ip, const conv_geom *d)
 {
     size_t a, b, c;
-    memcpy(t->ip, ip, 4 * sizeof(int));
+    memcpy(t->ip, ip, 5 * sizeof(int));
     conv_ws_layout(which, d, &a, &b, &c);
     t->ws = a + b + c;
 }
@@ -386,6 +393,36 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
     return cld__launch1d(g, k, t, (size_t)M * (size_t)(l.Tp / 8));
 }
 
+/* wino_fused (winograd.cl) takes the whole batch in one launch on CPUs: V
+ * of 16 tiles, 72 * C float8, in local memory (PoCL gives it a core's
+ * cache), and all of U read once per 16 tiles. It beat the chunks
+ * (bench/NOTES.md, "Eleventh session") while U fits a core's L2 (32 -> 32
+ * @28 in 0.55x the chunks' time, 64 -> 64 @14 0.8x) and on 7x7 planes, not
+ * with U of 1.2 MB on larger planes (128 -> 64 @14: 1.15x). M outputs of C
+ * inputs on Ho x Ho planes. */
+static int wino_fused_ok(const cld__settings *st, const cld_device_info *info, int M, int C, int Ho)
+{
+    if (st->gpu_path || st->wino_blas || st->conv_wino_blas || !st->wino_fused ||
+        st->conv_wino_fused_mode == 1)
+        return 0;
+    if (72u * 32u * (uint64_t)C > info->local_mem_bytes / 2) return 0;
+    return st->conv_wino_fused_mode == 2 || 36 * 4 * (size_t)M * (size_t)C <= 640 * 1024 || Ho <= 8;
+}
+
+/* y (N, M, H, W) at yo = conv(src (N, C, H, W) at so, pad 1) (+ bias) with
+ * U at ws, in one wino_fused launch */
+static cld_status wino_fused(cld_graph *g, const cld_tensor *t, const conv_geom *d, int M, int C, size_t ws,
+                             const cld_tensor *src, size_t so, cl_mem y, size_t yo, const cld_tensor *bias)
+{
+    wino_ws l = wino_layout(d, M, C, d->N);
+    cl_kernel k = t->kern[K_WINO_FUSED];
+    CLD_TRY(cld__kargs(k, "wino_fused", "bibiibiiiiiiiiiibiil", src->buf, (int)so, t->ws_buf, (int)ws, l.eu,
+                       y, (int)yo, M, C, d->N, d->Ho, d->Wo, d->TH, d->TW, l.TWp, l.Tp,
+                       bias ? bias->buf : t->ws_buf, bias ? (int)bias->off : 0, bias != NULL,
+                       (size_t)72 * 32 * (size_t)C));
+    return cld__launch1d(g, k, t, (size_t)(l.Tp / 16));
+}
+
 /* U (36, M, C) at ws = the Winograd transform of w; flip: of the dx kernel.
  * Packed for wino_gemm, or row-major for cld__gemm_batched (wino_blas). */
 static cld_status wino_weight(cld_graph *g, const cld_tensor *t, const conv_geom *d, int M, int C,
@@ -408,6 +445,7 @@ static cld_status conv_forward(cld_graph *g, cld_tensor *t)
     size_t a_off = t->ws_off, b_off = a_off + a_len;
     if (d.wino) {
         CLD_TRY(wino_weight(g, t, &d, d.Co, d.Ci, w, 0, a_off));
+        if (d.fused & 1) return wino_fused(g, t, &d, d.Co, d.Ci, a_off, x, x->off, t->buf, t->off, b);
         for (int n0 = 0; n0 < d.N; n0 += d.B) {
             int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
             CLD_TRY(wino_chunk(g, t, &d, d.Co, d.Ci, a_off, x, x->off + (size_t)n0 * d.Ci * d.H * d.W, t->buf,
@@ -451,6 +489,7 @@ static cld_status conv_dx_forward(cld_graph *g, cld_tensor *t)
     size_t a_off = t->ws_off, b_off = a_off + a_len, col_off = b_off + b_len;
     if (d.wino) { // dx = conv(dy, W flipped and transposed, pad 1)
         CLD_TRY(wino_weight(g, t, &d, d.Ci, d.Co, w, 1, a_off));
+        if (d.fused & 2) return wino_fused(g, t, &d, d.Ci, d.Co, a_off, dy, dy->off, t->buf, t->off, NULL);
         for (int n0 = 0; n0 < d.N; n0 += d.B) {
             int nb = d.N - n0 < d.B ? d.N - n0 : d.B;
             CLD_TRY(wino_chunk(g, t, &d, d.Ci, d.Co, a_off, dy, dy->off + (size_t)n0 * d.Co * d.P, t->buf,
@@ -612,7 +651,11 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
     int path = stride == 1 && pad <= K - 1 && !st->conv_force_im2col ? CONV_IMPLICIT : CONV_IM2COL;
     if (stride == 2 && K == 3 && pad <= K - 1 && !st->conv_force_im2col) path = CONV_STRIDE2;
     if (conv_use_winograd(st, x->shape[1], w->shape[0], K, stride, pad)) path = CONV_WINOGRAD;
-    int ip[4] = {stride, pad, 1, path};
+    const cld_device_info *info = &cld__graph_ctx(g)->info;
+    int fused = path != CONV_WINOGRAD ? 0
+                                      : wino_fused_ok(st, info, w->shape[0], x->shape[1], Ho) |
+                                            wino_fused_ok(st, info, x->shape[1], w->shape[0], Ho) << 1;
+    int ip[5] = {stride, pad, 1, path, fused};
     /* workspace = fixed + B * per_sample (the fixed part: packed weights) */
     size_t B = CONV_WS_LIMIT, per_max = 0;
     for (int which = WS_FWD; which <= WS_DW; which++) {

@@ -75,7 +75,8 @@ typedef struct cld__settings {
         reduce_ls; /* CPU 1 (PoCL runs it as plain vector code); GPU 64 (work-group and local-memory limits) */
     /* products (linear, matmul, attention; Winograd's 36 products) */
     int gemm_backend; /* CLD__GEMM_CLBLAST or CLD__GEMM_OWN: CLD_GEMM, else own on CPUs, CLBlast on the GPU path */
-    int wino_blas;     /* Winograd's products through cld__gemm_batched (GPU path), else wino_gemm */
+    int wino_blas; /* Winograd's products through cld__gemm_batched (GPU path), else wino_gemm */
+    int wino_fused; /* CPU path: Winograd's forward and dx in one kernel where it pays (CLD_WINO_FUSED=0: never) */
     int clblast_tune;  /* install the PoCL CLBlast parameters (0 if CLD_CLBLAST_TUNE=0) */
     int conv_winograd; /* Winograd where it pays (0 if CLD_CONV_WINOGRAD=0) */
     int poison;        /* new graphs poison released memory (CLD_POISON) */
@@ -91,9 +92,10 @@ typedef struct cld__settings {
      * test/models/test_unet.c, bench/lab_winograd.c), for conv nodes built
      * afterwards: at most conv_max_chunk samples per chunk (0: no cap), the
      * im2col path where the implicit one applies, Winograd 0 where it pays /
-     * 1 never / 2 always, and Winograd's products through the batched GEMM
-     * (the GPU route) on CPUs too. */
-    int conv_max_chunk, conv_force_im2col, conv_winograd_mode, conv_wino_blas;
+     * 1 never / 2 always, Winograd's products through the batched GEMM
+     * (the GPU route) on CPUs too, and its fused kernel (wino_fused) 0 where
+     * it pays / 1 never / 2 always. */
+    int conv_max_chunk, conv_force_im2col, conv_winograd_mode, conv_wino_blas, conv_wino_fused_mode;
 } cld__settings;
 /* Fill s from the environment for the device `info` (settings.c). */
 void cld__settings_read(cld__settings *s, const cld_device_info *info);

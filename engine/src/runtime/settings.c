@@ -67,6 +67,7 @@ void cld__settings_read(cld__settings *s, const cld_device_info *info)
     /* wino_gemm runs one work-item per work-group: right for PoCL, wrong for
      * GPUs, which take the batched GEMM (CLBlast, tuned per device). */
     s->wino_blas = s->gpu_path;
+    s->wino_fused = !env_is("CLD_WINO_FUSED", "0");
     s->clblast_tune = !env_is("CLD_CLBLAST_TUNE", "0");
     s->conv_winograd = !env_is("CLD_CONV_WINOGRAD", "0");
     e = getenv("CLD_POISON");
@@ -101,7 +102,7 @@ cld_status cld_ctx_launch_config(const cld_ctx *ctx, char *buf, size_t cap)
              "  losses (MSE, VLB) and gradient norm: 64 work-items per group (loss.cl, vlb.cl, optim.cl)\n"
              "  products (linear, matmul, attention): %s\n"
              "  conv: own tiles (6 x 16 per work-item, one per group); Winograd products: %s;\n"
-             "    Winograd chunks of samples: %s\n"
+             "    Winograd chunks of samples: %s%s\n"
              "  allocation limit: %zu bytes per buffer (%s); blocks aligned to 128 bytes, chunks to %zu\n",
              s->gpu_path ? "GPU" : "CPU", why, s->launch1d_ls, s->launch1d_groups, s->reduce_ls,
              s->reduce_ls > 1 ? " (local-memory tree)" : "",
@@ -110,6 +111,10 @@ cld_status cld_ctx_launch_config(const cld_ctx *ctx, char *buf, size_t cap)
              s->conv_wino_blas || s->wino_blas ? "batched GEMM (the products route)"
                                                : "wino_gemm (4 column tiles per group)",
              !s->gpu_path && s->cache_bytes ? "within 1/6 of the global memory cache" : "within 64 MB",
+             !s->gpu_path && !s->wino_blas && s->wino_fused ? ";\n    Winograd forward and dx as one kernel "
+                                                              "(wino_fused) where U fits the L2 or planes "
+                                                              "are at most 8x8"
+                                                            : "",
              s->max_alloc_bytes, s->max_alloc_env ? "CLD_MAX_ALLOC" : "CL_DEVICE_MAX_MEM_ALLOC_SIZE",
              s->base_align_bytes > 128 ? s->base_align_bytes : (size_t)128);
     return CLD_OK;
