@@ -9,7 +9,9 @@
  *   /tmp/lab_winograd N Ci Co H [train]     e.g. 16 128 128 32 1
  *
  * train = 1 adds an MSE loss and the backward pass (dx and dW). Uses the test
- * hook ctx->settings.conv_winograd_mode (runtime/internal.h): 1 never, 2 always. */
+ * hook ctx->settings.conv_winograd_mode (runtime/internal.h): 1 never, 2 always.
+ * LAB_FUSED=1 / 2 sets conv_wino_fused_mode: Winograd's forward and dx in
+ * chunks / as one wino_fused launch (unset: where it pays). */
 #include "runtime/internal.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +47,7 @@ int main(int argc, char **argv)
     double best[2] = {1e9, 1e9};
     for (int k = 0; k < 2; k++) {
         ctx->settings.conv_winograd_mode = k == 0 ? 1 : 2; /* 0: implicit GEMM, 1: Winograd */
+        ctx->settings.conv_wino_fused_mode = getenv("LAB_FUSED") ? atoi(getenv("LAB_FUSED")) : 0;
         cld_tensor *x, *w, *b, *y, *target, *loss;
         OK(cld_params_create(ctx, &ps[k]));
         OK(cld_graph_create(ctx, ps[k], &gs[k]));

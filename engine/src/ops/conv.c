@@ -395,18 +395,18 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
 
 /* wino_fused (winograd.cl) takes the whole batch in one launch on CPUs: V
  * of 16 tiles, 72 * C float8, in local memory (PoCL gives it a core's
- * cache), and all of U read once per 16 tiles. It beat the chunks
- * (bench/NOTES.md, "Eleventh session") while U fits a core's L2 (32 -> 32
- * @28 in 0.55x the chunks' time, 64 -> 64 @14 0.8x) and on 7x7 planes, not
- * with U of 1.2 MB on larger planes (128 -> 64 @14: 1.15x). M outputs of C
- * inputs on Ho x Ho planes. */
-static int wino_fused_ok(const cld__settings *st, const cld_device_info *info, int M, int C, int Ho)
+ * cache), and all of U read once per 16 tiles. Device time against the
+ * chunks' (bench/NOTES.md, "Eleventh session"): 0.45-0.7x at 32 -> 32 @28,
+ * 0.6-0.8x at 64 -> 64 @14 and @7, equal at 128 -> 64 @14 and 128 -> 128
+ * @32 (U 2.4 MB), 1.1x with U of 9.4 MB (256 -> 256 @16): chosen while U
+ * is at most 4 MB. M outputs of C inputs. */
+static int wino_fused_ok(const cld__settings *st, const cld_device_info *info, int M, int C)
 {
     if (st->gpu_path || st->wino_blas || st->conv_wino_blas || !st->wino_fused ||
         st->conv_wino_fused_mode == 1)
         return 0;
     if (72u * 32u * (uint64_t)C > info->local_mem_bytes / 2) return 0;
-    return st->conv_wino_fused_mode == 2 || 36 * 4 * (size_t)M * (size_t)C <= 640 * 1024 || Ho <= 8;
+    return st->conv_wino_fused_mode == 2 || 36 * 4 * (size_t)M * (size_t)C <= 4 * 1024 * 1024;
 }
 
 /* y (N, M, H, W) at yo = conv(src (N, C, H, W) at so, pad 1) (+ bias) with
@@ -653,8 +653,8 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
     if (conv_use_winograd(st, x->shape[1], w->shape[0], K, stride, pad)) path = CONV_WINOGRAD;
     const cld_device_info *info = &cld__graph_ctx(g)->info;
     int fused = path != CONV_WINOGRAD ? 0
-                                      : wino_fused_ok(st, info, w->shape[0], x->shape[1], Ho) |
-                                            wino_fused_ok(st, info, x->shape[1], w->shape[0], Ho) << 1;
+                                      : wino_fused_ok(st, info, w->shape[0], x->shape[1]) |
+                                            wino_fused_ok(st, info, x->shape[1], w->shape[0]) << 1;
     int ip[5] = {stride, pad, 1, path, fused};
     /* workspace = fixed + B * per_sample (the fixed part: packed weights) */
     size_t B = CONV_WS_LIMIT, per_max = 0;
