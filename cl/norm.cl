@@ -86,8 +86,8 @@ __kernel void gn_apply(__global const float *x, int xo, __global const float *co
     }
 }
 
-/* The backward pass reads x and dy twice in all (gn_bwd_partials, gn_bwd_x)
- * and writes dx once. With dv = dL/dv (through the SiLU if act: dv = dy s
+/* The backward pass (gn_bwd_fused, or gn_bwd_partials where x needs no
+ * gradient). With dv = dL/dv (through the SiLU if act: dv = dy s
  * (1 + v (1 - s)), s = sigmoid(v), v recomputed from x) and, per (n, c)
  * row, S1 = sum dv and S2 = sum dv (x - mean):
  *   dx     = a dv - sum_c a S1 / n - (x - mean) rstd^2 sum_c a S2 / n
@@ -135,33 +135,64 @@ __kernel void gn_bwd_partials(__global const float *x, int xo, __global const fl
     if (l == 0) vstore2(r, 0, part + po + 2 * (size_t)row);
 }
 
-/* dx, one work-group per (n, c) row; may run in place (dx == dy). */
-__kernel void gn_bwd_x(__global const float *dy, int dyo, __global const float *x, int xo,
-                       __global const float *coef, int co, __global const float *part, int po,
-                       __global float *dx, int dxo, int C, int HW, int cpg, int act)
+/* The partials and dx of one group in one work-group: each row's (S1, S2)
+ * into part (for gn_bwd_affine, which runs after) and dv into dx, then dx
+ * from dv and x, which the first pass left in a CPU core's cache (cpg HW
+ * floats each: 6 KB at 2 x 28 x 28): one exp per element instead of two,
+ * and x and dy read from memory once. The same sums in the same order as
+ * gn_bwd_partials and the former gn_bwd_x kernel: the same results. May
+ * run in place (dx == dy: each element's dy is read before its dv is
+ * written). */
+__kernel void gn_bwd_fused(__global const float *dy, int dyo, __global const float *x, int xo,
+                           __global const float *coef, int co, __global float *part, int po,
+                           __global float *dx, int dxo, int HW, int cpg, int act, __local float2 *lpart)
 {
-    int row = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
-    int r0 = row - (row % C) % cpg; /* the group's first row */
+    int grp = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
+    int r0 = grp * cpg, h8 = HW & ~7;
     float sa1 = 0.0f, sa2 = 0.0f;
     for (int r = r0; r < r0 + cpg; r++) {
-        float a = coef[co + 4 * (size_t)r];
-        sa1 += a * part[po + 2 * (size_t)r];
-        sa2 += a * part[po + 2 * (size_t)r + 1];
+        float4 k = vload4(0, coef + co + 4 * (size_t)r); /* a, beta, mean, rstd */
+        size_t base = (size_t)r * HW;
+        __global const float *xp = x + xo + base, *dp = dy + dyo + base;
+        __global float *vp = dx + dxo + base; /* dv, for the second pass */
+        float8 s1 = (float8)(0.0f), s2 = (float8)(0.0f);
+        float t1 = 0.0f, t2 = 0.0f;
+        for (int j = 8 * l; j < h8; j += 8 * ls) {
+            float8 xv = vload8(0, xp + j), d = gn_dv8(xv, vload8(0, dp + j), k, act);
+            vstore8(d, 0, vp + j);
+            s1 += d;
+            s2 += d * (xv - k.z);
+        }
+        for (int j = h8 + l; j < HW; j += ls) {
+            float d = gn_dv(xp[j], dp[j], k, act);
+            vp[j] = d;
+            t1 += d;
+            t2 += d * (xp[j] - k.z);
+        }
+        float2 sr = gn_wg_sum(lpart, (float2)(gn_hsum8(s1) + t1, gn_hsum8(s2) + t2));
+        if (l == 0) vstore2(sr, 0, part + po + 2 * (size_t)r);
+        sa1 += k.x * sr.x;
+        sa2 += k.x * sr.y;
     }
-    float4 k = vload4(0, coef + co + 4 * (size_t)row); /* a, beta, mean, rstd */
+    /* each work-item reads back only its own dv, but without this barrier
+     * PoCL 3.1 corrupted the heap at 64 work-items per group (Oclgrind:
+     * no error); uniform, and free at one work-item */
+    barrier(CLK_GLOBAL_MEM_FENCE);
     float inv = 1.0f / (float)(cpg * HW);
-    float k1 = sa1 * inv, k2 = sa2 * inv * k.w * k.w;
-    size_t base = (size_t)row * HW;
-    __global const float *xp = x + xo + base, *dp = dy + dyo + base;
-    __global float *op = dx + dxo + base;
-    int h8 = HW & ~7;
-    for (int j = 8 * l; j < h8; j += 8 * ls) {
-        float8 xv = vload8(0, xp + j), d = gn_dv8(xv, vload8(0, dp + j), k, act);
-        vstore8(k.x * d - k1 - (xv - k.z) * k2, 0, op + j);
-    }
-    for (int j = h8 + l; j < HW; j += ls) {
-        float xv = xp[j], d = gn_dv(xv, dp[j], k, act);
-        op[j] = k.x * d - k1 - (xv - k.z) * k2;
+    for (int r = r0; r < r0 + cpg; r++) {
+        float4 k = vload4(0, coef + co + 4 * (size_t)r);
+        float k1 = sa1 * inv, k2 = sa2 * inv * k.w * k.w;
+        size_t base = (size_t)r * HW;
+        __global const float *xp = x + xo + base;
+        __global float *op = dx + dxo + base;
+        for (int j = 8 * l; j < h8; j += 8 * ls) {
+            float8 xv = vload8(0, xp + j), d = vload8(0, op + j);
+            vstore8(k.x * d - k1 - (xv - k.z) * k2, 0, op + j);
+        }
+        for (int j = h8 + l; j < HW; j += ls) {
+            float xv = xp[j], d = op[j];
+            op[j] = k.x * d - k1 - (xv - k.z) * k2;
+        }
     }
 }
 

@@ -53,8 +53,10 @@ static cld_status gn_forward(cld_graph *g, cld_tensor *t)
 
 /* The backward pass (cl/norm.cl): "group_norm_bwd_partials" (N, C, 2) holds
  * per (n, c) row S1 = sum dv, S2 = sum dv (x - mean), dv the gradient before
- * the SiLU (if fused), recomputed from x and dy wherever it is needed; dx,
- * dgamma and dbeta come from it: two passes over x and dy and one write. */
+ * the SiLU (if fused); dx, dgamma and dbeta come from it. Where x needs a
+ * gradient, gn_bwd_fused computes the partials and dx group by group in
+ * one pass over x and dy (the second pass hits the cache); else
+ * gn_bwd_partials computes them for the affine gradients alone. */
 
 /* part (N, C, 2): src (x, coef, dy); ip[4] act */
 static cld_status gn_partials_forward(cld_graph *g, cld_tensor *t)
@@ -73,18 +75,31 @@ static const cld_op_def op_gn_partials = {"group_norm_bwd_partials",
                                           CLD_KERNELS({"norm", "gn_bwd_partials"}),
                                           NULL};
 
-/* dx (N, C, H, W): src (dy, x, coef, part); ip[4] act; may take over dy */
-static cld_status gn_grad_x_forward(cld_graph *g, cld_tensor *t)
+/* part (N, C, 2), written by the group_norm_grad_fused node after it (a
+ * node has one output): a block the planner places here and keeps alive
+ * until the affine gradients have read it */
+static cld_status gn_part_slot_forward(cld_graph *g, cld_tensor *t)
+{
+    (void)g;
+    (void)t;
+    return CLD_OK;
+}
+static const cld_op_def op_gn_part_slot = {
+    "group_norm_bwd_partials", gn_part_slot_forward, NULL, 0, 0, NULL, NULL};
+
+/* dx (N, C, H, W) and the partials in src[3]'s block: src (dy, x, coef,
+ * part); ip[4] act; one work-group per group; may take over dy */
+static cld_status gn_grad_fused_forward(cld_graph *g, cld_tensor *t)
 {
     cl_kernel k = t->kern[0];
     const cld_tensor *dy = t->src[0], *x = t->src[1], *coef = t->src[2], *part = t->src[3];
-    CLD_TRY(cld__kargs(k, t->name, "bibibibibiiiii", dy->buf, (int)dy->off, x->buf, (int)x->off, coef->buf,
-                       (int)coef->off, part->buf, (int)part->off, t->buf, (int)t->off, t->ip[1], t->ip[2],
+    CLD_TRY(cld__kargs(k, t->name, "bibibibibiiii", dy->buf, (int)dy->off, x->buf, (int)x->off, coef->buf,
+                       (int)coef->off, part->buf, (int)part->off, t->buf, (int)t->off, t->ip[2],
                        t->ip[1] / t->ip[3], t->ip[4]));
-    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
+    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 13, 2 * sizeof(float));
 }
-static const cld_op_def op_gn_grad_x = {
-    "group_norm_grad_x", gn_grad_x_forward, NULL, 1, 0, CLD_KERNELS({"norm", "gn_bwd_x"}), NULL};
+static const cld_op_def op_gn_grad_fused = {
+    "group_norm_grad_x", gn_grad_fused_forward, NULL, 1, 0, CLD_KERNELS({"norm", "gn_bwd_fused"}), NULL};
 
 /* dgamma (C) (ip[4] = 1) or dbeta (C) (ip[4] = 0): src (part, coef) */
 static cld_status gn_grad_affine_forward(cld_graph *g, cld_tensor *t)
@@ -119,7 +134,15 @@ static cld_status gn_backward(cld_graph *g, cld_tensor *t)
     cld_tensor *x = t->src[0], *coef = t->src[1], *gam = coef->src[1], *bet = coef->src[2], *part, *d;
     int act = t->ip[4], pshape[3] = {t->ip[0], t->ip[1], 2};
     cld_tensor *src[4] = {x, coef, t->grad, NULL};
-    CLD_TRY(gn_node(g, &op_gn_partials, t, act, 3, pshape, 3, src, &part));
+    cld_tensor *dx = NULL;
+    if (x->flags & CLD_TF_NEEDS_GRAD) {
+        /* dx and the partials in one pass over each group (gn_bwd_fused) */
+        CLD_TRY(gn_node(g, &op_gn_part_slot, t, act, 3, pshape, 0, NULL, &part));
+        cld_tensor *xsrc[4] = {t->grad, x, coef, part};
+        CLD_TRY(gn_node(g, &op_gn_grad_fused, t, act, x->ndim, x->shape, 4, xsrc, &dx));
+    } else {
+        CLD_TRY(gn_node(g, &op_gn_partials, t, act, 3, pshape, 3, src, &part));
+    }
     if (gam->flags & CLD_TF_NEEDS_GRAD) {
         cld_tensor *asrc[2] = {part, coef};
         CLD_TRY(gn_node(g, &op_gn_grad_affine, t, 1, gam->ndim, gam->shape, 2, asrc, &d));
@@ -130,12 +153,7 @@ static cld_status gn_backward(cld_graph *g, cld_tensor *t)
         CLD_TRY(gn_node(g, &op_gn_grad_affine, t, 0, bet->ndim, bet->shape, 2, asrc, &d));
         CLD_TRY(cld__grad_add(g, bet, d));
     }
-    if (x->flags & CLD_TF_NEEDS_GRAD) {
-        cld_tensor *xsrc[4] = {t->grad, x, coef, part};
-        CLD_TRY(gn_node(g, &op_gn_grad_x, t, act, x->ndim, x->shape, 4, xsrc, &d));
-        CLD_TRY(cld__grad_add(g, x, d));
-    }
-    return CLD_OK;
+    return dx ? cld__grad_add(g, x, dx) : CLD_OK;
 }
 static const cld_op_def op_group_norm = {
     "group_norm", gn_forward, gn_backward, 1, 0, CLD_KERNELS({"norm", "gn_apply"}), NULL};
