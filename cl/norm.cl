@@ -7,7 +7,8 @@
  * a = rstd gamma[c], so that the forward pass is v = (x - mean) a + beta[c]
  * (biased variance, as PyTorch).
  *
- * Work-groups: one per group (gn_stats) or (n, c) row, of any power-of-two
+ * Work-groups: one per group (gn_fused, gn_bwd_fused) or (n, c) row
+ * (gn_bwd_partials), of any power-of-two
  * size (the host picks 1 on CPUs, where PoCL runs a work-group of one
  * work-item as plain vector code, and 64 on GPUs). Each work-item walks its
  * run in float8 chunks, strided by the work-group size, then a tail;
@@ -35,10 +36,15 @@ inline float2 gn_wg_sum(__local float2 *part, float2 v)
     return r;
 }
 
-/* coef of the cpg rows of group grp: mean and variance in two passes. */
-__kernel void gn_stats(__global const float *x, int xo, __global const float *gamma, int go,
-                       __global const float *beta, int bo, __global float *coef, int co, int C, int HW,
-                       int cpg, float eps, __local float2 *part)
+/* coef of the cpg rows of group grp (mean and variance in two passes),
+ * then y = v, or silu(v) = v sigmoid(v) if act, v = (x - mean) a + beta,
+ * from x, which the two passes over the group left in a CPU core's cache
+ * (the statistics once were a kernel of their own, gn_stats, and y
+ * another, gn_apply: the same sums in the same order). May run in place
+ * (y == x). */
+__kernel void gn_fused(__global const float *x, int xo, __global const float *gamma, int go,
+                       __global const float *beta, int bo, __global float *coef, int co, __global float *y,
+                       int yo, int C, int HW, int cpg, float eps, int act, __local float2 *part)
 {
     int grp = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
     int cnt = cpg * HW, c8 = cnt & ~7;
@@ -61,28 +67,22 @@ __kernel void gn_stats(__global const float *x, int xo, __global const float *ga
     float rstd = 1.0f / sqrt(gn_wg_sum(part, (float2)(q, 0.0f)).x / (float)cnt + eps);
     for (int cc = l; cc < cpg; cc += ls) {
         int row = grp * cpg + cc, c = row % C;
-        float a = rstd * gamma[go + c];
-        vstore4((float4)(a, beta[bo + c], mean, rstd), 0, coef + co + 4 * (size_t)row);
+        vstore4((float4)(rstd * gamma[go + c], beta[bo + c], mean, rstd), 0, coef + co + 4 * (size_t)row);
     }
-}
-
-/* v = (x - mean) a + beta; y = v, or silu(v) = v sigmoid(v) if act. One work-group per
- * (n, c) row of HW floats. May run in place (y == x). */
-__kernel void gn_apply(__global const float *x, int xo, __global const float *coef, int co, __global float *y,
-                       int yo, int HW, int act)
-{
-    int row = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
-    float4 k = vload4(0, coef + co + 4 * (size_t)row); /* a, beta, mean, rstd */
-    __global const float *p = x + xo + (size_t)row * HW;
-    __global float *q = y + yo + (size_t)row * HW;
     int h8 = HW & ~7;
-    for (int j = 8 * l; j < h8; j += 8 * ls) {
-        float8 v = (vload8(0, p + j) - k.z) * k.x + k.y;
-        vstore8(act ? v / (1.0f + exp(-v)) : v, 0, q + j);
-    }
-    for (int j = h8 + l; j < HW; j += ls) {
-        float v = (p[j] - k.z) * k.x + k.y;
-        q[j] = act ? v / (1.0f + exp(-v)) : v;
+    for (int cc = 0; cc < cpg; cc++) {
+        int row = grp * cpg + cc, c = row % C;
+        float4 k = (float4)(rstd * gamma[go + c], beta[bo + c], mean, rstd);
+        __global const float *pr = x + xo + (size_t)row * HW;
+        __global float *qr = y + yo + (size_t)row * HW;
+        for (int j = 8 * l; j < h8; j += 8 * ls) {
+            float8 v = (vload8(0, pr + j) - k.z) * k.x + k.y;
+            vstore8(act ? v / (1.0f + exp(-v)) : v, 0, qr + j);
+        }
+        for (int j = h8 + l; j < HW; j += ls) {
+            float v = (pr[j] - k.z) * k.x + k.y;
+            qr[j] = act ? v / (1.0f + exp(-v)) : v;
+        }
     }
 }
 

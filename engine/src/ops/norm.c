@@ -29,26 +29,29 @@ static cld_status launch_rows(cld_graph *g, cl_kernel k, const cld_tensor *t, si
 /* ------------------------------------------------------------ group norm
  * Every group-norm node: ip[0] N, [1] C, [2] HW, [3] groups. Also: stats
  * fp[0] eps; group_norm ip[4] act (1: SiLU); affine gradients ip[4] with_xhat. */
-static cld_status gn_stats_forward(cld_graph *g, cld_tensor *t)
-{
-    cl_kernel k = t->kern[0];
-    const cld_tensor *x = t->src[0], *gam = t->src[1], *bet = t->src[2]; // (N, C, H, W), (C), (C)
-    CLD_TRY(cld__kargs(k, t->name, "bibibibiiiif", x->buf, (int)x->off, gam->buf, (int)gam->off, bet->buf,
-                       (int)bet->off, t->buf, (int)t->off, t->ip[1], t->ip[2], t->ip[1] / t->ip[3],
-                       (double)t->fp[0]));
-    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 12, 2 * sizeof(float));
-}
-/* No backward: group_norm's backward accounts for the statistics. */
-static const cld_op_def op_gn_stats = {
-    "group_norm_stats", gn_stats_forward, NULL, 0, 0, CLD_KERNELS({"norm", "gn_stats"}), NULL};
 
-static cld_status gn_forward(cld_graph *g, cld_tensor *t)
+/* coef (N, C, 4), written by the group_norm node after it (gn_fused; a
+ * node has one output): its block, placed here and alive for the
+ * backward; its sources (x, gamma, beta) name gamma and beta for the
+ * group_norm node and the backward */
+static cld_status gn_stats_slot_forward(cld_graph *g, cld_tensor *t)
+{
+    (void)g;
+    (void)t;
+    return CLD_OK;
+}
+static const cld_op_def op_gn_stats_slot = {
+    "group_norm_stats", gn_stats_slot_forward, NULL, 0, 0, NULL, NULL};
+
+/* y and the statistics in one pass over each group: src (x, coef slot) */
+static cld_status gn_fused_forward(cld_graph *g, cld_tensor *t)
 {
     cl_kernel k = t->kern[0];
-    const cld_tensor *x = t->src[0], *coef = t->src[1];
-    CLD_TRY(cld__kargs(k, t->name, "bibibiii", x->buf, (int)x->off, coef->buf, (int)coef->off, t->buf,
-                       (int)t->off, t->ip[2], t->ip[4]));
-    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[1], 0, 0);
+    const cld_tensor *x = t->src[0], *coef = t->src[1], *gam = coef->src[1], *bet = coef->src[2];
+    CLD_TRY(cld__kargs(k, t->name, "bibibibibiiiifi", x->buf, (int)x->off, gam->buf, (int)gam->off, bet->buf,
+                       (int)bet->off, coef->buf, (int)coef->off, t->buf, (int)t->off, t->ip[1], t->ip[2],
+                       t->ip[1] / t->ip[3], (double)coef->fp[0], t->ip[4]));
+    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 15, 2 * sizeof(float));
 }
 
 /* The backward pass (cl/norm.cl): "group_norm_bwd_partials" (N, C, 2) holds
@@ -156,9 +159,9 @@ static cld_status gn_backward(cld_graph *g, cld_tensor *t)
     return dx ? cld__grad_add(g, x, dx) : CLD_OK;
 }
 static const cld_op_def op_group_norm = {
-    "group_norm", gn_forward, gn_backward, 1, 0, CLD_KERNELS({"norm", "gn_apply"}), NULL};
+    "group_norm", gn_fused_forward, gn_backward, 1, 0, CLD_KERNELS({"norm", "gn_fused"}), NULL};
 static const cld_op_def op_group_norm_silu = {
-    "group_norm_silu", gn_forward, gn_backward, 1, 0, CLD_KERNELS({"norm", "gn_apply"}), NULL};
+    "group_norm_silu", gn_fused_forward, gn_backward, 1, 0, CLD_KERNELS({"norm", "gn_fused"}), NULL};
 
 static cld_status group_norm(cld_graph *g, const cld_op_def *op, cld_tensor *x, cld_tensor *gamma,
                              cld_tensor *beta, int groups, float eps, cld_tensor **y)
@@ -181,7 +184,7 @@ static cld_status group_norm(cld_graph *g, const cld_op_def *op, cld_tensor *x, 
     }
     int coef_shape[3] = {N, C, 4};
     cld_tensor *src[3] = {x, gamma, beta}, *coef;
-    CLD_TRY(cld__node(g, &op_gn_stats, 3, coef_shape, 3, src, &coef)); // (N, C, 4)
+    CLD_TRY(cld__node(g, &op_gn_stats_slot, 3, coef_shape, 3, src, &coef)); // (N, C, 4), by gn_fused
     int ip[4] = {N, C, HW, groups};
     for (int i = 0; i < 4; i++) coef->ip[i] = ip[i];
     coef->fp[0] = eps;
