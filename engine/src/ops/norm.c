@@ -30,18 +30,20 @@ static cld_status launch_rows(cld_graph *g, cl_kernel k, const cld_tensor *t, si
  * Every group-norm node: ip[0] N, [1] C, [2] HW, [3] groups. Also: stats
  * fp[0] eps; group_norm ip[4] act (1: SiLU); affine gradients ip[4] with_xhat. */
 
-/* coef (N, C, 4), written by the group_norm node after it (gn_fused; a
- * node has one output): its block, placed here and alive for the
- * backward; its sources (x, gamma, beta) name gamma and beta for the
- * group_norm node and the backward */
-static cld_status gn_stats_slot_forward(cld_graph *g, cld_tensor *t)
+/* A slot: a node that computes nothing, whose block the next node writes
+ * as a second output (a node has one): the planner places it here and
+ * keeps it alive until its last reader. */
+static cld_status gn_slot_forward(cld_graph *g, cld_tensor *t)
 {
     (void)g;
     (void)t;
     return CLD_OK;
 }
-static const cld_op_def op_gn_stats_slot = {
-    "group_norm_stats", gn_stats_slot_forward, NULL, 0, 0, NULL, NULL};
+
+/* coef (N, C, 4), written by the group_norm node after it (gn_fused) and
+ * alive for the backward; its sources (x, gamma, beta) name gamma and
+ * beta for the group_norm node and the backward */
+static const cld_op_def op_gn_stats_slot = {"group_norm_stats", gn_slot_forward, NULL, 0, 0, NULL, NULL};
 
 /* y and the statistics in one pass over each group: src (x, coef slot) */
 static cld_status gn_fused_forward(cld_graph *g, cld_tensor *t)
@@ -78,17 +80,10 @@ static const cld_op_def op_gn_partials = {"group_norm_bwd_partials",
                                           CLD_KERNELS({"norm", "gn_bwd_partials"}),
                                           NULL};
 
-/* part (N, C, 2), written by the group_norm_grad_fused node after it (a
- * node has one output): a block the planner places here and keeps alive
- * until the affine gradients have read it */
-static cld_status gn_part_slot_forward(cld_graph *g, cld_tensor *t)
-{
-    (void)g;
-    (void)t;
-    return CLD_OK;
-}
+/* part (N, C, 2), written by the group_norm_grad_x node after it
+ * (gn_bwd_fused) and alive until the affine gradients have read it */
 static const cld_op_def op_gn_part_slot = {
-    "group_norm_bwd_partials", gn_part_slot_forward, NULL, 0, 0, NULL, NULL};
+    "group_norm_bwd_partials", gn_slot_forward, NULL, 0, 0, NULL, NULL};
 
 /* dx (N, C, H, W) and the partials in src[3]'s block: src (dy, x, coef,
  * part); ip[4] act; one work-group per group; may take over dy */
