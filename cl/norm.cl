@@ -140,12 +140,15 @@ __kernel void gn_bwd_partials(__global const float *x, int xo, __global const fl
  * from dv and x, which the first pass left in a CPU core's cache (cpg HW
  * floats each: 6 KB at 2 x 28 x 28): one exp per element instead of two,
  * and x and dy read from memory once. The same sums in the same order as
- * gn_bwd_partials and the former gn_bwd_x kernel: the same results. May
- * run in place (dx == dy: each element's dy is read before its dv is
- * written). */
+ * gn_bwd_partials and the former gn_bwd_x kernel: the same results. With
+ * has_acc, dx = acc + that (another gradient of x, summed here instead of
+ * by a node of its own: the sum's operands in its order). May run in place
+ * (dx == dy: each element's dy is read before its dv is written; acc is
+ * not dy). */
 __kernel void gn_bwd_fused(__global const float *dy, int dyo, __global const float *x, int xo,
                            __global const float *coef, int co, __global float *part, int po,
-                           __global float *dx, int dxo, int HW, int cpg, int act, __local float2 *lpart)
+                           __global const float *acc, int acco, __global float *dx, int dxo, int HW, int cpg,
+                           int act, int has_acc, __local float2 *lpart)
 {
     int grp = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
     int r0 = grp * cpg, h8 = HW & ~7;
@@ -183,15 +186,16 @@ __kernel void gn_bwd_fused(__global const float *dy, int dyo, __global const flo
         float4 k = vload4(0, coef + co + 4 * (size_t)r);
         float k1 = sa1 * inv, k2 = sa2 * inv * k.w * k.w;
         size_t base = (size_t)r * HW;
-        __global const float *xp = x + xo + base;
+        __global const float *xp = x + xo + base, *ap = acc + acco + base;
         __global float *op = dx + dxo + base;
         for (int j = 8 * l; j < h8; j += 8 * ls) {
             float8 xv = vload8(0, xp + j), d = vload8(0, op + j);
-            vstore8(k.x * d - k1 - (xv - k.z) * k2, 0, op + j);
+            float8 r = k.x * d - k1 - (xv - k.z) * k2;
+            vstore8(has_acc ? vload8(0, ap + j) + r : r, 0, op + j);
         }
         for (int j = h8 + l; j < HW; j += ls) {
-            float xv = xp[j], d = op[j];
-            op[j] = k.x * d - k1 - (xv - k.z) * k2;
+            float xv = xp[j], d = op[j], r = k.x * d - k1 - (xv - k.z) * k2;
+            op[j] = has_acc ? ap[j] + r : r;
         }
     }
 }

@@ -17,6 +17,7 @@ typedef struct gn_case {
     double offset;      /* added to the uniform fill of x */
     double pre_scale;   /* if nonzero: y = group_norm(scale(x, pre_scale)) */
     int silu;           /* the fused group_norm + SiLU */
+    int residual;       /* y = group_norm(x) / 2 + x: x's two gradients summed inside the backward kernel */
 } gn_case;
 
 static cld_status gn_build(cld_graph *g, cld_tensor **x, cld_tensor **y, void *user)
@@ -27,8 +28,15 @@ static cld_status gn_build(cld_graph *g, cld_tensor **x, cld_tensor **y, void *u
         cld_status s = cld_op_scale(g, x[0], (float)p->pre_scale, &in);
         if (s) return s;
     }
-    if (p->silu) return cld__op_group_norm_silu(g, in, x[1], x[2], p->G, p->eps, y);
-    return cld_op_group_norm(g, in, x[1], x[2], p->G, p->eps, y);
+    cld_tensor *h;
+    cld_status s = p->silu ? cld__op_group_norm_silu(g, in, x[1], x[2], p->G, p->eps, &h)
+                           : cld_op_group_norm(g, in, x[1], x[2], p->G, p->eps, &h);
+    if (s || !p->residual) {
+        *y = h;
+        return s;
+    }
+    if (p->residual == 1) s = cld_op_scale(g, h, 0.5f, &h); /* its gradient a tensor of its own */
+    return s ? s : cld_op_add(g, h, x[0], y);
 }
 
 /* mean and rstd of group (n, g) of x (N, C, HW) */
@@ -72,6 +80,9 @@ static void gn_ref_forward(const double *const *x, double *y, void *user)
     gn_ref_affine(x, y, user);
     if (p->silu)
         for (size_t i = 0; i < (size_t)p->N * p->C * p->HW; i++) y[i] *= sigmoid(y[i]);
+    if (p->residual)
+        for (size_t i = 0; i < (size_t)p->N * p->C * p->HW; i++)
+            y[i] = (p->residual == 1 ? 0.5 : 1.0) * y[i] + x[0][i];
 }
 
 /* dv = dy through the SiLU (if fused), then the group norm's backward */
@@ -80,11 +91,11 @@ static void gn_ref_backward(const double *const *x, const double *dy_in, double 
     const gn_case *p = user;
     int cpg = p->C / p->G, cnt = cpg * p->HW;
     size_t n_all = (size_t)p->N * p->C * p->HW;
-    double *dy = malloc(n_all * sizeof *dy);
+    double *dy = malloc(n_all * sizeof *dy), k = p->residual == 1 ? 0.5 : 1.0;
     gn_ref_affine(x, dy, user); /* v */
     for (size_t i = 0; i < n_all; i++) {
         double s = sigmoid(dy[i]);
-        dy[i] = p->silu ? dy_in[i] * s * (1.0 + dy[i] * (1.0 - s)) : dy_in[i];
+        dy[i] = p->silu ? k * dy_in[i] * s * (1.0 + dy[i] * (1.0 - s)) : k * dy_in[i];
     }
     for (int n = 0; n < p->N; n++)
         for (int g = 0; g < p->G; g++) {
@@ -107,6 +118,8 @@ static void gn_ref_backward(const double *const *x, const double *dy_in, double 
                 dx[0][base + j] += rstd * (gd - m1 - xh * m2);
             }
         }
+    if (p->residual)
+        for (size_t i = 0; i < n_all; i++) dx[0][i] += dy_in[i];
     free(dy);
 }
 
@@ -135,7 +148,7 @@ static void gn_run(const char *name, gn_case p, int skip_backward)
 
 static gn_case gn4(int N, int C, int H, int W, int G)
 {
-    return (gn_case){N, C, H * W, G, 1e-5f, 4, {N, C, H, W}, 0.0, 0.0, 0};
+    return (gn_case){N, C, H * W, G, 1e-5f, 4, {N, C, H, W}, 0.0, 0.0, 0, 0};
 }
 
 START_TEST(test_gn_c6_g3)
@@ -159,8 +172,25 @@ END_TEST
 
 START_TEST(test_gn_rank2)
 {
-    gn_case p = {3, 12, 1, 4, 1e-5f, 2, {3, 12}, 0.0, 0.0, 0};
+    gn_case p = {3, 12, 1, 4, 1e-5f, 2, {3, 12}, 0.0, 0.0, 0, 0};
     gn_run("group_norm (3,12) G=4", p, 0);
+}
+END_TEST
+
+/* x feeds the group norm and a residual add: the add's gradient is summed
+ * into dx by gn_bwd_fused (no gradient-sum node), with and without SiLU,
+ * or by a sum node where it is the group norm's dy too */
+START_TEST(test_gn_residual)
+{
+    gn_case p = gn4(3, 6, 5, 3, 3);
+    p.residual = 1;
+    gn_run("group_norm + x (3,6,5,3) G=3", p, 0);
+    p = gn4(2, 32, 7, 7, 8);
+    p.residual = 1;
+    p.silu = 1;
+    gn_run("group_norm_silu + x (2,32,7,7) G=8", p, 0);
+    p.residual = 2;
+    gn_run("group_norm_silu + x, shared gradient (2,32,7,7) G=8", p, 0);
 }
 END_TEST
 
@@ -205,7 +235,7 @@ START_TEST(test_gn_workgroup_64)
     tu_ctx()->settings.reduce_ls = 64; /* as CLD_REDUCE_LS=64; Check forks each test: no leak */
     gn_run("group_norm ls=64 (3,6,5,3) G=3", gn4(3, 6, 5, 3, 3), 0);
     gn_run("group_norm ls=64 (1,10,28,28) G=2", gn4(1, 10, 28, 28, 2), 0);
-    gn_case p = {3, 12, 1, 4, 1e-5f, 2, {3, 12}, 0.0, 0.0, 0};
+    gn_case p = {3, 12, 1, 4, 1e-5f, 2, {3, 12}, 0.0, 0.0, 0, 0};
     gn_run("group_norm ls=64 (3,12) G=4", p, 0);
     p = gn4(3, 6, 5, 3, 3);
     p.silu = 1;
@@ -392,6 +422,7 @@ int main(void)
     tcase_add_test(tc, test_gn_large_group);
     tcase_add_test(tc, test_gn_rank2);
     tcase_add_test(tc, test_gn_offset_mean);
+    tcase_add_test(tc, test_gn_residual);
     tcase_add_test(tc, test_gn_inplace_forward);
     tcase_add_test(tc, test_gn_silu);
     tcase_add_test(tc, test_gn_workgroup_64);

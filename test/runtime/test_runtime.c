@@ -731,7 +731,7 @@ START_TEST(test_build_all)
         /* a kernel of every member comes from the one program */
         cl_kernel a, b;
         TU_OK(cld__kernel(ctx, "basic", "fill", &a));
-        TU_OK(cld__kernel(ctx, "norm", "gn_stats", &b));
+        TU_OK(cld__kernel(ctx, "norm", "gn_fused", &b));
         TU_OK(cld_ctx_compile_stats(ctx, &st));
         ck_assert_int_eq(st.programs_built, want);
         TU_OK(cld_ctx_free(ctx));

@@ -33,6 +33,15 @@ static cld_status grad_sum_forward(cld_graph *g, cld_tensor *t)
 static const cld_op_def op_grad_sum = {"add", grad_sum_forward, NULL, 1, 0, CLD_KERNELS({"basic", "add"}),
                                        NULL};
 
+/* 1 if no node after t reads it */
+static int unused_after(const cld_graph *g, const cld_tensor *t)
+{
+    for (int i = t->id + 1; i < g->n; i++)
+        for (int k = 0; k < g->nodes[i]->nsrc; k++)
+            if (g->nodes[i]->src[k] == t) return 0;
+    return 1;
+}
+
 cld_status cld__grad_add(cld_graph *g, cld_tensor *src, cld_tensor *grad)
 {
     if (!(src->flags & CLD_TF_NEEDS_GRAD)) return CLD_OK;
@@ -41,6 +50,13 @@ cld_status cld__grad_add(cld_graph *g, cld_tensor *src, cld_tensor *grad)
     if (grad->ndim != src->ndim || memcmp(grad->shape, src->shape, (size_t)src->ndim * sizeof(int)))
         CLD_TRY(cld_op_reshape(g, grad, src->ndim, src->shape, &grad));
     if (!src->grad) {
+        src->grad = grad;
+        return CLD_OK;
+    }
+    if ((grad->flags & CLD_TF_ACC_OK) && grad->nsrc < CLD_MAX_SRC && src->grad->n == grad->n &&
+        cld__root_of(src->grad) != cld__root_of(grad->src[0]) && unused_after(g, grad)) {
+        grad->src[grad->nsrc++] = src->grad; /* grad's node adds the other contribution */
+        grad->flags &= ~CLD_TF_ACC_OK;
         src->grad = grad;
         return CLD_OK;
     }

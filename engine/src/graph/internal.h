@@ -40,9 +40,14 @@ enum {
     CLD_TF_NEEDS_GRAD = 1u << 3, /* depends on a param or a grad input */
     CLD_TF_GRAD_INPUT = 1u << 4, /* input that wants its gradient */
     CLD_TF_GRAD_SINK = 1u << 5,  /* adds a parameter's gradient into the store */
+    /* a gradient node whose forward can add one more source, another
+     * contribution to the same gradient, into its output: cld__grad_add
+     * then sums the two that way instead of with a node of its own (once;
+     * not with a source in src[0]'s block, which the node may take over) */
+    CLD_TF_ACC_OK = 1u << 6,
 };
 
-#define CLD_MAX_SRC 4
+#define CLD_MAX_SRC 5 /* group_norm_grad_x: dy, x, coef, part and a gradient to add */
 struct cld_tensor {
     int id;               /* position in g->nodes */
     const cld_op_def *op; /* NULL for inputs and params */

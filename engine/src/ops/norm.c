@@ -85,16 +85,19 @@ static const cld_op_def op_gn_partials = {"group_norm_bwd_partials",
 static const cld_op_def op_gn_part_slot = {
     "group_norm_bwd_partials", gn_slot_forward, NULL, 0, 0, NULL, NULL};
 
-/* dx (N, C, H, W) and the partials in src[3]'s block: src (dy, x, coef,
- * part); ip[4] act; one work-group per group; may take over dy */
+/* dx (N, C, H, W) (+ src[4], another gradient of x, if there) and the
+ * partials in src[3]'s block: src (dy, x, coef, part[, acc]); ip[4] act;
+ * one work-group per group; may take over dy */
 static cld_status gn_grad_fused_forward(cld_graph *g, cld_tensor *t)
 {
     cl_kernel k = t->kern[0];
     const cld_tensor *dy = t->src[0], *x = t->src[1], *coef = t->src[2], *part = t->src[3];
-    CLD_TRY(cld__kargs(k, t->name, "bibibibibiiii", dy->buf, (int)dy->off, x->buf, (int)x->off, coef->buf,
-                       (int)coef->off, part->buf, (int)part->off, t->buf, (int)t->off, t->ip[2],
-                       t->ip[1] / t->ip[3], t->ip[4]));
-    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 13, 2 * sizeof(float));
+    const cld_tensor *acc = t->nsrc > 4 ? t->src[4] : NULL;
+    CLD_TRY(cld__kargs(k, t->name, "bibibibibibiiiii", dy->buf, (int)dy->off, x->buf, (int)x->off, coef->buf,
+                       (int)coef->off, part->buf, (int)part->off, acc ? acc->buf : t->buf,
+                       acc ? (int)acc->off : 0, t->buf, (int)t->off, t->ip[2], t->ip[1] / t->ip[3], t->ip[4],
+                       acc != NULL));
+    return launch_rows(g, k, t, (size_t)t->ip[0] * t->ip[3], 16, 2 * sizeof(float));
 }
 static const cld_op_def op_gn_grad_fused = {
     "group_norm_grad_x", gn_grad_fused_forward, NULL, 1, 0, CLD_KERNELS({"norm", "gn_bwd_fused"}), NULL};
@@ -138,6 +141,7 @@ static cld_status gn_backward(cld_graph *g, cld_tensor *t)
         CLD_TRY(gn_node(g, &op_gn_part_slot, t, act, 3, pshape, 0, NULL, &part));
         cld_tensor *xsrc[4] = {t->grad, x, coef, part};
         CLD_TRY(gn_node(g, &op_gn_grad_fused, t, act, x->ndim, x->shape, 4, xsrc, &dx));
+        dx->flags |= CLD_TF_ACC_OK; /* src[4]: x's other gradient, if any (cld__grad_add) */
     } else {
         CLD_TRY(gn_node(g, &op_gn_partials, t, act, 3, pshape, 3, src, &part));
     }
