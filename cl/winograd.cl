@@ -272,6 +272,53 @@ inline void wino_input_item(int i, __global const float *x, int xo, __global flo
     }
 }
 
+/* V^T[e] (Tp, ldt) = B^T d B for tile t = i % Tp and channels c0 .. c0+7,
+ * c0 = 8 * (i / Tp), a channel per float8 lane (channels past C repeat
+ * the last; ldt >= C rounded up to 8): the weight gradient's B operand,
+ * row-major, so its products need no transposing pack (gemm_pack_b). The
+ * tile's 6x6 window is gathered from the 8 planes, positions outside the
+ * plane as 0; rows of tiles past the last read the last one (their dMo is
+ * 0). */
+inline void wino_input_t_item(int i, __global const float *x, int xo, __global float *vt, int vto, int C,
+                              int NB, int H, int W, int TH, int TWp, int Tp, int ldt, int evt)
+{
+    int t = i - (i / Tp) * Tp, c0 = 8 * (i / Tp);
+    int gr = min(t / TWp, NB * TH - 1), tx = t - (t / TWp) * TWp;
+    int b = gr / TH, ty = gr - (gr / TH) * TH;
+    const __global float *pl[8];
+#pragma unroll
+    for (int l = 0; l < 8; l++) pl[l] = x + xo + (size_t)(b * C + min(c0 + l, C - 1)) * H * W;
+    float8 s[6][6];
+#pragma unroll
+    for (int k = 0; k < 6; k++) {
+        int y = 4 * ty - 1 + k;
+        float8 g[6];
+#pragma unroll
+        for (int j = 0; j < 6; j++) {
+            int col = 4 * tx - 1 + j, o = y * W + col;
+            g[j] = y >= 0 && y < H && col >= 0 && col < W ? (float8)(pl[0][o], pl[1][o], pl[2][o], pl[3][o],
+                                                                     pl[4][o], pl[5][o], pl[6][o], pl[7][o])
+                                                          : (float8)(0.0f);
+        }
+        WINO_BT(g[0], g[1], g[2], g[3], g[4], g[5], s[k]);
+    }
+    __global float *dst = vt + vto + (size_t)t * ldt + c0;
+#pragma unroll
+    for (int j = 0; j < 6; j++) {
+        float8 o[6];
+        WINO_BT(s[0][j], s[1][j], s[2][j], s[3][j], s[4][j], s[5][j], o);
+#pragma unroll
+        for (int a = 0; a < 6; a++) vstore8(o[a], 0, dst + (a * 6 + j) * (size_t)evt);
+    }
+}
+
+__kernel void wino_input_t(__global const float *x, int xo, __global float *vt, int vto, int C, int NB, int H,
+                           int W, int TH, int TWp, int Tp, int ldt, int evt)
+{
+    FOR_ITEMS(i, Tp * ((C + 7) / 8))
+    wino_input_t_item(i, x, xo, vt, vto, C, NB, H, W, TH, TWp, Tp, ldt, evt);
+}
+
 __kernel void wino_input(__global const float *x, int xo, __global float *v, int vo, int C, int NB, int H,
                          int W, int TH, int TWp, int Tp, int ldv, int ev)
 {

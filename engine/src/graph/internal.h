@@ -11,7 +11,7 @@
 typedef struct cld_kernel_ref {
     const char *program, *name;
 } cld_kernel_ref;
-#define CLD_OP_KERNELS 13 /* most kernels one op def lists */
+#define CLD_OP_KERNELS 14 /* most kernels one op def lists */
 /* An op def's kernel list, for its initializer: CLD_KERNELS({"basic", "add"}). */
 #define CLD_KERNELS(...) ((const cld_kernel_ref[]){__VA_ARGS__, {NULL, NULL}})
 

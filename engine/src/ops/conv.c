@@ -120,7 +120,8 @@ enum {
     K_WINO_OUTPUT,
     K_WINO_DY,
     K_WINO_WGRAD,
-    K_WINO_FUSED, /* winograd.cl */
+    K_WINO_FUSED,
+    K_WINO_INPUT_T, /* winograd.cl */
     K_CONV_END
 };
 static const cld_kernel_ref conv_kernels[K_CONV_END + 1] = {{"conv", "pack"},
@@ -136,6 +137,7 @@ static const cld_kernel_ref conv_kernels[K_CONV_END + 1] = {{"conv", "pack"},
                                                             {"winograd", "wino_dy"},
                                                             {"winograd", "wino_wgrad"},
                                                             {"winograd", "wino_fused"},
+                                                            {"winograd", "wino_input_t"},
                                                             {NULL, NULL}};
 
 /* winograd.cl's on the Winograd path (its transforms read the planes in
@@ -190,6 +192,7 @@ static int wino_blas(const cld_ctx *ctx) { return ctx->settings.conv_wino_blas |
  * the BLAS route), V (36 x C x ldv), Mo (36 x M x Tp). */
 typedef struct wino_ws {
     int TWp, T, Tp, ldv, eu, ev, em;
+    int ldt, evt; /* the weight gradient's V^T (36 x Tp x ldt) in V's place */
     size_t v, mo, end;
 } wino_ws;
 
@@ -210,8 +213,13 @@ static wino_ws wino_layout(const conv_geom *d, int M, int C, int nb)
     w.eu = (int)wino_estride(round_up((size_t)M, MR) * (size_t)C);
     w.ev = (int)wino_estride((size_t)w.ldv * (size_t)C);
     w.em = (int)wino_estride((size_t)M * (size_t)w.Tp);
+    /* rows of V^T: C rounded up to 8, off multiples of 64 floats (rows that
+     * far apart alias in L1, and the GEMM would pack them: blas.c) */
+    w.ldt = (int)round_up((size_t)C, 8);
+    if ((w.ldt & -w.ldt) >= 64) w.ldt += 16;
+    w.evt = (int)wino_estride((size_t)w.Tp * (size_t)w.ldt);
     w.v = 36 * (size_t)w.eu;
-    w.mo = w.v + 36 * (size_t)w.ev;
+    w.mo = w.v + 36 * (size_t)(w.ev > w.evt ? w.ev : w.evt);
     w.end = w.mo + 36 * (size_t)w.em;
     return w;
 }
@@ -541,7 +549,7 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
     conv_ws_layout(WS_DW, &d, &a_len, &b_len, &c_len);
     size_t a_off = t->ws_off, b_off = a_off + a_len;
     cld_ctx *ctx = cld__graph_ctx(g);
-    if (d.wino) { // dU (+)= dMo V^T per chunk, dW = G^T dU G (winograd.cl)
+    if (d.wino) { // dU (+)= dMo V^T per chunk (V^T row-major: NN products), dW = G^T dU G (winograd.cl)
         cl_mem arena = t->ws_buf;
         cl_kernel k;
         int eu = wino_layout(&d, d.Co, d.Ci, 1).eu; /* dU's stride: independent of nb */
@@ -551,14 +559,17 @@ static cld_status conv_dw_forward(cld_graph *g, cld_tensor *t)
             size_t yo = dy->off + (size_t)n0 * d.Co * d.P;
             size_t xo = x->off + (size_t)n0 * d.Ci * d.H * d.W;
             int v_off = (int)(a_off + l.v), m_off = (int)(a_off + l.mo);
-            CLD_TRY(wino_input(g, t, &d, &l, d.Ci, nb, x, xo, a_off));
+            k = t->kern[K_WINO_INPUT_T]; // V^T, row-major: the products' B as it is
+            CLD_TRY(cld__kargs(k, "wino_input_t", "bibiiiiiiiiii", x->buf, (int)xo, arena, v_off, d.Ci, nb,
+                               d.H, d.W, d.TH, l.TWp, l.Tp, l.ldt, l.evt));
+            CLD_TRY(cld__launch1d(g, k, t, (size_t)l.Tp * (size_t)((d.Ci + 7) / 8)));
             k = t->kern[K_WINO_DY]; // dMo = A dY A^T, dy read in place
             CLD_TRY(cld__kargs(k, "wino_dy", "bibiiiiiiiii", dy->buf, (int)yo, arena, m_off, d.Co, nb, d.Ho,
                                d.Wo, d.TH, l.TWp, l.Tp, l.em));
             CLD_TRY(cld__launch1d(g, k, t, (size_t)d.Co * (size_t)(l.Tp / 8)));
-            CLD_TRY(cld__gemm_batched(ctx, 0, 1, (size_t)d.Co, (size_t)d.Ci, (size_t)l.Tp, 1.0f, arena,
+            CLD_TRY(cld__gemm_batched(ctx, 0, 0, (size_t)d.Co, (size_t)d.Ci, (size_t)l.Tp, 1.0f, arena,
                                       (size_t)m_off, (size_t)l.Tp, (size_t)l.em, arena, (size_t)v_off,
-                                      (size_t)l.ldv, (size_t)l.ev, n0 > 0 ? 1.0f : 0.0f, arena, a_off,
+                                      (size_t)l.ldt, (size_t)l.evt, n0 > 0 ? 1.0f : 0.0f, arena, a_off,
                                       (size_t)d.Ci, (size_t)eu, 36));
         }
         k = t->kern[K_WINO_WGRAD];
