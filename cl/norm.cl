@@ -109,30 +109,40 @@ inline float8 gn_dv8(float8 x, float8 dy, float4 k, int act)
     return dy * s * (1.0f + v * (1.0f - s));
 }
 
+/* (S1, S2) of the row of HW floats at x + base, dy + base, summed over the
+ * work-group (every work-item gets them); its dv also into vp (dx's
+ * block) unless vp is NULL. k: the row's coef. */
+inline float2 gn_row_sums(__global const float *x, __global const float *dy, __global float *vp, int HW,
+                          float4 k, int act, __local float2 *lpart)
+{
+    int l = get_local_id(0), ls = get_local_size(0), h8 = HW & ~7;
+    float8 s1 = (float8)(0.0f), s2 = (float8)(0.0f);
+    float t1 = 0.0f, t2 = 0.0f;
+    for (int j = 8 * l; j < h8; j += 8 * ls) {
+        float8 xv = vload8(0, x + j), d = gn_dv8(xv, vload8(0, dy + j), k, act);
+        if (vp) vstore8(d, 0, vp + j);
+        s1 += d;
+        s2 += d * (xv - k.z);
+    }
+    for (int j = h8 + l; j < HW; j += ls) {
+        float d = gn_dv(x[j], dy[j], k, act);
+        if (vp) vp[j] = d;
+        t1 += d;
+        t2 += d * (x[j] - k.z);
+    }
+    return gn_wg_sum(lpart, (float2)(gn_hsum8(s1) + t1, gn_hsum8(s2) + t2));
+}
+
 /* part (N*C, 2) = (S1, S2) of each (n, c) row of HW floats; one work-group a row. */
 __kernel void gn_bwd_partials(__global const float *x, int xo, __global const float *coef, int co,
                               __global const float *dy, int dyo, __global float *part, int po, int HW,
                               int act, __local float2 *lpart)
 {
-    int row = get_group_id(0), l = get_local_id(0), ls = get_local_size(0);
-    float4 k = vload4(0, coef + co + 4 * (size_t)row); /* a, beta, mean, rstd */
+    int row = get_group_id(0);
     size_t base = (size_t)row * HW;
-    __global const float *xp = x + xo + base, *dp = dy + dyo + base;
-    int h8 = HW & ~7;
-    float8 s1 = (float8)(0.0f), s2 = (float8)(0.0f);
-    float t1 = 0.0f, t2 = 0.0f;
-    for (int j = 8 * l; j < h8; j += 8 * ls) {
-        float8 xv = vload8(0, xp + j), d = gn_dv8(xv, vload8(0, dp + j), k, act);
-        s1 += d;
-        s2 += d * (xv - k.z);
-    }
-    for (int j = h8 + l; j < HW; j += ls) {
-        float d = gn_dv(xp[j], dp[j], k, act);
-        t1 += d;
-        t2 += d * (xp[j] - k.z);
-    }
-    float2 r = gn_wg_sum(lpart, (float2)(gn_hsum8(s1) + t1, gn_hsum8(s2) + t2));
-    if (l == 0) vstore2(r, 0, part + po + 2 * (size_t)row);
+    float2 r = gn_row_sums(x + xo + base, dy + dyo + base, NULL, HW, vload4(0, coef + co + 4 * (size_t)row),
+                           act, lpart);
+    if (get_local_id(0) == 0) vstore2(r, 0, part + po + 2 * (size_t)row);
 }
 
 /* The partials and dx of one group in one work-group: each row's (S1, S2)
@@ -156,23 +166,7 @@ __kernel void gn_bwd_fused(__global const float *dy, int dyo, __global const flo
     for (int r = r0; r < r0 + cpg; r++) {
         float4 k = vload4(0, coef + co + 4 * (size_t)r); /* a, beta, mean, rstd */
         size_t base = (size_t)r * HW;
-        __global const float *xp = x + xo + base, *dp = dy + dyo + base;
-        __global float *vp = dx + dxo + base; /* dv, for the second pass */
-        float8 s1 = (float8)(0.0f), s2 = (float8)(0.0f);
-        float t1 = 0.0f, t2 = 0.0f;
-        for (int j = 8 * l; j < h8; j += 8 * ls) {
-            float8 xv = vload8(0, xp + j), d = gn_dv8(xv, vload8(0, dp + j), k, act);
-            vstore8(d, 0, vp + j);
-            s1 += d;
-            s2 += d * (xv - k.z);
-        }
-        for (int j = h8 + l; j < HW; j += ls) {
-            float d = gn_dv(xp[j], dp[j], k, act);
-            vp[j] = d;
-            t1 += d;
-            t2 += d * (xp[j] - k.z);
-        }
-        float2 sr = gn_wg_sum(lpart, (float2)(gn_hsum8(s1) + t1, gn_hsum8(s2) + t2));
+        float2 sr = gn_row_sums(x + xo + base, dy + dyo + base, dx + dxo + base, HW, k, act, lpart);
         if (l == 0) vstore2(sr, 0, part + po + 2 * (size_t)r);
         sa1 += k.x * sr.x;
         sa2 += k.x * sr.y;
@@ -190,12 +184,12 @@ __kernel void gn_bwd_fused(__global const float *dy, int dyo, __global const flo
         __global float *op = dx + dxo + base;
         for (int j = 8 * l; j < h8; j += 8 * ls) {
             float8 xv = vload8(0, xp + j), d = vload8(0, op + j);
-            float8 r = k.x * d - k1 - (xv - k.z) * k2;
-            vstore8(has_acc ? vload8(0, ap + j) + r : r, 0, op + j);
+            float8 g = k.x * d - k1 - (xv - k.z) * k2;
+            vstore8(has_acc ? vload8(0, ap + j) + g : g, 0, op + j);
         }
         for (int j = h8 + l; j < HW; j += ls) {
-            float xv = xp[j], d = op[j], r = k.x * d - k1 - (xv - k.z) * k2;
-            op[j] = has_acc ? ap[j] + r : r;
+            float xv = xp[j], d = op[j], g = k.x * d - k1 - (xv - k.z) * k2;
+            op[j] = has_acc ? ap[j] + g : g;
         }
     }
 }

@@ -17,8 +17,14 @@ typedef struct gn_case {
     double offset;      /* added to the uniform fill of x */
     double pre_scale;   /* if nonzero: y = group_norm(scale(x, pre_scale)) */
     int silu;           /* the fused group_norm + SiLU */
-    int residual;       /* y = group_norm(x) / 2 + x: x's two gradients summed inside the backward kernel */
+    /* 1: y = group_norm(x) / 2 + x, x's two gradients summed inside the
+     * backward kernel; 2: y = group_norm(x) + x, where the add's gradient
+     * is the group norm's dy too (which dx may overwrite): a sum node */
+    int residual;
 } gn_case;
+
+/* the group norm's weight in y (residual 1: 1/2) */
+static double gn_weight(const gn_case *p) { return p->residual == 1 ? 0.5 : 1.0; }
 
 static cld_status gn_build(cld_graph *g, cld_tensor **x, cld_tensor **y, void *user)
 {
@@ -81,8 +87,7 @@ static void gn_ref_forward(const double *const *x, double *y, void *user)
     if (p->silu)
         for (size_t i = 0; i < (size_t)p->N * p->C * p->HW; i++) y[i] *= sigmoid(y[i]);
     if (p->residual)
-        for (size_t i = 0; i < (size_t)p->N * p->C * p->HW; i++)
-            y[i] = (p->residual == 1 ? 0.5 : 1.0) * y[i] + x[0][i];
+        for (size_t i = 0; i < (size_t)p->N * p->C * p->HW; i++) y[i] = gn_weight(p) * y[i] + x[0][i];
 }
 
 /* dv = dy through the SiLU (if fused), then the group norm's backward */
@@ -91,7 +96,7 @@ static void gn_ref_backward(const double *const *x, const double *dy_in, double 
     const gn_case *p = user;
     int cpg = p->C / p->G, cnt = cpg * p->HW;
     size_t n_all = (size_t)p->N * p->C * p->HW;
-    double *dy = malloc(n_all * sizeof *dy), k = p->residual == 1 ? 0.5 : 1.0;
+    double *dy = malloc(n_all * sizeof *dy), k = gn_weight(p);
     gn_ref_affine(x, dy, user); /* v */
     for (size_t i = 0; i < n_all; i++) {
         double s = sigmoid(dy[i]);

@@ -408,12 +408,12 @@ static cld_status wino_chunk(cld_graph *g, const cld_tensor *t, const conv_geom 
  * 0.6-0.8x at 64 -> 64 @14 and @7, equal at 128 -> 64 @14 and 128 -> 128
  * @32 (U 2.4 MB), 1.1x with U of 9.4 MB (256 -> 256 @16): chosen while U
  * is at most 4 MB. M outputs of C inputs. */
-static int wino_fused_ok(const cld__settings *st, const cld_device_info *info, int M, int C)
+static size_t wino_fused_local(int C) { return (size_t)72 * 32 * (size_t)C; } /* vs, bytes */
+static int wino_fused_ok(const cld_ctx *ctx, int M, int C)
 {
-    if (st->gpu_path || st->wino_blas || st->conv_wino_blas || !st->wino_fused ||
-        st->conv_wino_fused_mode == 1)
-        return 0;
-    if (72u * 32u * (uint64_t)C > info->local_mem_bytes / 2) return 0;
+    const cld__settings *st = &ctx->settings;
+    if (wino_blas(ctx) || !st->wino_fused || st->conv_wino_fused_mode == 1) return 0; /* GPUs: wino_blas */
+    if (wino_fused_local(C) > ctx->info.local_mem_bytes / 2) return 0;
     return st->conv_wino_fused_mode == 2 || 36 * 4 * (size_t)M * (size_t)C <= 4 * 1024 * 1024;
 }
 
@@ -427,7 +427,7 @@ static cld_status wino_fused(cld_graph *g, const cld_tensor *t, const conv_geom 
     CLD_TRY(cld__kargs(k, "wino_fused", "bibiibiiiiiiiiiibiil", src->buf, (int)so, t->ws_buf, (int)ws, l.eu,
                        y, (int)yo, M, C, d->N, d->Ho, d->Wo, d->TH, d->TW, l.TWp, l.Tp,
                        bias ? bias->buf : t->ws_buf, bias ? (int)bias->off : 0, bias != NULL,
-                       (size_t)72 * 32 * (size_t)C));
+                       wino_fused_local(C)));
     return cld__launch1d(g, k, t, (size_t)(l.Tp / 16));
 }
 
@@ -662,10 +662,10 @@ cld_status cld_op_conv2d(cld_graph *g, cld_tensor *x, cld_tensor *w, cld_tensor 
     int path = stride == 1 && pad <= K - 1 && !st->conv_force_im2col ? CONV_IMPLICIT : CONV_IM2COL;
     if (stride == 2 && K == 3 && pad <= K - 1 && !st->conv_force_im2col) path = CONV_STRIDE2;
     if (conv_use_winograd(st, x->shape[1], w->shape[0], K, stride, pad)) path = CONV_WINOGRAD;
-    const cld_device_info *info = &cld__graph_ctx(g)->info;
+    const cld_ctx *ctx = cld__graph_ctx(g);
     int fused = path != CONV_WINOGRAD ? 0
-                                      : wino_fused_ok(st, info, w->shape[0], x->shape[1]) |
-                                            wino_fused_ok(st, info, x->shape[1], w->shape[0]) << 1;
+                                      : wino_fused_ok(ctx, w->shape[0], x->shape[1]) |
+                                            wino_fused_ok(ctx, x->shape[1], w->shape[0]) << 1;
     int ip[5] = {stride, pad, 1, path, fused};
     /* workspace = fixed + B * per_sample (the fixed part: packed weights) */
     size_t B = CONV_WS_LIMIT, per_max = 0;

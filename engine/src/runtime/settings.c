@@ -111,7 +111,7 @@ cld_status cld_ctx_launch_config(const cld_ctx *ctx, char *buf, size_t cap)
              s->conv_wino_blas || s->wino_blas ? "batched GEMM (the products route)"
                                                : "wino_gemm (4 column tiles per group)",
              !s->gpu_path && s->cache_bytes ? "within 1/6 of the global memory cache" : "within 64 MB",
-             !s->gpu_path && !s->wino_blas && s->wino_fused
+             !s->wino_blas && s->wino_fused
                  ? ";\n    Winograd forward and dx as one kernel (wino_fused) where U is at most 4 MB"
                  : "",
              s->max_alloc_bytes, s->max_alloc_env ? "CLD_MAX_ALLOC" : "CL_DEVICE_MAX_MEM_ALLOC_SIZE",
